@@ -1,0 +1,135 @@
+//! Command-line arguments. Logic lives in one module per command; this file only says what can be typed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "quell", version, about = "Open-source SOAR for AWS Organizations: install it everywhere, contain what is compromised.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Run against the local sandbox started by `quell sandbox up` instead of AWS.
+    #[arg(long, global = true)]
+    pub sandbox: bool,
+    /// AWS profile to use (ignored with --sandbox).
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Print only results and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More logging (repeat for more).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render the CloudFormation templates for a configuration into a folder.
+    Render(RenderArgs),
+    /// Install Quell across the organization: security stack, member StackSets, the responder.
+    Install(InstallArgs),
+    /// Contain a compromised entity: publish a containment request and wait for its outcome.
+    Contain(ContainArgs),
+    /// The local sandbox: a simulated AWS Organization on this machine (moto).
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Quell configuration file (see quell.example.yaml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Folder to write the templates to (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Quell configuration file (see quell.example.yaml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Run as a StackSets delegated administrator: every StackSet call uses CallAs=DELEGATED_ADMIN.
+    #[arg(long)]
+    pub delegated_admin: bool,
+    /// The responder binary to package (default: `bootstrap` next to this `quell`).
+    #[arg(long)]
+    pub bootstrap: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ContainArgs {
+    /// ARN of the entity to contain, e.g. arn:aws:iam::111122223333:user/alice
+    pub arn: String,
+    /// Why: recorded in the ledger and in every audit message.
+    #[arg(long)]
+    pub reason: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Quell configuration file (default: quell.yaml, or the sandbox's own).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Request id (default: a new UUID). Sending the same id again never acts twice.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Seconds to wait for the outcome.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Start the sandbox (installs moto on first use) and seed a simulated organization.
+    Up(SandboxUpArgs),
+    /// Stop the sandbox processes this project started.
+    Down,
+    /// Show the sandbox: endpoint, accounts, Regions and everything seeded.
+    Status,
+    /// Turn moto's IAM enforcement on or off.
+    Iam(IamArgs),
+    /// Runs the local Lambda host (started by `sandbox up`).
+    #[command(hide = true)]
+    Host,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxUpArgs {
+    /// Loopback port for moto (default: a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct IamArgs {
+    #[arg(value_enum)]
+    pub enforcement: Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}

@@ -1,0 +1,23 @@
+//! Small commands that need no AWS access.
+
+use crate::args::RenderArgs;
+use crate::config::Config;
+use crate::printer::Printer;
+use crate::render;
+
+pub fn render(args: &RenderArgs, printer: &Printer) -> anyhow::Result<u8> {
+    let config = Config::load(&args.config)?;
+    let rendered = render::render_all(&config)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    let mut written = Vec::new();
+    for (file, text) in &rendered {
+        let path = args.out.join(file);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    printer.result(&serde_json::json!({ "written": written }), || {
+        written.iter().map(|w| format!("wrote {w}\n")).collect()
+    });
+    Ok(crate::exit::SUCCESS)
+}

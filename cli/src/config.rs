@@ -1,0 +1,404 @@
+//! The Quell configuration file: read, checked, and every problem reported with the file, the key
+//! and what was expected.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use quell_responder::entity::is_account_id;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Prefix of every resource Quell creates (stacks, StackSets, roles, topics).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Region of the security stack, the responder and the StackSet administration.
+    pub home_region: String,
+    /// Account that hosts the responder, the topics and the ledger.
+    pub security_account: String,
+    /// Role in the security account that the installing identity assumes.
+    #[serde(default = "default_security_role")]
+    pub security_account_role: String,
+    /// Every Region the regional StackSet covers (the home Region is always included).
+    pub regions: Vec<String>,
+    pub targets: Targets,
+    /// ARN patterns (`*` wildcards) that Quell must never contain.
+    #[serde(default)]
+    pub protected_principals: Vec<String>,
+    #[serde(default)]
+    pub operation_preferences: OperationPreferences,
+    #[serde(default)]
+    pub responder: ResponderConfig,
+    /// Deploy the AWS Config managed rules (needs a Config recorder in every target account and Region).
+    #[serde(default = "yes")]
+    pub config_rules: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default)]
+    pub organizational_units: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionConcurrency {
+    Sequential,
+    Parallel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyMode {
+    StrictFailureTolerance,
+    SoftFailureTolerance,
+}
+
+/// StackSet operation preferences. Defaults: Regions in parallel, all accounts at once, and soft
+/// failure tolerance, so one broken account does not hold the organization back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationPreferences {
+    #[serde(default = "parallel")]
+    pub region_concurrency: RegionConcurrency,
+    #[serde(default)]
+    pub max_concurrent_count: Option<u32>,
+    #[serde(default)]
+    pub max_concurrent_percentage: Option<u32>,
+    #[serde(default)]
+    pub failure_tolerance_count: Option<u32>,
+    #[serde(default)]
+    pub failure_tolerance_percentage: Option<u32>,
+    #[serde(default = "soft")]
+    pub concurrency_mode: ConcurrencyMode,
+}
+
+impl Default for OperationPreferences {
+    fn default() -> Self {
+        OperationPreferences {
+            region_concurrency: RegionConcurrency::Parallel,
+            max_concurrent_count: None,
+            max_concurrent_percentage: None,
+            failure_tolerance_count: None,
+            failure_tolerance_percentage: None,
+            concurrency_mode: ConcurrencyMode::SoftFailureTolerance,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    Arm64,
+    X86_64,
+}
+
+impl Architecture {
+    pub fn lambda_name(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "arm64",
+            Architecture::X86_64 => "x86_64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponderConfig {
+    #[serde(default = "arm64")]
+    pub architecture: Architecture,
+    #[serde(default = "memory")]
+    pub memory_mb: u32,
+    #[serde(default = "timeout")]
+    pub timeout_seconds: u32,
+    #[serde(default = "retention")]
+    pub log_retention_days: u32,
+}
+
+impl Default for ResponderConfig {
+    fn default() -> Self {
+        ResponderConfig {
+            architecture: arm64(),
+            memory_mb: memory(),
+            timeout_seconds: timeout(),
+            log_retention_days: retention(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "quell".into()
+}
+fn default_security_role() -> String {
+    "OrganizationAccountAccessRole".into()
+}
+fn yes() -> bool {
+    true
+}
+fn parallel() -> RegionConcurrency {
+    RegionConcurrency::Parallel
+}
+fn soft() -> ConcurrencyMode {
+    ConcurrencyMode::SoftFailureTolerance
+}
+fn arm64() -> Architecture {
+    Architecture::Arm64
+}
+fn memory() -> u32 {
+    256
+}
+fn timeout() -> u32 {
+    120
+}
+fn retention() -> u32 {
+    90
+}
+
+/// A problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the key, e.g. `targets.accounts[1]`; empty when the file itself is the problem.
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Regions a configuration may name. A typo is caught here, not by a failed StackSet operation.
+pub const KNOWN_REGIONS: &[&str] = &[
+    "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+    "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3",
+    "ap-southeast-4", "ap-southeast-5", "ap-southeast-6", "ap-southeast-7", "ca-central-1",
+    "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
+    "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1",
+    "mx-central-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+    "us-gov-east-1", "us-gov-west-1", "cn-north-1", "cn-northwest-1",
+];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: String::new(),
+            problem: format!("cannot read it: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: String::new(),
+            problem: e.to_string(),
+        })?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    /// Every Region the regional StackSet covers, home Region first.
+    pub fn all_regions(&self) -> Vec<String> {
+        let mut regions = vec![self.home_region.clone()];
+        regions.extend(self.regions.iter().filter(|r| **r != self.home_region).cloned());
+        regions
+    }
+
+    fn check(&self, file: &Path) -> Result<(), ConfigError> {
+        let err = |key: String, problem: String| ConfigError {
+            file: file.to_owned(),
+            key,
+            problem,
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 20
+            && self.name.starts_with(|c: char| c.is_ascii_lowercase())
+            && self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !name_ok {
+            return Err(err("name".into(), format!("'{}' is not usable as a resource prefix; expected 1-20 lowercase letters, digits and '-', starting with a letter", self.name)));
+        }
+        check_region(&self.home_region).map_err(|p| err("home_region".into(), p))?;
+        if self.regions.is_empty() {
+            return Err(err("regions".into(), "the list is empty; expected at least one Region, e.g. [us-east-1]".into()));
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            check_region(r).map_err(|p| err(format!("regions[{i}]"), p))?;
+        }
+        check_account(&self.security_account).map_err(|p| err("security_account".into(), p))?;
+        let t = &self.targets;
+        if t.organizational_units.is_empty() && t.accounts.is_empty() {
+            return Err(err("targets".into(), "no organizational_units and no accounts; expected at least one OU id (ou-xxxx-xxxxxxxx or r-xxxx) or account id".into()));
+        }
+        for (i, ou) in t.organizational_units.iter().enumerate() {
+            if !is_ou_id(ou) {
+                return Err(err(format!("targets.organizational_units[{i}]"), format!("'{ou}' is not an OU id; expected ou-xxxx-xxxxxxxx or a root id r-xxxx")));
+            }
+        }
+        for (i, a) in t.accounts.iter().enumerate() {
+            check_account(a).map_err(|p| err(format!("targets.accounts[{i}]"), p))?;
+        }
+        for (i, p) in self.protected_principals.iter().enumerate() {
+            if !p.starts_with("arn:") {
+                return Err(err(format!("protected_principals[{i}]"), format!("'{p}' is not an ARN pattern; expected e.g. arn:aws:iam::*:role/BreakGlass")));
+            }
+        }
+        let op = &self.operation_preferences;
+        if op.max_concurrent_count.is_some() && op.max_concurrent_percentage.is_some() {
+            return Err(err("operation_preferences".into(), "max_concurrent_count and max_concurrent_percentage are both set; expected at most one".into()));
+        }
+        if op.failure_tolerance_count.is_some() && op.failure_tolerance_percentage.is_some() {
+            return Err(err("operation_preferences".into(), "failure_tolerance_count and failure_tolerance_percentage are both set; expected at most one".into()));
+        }
+        for (key, value) in [("max_concurrent_percentage", op.max_concurrent_percentage), ("failure_tolerance_percentage", op.failure_tolerance_percentage)] {
+            if value.is_some_and(|v| v > 100) {
+                return Err(err(format!("operation_preferences.{key}"), "is over 100; expected a percentage from 0 to 100".into()));
+            }
+        }
+        if op.max_concurrent_count == Some(0) {
+            return Err(err("operation_preferences.max_concurrent_count".into(), "is 0; expected at least 1".into()));
+        }
+        let r = &self.responder;
+        if !(128..=10240).contains(&r.memory_mb) {
+            return Err(err("responder.memory_mb".into(), format!("{} is outside Lambda's range; expected 128 to 10240", r.memory_mb)));
+        }
+        if !(1..=900).contains(&r.timeout_seconds) {
+            return Err(err("responder.timeout_seconds".into(), format!("{} is outside Lambda's range; expected 1 to 900", r.timeout_seconds)));
+        }
+        const RETENTIONS: [u32; 22] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+        if !RETENTIONS.contains(&r.log_retention_days) {
+            return Err(err("responder.log_retention_days".into(), format!("{} is not a CloudWatch Logs retention; expected one of {RETENTIONS:?}", r.log_retention_days)));
+        }
+        Ok(())
+    }
+}
+
+fn check_region(region: &str) -> Result<(), String> {
+    if KNOWN_REGIONS.contains(&region) {
+        return Ok(());
+    }
+    let nearest = KNOWN_REGIONS
+        .iter()
+        .min_by_key(|known| strsim::levenshtein(known, region))
+        .filter(|known| strsim::levenshtein(known, region) <= 3);
+    Err(match nearest {
+        Some(n) => format!("'{region}' is not an AWS Region; did you mean {n}?"),
+        None => format!("'{region}' is not an AWS Region; expected a Region code such as us-east-1"),
+    })
+}
+
+fn check_account(account: &str) -> Result<(), String> {
+    if is_account_id(account) {
+        Ok(())
+    } else {
+        Err(format!("'{account}' is not an account id; expected 12 digits, quoted, e.g. \"111122223333\""))
+    }
+}
+
+fn is_ou_id(id: &str) -> bool {
+    let ok = |s: &str, min: usize, max: usize| {
+        (min..=max).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    };
+    if let Some(rest) = id.strip_prefix("ou-") {
+        return rest.split_once('-').is_some_and(|(a, b)| ok(a, 4, 32) && ok(b, 8, 32));
+    }
+    id.strip_prefix("r-").is_some_and(|rest| ok(rest, 4, 32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+home_region: us-east-1
+security_account: "222233334444"
+regions: [us-east-1, eu-west-1]
+targets:
+  organizational_units: [ou-ab12-cdef3456]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("quell.yaml"))
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.name, "quell");
+        assert_eq!(c.security_account_role, "OrganizationAccountAccessRole");
+        assert_eq!(c.responder.architecture, Architecture::Arm64);
+        assert_eq!(c.operation_preferences.region_concurrency, RegionConcurrency::Parallel);
+        assert_eq!(c.operation_preferences.concurrency_mode, ConcurrencyMode::SoftFailureTolerance);
+        assert_eq!(c.all_regions(), ["us-east-1", "eu-west-1"]);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../quell.example.yaml");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_what_is_expected() {
+        let e = parse(&format!("{GOOD}regoins: [us-west-2]\n")).unwrap_err().to_string();
+        assert!(e.starts_with("quell.yaml: "), "{e}");
+        assert!(e.contains("regoins"), "{e}");
+        assert!(e.contains("regions"), "names the expected keys: {e}");
+    }
+
+    #[test]
+    fn a_bad_account_id_is_named() {
+        let e = parse(&GOOD.replace("\"222233334444\"", "\"2222-3333\"")).unwrap_err();
+        assert_eq!(e.key, "security_account");
+        assert!(e.to_string().contains("expected 12 digits"), "{e}");
+        let e = parse(&format!("{GOOD}  accounts: [\"111122223333\", \"12\"]\n")).unwrap_err();
+        assert_eq!(e.key, "targets.accounts[1]");
+    }
+
+    #[test]
+    fn a_region_typo_gets_a_suggestion() {
+        let e = parse(&GOOD.replace("[us-east-1, eu-west-1]", "[us-east-1, eu-wset-1]")).unwrap_err();
+        assert_eq!(e.key, "regions[1]");
+        assert!(e.problem.contains("did you mean eu-west-1?"), "{e}");
+        let e = parse(&GOOD.replace("home_region: us-east-1", "home_region: mars-1")).unwrap_err();
+        assert_eq!(e.key, "home_region");
+    }
+
+    #[test]
+    fn empty_targets_and_regions_are_refused() {
+        let e = parse(&GOOD.replace("  organizational_units: [ou-ab12-cdef3456]", "  organizational_units: []")).unwrap_err();
+        assert_eq!(e.key, "targets");
+        assert!(e.problem.contains("expected at least one"), "{e}");
+        let e = parse(&GOOD.replace("[us-east-1, eu-west-1]", "[]")).unwrap_err();
+        assert_eq!(e.key, "regions");
+    }
+
+    #[test]
+    fn bad_ou_ids_and_preferences_are_refused() {
+        let e = parse(&GOOD.replace("ou-ab12-cdef3456", "Workloads")).unwrap_err();
+        assert_eq!(e.key, "targets.organizational_units[0]");
+        let e = parse(&format!("{GOOD}operation_preferences:\n  max_concurrent_percentage: 150\n")).unwrap_err();
+        assert_eq!(e.key, "operation_preferences.max_concurrent_percentage");
+        let e = parse(&format!("{GOOD}responder:\n  memory_mb: 64\n")).unwrap_err();
+        assert_eq!(e.key, "responder.memory_mb");
+    }
+
+    #[test]
+    fn unreadable_yaml_names_the_file() {
+        let e = parse("home_region: [unclosed").unwrap_err();
+        assert!(e.to_string().starts_with("quell.yaml: "), "{e}");
+    }
+}

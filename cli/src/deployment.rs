@@ -1,0 +1,67 @@
+//! What an installed Quell looks like from outside: stack names and the security stack's outputs.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+use quell_responder::aws_error::Described;
+
+pub fn security_stack(prefix: &str) -> String {
+    format!("{prefix}-security")
+}
+pub fn artifacts_stack(prefix: &str) -> String {
+    format!("{prefix}-artifacts")
+}
+pub fn management_stack(prefix: &str) -> String {
+    format!("{prefix}-management")
+}
+pub fn secret_name(prefix: &str) -> String {
+    format!("{prefix}/external-ids")
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub containment_topic_arn: String,
+    pub audit_topic_arn: String,
+    pub ledger_table: String,
+    pub function_name: String,
+    pub responder_role_arn: String,
+    pub central_bus_arn: String,
+    pub dead_letter_queue: String,
+    pub artifact_key: String,
+}
+
+/// Outputs of a stack, or `None` when the stack does not exist.
+pub async fn stack_outputs(config: &SdkConfig, stack: &str) -> anyhow::Result<Option<HashMap<String, String>>> {
+    let cfn = aws_sdk_cloudformation::Client::new(config);
+    match cfn.describe_stacks().stack_name(stack).send().await.described("cloudformation:DescribeStacks") {
+        Ok(out) => Ok(out.stacks().first().map(|s| {
+            s.outputs()
+                .iter()
+                .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+                .collect()
+        })),
+        Err(e) if e.failure.message.contains("does not exist") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Deployment {
+    /// Reads the security stack in the security account's home Region.
+    pub async fn find(config: &SdkConfig, prefix: &str) -> anyhow::Result<Option<Deployment>> {
+        let Some(outputs) = stack_outputs(config, &security_stack(prefix)).await? else {
+            return Ok(None);
+        };
+        let get = |k: &str| outputs.get(k).cloned().with_context(|| format!("stack {} has no output {k}: run `quell install` to repair it", security_stack(prefix)));
+        Ok(Some(Deployment {
+            containment_topic_arn: get("ContainmentTopicArn")?,
+            audit_topic_arn: get("AuditTopicArn")?,
+            ledger_table: get("LedgerTableName")?,
+            function_name: get("ResponderFunctionName")?,
+            responder_role_arn: get("ResponderRoleArn")?,
+            central_bus_arn: get("CentralBusArn")?,
+            dead_letter_queue: get("DeadLetterQueueName")?,
+            artifact_key: get("ArtifactKey")?,
+        }))
+    }
+}

@@ -1,0 +1,42 @@
+//! Exit codes, named, so scripts can tell a refusal from a failure.
+
+/// Everything went as asked.
+pub const SUCCESS: u8 = 0;
+/// Something failed; the message says what.
+pub const FAILURE: u8 = 1;
+/// The request was refused (by the CLI's own checks or by the responder).
+pub const REFUSED: u8 = 3;
+/// The responder tried and failed; the ledger says which steps were done.
+pub const CONTAINMENT_FAILED: u8 = 4;
+/// No outcome arrived in time.
+pub const TIMED_OUT: u8 = 5;
+
+/// An error that carries its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Coded {
+    pub code: u8,
+    pub message: String,
+}
+
+pub fn refused(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: REFUSED,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<Coded>().map_or(FAILURE, |c| c.code)
+}
+
+/// The error and its causes on one line each, most specific last.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        text.push_str("\n  caused by: ");
+        text.push_str(&cause.to_string());
+    }
+    text
+}

@@ -1,0 +1,71 @@
+//! `quell`: install, upgrade and drive the Quell SOAR across an AWS Organization.
+
+mod args;
+mod assets;
+mod aws;
+mod commands;
+mod config;
+mod contain;
+mod deployment;
+mod exit;
+mod install;
+mod package;
+mod printer;
+mod render;
+mod sandbox;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, SandboxCommand};
+use crate::printer::Printer;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let printer = Printer::new(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(&format!("cannot start the async runtime: {e}"));
+            return exit::FAILURE.into();
+        }
+    };
+    match runtime.block_on(run(cli, &printer)) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            printer.error(&exit::describe(&e));
+            exit::code_for(&e).into()
+        }
+    }
+}
+
+async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
+    let global = cli.global;
+    match cli.command {
+        Command::Render(args) => commands::render(&args, printer),
+        Command::Install(args) => install::run(&global, &args, printer).await,
+        Command::Contain(args) => contain::run(&global, &args, printer).await,
+        Command::Sandbox { command } => match command {
+            SandboxCommand::Up(args) => sandbox::up(&args, printer).await,
+            SandboxCommand::Down => sandbox::down(printer).await,
+            SandboxCommand::Status => sandbox::status(printer),
+            SandboxCommand::Iam(args) => sandbox::iam_enforcement(&args, printer).await,
+            SandboxCommand::Host => sandbox::host::run().await,
+        },
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,quell=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUELL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,181 @@
+//! Rendering the Handlebars templates with a configuration.
+
+use std::collections::BTreeMap;
+
+use handlebars::Handlebars;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::assets::{self, TemplateSource};
+use crate::config::Config;
+
+/// A managed AWS Config rule that the regional StackSet deploys.
+#[derive(Debug, Serialize)]
+struct ConfigRule {
+    logical_id: &'static str,
+    name: &'static str,
+    identifier: &'static str,
+    description: &'static str,
+    resource_types: &'static [&'static str],
+    periodic: bool,
+}
+
+const CONFIG_RULES: &[ConfigRule] = &[
+    ConfigRule {
+        logical_id: "RestrictedSshRule",
+        name: "restricted-ssh",
+        identifier: "INCOMING_SSH_DISABLED",
+        description: "Security groups must not allow SSH from anywhere.",
+        resource_types: &["AWS::EC2::SecurityGroup"],
+        periodic: false,
+    },
+    ConfigRule {
+        logical_id: "S3PublicReadRule",
+        name: "s3-bucket-public-read-prohibited",
+        identifier: "S3_BUCKET_PUBLIC_READ_PROHIBITED",
+        description: "S3 buckets must not allow public read access.",
+        resource_types: &["AWS::S3::Bucket"],
+        periodic: false,
+    },
+    ConfigRule {
+        logical_id: "S3PublicWriteRule",
+        name: "s3-bucket-public-write-prohibited",
+        identifier: "S3_BUCKET_PUBLIC_WRITE_PROHIBITED",
+        description: "S3 buckets must not allow public write access.",
+        resource_types: &["AWS::S3::Bucket"],
+        periodic: false,
+    },
+    ConfigRule {
+        logical_id: "EbsSnapshotPublicRule",
+        name: "ebs-snapshot-public-restorable",
+        identifier: "EBS_SNAPSHOT_PUBLIC_RESTORABLE_CHECK",
+        description: "EBS snapshots must not be restorable by everyone.",
+        resource_types: &[],
+        periodic: true,
+    },
+];
+
+/// One StackSet definition from `stacksets/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSetDefinition {
+    /// Suffix of the StackSet name: `<prefix>-<name>`.
+    pub name: String,
+    pub template: String,
+    pub regions: RegionScope,
+    pub capabilities: Vec<String>,
+    pub auto_deployment: AutoDeployment,
+    pub parameters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionScope {
+    /// The home Region only (global resources such as IAM roles).
+    Home,
+    /// Every configured Region.
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDeployment {
+    pub enabled: bool,
+    pub retain_stacks_on_account_removal: bool,
+}
+
+impl StackSetDefinition {
+    pub fn all() -> Vec<StackSetDefinition> {
+        assets::STACKSETS
+            .iter()
+            .map(|text| serde_saphyr::from_str(text).expect("stacksets/*.yaml are checked by tests"))
+            .collect()
+    }
+
+    pub fn full_name(&self, config: &Config) -> String {
+        format!("{}-{}", config.name, self.name)
+    }
+
+    pub fn regions(&self, config: &Config) -> Vec<String> {
+        match self.regions {
+            RegionScope::Home => vec![config.home_region.clone()],
+            RegionScope::All => config.all_regions(),
+        }
+    }
+}
+
+/// Rendered templates by file name.
+pub type Rendered = BTreeMap<&'static str, String>;
+
+pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    // CloudFormation YAML, not HTML: nothing to escape.
+    hb.register_escape_fn(handlebars::no_escape);
+    let context = json!({
+        "name": config.name,
+        "responder": {
+            "architecture": config.responder.architecture.lambda_name(),
+            "memory_mb": config.responder.memory_mb,
+            "timeout_seconds": config.responder.timeout_seconds,
+            "log_retention_days": config.responder.log_retention_days,
+        },
+        // Inside a single-quoted YAML scalar: quotes are doubled.
+        "protected_principals_json": serde_json::to_string(&config.protected_principals)?.replace('\'', "''"),
+        "config_rules": config.config_rules,
+        "config_rules_list": CONFIG_RULES,
+    });
+    let mut out = Rendered::new();
+    for t in assets::ALL_TEMPLATES {
+        out.insert(t.file, render_one(&hb, t, &context)?);
+    }
+    Ok(out)
+}
+
+fn render_one(hb: &Handlebars, t: &TemplateSource, context: &serde_json::Value) -> anyhow::Result<String> {
+    hb.render_template(t.source, context)
+        .map_err(|e| anyhow::anyhow!("template {} does not render: {e}", t.file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config() -> Config {
+        Config::parse(include_str!("../../quell.example.yaml"), Path::new("quell.example.yaml")).unwrap()
+    }
+
+    #[test]
+    fn every_template_renders_with_names_and_settings() {
+        let r = render_all(&config()).unwrap();
+        assert_eq!(r.len(), 5);
+        let security = &r["security.yaml"];
+        assert!(security.contains("FunctionName: quell-responder\n"));
+        assert!(security.contains("- arm64\n"));
+        assert!(security.contains(r#"QUELL_PROTECTED_PRINCIPALS: '["arn:aws:iam::*:role/OrganizationAccountAccessRole","arn:aws:iam::*:role/BreakGlass*"]'"#));
+        assert!(!r.values().any(|t| t.contains("{{")), "no placeholder left behind");
+        let regional = &r["member-regional.yaml"];
+        assert!(regional.contains("SourceIdentifier: S3_BUCKET_PUBLIC_READ_PROHIBITED"));
+        assert!(regional.contains("Name: quell-forward-api-calls"));
+    }
+
+    #[test]
+    fn config_rules_can_be_left_out() {
+        let mut c = config();
+        c.config_rules = false;
+        let r = render_all(&c).unwrap();
+        assert!(!r["member-regional.yaml"].contains("AWS::Config::ConfigRule"));
+    }
+
+    #[test]
+    fn stackset_definitions_parse_and_name_known_templates() {
+        let defs = StackSetDefinition::all();
+        assert_eq!(defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["member-roles", "member-regional"]);
+        for d in &defs {
+            assert!(assets::ALL_TEMPLATES.iter().any(|t| t.file == d.template), "{}", d.template);
+        }
+        assert_eq!(defs[0].regions, RegionScope::Home);
+        assert_eq!(defs[1].regions(&config()), ["us-east-1", "eu-west-1"]);
+    }
+}

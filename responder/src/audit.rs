@@ -1,0 +1,139 @@
+//! Audit messages: every request's start and end, and every refused delivery, published to the
+//! audit topic. One message serves both readers: SNS sends e-mail subscribers the text, and every
+//! other protocol (SQS, Lambda, HTTPS) the JSON document.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::aws_error::{CallError, Described};
+use crate::ledger::{Record, StepStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    Started,
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+impl AuditEvent {
+    fn word(self) -> &'static str {
+        match self {
+            AuditEvent::Started => "STARTED",
+            AuditEvent::Succeeded => "SUCCEEDED",
+            AuditEvent::Failed => "FAILED",
+            AuditEvent::Rejected => "REJECTED",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Envelope<'a> {
+    source: &'static str,
+    event: AuditEvent,
+    record: &'a Record,
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    sns: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl Audit {
+    pub fn new(sns: aws_sdk_sns::Client, topic_arn: &str) -> Audit {
+        Audit {
+            sns,
+            topic_arn: topic_arn.to_owned(),
+        }
+    }
+
+    pub async fn publish(&self, event: AuditEvent, record: &Record) -> Result<(), CallError> {
+        let json = serde_json::to_string(&Envelope {
+            source: "quell",
+            event,
+            record,
+        })
+        .unwrap_or_default();
+        let message = serde_json::json!({ "default": json, "email": email_text(event, record) });
+        self.sns
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(subject(event, record))
+            .message_structure("json")
+            .message(message.to_string())
+            .message_attributes(
+                "event",
+                aws_sdk_sns::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(format!("{event:?}").to_lowercase())
+                    .build()
+                    .expect("data type and value are set"),
+            )
+            .send()
+            .await
+            .described("sns:Publish (audit)")?;
+        Ok(())
+    }
+}
+
+/// SNS subjects are ASCII, at most 100 characters, without line breaks.
+pub fn subject(event: AuditEvent, record: &Record) -> String {
+    let what = match (&record.entity_kind, &record.entity) {
+        (Some(kind), Some(entity)) => {
+            let name = entity.rsplit('/').next().unwrap_or(entity);
+            format!("{kind} {name} in {}", record.account.as_deref().unwrap_or("?"))
+        }
+        _ => "a delivery".to_owned(),
+    };
+    let raw = format!("Quell containment {}: {what}", event.word().to_lowercase());
+    raw.chars()
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
+        .take(100)
+        .collect()
+}
+
+pub fn email_text(event: AuditEvent, record: &Record) -> String {
+    let mut t = String::new();
+    let id = record.request_id.as_deref().unwrap_or(&record.key);
+    let _ = writeln!(t, "Quell containment request {id}: {}", event.word());
+    let _ = writeln!(t);
+    let field = |t: &mut String, label: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            let _ = writeln!(t, "{label:<11} {v}");
+        }
+    };
+    field(&mut t, "Entity:", record.entity.as_deref());
+    field(&mut t, "Type:", record.entity_kind.as_deref());
+    field(&mut t, "Account:", record.account.as_deref());
+    field(&mut t, "Requester:", record.requester.as_deref());
+    field(&mut t, "Reason:", record.reason.as_deref());
+    let _ = writeln!(t, "{:<11} {}", "Received:", record.received_at.to_rfc3339());
+    if let Some(r) = &record.rejection {
+        let _ = writeln!(t, "{:<11} {} ({})", "Refused:", r.message, r.code);
+    }
+    if let Some(e) = &record.error {
+        let _ = writeln!(t, "{:<11} {e}", "Error:");
+    }
+    if !record.steps.is_empty() {
+        let _ = writeln!(t, "\nSteps:");
+        for s in &record.steps {
+            let mark = match s.status {
+                StepStatus::Done => "done",
+                StepStatus::Skipped => "skipped",
+                StepStatus::Failed => "FAILED",
+            };
+            let _ = writeln!(t, "  [{mark:>7}] {}: {}", s.name, s.detail);
+        }
+    }
+    if matches!(event, AuditEvent::Failed) {
+        let _ = writeln!(
+            t,
+            "\nSteps not listed as done were not carried out. Publishing the same request again resumes it."
+        );
+    }
+    let _ = writeln!(t, "\nMessage ids: {}", record.message_ids.join(", "));
+    t
+}

@@ -1,0 +1,49 @@
+//! The containment message: what an analyst, the CLI or a Security Hub action publishes to the
+//! containment topic. This is a public contract; fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+
+/// SNS message attribute that carries the ExternalId. Kept out of the body so that a body logged or
+/// forwarded somewhere never carries the secret along with it.
+pub const EXTERNAL_ID_ATTRIBUTE: &str = "ExternalId";
+
+/// Version of the message body this responder understands.
+pub const MESSAGE_VERSION: &str = "1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Contain,
+}
+
+/// Body of a containment message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentMessage {
+    pub version: String,
+    /// Chosen by the sender; the idempotency key. The same id sent twice is acted on once.
+    pub request_id: String,
+    pub action: Action,
+    /// ARN of the entity to contain.
+    pub entity: String,
+    pub reason: String,
+    /// Who asked, as the sender knows itself (the CLI puts the caller's ARN here).
+    pub requester: String,
+}
+
+impl ContainmentMessage {
+    /// Request ids become ledger keys and appear in audit mail: keep them short and printable.
+    pub fn request_id_is_valid(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }
+}
+
+/// Ledger key under which a rejected delivery is recorded: the SNS message id, which the
+/// publisher learns from `Publish` even when the body was unreadable.
+pub fn rejection_key(sns_message_id: &str) -> String {
+    format!("delivery:{sns_message_id}")
+}

@@ -1,0 +1,24 @@
+//! The Quell responder: the engine that validates, records and carries out containment requests.
+//!
+//! The `bootstrap` binary only wires this library into the Lambda runtime; everything that decides or
+//! acts lives here so the CLI and the tests use the same code (the message contract, the ledger
+//! records, ARN parsing).
+
+pub mod audit;
+pub mod aws_error;
+pub mod contract;
+pub mod engine;
+pub mod entities;
+pub mod entity;
+pub mod error;
+pub mod inbound;
+pub mod ledger;
+pub mod membership;
+pub mod protection;
+pub mod secret;
+pub mod sessions;
+pub mod settings;
+pub mod telemetry;
+
+pub use engine::Responder;
+pub use error::ResponderError;

@@ -1,0 +1,52 @@
+//! "Is this account in our organization?", asked of AWS Organizations through a read-only role in
+//! the management account. Accounts that join later are recognised at once; positive answers are
+//! cached for the life of the execution environment.
+
+use std::collections::HashSet;
+
+use tokio::sync::Mutex;
+
+use crate::aws_error::{CallError, Described};
+use crate::sessions::Sessions;
+
+#[derive(Debug)]
+pub struct Membership {
+    reader_role_arn: String,
+    known: Mutex<HashSet<String>>,
+}
+
+impl Membership {
+    pub fn new(reader_role_arn: &str) -> Membership {
+        Membership {
+            reader_role_arn: reader_role_arn.to_owned(),
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub async fn is_member(
+        &self,
+        sessions: &Sessions,
+        external_id: &str,
+        account: &str,
+    ) -> Result<bool, CallError> {
+        if self.known.lock().await.contains(account) {
+            return Ok(true);
+        }
+        let config = sessions.assume(&self.reader_role_arn, Some(external_id)).await?;
+        let org = aws_sdk_organizations::Client::new(&config);
+        match org
+            .describe_account()
+            .account_id(account)
+            .send()
+            .await
+            .described("organizations:DescribeAccount")
+        {
+            Ok(_) => {
+                self.known.lock().await.insert(account.to_owned());
+                Ok(true)
+            }
+            Err(e) if e.is_code("AccountNotFoundException") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

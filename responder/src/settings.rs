@@ -1,0 +1,52 @@
+//! The responder's settings, read once at cold start from the function's environment (set by the
+//! security stack template).
+
+use crate::error::ResponderError;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ledger_table: String,
+    pub audit_topic_arn: String,
+    /// Secrets Manager secret holding the ExternalIds (never the value itself: an environment
+    /// variable is readable by anyone who can read the function's configuration).
+    pub secret_id: String,
+    /// Name of the role the responder assumes in member accounts.
+    pub member_role_name: String,
+    /// Role in the management account that answers "is this account in the organization?".
+    pub org_reader_role_arn: String,
+    pub organization_id: String,
+    /// Prefix of every Quell resource name: roles named `<prefix>-*` are Quell's own and protected.
+    pub name_prefix: String,
+    /// ARN patterns (`*` wildcards) that must never be contained.
+    pub protected_principals: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ResponderError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ResponderError> {
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| ResponderError::Settings(format!("environment variable {k} is not set; the security stack sets it")))
+        };
+        let protected_raw = get("QUELL_PROTECTED_PRINCIPALS").unwrap_or_else(|| "[]".into());
+        let protected_principals: Vec<String> = serde_json::from_str(&protected_raw).map_err(|e| {
+            ResponderError::Settings(format!(
+                "QUELL_PROTECTED_PRINCIPALS is not a JSON array of ARN patterns: {e}"
+            ))
+        })?;
+        Ok(Settings {
+            ledger_table: need("QUELL_LEDGER_TABLE")?,
+            audit_topic_arn: need("QUELL_AUDIT_TOPIC_ARN")?,
+            secret_id: need("QUELL_SECRET_ARN")?,
+            member_role_name: need("QUELL_MEMBER_ROLE_NAME")?,
+            org_reader_role_arn: need("QUELL_ORG_READER_ROLE_ARN")?,
+            organization_id: need("QUELL_ORGANIZATION_ID")?,
+            name_prefix: need("QUELL_NAME_PREFIX")?,
+            protected_principals,
+        })
+    }
+}
