@@ -110,6 +110,8 @@ pub enum SandboxCommand {
     Status,
     /// Turn moto's IAM enforcement on or off.
     Iam(IamArgs),
+    /// The main job end to end: sandbox, install across the organization, contain, report.
+    Demo,
     /// Runs the local Lambda host (started by `sandbox up`).
     #[command(hide = true)]
     Host,

@@ -45,9 +45,33 @@ fn config_path(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Resul
     anyhow::bail!("no configuration: pass --config FILE (the one `quell install` used), or create quell.yaml here")
 }
 
+/// The outcome of one containment request, as the ledger recorded it.
+pub struct Outcome {
+    pub request_id: String,
+    pub message_id: String,
+    pub record: Record,
+}
+
 pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> anyhow::Result<u8> {
-    // Obvious mistakes are caught here; the responder checks everything again, authoritatively.
-    let entity = Entity::parse(&args.arn).map_err(|e| exit::refused(e.to_string()))?;
+    let outcome = request(global, args, printer).await?;
+    let record = &outcome.record;
+    let report = Report { request_id: &outcome.request_id, message_id: &outcome.message_id, status: record.status, entity: &args.arn, record };
+    printer.result(&report, || report_text(record, printer));
+    Ok(exit_code(record.status))
+}
+
+pub fn exit_code(status: Status) -> u8 {
+    match status {
+        Status::Succeeded => exit::SUCCESS,
+        Status::Rejected => exit::REFUSED,
+        Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
+    }
+}
+
+/// Publishes the request and waits for its outcome.
+pub async fn request(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    // The responder is the one authority on what may be contained: whatever it refuses is recorded
+    // and audited, whoever sent it. Here only the message's own shape is checked.
     if args.reason.trim().is_empty() {
         return Err(exit::refused("--reason is empty: say why, it goes into the ledger and every audit message"));
     }
@@ -65,14 +89,18 @@ pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> 
     let secrets = aws_sdk_secretsmanager::Client::new(&security);
     let ids = ExternalIds::load(&secrets, &deployment::secret_name(&config.name)).await?;
 
-    if !confirm(printer, &format!("Contain {} {} in account {}?", entity.kind(), entity.name(), entity.account()), args.yes)? {
+    let question = match Entity::parse(&args.arn) {
+        Ok(entity) => format!("Contain {} {} in account {}?", entity.kind(), entity.name(), entity.account()),
+        Err(_) => format!("Send a containment request for {}?", args.arn),
+    };
+    if !confirm(printer, &question, args.yes)? {
         return Err(exit::refused("containment cancelled; nothing was sent"));
     }
     let message = ContainmentMessage {
         version: MESSAGE_VERSION.into(),
         request_id: request_id.clone(),
         action: Action::Contain,
-        entity: entity.to_string(),
+        entity: args.arn.clone(),
         reason: args.reason.clone(),
         requester: caller.arn.clone(),
     };
@@ -100,13 +128,7 @@ pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> 
         }
         .into());
     };
-    let report = Report { request_id: &request_id, message_id: &message_id, status: record.status, entity: &args.arn, record: &record };
-    printer.result(&report, || report_text(&record, printer));
-    Ok(match record.status {
-        Status::Succeeded => exit::SUCCESS,
-        Status::Rejected => exit::REFUSED,
-        Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
-    })
+    Ok(Outcome { request_id, message_id, record })
 }
 
 /// Polls the ledger until this delivery's outcome is final: the request's own record when this
@@ -138,7 +160,7 @@ async fn wait(ledger: &Ledger, request_id: &str, message_id: &str, timeout: Dura
     Ok(None)
 }
 
-fn report_text(r: &Record, printer: &Printer) -> String {
+pub fn report_text(r: &Record, printer: &Printer) -> String {
     let mut t = String::new();
     let (word, tone) = match r.status {
         Status::Succeeded => ("CONTAINED", Tone::Good),

@@ -50,6 +50,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
             SandboxCommand::Down => sandbox::down(printer).await,
             SandboxCommand::Status => sandbox::status(printer),
             SandboxCommand::Iam(args) => sandbox::iam_enforcement(&args, printer).await,
+            SandboxCommand::Demo => sandbox::demo::run(printer).await,
             SandboxCommand::Host => sandbox::host::run().await,
         },
     }
@@ -66,6 +67,6 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -121,6 +121,17 @@ impl Responder {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
+        // Protection first, on the ARN as given: Quell's own roles are refused as protected, not
+        // merely as a type it does not contain.
+        if let Some(pattern) = self.protection.protecting(&message.entity) {
+            let why = format!(
+                "{} is protected (matches {pattern}); Quell never contains its own roles or the configured protected principals",
+                message.entity
+            );
+            return self
+                .reject_delivery(d, Some(&message), refuse("protected_principal", why))
+                .await;
+        }
         let entity = match Entity::parse(&message.entity) {
             Ok(e) => e,
             Err(e) => {
@@ -133,15 +144,6 @@ impl Responder {
                     .await;
             }
         };
-        if let Some(pattern) = self.protection.protecting(&message.entity) {
-            let why = format!(
-                "{} is protected (matches {pattern}); Quell never contains its own roles or the configured protected principals",
-                message.entity
-            );
-            return self
-                .reject_delivery(d, Some(&message), refuse("protected_principal", why))
-                .await;
-        }
         match self
             .membership
             .is_member(&self.sessions, &ids.role_external_id, entity.account())

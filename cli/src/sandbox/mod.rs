@@ -1,6 +1,7 @@
 //! The local sandbox: moto on loopback, seeded with a simulated organization, and a local Lambda
 //! host that runs the real `bootstrap` where AWS would invoke the function.
 
+pub mod demo;
 pub mod host;
 pub mod moto;
 pub mod process;

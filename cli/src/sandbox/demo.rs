@@ -1,0 +1,168 @@
+//! `quell sandbox demo`: the main job end to end on this machine. A simulated organization, Quell
+//! installed across it, a compromised user contained (its key shown working before and denied
+//! after, with IAM enforcement on), a forbidden request refused, and a report a person can read.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+use quell_responder::ledger::{Record, Status};
+use serde::Serialize;
+
+use super::state::{sandbox_dir, SandboxState};
+use super::{moto, seed};
+use crate::args::{ContainArgs, GlobalArgs, InstallArgs, OutputFormat, SandboxUpArgs};
+use crate::aws::sandbox_config;
+use crate::printer::{Printer, Tone};
+use crate::{contain, exit, install};
+
+#[derive(Debug, Serialize)]
+struct Probe {
+    service: &'static str,
+    call: &'static str,
+    allowed: bool,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Incident {
+    title: String,
+    entity: String,
+    request_id: String,
+    status: Status,
+    record: Record,
+    before: Vec<Probe>,
+    after: Vec<Probe>,
+}
+
+#[derive(Debug, Serialize)]
+struct DemoReport {
+    endpoint: String,
+    organization_id: String,
+    incidents: Vec<Incident>,
+    report_file: PathBuf,
+    passed: bool,
+}
+
+pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
+    let global = GlobalArgs { sandbox: true, profile: None, output: OutputFormat::Text, quiet: false, verbose: 0 };
+    let quiet = Printer::new(&GlobalArgs { quiet: true, ..global.clone() });
+    if !SandboxState::exists() {
+        super::up(&SandboxUpArgs { port: None }, &quiet).await?;
+    }
+    let state = SandboxState::load()?;
+    printer.status(&format!("sandbox organization {} at {}", state.organization_id, state.endpoint));
+    install::run(&global, &InstallArgs { config: state.config_path.clone(), yes: true, delegated_admin: false, bootstrap: None }, printer).await?;
+
+    let user = state
+        .seeded
+        .iter()
+        .find(|s| s.kind == "iam_user" && s.arn.ends_with(&format!(":user/{}", seed::COMPROMISED_USER)))
+        .context("the sandbox has no seeded user to contain")?;
+    let key = user.access_key.clone().context("the seeded user has no access key recorded")?;
+    let as_user = sandbox_config(&state, seed::HOME_REGION, &key.access_key_id, &key.secret_access_key, None).await;
+
+    printer.status(&format!("incident 1: access key {} of {} leaked", key.access_key_id, user.arn));
+    let before = with_enforcement(&state, probe(&as_user)).await?;
+    let contained = contain::request(&global, &contain_args(&user.arn, "access key leaked in a public CI log"), printer).await?;
+    let after = with_enforcement(&state, probe(&as_user)).await?;
+
+    let own_role = format!("arn:aws:iam::{}:role/quell-responder", user.account);
+    printer.status(&format!("incident 2: a request to contain Quell's own role {own_role}"));
+    let refused = contain::request(&global, &contain_args(&own_role, "an attacker tries to switch Quell off"), printer).await?;
+
+    let incidents = vec![
+        Incident {
+            title: "Leaked access key: contain the IAM user".into(),
+            entity: user.arn.clone(),
+            request_id: contained.request_id,
+            status: contained.record.status,
+            record: contained.record,
+            before,
+            after,
+        },
+        Incident {
+            title: "Attempt to contain Quell's own role: refused".into(),
+            entity: own_role,
+            request_id: refused.request_id,
+            status: refused.record.status,
+            record: refused.record,
+            before: Vec::new(),
+            after: Vec::new(),
+        },
+    ];
+    let passed = incidents[0].status == Status::Succeeded
+        && incidents[0].before.iter().all(|p| p.allowed)
+        && incidents[0].after.iter().all(|p| !p.allowed)
+        && incidents[1].status == Status::Rejected;
+    let report_file = sandbox_dir().join("report.md");
+    let mut report = DemoReport { endpoint: state.endpoint.clone(), organization_id: state.organization_id.clone(), incidents, report_file: report_file.clone(), passed };
+    let text = report_text(&report, &Printer::new(&GlobalArgs { quiet: true, ..global.clone() }));
+    std::fs::write(&report_file, &text).with_context(|| format!("cannot write {}", report_file.display()))?;
+    report.report_file = report_file.canonicalize().unwrap_or(report_file);
+    printer.result(&report, || report_text(&report, printer));
+    Ok(if passed { exit::SUCCESS } else { exit::FAILURE })
+}
+
+fn contain_args(arn: &str, reason: &str) -> ContainArgs {
+    ContainArgs { arn: arn.into(), reason: reason.into(), yes: true, config: None, request_id: None, timeout: 60 }
+}
+
+/// Runs `f` with moto's IAM enforcement on, and turns it off again whatever happens. Enforcement
+/// stays off otherwise: moto checks most services' calls against resource `*`, so least-privilege
+/// policies that name resources (the responder's) are refused there although AWS grants them.
+async fn with_enforcement<T>(state: &SandboxState, f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    moto::set_iam_enforcement(&state.endpoint, true).await?;
+    let out = f.await;
+    moto::set_iam_enforcement(&state.endpoint, false).await?;
+    Ok(out)
+}
+
+/// What the credentials in `config` can still do: one read call each on S3, EC2 and SNS.
+async fn probe(config: &SdkConfig) -> Vec<Probe> {
+    fn verdict<T, E: std::fmt::Debug>(service: &'static str, call: &'static str, r: Result<T, E>) -> Probe {
+        match r {
+            Ok(_) => Probe { service, call, allowed: true, detail: "allowed".into() },
+            Err(e) => {
+                let text = format!("{e:?}");
+                let detail = if text.contains("AccessDenied") || text.contains("403") { "AccessDenied".to_owned() } else { text.chars().take(200).collect() };
+                Probe { service, call, allowed: false, detail }
+            }
+        }
+    }
+    vec![
+        verdict("s3", "ListBuckets", aws_sdk_s3::Client::new(config).list_buckets().send().await),
+        verdict("ec2", "DescribeInstances", aws_sdk_ec2::Client::new(config).describe_instances().send().await),
+        verdict("sns", "ListTopics", aws_sdk_sns::Client::new(config).list_topics().send().await),
+    ]
+}
+
+fn report_text(r: &DemoReport, printer: &Printer) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "\n# Quell sandbox report\n");
+    let _ = writeln!(t, "Organization {} on {}.\n", r.organization_id, r.endpoint);
+    for (n, i) in r.incidents.iter().enumerate() {
+        let tone = if i.status == Status::Succeeded { Tone::Good } else { Tone::Change };
+        let _ = writeln!(t, "## Incident {}: {}\n", n + 1, i.title);
+        let _ = writeln!(t, "- entity: {}", i.entity);
+        let _ = writeln!(t, "- request: {} -> {}", i.request_id, printer.paint(i.status.as_str(), tone));
+        if let Some(rej) = &i.record.rejection {
+            let _ = writeln!(t, "- refused: {} ({})", rej.message, rej.code);
+        }
+        for s in &i.record.steps {
+            let _ = writeln!(t, "- step {}: {:?}, {}", s.name, s.status, s.detail);
+        }
+        if !i.before.is_empty() {
+            let _ = writeln!(t, "\n| call (IAM enforcement on) | before | after |\n|---|---|---|");
+            for (b, a) in i.before.iter().zip(&i.after) {
+                let _ = writeln!(t, "| {}:{} | {} | {} |", b.service, b.call, b.detail, a.detail);
+            }
+        }
+        let _ = writeln!(t);
+    }
+    let verdict = if r.passed { printer.paint("PASSED: the leaked key is denied everywhere and Quell refused to act against itself.", Tone::Good) } else { printer.paint("FAILED: see the incidents above.", Tone::Bad) };
+    let _ = writeln!(t, "{verdict}");
+    let _ = writeln!(t, "Report written to {}", r.report_file.display());
+    t
+}
