@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "quell", version, about = "Open-source SOAR for AWS Organizations: install it everywhere, contain what is compromised.")]
+#[command(
+    name = "quell",
+    version,
+    about = "Open-source SOAR for AWS Organizations: install it everywhere, contain what is compromised."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

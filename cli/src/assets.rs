@@ -27,7 +27,13 @@ pub const MEMBER_REGIONAL: TemplateSource = TemplateSource {
     source: include_str!("../../templates/member-regional.yaml.hbs"),
 };
 
-pub const ALL_TEMPLATES: [&TemplateSource; 5] = [&ARTIFACTS, &SECURITY, &MANAGEMENT, &MEMBER_ROLES, &MEMBER_REGIONAL];
+pub const ALL_TEMPLATES: [&TemplateSource; 5] = [
+    &ARTIFACTS,
+    &SECURITY,
+    &MANAGEMENT,
+    &MEMBER_ROLES,
+    &MEMBER_REGIONAL,
+];
 
 /// StackSet definitions, in deployment order.
 pub const STACKSETS: [&str; 2] = [

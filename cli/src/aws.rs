@@ -22,14 +22,22 @@ impl Aws {
     pub async fn connect(global: &GlobalArgs, region: &str) -> anyhow::Result<Aws> {
         if global.sandbox {
             let state = SandboxState::load()?;
-            let base = sandbox_config(&state, region, &state.admin.access_key_id, &state.admin.secret_access_key, None).await;
+            let base = sandbox_config(
+                &state,
+                region,
+                &state.admin.access_key_id,
+                &state.admin.secret_access_key,
+                None,
+            )
+            .await;
             return Ok(Aws {
                 sessions: Sessions::new(&base, "quell-cli"),
                 base,
                 sandbox: Some(state),
             });
         }
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
         if let Some(profile) = &global.profile {
             loader = loader.profile_name(profile);
         }
@@ -52,7 +60,10 @@ impl Aws {
 
     /// The caller's identity in another Region.
     pub fn in_region(&self, region: &str) -> SdkConfig {
-        self.base.to_builder().region(Region::new(region.to_owned())).build()
+        self.base
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build()
     }
 
     pub async fn caller(&self) -> anyhow::Result<Caller> {
@@ -61,7 +72,11 @@ impl Aws {
             .send()
             .await
             .described("sts:GetCallerIdentity")
-            .map_err(|e| anyhow::anyhow!("cannot tell who you are ({e}): check your AWS credentials or --profile"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot tell who you are ({e}): check your AWS credentials or --profile"
+                )
+            })?;
         Ok(Caller {
             account: out.account().unwrap_or_default().to_owned(),
             arn: out.arn().unwrap_or_default().to_owned(),
@@ -69,7 +84,13 @@ impl Aws {
     }
 
     /// A session in `account`: the caller's own when it is already there, else `role_name` assumed.
-    pub async fn account(&self, caller: &Caller, account: &str, region: &str, role_name: &str) -> anyhow::Result<SdkConfig> {
+    pub async fn account(
+        &self,
+        caller: &Caller,
+        account: &str,
+        region: &str,
+        role_name: &str,
+    ) -> anyhow::Result<SdkConfig> {
         if caller.account == account {
             return Ok(self.in_region(region));
         }
@@ -78,7 +99,10 @@ impl Aws {
         let config = self.sessions.assume(&role, None).await.map_err(|e| {
             anyhow::anyhow!("cannot act in account {account} from {} ({e}): allow {} to assume {role}, or run with credentials for {account} (--profile)", caller.account, caller.arn)
         })?;
-        Ok(config.to_builder().region(Region::new(region.to_owned())).build())
+        Ok(config
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build())
     }
 }
 
@@ -89,7 +113,13 @@ pub struct Caller {
 }
 
 /// A configuration for the sandbox endpoint with static credentials.
-pub async fn sandbox_config(state: &SandboxState, region: &str, key: &str, secret: &str, token: Option<String>) -> SdkConfig {
+pub async fn sandbox_config(
+    state: &SandboxState,
+    region: &str,
+    key: &str,
+    secret: &str,
+    token: Option<String>,
+) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .endpoint_url(&state.endpoint)

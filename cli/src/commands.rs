@@ -1,5 +1,7 @@
 //! Small commands that need no AWS access.
 
+use std::fmt::Write as _;
+
 use crate::args::RenderArgs;
 use crate::config::Config;
 use crate::printer::Printer;
@@ -13,11 +15,16 @@ pub fn render(args: &RenderArgs, printer: &Printer) -> anyhow::Result<u8> {
     let mut written = Vec::new();
     for (file, text) in &rendered {
         let path = args.out.join(file);
-        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         written.push(path.display().to_string());
     }
     printer.result(&serde_json::json!({ "written": written }), || {
-        written.iter().map(|w| format!("wrote {w}\n")).collect()
+        let mut text = String::new();
+        for w in &written {
+            let _ = writeln!(text, "wrote {w}");
+        }
+        text
     });
     Ok(crate::exit::SUCCESS)
 }

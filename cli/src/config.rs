@@ -180,15 +180,52 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Retention periods CloudWatch Logs accepts, in days.
+const RETENTIONS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
 /// Regions a configuration may name. A typo is caught here, not by a failed StackSet operation.
 pub const KNOWN_REGIONS: &[&str] = &[
-    "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-    "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3",
-    "ap-southeast-4", "ap-southeast-5", "ap-southeast-6", "ap-southeast-7", "ca-central-1",
-    "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-    "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1",
-    "mx-central-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
-    "us-gov-east-1", "us-gov-west-1", "cn-north-1", "cn-northwest-1",
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
 ];
 
 impl Config {
@@ -214,7 +251,12 @@ impl Config {
     /// Every Region the regional StackSet covers, home Region first.
     pub fn all_regions(&self) -> Vec<String> {
         let mut regions = vec![self.home_region.clone()];
-        regions.extend(self.regions.iter().filter(|r| **r != self.home_region).cloned());
+        regions.extend(
+            self.regions
+                .iter()
+                .filter(|r| **r != self.home_region)
+                .cloned(),
+        );
         regions
     }
 
@@ -227,13 +269,19 @@ impl Config {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 20
             && self.name.starts_with(|c: char| c.is_ascii_lowercase())
-            && self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
             return Err(err("name".into(), format!("'{}' is not usable as a resource prefix; expected 1-20 lowercase letters, digits and '-', starting with a letter", self.name)));
         }
         check_region(&self.home_region).map_err(|p| err("home_region".into(), p))?;
         if self.regions.is_empty() {
-            return Err(err("regions".into(), "the list is empty; expected at least one Region, e.g. [us-east-1]".into()));
+            return Err(err(
+                "regions".into(),
+                "the list is empty; expected at least one Region, e.g. [us-east-1]".into(),
+            ));
         }
         for (i, r) in self.regions.iter().enumerate() {
             check_region(r).map_err(|p| err(format!("regions[{i}]"), p))?;
@@ -245,7 +293,12 @@ impl Config {
         }
         for (i, ou) in t.organizational_units.iter().enumerate() {
             if !is_ou_id(ou) {
-                return Err(err(format!("targets.organizational_units[{i}]"), format!("'{ou}' is not an OU id; expected ou-xxxx-xxxxxxxx or a root id r-xxxx")));
+                return Err(err(
+                    format!("targets.organizational_units[{i}]"),
+                    format!(
+                        "'{ou}' is not an OU id; expected ou-xxxx-xxxxxxxx or a root id r-xxxx"
+                    ),
+                ));
             }
         }
         for (i, a) in t.accounts.iter().enumerate() {
@@ -253,7 +306,12 @@ impl Config {
         }
         for (i, p) in self.protected_principals.iter().enumerate() {
             if !p.starts_with("arn:") {
-                return Err(err(format!("protected_principals[{i}]"), format!("'{p}' is not an ARN pattern; expected e.g. arn:aws:iam::*:role/BreakGlass")));
+                return Err(err(
+                    format!("protected_principals[{i}]"),
+                    format!(
+                        "'{p}' is not an ARN pattern; expected e.g. arn:aws:iam::*:role/BreakGlass"
+                    ),
+                ));
             }
         }
         let op = &self.operation_preferences;
@@ -263,24 +321,53 @@ impl Config {
         if op.failure_tolerance_count.is_some() && op.failure_tolerance_percentage.is_some() {
             return Err(err("operation_preferences".into(), "failure_tolerance_count and failure_tolerance_percentage are both set; expected at most one".into()));
         }
-        for (key, value) in [("max_concurrent_percentage", op.max_concurrent_percentage), ("failure_tolerance_percentage", op.failure_tolerance_percentage)] {
+        for (key, value) in [
+            ("max_concurrent_percentage", op.max_concurrent_percentage),
+            (
+                "failure_tolerance_percentage",
+                op.failure_tolerance_percentage,
+            ),
+        ] {
             if value.is_some_and(|v| v > 100) {
-                return Err(err(format!("operation_preferences.{key}"), "is over 100; expected a percentage from 0 to 100".into()));
+                return Err(err(
+                    format!("operation_preferences.{key}"),
+                    "is over 100; expected a percentage from 0 to 100".into(),
+                ));
             }
         }
         if op.max_concurrent_count == Some(0) {
-            return Err(err("operation_preferences.max_concurrent_count".into(), "is 0; expected at least 1".into()));
+            return Err(err(
+                "operation_preferences.max_concurrent_count".into(),
+                "is 0; expected at least 1".into(),
+            ));
         }
         let r = &self.responder;
         if !(128..=10240).contains(&r.memory_mb) {
-            return Err(err("responder.memory_mb".into(), format!("{} is outside Lambda's range; expected 128 to 10240", r.memory_mb)));
+            return Err(err(
+                "responder.memory_mb".into(),
+                format!(
+                    "{} is outside Lambda's range; expected 128 to 10240",
+                    r.memory_mb
+                ),
+            ));
         }
         if !(1..=900).contains(&r.timeout_seconds) {
-            return Err(err("responder.timeout_seconds".into(), format!("{} is outside Lambda's range; expected 1 to 900", r.timeout_seconds)));
+            return Err(err(
+                "responder.timeout_seconds".into(),
+                format!(
+                    "{} is outside Lambda's range; expected 1 to 900",
+                    r.timeout_seconds
+                ),
+            ));
         }
-        const RETENTIONS: [u32; 22] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
         if !RETENTIONS.contains(&r.log_retention_days) {
-            return Err(err("responder.log_retention_days".into(), format!("{} is not a CloudWatch Logs retention; expected one of {RETENTIONS:?}", r.log_retention_days)));
+            return Err(err(
+                "responder.log_retention_days".into(),
+                format!(
+                    "{} is not a CloudWatch Logs retention; expected one of {RETENTIONS:?}",
+                    r.log_retention_days
+                ),
+            ));
         }
         Ok(())
     }
@@ -296,7 +383,9 @@ fn check_region(region: &str) -> Result<(), String> {
         .filter(|known| strsim::levenshtein(known, region) <= 3);
     Err(match nearest {
         Some(n) => format!("'{region}' is not an AWS Region; did you mean {n}?"),
-        None => format!("'{region}' is not an AWS Region; expected a Region code such as us-east-1"),
+        None => {
+            format!("'{region}' is not an AWS Region; expected a Region code such as us-east-1")
+        }
     })
 }
 
@@ -304,16 +393,22 @@ fn check_account(account: &str) -> Result<(), String> {
     if is_account_id(account) {
         Ok(())
     } else {
-        Err(format!("'{account}' is not an account id; expected 12 digits, quoted, e.g. \"111122223333\""))
+        Err(format!(
+            "'{account}' is not an account id; expected 12 digits, quoted, e.g. \"111122223333\""
+        ))
     }
 }
 
 fn is_ou_id(id: &str) -> bool {
     let ok = |s: &str, min: usize, max: usize| {
-        (min..=max).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        (min..=max).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     };
     if let Some(rest) = id.strip_prefix("ou-") {
-        return rest.split_once('-').is_some_and(|(a, b)| ok(a, 4, 32) && ok(b, 8, 32));
+        return rest
+            .split_once('-')
+            .is_some_and(|(a, b)| ok(a, 4, 32) && ok(b, 8, 32));
     }
     id.strip_prefix("r-").is_some_and(|rest| ok(rest, 4, 32))
 }
@@ -340,8 +435,14 @@ targets:
         assert_eq!(c.name, "quell");
         assert_eq!(c.security_account_role, "OrganizationAccountAccessRole");
         assert_eq!(c.responder.architecture, Architecture::Arm64);
-        assert_eq!(c.operation_preferences.region_concurrency, RegionConcurrency::Parallel);
-        assert_eq!(c.operation_preferences.concurrency_mode, ConcurrencyMode::SoftFailureTolerance);
+        assert_eq!(
+            c.operation_preferences.region_concurrency,
+            RegionConcurrency::Parallel
+        );
+        assert_eq!(
+            c.operation_preferences.concurrency_mode,
+            ConcurrencyMode::SoftFailureTolerance
+        );
         assert_eq!(c.all_regions(), ["us-east-1", "eu-west-1"]);
     }
 
@@ -353,7 +454,9 @@ targets:
 
     #[test]
     fn an_unknown_key_is_named_with_what_is_expected() {
-        let e = parse(&format!("{GOOD}regoins: [us-west-2]\n")).unwrap_err().to_string();
+        let e = parse(&format!("{GOOD}regoins: [us-west-2]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("quell.yaml: "), "{e}");
         assert!(e.contains("regoins"), "{e}");
         assert!(e.contains("regions"), "names the expected keys: {e}");
@@ -370,7 +473,8 @@ targets:
 
     #[test]
     fn a_region_typo_gets_a_suggestion() {
-        let e = parse(&GOOD.replace("[us-east-1, eu-west-1]", "[us-east-1, eu-wset-1]")).unwrap_err();
+        let e =
+            parse(&GOOD.replace("[us-east-1, eu-west-1]", "[us-east-1, eu-wset-1]")).unwrap_err();
         assert_eq!(e.key, "regions[1]");
         assert!(e.problem.contains("did you mean eu-west-1?"), "{e}");
         let e = parse(&GOOD.replace("home_region: us-east-1", "home_region: mars-1")).unwrap_err();
@@ -379,7 +483,11 @@ targets:
 
     #[test]
     fn empty_targets_and_regions_are_refused() {
-        let e = parse(&GOOD.replace("  organizational_units: [ou-ab12-cdef3456]", "  organizational_units: []")).unwrap_err();
+        let e = parse(&GOOD.replace(
+            "  organizational_units: [ou-ab12-cdef3456]",
+            "  organizational_units: []",
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "targets");
         assert!(e.problem.contains("expected at least one"), "{e}");
         let e = parse(&GOOD.replace("[us-east-1, eu-west-1]", "[]")).unwrap_err();
@@ -390,7 +498,10 @@ targets:
     fn bad_ou_ids_and_preferences_are_refused() {
         let e = parse(&GOOD.replace("ou-ab12-cdef3456", "Workloads")).unwrap_err();
         assert_eq!(e.key, "targets.organizational_units[0]");
-        let e = parse(&format!("{GOOD}operation_preferences:\n  max_concurrent_percentage: 150\n")).unwrap_err();
+        let e = parse(&format!(
+            "{GOOD}operation_preferences:\n  max_concurrent_percentage: 150\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.key, "operation_preferences.max_concurrent_percentage");
         let e = parse(&format!("{GOOD}responder:\n  memory_mb: 64\n")).unwrap_err();
         assert_eq!(e.key, "responder.memory_mb");

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aws_sdk_sns::types::MessageAttributeValue;
 use quell_responder::aws_error::Described;
-use quell_responder::contract::{self, Action, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION};
+use quell_responder::contract::{
+    self, Action, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION,
+};
 use quell_responder::entity::Entity;
 use quell_responder::ledger::{Ledger, Record, Status, StepStatus};
 use quell_responder::secret::ExternalIds;
@@ -55,7 +57,13 @@ pub struct Outcome {
 pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> anyhow::Result<u8> {
     let outcome = request(global, args, printer).await?;
     let record = &outcome.record;
-    let report = Report { request_id: &outcome.request_id, message_id: &outcome.message_id, status: record.status, entity: &args.arn, record };
+    let report = Report {
+        request_id: &outcome.request_id,
+        message_id: &outcome.message_id,
+        status: record.status,
+        entity: &args.arn,
+        record,
+    };
     printer.result(&report, || report_text(record, printer));
     Ok(exit_code(record.status))
 }
@@ -69,28 +77,58 @@ pub fn exit_code(status: Status) -> u8 {
 }
 
 /// Publishes the request and waits for its outcome.
-pub async fn request(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+pub async fn request(
+    global: &GlobalArgs,
+    args: &ContainArgs,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
     // The responder is the one authority on what may be contained: whatever it refuses is recorded
     // and audited, whoever sent it. Here only the message's own shape is checked.
     if args.reason.trim().is_empty() {
-        return Err(exit::refused("--reason is empty: say why, it goes into the ledger and every audit message"));
+        return Err(exit::refused(
+            "--reason is empty: say why, it goes into the ledger and every audit message",
+        ));
     }
-    let request_id = args.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = args
+        .request_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if !ContainmentMessage::request_id_is_valid(&request_id) {
-        return Err(exit::refused("--request-id must be 1-64 characters of letters, digits, '-' and '_'"));
+        return Err(exit::refused(
+            "--request-id must be 1-64 characters of letters, digits, '-' and '_'",
+        ));
     }
     let config = Config::load(&config_path(global, args.config.as_ref())?)?;
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
-    let security = aws.account(&caller, &config.security_account, &config.home_region, &config.security_account_role).await?;
-    let deployment = Deployment::find(&security, &config.name).await?.with_context(|| {
-        format!("no stack {} in {} ({}): run `quell install` first", deployment::security_stack(&config.name), config.security_account, config.home_region)
-    })?;
+    let security = aws
+        .account(
+            &caller,
+            &config.security_account,
+            &config.home_region,
+            &config.security_account_role,
+        )
+        .await?;
+    let deployment = Deployment::find(&security, &config.name)
+        .await?
+        .with_context(|| {
+            format!(
+                "no stack {} in {} ({}): run `quell install` first",
+                deployment::security_stack(&config.name),
+                config.security_account,
+                config.home_region
+            )
+        })?;
     let secrets = aws_sdk_secretsmanager::Client::new(&security);
     let ids = ExternalIds::load(&secrets, &deployment::secret_name(&config.name)).await?;
 
     let question = match Entity::parse(&args.arn) {
-        Ok(entity) => format!("Contain {} {} in account {}?", entity.kind(), entity.name(), entity.account()),
+        Ok(entity) => format!(
+            "Contain {} {} in account {}?",
+            entity.kind(),
+            entity.name(),
+            entity.account()
+        ),
         Err(_) => format!("Send a containment request for {}?", args.arn),
     };
     if !confirm(printer, &question, args.yes)? {
@@ -109,15 +147,33 @@ pub async fn request(global: &GlobalArgs, args: &ContainArgs, printer: &Printer)
         .topic_arn(&deployment.containment_topic_arn)
         .subject(format!("Quell containment request {request_id}"))
         .message(serde_json::to_string(&message)?)
-        .message_attributes(EXTERNAL_ID_ATTRIBUTE, MessageAttributeValue::builder().data_type("String").string_value(&ids.message_external_id).build()?)
+        .message_attributes(
+            EXTERNAL_ID_ATTRIBUTE,
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(&ids.message_external_id)
+                .build()?,
+        )
         .send()
         .await
         .described("sns:Publish")?;
     let message_id = published.message_id().unwrap_or_default().to_owned();
-    printer.status(&format!("request {request_id} published (message {message_id}); waiting for the responder"));
+    printer.status(&format!(
+        "request {request_id} published (message {message_id}); waiting for the responder"
+    ));
 
-    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&security), &deployment.ledger_table);
-    let record = wait(&ledger, &request_id, &message_id, Duration::from_secs(args.timeout), printer).await?;
+    let ledger = Ledger::new(
+        aws_sdk_dynamodb::Client::new(&security),
+        &deployment.ledger_table,
+    );
+    let record = wait(
+        &ledger,
+        &request_id,
+        &message_id,
+        Duration::from_secs(args.timeout),
+        printer,
+    )
+    .await?;
     let Some(record) = record else {
         return Err(exit::Coded {
             code: exit::TIMED_OUT,
@@ -128,12 +184,22 @@ pub async fn request(global: &GlobalArgs, args: &ContainArgs, printer: &Printer)
         }
         .into());
     };
-    Ok(Outcome { request_id, message_id, record })
+    Ok(Outcome {
+        request_id,
+        message_id,
+        record,
+    })
 }
 
 /// Polls the ledger until this delivery's outcome is final: the request's own record when this
 /// message started it, or the refusal recorded under the message id.
-async fn wait(ledger: &Ledger, request_id: &str, message_id: &str, timeout: Duration, printer: &Printer) -> anyhow::Result<Option<Record>> {
+async fn wait(
+    ledger: &Ledger,
+    request_id: &str,
+    message_id: &str,
+    timeout: Duration,
+    printer: &Printer,
+) -> anyhow::Result<Option<Record>> {
     let start = Instant::now();
     let task = printer.task(&format!("waiting for request {request_id}"));
     let mut shown_steps = 0;
@@ -168,8 +234,17 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         Status::Failed => ("FAILED", Tone::Bad),
         Status::InProgress => ("IN PROGRESS", Tone::Change),
     };
-    let _ = writeln!(t, "{} {}", printer.paint(word, tone), r.entity.as_deref().unwrap_or("?"));
-    let _ = writeln!(t, "  request   {}", r.request_id.as_deref().unwrap_or(&r.key));
+    let _ = writeln!(
+        t,
+        "{} {}",
+        printer.paint(word, tone),
+        r.entity.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(
+        t,
+        "  request   {}",
+        r.request_id.as_deref().unwrap_or(&r.key)
+    );
     let _ = writeln!(t, "  messages  {}", r.message_ids.join(", "));
     if let Some(reason) = &r.reason {
         let _ = writeln!(t, "  reason    {reason}");
@@ -186,7 +261,13 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
             StepStatus::Skipped => ("skipped", Tone::Dim),
             StepStatus::Failed => ("FAILED", Tone::Bad),
         };
-        let _ = writeln!(t, "  {:>9}  {:<24} {}", printer.paint(mark, tone), s.name, s.detail);
+        let _ = writeln!(
+            t,
+            "  {:>9}  {:<24} {}",
+            printer.paint(mark, tone),
+            s.name,
+            s.detail
+        );
     }
     t
 }

@@ -25,16 +25,23 @@ pub struct Deployment {
     pub audit_topic_arn: String,
     pub ledger_table: String,
     pub function_name: String,
-    pub responder_role_arn: String,
-    pub central_bus_arn: String,
     pub dead_letter_queue: String,
     pub artifact_key: String,
 }
 
 /// Outputs of a stack, or `None` when the stack does not exist.
-pub async fn stack_outputs(config: &SdkConfig, stack: &str) -> anyhow::Result<Option<HashMap<String, String>>> {
+pub async fn stack_outputs(
+    config: &SdkConfig,
+    stack: &str,
+) -> anyhow::Result<Option<HashMap<String, String>>> {
     let cfn = aws_sdk_cloudformation::Client::new(config);
-    match cfn.describe_stacks().stack_name(stack).send().await.described("cloudformation:DescribeStacks") {
+    match cfn
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .described("cloudformation:DescribeStacks")
+    {
         Ok(out) => Ok(out.stacks().first().map(|s| {
             s.outputs()
                 .iter()
@@ -52,14 +59,19 @@ impl Deployment {
         let Some(outputs) = stack_outputs(config, &security_stack(prefix)).await? else {
             return Ok(None);
         };
-        let get = |k: &str| outputs.get(k).cloned().with_context(|| format!("stack {} has no output {k}: run `quell install` to repair it", security_stack(prefix)));
+        let get = |k: &str| {
+            outputs.get(k).cloned().with_context(|| {
+                format!(
+                    "stack {} has no output {k}: run `quell install` to repair it",
+                    security_stack(prefix)
+                )
+            })
+        };
         Ok(Some(Deployment {
             containment_topic_arn: get("ContainmentTopicArn")?,
             audit_topic_arn: get("AuditTopicArn")?,
             ledger_table: get("LedgerTableName")?,
             function_name: get("ResponderFunctionName")?,
-            responder_role_arn: get("ResponderRoleArn")?,
-            central_bus_arn: get("CentralBusArn")?,
             dead_letter_queue: get("DeadLetterQueueName")?,
             artifact_key: get("ArtifactKey")?,
         }))

@@ -23,7 +23,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let printer = Printer::new(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             printer.error(&format!("cannot start the async runtime: {e}"));
@@ -43,14 +46,14 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
     let global = cli.global;
     match cli.command {
         Command::Render(args) => commands::render(&args, printer),
-        Command::Install(args) => install::run(&global, &args, printer).await,
+        Command::Install(args) => Box::pin(install::run(&global, &args, printer)).await,
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Sandbox { command } => match command {
             SandboxCommand::Up(args) => sandbox::up(&args, printer).await,
-            SandboxCommand::Down => sandbox::down(printer).await,
+            SandboxCommand::Down => sandbox::down(printer),
             SandboxCommand::Status => sandbox::status(printer),
             SandboxCommand::Iam(args) => sandbox::iam_enforcement(&args, printer).await,
-            SandboxCommand::Demo => sandbox::demo::run(printer).await,
+            SandboxCommand::Demo => Box::pin(sandbox::demo::run(printer)).await,
             SandboxCommand::Host => sandbox::host::run().await,
         },
     }

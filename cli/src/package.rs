@@ -38,7 +38,8 @@ pub fn default_bootstrap() -> anyhow::Result<PathBuf> {
 }
 
 pub fn build(binary: &Path, architecture: Architecture) -> anyhow::Result<Package> {
-    let bytes = std::fs::read(binary).with_context(|| format!("cannot read the responder binary {}", binary.display()))?;
+    let bytes = std::fs::read(binary)
+        .with_context(|| format!("cannot read the responder binary {}", binary.display()))?;
     check_architecture(binary, &bytes, architecture)?;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     // A fixed timestamp and mode: the archive depends on the binary alone.
@@ -60,13 +61,19 @@ pub fn build(binary: &Path, architecture: Architecture) -> anyhow::Result<Packag
 /// A binary for the wrong architecture deploys fine and fails on every invocation: refuse it here.
 fn check_architecture(path: &Path, bytes: &[u8], expected: Architecture) -> anyhow::Result<()> {
     if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
-        bail!("{} is not a Linux executable (ELF); the responder runs on Lambda's provided.al2023", path.display());
+        bail!(
+            "{} is not a Linux executable (ELF); the responder runs on Lambda's provided.al2023",
+            path.display()
+        );
     }
     let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
     let found = match machine {
         0x3e => Architecture::X86_64,
         0xb7 => Architecture::Arm64,
-        other => bail!("{} is built for ELF machine {other:#x}; Lambda runs arm64 or x86_64", path.display()),
+        other => bail!(
+            "{} is built for ELF machine {other:#x}; Lambda runs arm64 or x86_64",
+            path.display()
+        ),
     };
     if found != expected {
         bail!(
@@ -113,8 +120,14 @@ mod tests {
         let bin = dir.path().join("bootstrap");
         std::fs::write(&bin, fake_elf(0x3e)).unwrap();
         let e = build(&bin, Architecture::Arm64).unwrap_err().to_string();
-        assert!(e.contains("x86_64 binary but responder.architecture is arm64"), "{e}");
+        assert!(
+            e.contains("x86_64 binary but responder.architecture is arm64"),
+            "{e}"
+        );
         std::fs::write(&bin, b"#!/bin/sh\necho hi\n").unwrap();
-        assert!(build(&bin, Architecture::X86_64).unwrap_err().to_string().contains("not a Linux executable"));
+        assert!(build(&bin, Architecture::X86_64)
+            .unwrap_err()
+            .to_string()
+            .contains("not a Linux executable"));
     }
 }

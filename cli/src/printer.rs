@@ -5,12 +5,14 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use owo_colors::OwoColorize;
 use serde::Serialize;
 
 use crate::args::{GlobalArgs, OutputFormat};
 
+/// Four independent switches, each set by its own flag or by the terminal.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone)]
 pub struct Printer {
     json: bool,
@@ -28,10 +30,6 @@ impl Printer {
             live,
             color: live && std::env::var_os("NO_COLOR").is_none(),
         }
-    }
-
-    pub fn json(&self) -> bool {
-        self.json
     }
 
     pub fn is_live(&self) -> bool {
@@ -82,7 +80,10 @@ impl Printer {
     pub fn task(&self, message: &str) -> Task {
         if self.is_live() {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                    .expect("valid template"),
+            );
             bar.set_message(message.to_owned());
             bar.enable_steady_tick(Duration::from_millis(100));
             Task {
@@ -96,15 +97,6 @@ impl Printer {
                 printer: self.clone(),
             }
         }
-    }
-
-    /// A group of live lines (one per account and Region, say); `None` when not on a terminal.
-    pub fn multi(&self) -> Option<MultiProgress> {
-        self.is_live().then(MultiProgress::new)
-    }
-
-    pub fn colored(&self) -> bool {
-        self.color
     }
 
     pub fn paint(&self, text: &str, tone: Tone) -> String {
@@ -149,7 +141,10 @@ impl Task {
         match self.bar {
             Some(bar) => {
                 bar.finish_and_clear();
-                self.printer.status(&format!("{message} {}", self.printer.paint("✓", Tone::Good)));
+                self.printer.status(&format!(
+                    "{message} {}",
+                    self.printer.paint("✓", Tone::Good)
+                ));
             }
             None => self.printer.status(message),
         }
@@ -168,7 +163,9 @@ pub fn confirm(printer: &Printer, question: &str, yes: bool) -> anyhow::Result<b
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("{question} needs confirmation and there is no terminal to ask on: add --yes");
+        anyhow::bail!(
+            "{question} needs confirmation and there is no terminal to ask on: add --yes"
+        );
     }
     let _ = printer;
     eprint!("{question} [y/N] ");

@@ -88,7 +88,9 @@ impl StackSetDefinition {
     pub fn all() -> Vec<StackSetDefinition> {
         assets::STACKSETS
             .iter()
-            .map(|text| serde_saphyr::from_str(text).expect("stacksets/*.yaml are checked by tests"))
+            .map(|text| {
+                serde_saphyr::from_str(text).expect("stacksets/*.yaml are checked by tests")
+            })
             .collect()
     }
 
@@ -132,7 +134,11 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
     Ok(out)
 }
 
-fn render_one(hb: &Handlebars, t: &TemplateSource, context: &serde_json::Value) -> anyhow::Result<String> {
+fn render_one(
+    hb: &Handlebars,
+    t: &TemplateSource,
+    context: &serde_json::Value,
+) -> anyhow::Result<String> {
     hb.render_template(t.source, context)
         .map_err(|e| anyhow::anyhow!("template {} does not render: {e}", t.file))
 }
@@ -143,7 +149,11 @@ mod tests {
     use std::path::Path;
 
     fn config() -> Config {
-        Config::parse(include_str!("../../quell.example.yaml"), Path::new("quell.example.yaml")).unwrap()
+        Config::parse(
+            include_str!("../../quell.example.yaml"),
+            Path::new("quell.example.yaml"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -154,7 +164,10 @@ mod tests {
         assert!(security.contains("FunctionName: quell-responder\n"));
         assert!(security.contains("- arm64\n"));
         assert!(security.contains(r#"QUELL_PROTECTED_PRINCIPALS: '["arn:aws:iam::*:role/OrganizationAccountAccessRole","arn:aws:iam::*:role/BreakGlass*"]'"#));
-        assert!(!r.values().any(|t| t.contains("{{")), "no placeholder left behind");
+        assert!(
+            !r.values().any(|t| t.contains("{{")),
+            "no placeholder left behind"
+        );
         let regional = &r["member-regional.yaml"];
         assert!(regional.contains("SourceIdentifier: S3_BUCKET_PUBLIC_READ_PROHIBITED"));
         assert!(regional.contains("Name: quell-forward-api-calls"));
@@ -171,9 +184,16 @@ mod tests {
     #[test]
     fn stackset_definitions_parse_and_name_known_templates() {
         let defs = StackSetDefinition::all();
-        assert_eq!(defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["member-roles", "member-regional"]);
+        assert_eq!(
+            defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            ["member-roles", "member-regional"]
+        );
         for d in &defs {
-            assert!(assets::ALL_TEMPLATES.iter().any(|t| t.file == d.template), "{}", d.template);
+            assert!(
+                assets::ALL_TEMPLATES.iter().any(|t| t.file == d.template),
+                "{}",
+                d.template
+            );
         }
         assert_eq!(defs[0].regions, RegionScope::Home);
         assert_eq!(defs[1].regions(&config()), ["us-east-1", "eu-west-1"]);

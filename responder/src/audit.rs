@@ -84,13 +84,22 @@ pub fn subject(event: AuditEvent, record: &Record) -> String {
     let what = match (&record.entity_kind, &record.entity) {
         (Some(kind), Some(entity)) => {
             let name = entity.rsplit('/').next().unwrap_or(entity);
-            format!("{kind} {name} in {}", record.account.as_deref().unwrap_or("?"))
+            format!(
+                "{kind} {name} in {}",
+                record.account.as_deref().unwrap_or("?")
+            )
         }
         _ => "a delivery".to_owned(),
     };
     let raw = format!("Quell containment {}: {what}", event.word().to_lowercase());
     raw.chars()
-        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(100)
         .collect()
 }

@@ -22,9 +22,7 @@ impl AwsFailure {
                 let e = service.err();
                 AwsFailure {
                     code: e.code().map(str::to_owned),
-                    message: e
-                        .message()
-                        .map_or_else(|| e.to_string(), str::to_owned),
+                    message: e.message().map_or_else(|| e.to_string(), str::to_owned),
                 }
             }
             other => AwsFailure {

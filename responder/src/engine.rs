@@ -63,7 +63,10 @@ impl Responder {
     /// Builds every client once per execution environment.
     pub fn new(config: &SdkConfig, settings: Settings) -> Responder {
         Responder {
-            ledger: Ledger::new(aws_sdk_dynamodb::Client::new(config), &settings.ledger_table),
+            ledger: Ledger::new(
+                aws_sdk_dynamodb::Client::new(config),
+                &settings.ledger_table,
+            ),
             audit: Audit::new(aws_sdk_sns::Client::new(config), &settings.audit_topic_arn),
             secrets: aws_sdk_secretsmanager::Client::new(config),
             external_ids: OnceCell::new(),
@@ -117,7 +120,7 @@ impl Responder {
 
     pub async fn handle_delivery(&self, d: &SnsDelivery) -> Result<Outcome, ResponderError> {
         let ids = self.external_ids().await?;
-        let message = match self.authenticate_and_parse(d, ids) {
+        let message = match Self::authenticate_and_parse(d, ids) {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
@@ -170,7 +173,6 @@ impl Responder {
     }
 
     fn authenticate_and_parse(
-        &self,
         d: &SnsDelivery,
         ids: &ExternalIds,
     ) -> Result<ContainmentMessage, Refusal> {
@@ -286,11 +288,9 @@ impl Responder {
             error: None,
             rejection: None,
         };
-        let claim = self
-            .ledger
-            .claim(fresh, now)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot claim the request in the ledger: {e}")))?;
+        let claim = self.ledger.claim(fresh, now).await.map_err(|e| {
+            ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
+        })?;
         let mut record = match claim {
             Claim::Fresh(r) | Claim::Resumed(r) => r,
             Claim::Busy(existing) | Claim::Finished(existing) => {
@@ -313,7 +313,11 @@ impl Responder {
             entity.account(),
             self.settings.member_role_name
         );
-        let config = match self.sessions.assume(&member_role, Some(&ids.role_external_id)).await {
+        let config = match self
+            .sessions
+            .assume(&member_role, Some(&ids.role_external_id))
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 let error = format!(
@@ -342,7 +346,9 @@ impl Responder {
                     "IAM user {} does not exist in account {}",
                     user.name, user.account
                 );
-                return self.finish_rejected(record, refuse("entity_not_found", why)).await;
+                return self
+                    .finish_rejected(record, refuse("entity_not_found", why))
+                    .await;
             }
             Err(e) => return self.finish_failed(record, e.to_string()).await,
         }
@@ -408,22 +414,25 @@ impl Responder {
     }
 
     async fn finish_succeeded(&self, record: &mut Record) -> Result<Outcome, ResponderError> {
-        self.finish(record, Status::Succeeded, AuditEvent::Succeeded).await?;
+        self.finish(record, Status::Succeeded, AuditEvent::Succeeded)
+            .await?;
         Ok(Outcome {
             key: record.key.clone(),
             status: Status::Succeeded,
             code: None,
-            message: format!(
-                "{} contained",
-                record.entity.as_deref().unwrap_or_default()
-            ),
+            message: format!("{} contained", record.entity.as_deref().unwrap_or_default()),
         })
     }
 
-    async fn finish_failed(&self, record: &mut Record, error: String) -> Result<Outcome, ResponderError> {
+    async fn finish_failed(
+        &self,
+        record: &mut Record,
+        error: String,
+    ) -> Result<Outcome, ResponderError> {
         tracing::error!(key = %record.key, %error, "containment failed");
         record.error = Some(error.clone());
-        self.finish(record, Status::Failed, AuditEvent::Failed).await?;
+        self.finish(record, Status::Failed, AuditEvent::Failed)
+            .await?;
         Ok(Outcome {
             key: record.key.clone(),
             status: Status::Failed,
@@ -432,12 +441,17 @@ impl Responder {
         })
     }
 
-    async fn finish_rejected(&self, record: &mut Record, refusal: Refusal) -> Result<Outcome, ResponderError> {
+    async fn finish_rejected(
+        &self,
+        record: &mut Record,
+        refusal: Refusal,
+    ) -> Result<Outcome, ResponderError> {
         record.rejection = Some(Rejection {
             code: refusal.code.into(),
             message: refusal.message.clone(),
         });
-        self.finish(record, Status::Rejected, AuditEvent::Rejected).await?;
+        self.finish(record, Status::Rejected, AuditEvent::Rejected)
+            .await?;
         Ok(Outcome {
             key: record.key.clone(),
             status: Status::Rejected,
@@ -446,7 +460,12 @@ impl Responder {
         })
     }
 
-    async fn finish(&self, record: &mut Record, status: Status, event: AuditEvent) -> Result<(), ResponderError> {
+    async fn finish(
+        &self,
+        record: &mut Record,
+        status: Status,
+        event: AuditEvent,
+    ) -> Result<(), ResponderError> {
         let now = Utc::now();
         record.status = status;
         record.updated_at = now;

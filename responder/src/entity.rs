@@ -42,7 +42,10 @@ impl Entity {
         let [prefix, partition, service, region, account, resource] = parts[..] else {
             return Err(EntityError::NotAnArn(arn.to_owned()));
         };
-        if prefix != "arn" || !matches!(partition, "aws" | "aws-cn" | "aws-us-gov") || service.is_empty() {
+        if prefix != "arn"
+            || !matches!(partition, "aws" | "aws-cn" | "aws-us-gov")
+            || service.is_empty()
+        {
             return Err(EntityError::NotAnArn(arn.to_owned()));
         }
         let unsupported = |what: String| EntityError::Unsupported {
@@ -139,19 +142,34 @@ mod tests {
     #[test]
     fn parses_a_user_with_and_without_path() {
         let Entity::IamUser(u) = Entity::parse("arn:aws:iam::111122223333:user/alice").unwrap();
-        assert_eq!((u.account.as_str(), u.path.as_str(), u.name.as_str()), ("111122223333", "/", "alice"));
-        let Entity::IamUser(u) = Entity::parse("arn:aws:iam::111122223333:user/dev/ops/bob").unwrap();
+        assert_eq!(
+            (u.account.as_str(), u.path.as_str(), u.name.as_str()),
+            ("111122223333", "/", "alice")
+        );
+        let Entity::IamUser(u) =
+            Entity::parse("arn:aws:iam::111122223333:user/dev/ops/bob").unwrap();
         assert_eq!((u.path.as_str(), u.name.as_str()), ("/dev/ops/", "bob"));
         assert_eq!(
-            Entity::parse("arn:aws:iam::111122223333:user/dev/ops/bob").unwrap().to_string(),
+            Entity::parse("arn:aws:iam::111122223333:user/dev/ops/bob")
+                .unwrap()
+                .to_string(),
             "arn:aws:iam::111122223333:user/dev/ops/bob"
         );
     }
 
     #[test]
     fn rejects_what_is_not_an_arn() {
-        for bad in ["", "alice", "arn:aws:iam::111122223333", "urn:aws:iam::111122223333:user/a", "arn:nope:iam::111122223333:user/a"] {
-            assert!(matches!(Entity::parse(bad), Err(EntityError::NotAnArn(_))), "{bad}");
+        for bad in [
+            "",
+            "alice",
+            "arn:aws:iam::111122223333",
+            "urn:aws:iam::111122223333:user/a",
+            "arn:nope:iam::111122223333:user/a",
+        ] {
+            assert!(
+                matches!(Entity::parse(bad), Err(EntityError::NotAnArn(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -168,10 +186,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_accounts_and_names() {
-        assert!(matches!(Entity::parse("arn:aws:iam::1111:user/a"), Err(EntityError::BadAccount { .. })));
-        assert!(matches!(Entity::parse("arn:aws:iam::111122223333:user/a b"), Err(EntityError::BadName { .. })));
-        assert!(matches!(Entity::parse("arn:aws:iam::111122223333:user/"), Err(EntityError::BadName { .. })));
+        assert!(matches!(
+            Entity::parse("arn:aws:iam::1111:user/a"),
+            Err(EntityError::BadAccount { .. })
+        ));
+        assert!(matches!(
+            Entity::parse("arn:aws:iam::111122223333:user/a b"),
+            Err(EntityError::BadName { .. })
+        ));
+        assert!(matches!(
+            Entity::parse("arn:aws:iam::111122223333:user/"),
+            Err(EntityError::BadName { .. })
+        ));
         let long = format!("arn:aws:iam::111122223333:user/{}", "a".repeat(65));
-        assert!(matches!(Entity::parse(&long), Err(EntityError::BadName { .. })));
+        assert!(matches!(
+            Entity::parse(&long),
+            Err(EntityError::BadName { .. })
+        ));
     }
 }

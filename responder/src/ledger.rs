@@ -168,13 +168,16 @@ impl Ledger {
                     resumed.error = None;
                     resumed.finished_at = None;
                     resumed.updated_at = now;
-                    resumed.message_ids.extend(fresh.message_ids.iter().cloned());
+                    resumed
+                        .message_ids
+                        .extend(fresh.message_ids.iter().cloned());
                     match self
                         .put(&resumed, Condition::UpdatedAt(existing.updated_at))
                         .await
                     {
                         Ok(()) => return Ok(Claim::Resumed(resumed)),
-                        Err(e) if e.is_code("ConditionalCheckFailedException") => continue,
+                        // Someone else resumed it first: read again.
+                        Err(e) if e.is_code("ConditionalCheckFailedException") => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -234,10 +237,22 @@ fn encode(record: &Record) -> Result<HashMap<String, AttributeValue>, CallError>
         },
     })?;
     let mut item = HashMap::from([
-        ("request_id".to_owned(), AttributeValue::S(record.key.clone())),
-        ("status".to_owned(), AttributeValue::S(record.status.as_str().to_owned())),
-        ("updated_at".to_owned(), AttributeValue::S(record.updated_at.to_rfc3339())),
-        ("received_at".to_owned(), AttributeValue::S(record.received_at.to_rfc3339())),
+        (
+            "request_id".to_owned(),
+            AttributeValue::S(record.key.clone()),
+        ),
+        (
+            "status".to_owned(),
+            AttributeValue::S(record.status.as_str().to_owned()),
+        ),
+        (
+            "updated_at".to_owned(),
+            AttributeValue::S(record.updated_at.to_rfc3339()),
+        ),
+        (
+            "received_at".to_owned(),
+            AttributeValue::S(record.received_at.to_rfc3339()),
+        ),
         ("record".to_owned(), AttributeValue::S(document)),
     ]);
     if let Some(entity) = &record.entity {

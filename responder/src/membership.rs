@@ -32,7 +32,9 @@ impl Membership {
         if self.known.lock().await.contains(account) {
             return Ok(true);
         }
-        let config = sessions.assume(&self.reader_role_arn, Some(external_id)).await?;
+        let config = sessions
+            .assume(&self.reader_role_arn, Some(external_id))
+            .await?;
         let org = aws_sdk_organizations::Client::new(&config);
         match org
             .describe_account()

@@ -38,13 +38,22 @@ mod tests {
 
     #[test]
     fn configured_and_own_roles_are_protected() {
-        let p = Protection::new(&["arn:aws:iam::111122223333:user/break-glass".into()], "quell");
+        let p = Protection::new(
+            &["arn:aws:iam::111122223333:user/break-glass".into()],
+            "quell",
+        );
         assert_eq!(
             p.protecting("arn:aws:iam::111122223333:user/break-glass"),
             Some("arn:aws:iam::111122223333:user/break-glass")
         );
-        assert!(p.protecting("arn:aws:iam::444455556666:role/quell-responder").is_some());
-        assert!(p.protecting("arn:aws:iam::111122223333:user/alice").is_none());
-        assert!(p.protecting("arn:aws:iam::111122223333:user/break-glass-2").is_none());
+        assert!(p
+            .protecting("arn:aws:iam::444455556666:role/quell-responder")
+            .is_some());
+        assert!(p
+            .protecting("arn:aws:iam::111122223333:user/alice")
+            .is_none());
+        assert!(p
+            .protecting("arn:aws:iam::111122223333:user/break-glass-2")
+            .is_none());
     }
 }

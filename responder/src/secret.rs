@@ -24,7 +24,11 @@ impl ExternalIds {
     /// Constant-time comparison, so response timing tells a guesser nothing about how much of a
     /// presented value was right.
     pub fn message_matches(&self, presented: &str) -> bool {
-        bool::from(self.message_external_id.as_bytes().ct_eq(presented.as_bytes()))
+        bool::from(
+            self.message_external_id
+                .as_bytes()
+                .ct_eq(presented.as_bytes()),
+        )
     }
 
     pub async fn load(client: &Client, secret_id: &str) -> Result<ExternalIds, CallError> {

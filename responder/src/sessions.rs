@@ -33,7 +33,11 @@ impl Sessions {
 
     /// A configuration whose credentials are those of `role_arn` (assumed with `external_id`
     /// where the role's trust policy demands one).
-    pub async fn assume(&self, role_arn: &str, external_id: Option<&str>) -> Result<SdkConfig, CallError> {
+    pub async fn assume(
+        &self,
+        role_arn: &str,
+        external_id: Option<&str>,
+    ) -> Result<SdkConfig, CallError> {
         let mut cache = self.cache.lock().await;
         if let Some((config, expires)) = cache.get(role_arn) {
             if *expires > SystemTime::now() + REFRESH_BEFORE {
@@ -69,7 +73,9 @@ impl Sessions {
         let config = self
             .base
             .to_builder()
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
             .build();
         cache.insert(role_arn.to_owned(), (config.clone(), expires));
         Ok(config)

@@ -28,16 +28,19 @@ impl Settings {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ResponderError> {
         let need = |k: &str| {
-            get(k)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| ResponderError::Settings(format!("environment variable {k} is not set; the security stack sets it")))
+            get(k).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                ResponderError::Settings(format!(
+                    "environment variable {k} is not set; the security stack sets it"
+                ))
+            })
         };
         let protected_raw = get("QUELL_PROTECTED_PRINCIPALS").unwrap_or_else(|| "[]".into());
-        let protected_principals: Vec<String> = serde_json::from_str(&protected_raw).map_err(|e| {
-            ResponderError::Settings(format!(
-                "QUELL_PROTECTED_PRINCIPALS is not a JSON array of ARN patterns: {e}"
-            ))
-        })?;
+        let protected_principals: Vec<String> =
+            serde_json::from_str(&protected_raw).map_err(|e| {
+                ResponderError::Settings(format!(
+                    "QUELL_PROTECTED_PRINCIPALS is not a JSON array of ARN patterns: {e}"
+                ))
+            })?;
         Ok(Settings {
             ledger_table: need("QUELL_LEDGER_TABLE")?,
             audit_topic_arn: need("QUELL_AUDIT_TOPIC_ARN")?,

@@ -1,1 +1,86 @@
-fn main() {}
+//! End-to-end tests: the real `quell` and `bootstrap` binaries against one local sandbox.
+//!
+//! Tests run one at a time: some switch moto's IAM enforcement, which is global to the sandbox.
+
+mod bad_input;
+mod cli;
+mod contain;
+mod install;
+mod support;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use support::Sandbox;
+
+type TestFn =
+    fn(Arc<Sandbox>) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Tests that need no sandbox.
+fn offline() -> Vec<Trial> {
+    cli::offline()
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let mut trials = offline();
+    let online: Vec<(&'static str, TestFn)> = [
+        install::tests(),
+        contain::tests(),
+        bad_input::tests(),
+        cli::online(),
+    ]
+    .concat();
+    // Start a sandbox only when a test that needs it is going to run.
+    let wanted: Vec<_> = online
+        .iter()
+        .filter(|(name, _)| {
+            args.filter.as_deref().is_none_or(|f| {
+                if args.exact {
+                    *name == f
+                } else {
+                    name.contains(f)
+                }
+            })
+        })
+        .collect();
+    let sandbox = if wanted.is_empty() || args.list {
+        None
+    } else {
+        match Sandbox::start() {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                eprintln!("cannot start the sandbox for the end-to-end tests: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    for (name, test) in online {
+        let sandbox = sandbox.clone();
+        trials.push(Trial::test(name, move || {
+            let s = sandbox.ok_or_else(|| Failed::from("no sandbox"))?;
+            let rt = &s.runtime;
+            rt.block_on(test(s.clone()))
+                .map_err(|e| Failed::from(format!("{e:#}")))
+        }));
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(s) = sandbox {
+        if let Err(e) = s.stop() {
+            eprintln!("sandbox down failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    conclusion.exit_code()
+}
+
+/// Wraps an async test function for the table above.
+#[macro_export]
+macro_rules! online {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|s| Box::pin($name(s))) as $crate::TestFn)),*]
+    };
+}

@@ -18,18 +18,35 @@ pub struct Organization {
 
 impl Organization {
     pub fn target_description(&self) -> String {
-        let mut parts: Vec<String> = self.targets.organizational_units.iter().map(|o| format!("OU {o}")).collect();
-        parts.extend(self.targets.accounts.iter().map(|(a, _)| format!("account {a}")));
+        let mut parts: Vec<String> = self
+            .targets
+            .organizational_units
+            .iter()
+            .map(|o| format!("OU {o}"))
+            .collect();
+        parts.extend(
+            self.targets
+                .accounts
+                .iter()
+                .map(|(a, _)| format!("account {a}")),
+        );
         parts.join(", ")
     }
 }
 
-pub async fn check(aws: &Aws, caller: &Caller, config: &Config, delegated_admin: bool) -> anyhow::Result<Organization> {
+pub async fn check(
+    aws: &Aws,
+    caller: &Caller,
+    config: &Config,
+    delegated_admin: bool,
+) -> anyhow::Result<Organization> {
     let org = aws_sdk_organizations::Client::new(aws.base());
     let described = org.describe_organization().send().await.described("organizations:DescribeOrganization").map_err(|e| {
         anyhow::anyhow!("cannot read the organization as {} ({e}): run quell from the management account, or from a StackSets delegated administrator with --delegated-admin", caller.arn)
     })?;
-    let o = described.organization().ok_or_else(|| anyhow::anyhow!("DescribeOrganization returned no organization"))?;
+    let o = described
+        .organization()
+        .ok_or_else(|| anyhow::anyhow!("DescribeOrganization returned no organization"))?;
     let management_account = o.master_account_id().unwrap_or_default().to_owned();
     if !delegated_admin && caller.account != management_account {
         anyhow::bail!(
@@ -41,19 +58,39 @@ pub async fn check(aws: &Aws, caller: &Caller, config: &Config, delegated_admin:
     let known = |account: &str| {
         let org = org.clone();
         let account = account.to_owned();
-        async move { org.describe_account().account_id(&account).send().await.described("organizations:DescribeAccount") }
+        async move {
+            org.describe_account()
+                .account_id(&account)
+                .send()
+                .await
+                .described("organizations:DescribeAccount")
+        }
     };
     if let Err(e) = known(&config.security_account).await {
         anyhow::bail!("security_account {} is not in organization {} ({e}): fix security_account in the configuration", config.security_account, o.id().unwrap_or_default());
     }
     for ou in &config.targets.organizational_units {
         let found = if ou.starts_with("r-") {
-            org.list_roots().send().await.described("organizations:ListRoots")?.roots().iter().any(|r| r.id() == Some(ou.as_str()))
+            org.list_roots()
+                .send()
+                .await
+                .described("organizations:ListRoots")?
+                .roots()
+                .iter()
+                .any(|r| r.id() == Some(ou.as_str()))
         } else {
-            org.describe_organizational_unit().organizational_unit_id(ou).send().await.described("organizations:DescribeOrganizationalUnit").is_ok()
+            org.describe_organizational_unit()
+                .organizational_unit_id(ou)
+                .send()
+                .await
+                .described("organizations:DescribeOrganizationalUnit")
+                .is_ok()
         };
         if !found {
-            anyhow::bail!("targets.organizational_units: {ou} is not an OU of organization {}", o.id().unwrap_or_default());
+            anyhow::bail!(
+                "targets.organizational_units: {ou} is not an OU of organization {}",
+                o.id().unwrap_or_default()
+            );
         }
     }
     let mut accounts = Vec::new();
@@ -62,16 +99,32 @@ pub async fn check(aws: &Aws, caller: &Caller, config: &Config, delegated_admin:
             anyhow::bail!("targets.accounts: {account} is the management account, which StackSets never deploy to; remove it from the targets");
         }
         if let Err(e) = known(account).await {
-            anyhow::bail!("targets.accounts: {account} is not in organization {} ({e})", o.id().unwrap_or_default());
+            anyhow::bail!(
+                "targets.accounts: {account} is not in organization {} ({e})",
+                o.id().unwrap_or_default()
+            );
         }
-        let parents = org.list_parents().child_id(account).send().await.described("organizations:ListParents")?;
-        let parent = parents.parents().first().and_then(|p| p.id()).unwrap_or_default().to_owned();
+        let parents = org
+            .list_parents()
+            .child_id(account)
+            .send()
+            .await
+            .described("organizations:ListParents")?;
+        let parent = parents
+            .parents()
+            .first()
+            .and_then(|p| p.id())
+            .unwrap_or_default()
+            .to_owned();
         accounts.push((account.clone(), parent));
     }
     Ok(Organization {
         id: o.id().unwrap_or_default().to_owned(),
         management_account,
-        targets: Targets { organizational_units: config.targets.organizational_units.clone(), accounts },
+        targets: Targets {
+            organizational_units: config.targets.organizational_units.clone(),
+            accounts,
+        },
     })
 }
 

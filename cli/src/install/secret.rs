@@ -14,15 +14,28 @@ fn random_id() -> anyhow::Result<String> {
 }
 
 /// The secret's ARN and value; created with fresh random ids when missing.
-pub async fn ensure(security: &SdkConfig, name: &str, printer: &Printer) -> anyhow::Result<(String, ExternalIds)> {
+pub async fn ensure(
+    security: &SdkConfig,
+    name: &str,
+    printer: &Printer,
+) -> anyhow::Result<(String, ExternalIds)> {
     let sm = aws_sdk_secretsmanager::Client::new(security);
-    match sm.describe_secret().secret_id(name).send().await.described("secretsmanager:DescribeSecret") {
+    match sm
+        .describe_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .described("secretsmanager:DescribeSecret")
+    {
         Ok(found) => {
             let ids = ExternalIds::load(&sm, name).await?;
             Ok((found.arn().unwrap_or_default().to_owned(), ids))
         }
         Err(e) if e.is_code("ResourceNotFoundException") => {
-            let ids = ExternalIds { message_external_id: random_id()?, role_external_id: random_id()? };
+            let ids = ExternalIds {
+                message_external_id: random_id()?,
+                role_external_id: random_id()?,
+            };
             let created = sm
                 .create_secret()
                 .name(name)

@@ -30,16 +30,34 @@ pub enum Change {
     Unchanged,
 }
 
-pub async fn deploy(config: &SdkConfig, spec: &StackSpec<'_>, printer: &Printer) -> anyhow::Result<(Change, HashMap<String, String>)> {
+pub async fn deploy(
+    config: &SdkConfig,
+    spec: &StackSpec<'_>,
+    printer: &Printer,
+) -> anyhow::Result<(Change, HashMap<String, String>)> {
     let cfn = aws_sdk_cloudformation::Client::new(config);
     let params: Vec<Parameter> = spec
         .parameters
         .iter()
-        .map(|(k, v)| Parameter::builder().parameter_key(*k).parameter_value(v).build())
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(v)
+                .build()
+        })
         .collect();
-    let caps = if spec.named_iam { vec![Capability::CapabilityNamedIam] } else { vec![] };
+    let caps = if spec.named_iam {
+        vec![Capability::CapabilityNamedIam]
+    } else {
+        vec![]
+    };
     let exists = stack_outputs(config, spec.name).await?.is_some();
-    let task = printer.task(&format!("{} stack {} in {}", if exists { "updating" } else { "creating" }, spec.name, spec.place));
+    let task = printer.task(&format!(
+        "{} stack {} in {}",
+        if exists { "updating" } else { "creating" },
+        spec.name,
+        spec.place
+    ));
     let change = if exists {
         let result = cfn
             .update_stack()
@@ -52,7 +70,9 @@ pub async fn deploy(config: &SdkConfig, spec: &StackSpec<'_>, printer: &Printer)
             .described("cloudformation:UpdateStack");
         match result {
             Ok(_) => Change::Updated,
-            Err(e) if e.failure.message.contains("No updates are to be performed") => Change::Unchanged,
+            Err(e) if e.failure.message.contains("No updates are to be performed") => {
+                Change::Unchanged
+            }
             Err(e) => {
                 task.fail();
                 return Err(e.into());
@@ -92,28 +112,64 @@ pub async fn deploy(config: &SdkConfig, spec: &StackSpec<'_>, printer: &Printer)
 
 async fn wait(cfn: &aws_sdk_cloudformation::Client, name: &str) -> anyhow::Result<()> {
     loop {
-        let out = cfn.describe_stacks().stack_name(name).send().await.described("cloudformation:DescribeStacks")?;
-        let status = out.stacks().first().and_then(|s| s.stack_status().cloned()).unwrap_or(StackStatus::CreateInProgress);
+        let out = cfn
+            .describe_stacks()
+            .stack_name(name)
+            .send()
+            .await
+            .described("cloudformation:DescribeStacks")?;
+        let status = out
+            .stacks()
+            .first()
+            .and_then(|s| s.stack_status().cloned())
+            .unwrap_or(StackStatus::CreateInProgress);
         let text = status.as_str();
         if text.ends_with("_IN_PROGRESS") {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        if matches!(status, StackStatus::CreateComplete | StackStatus::UpdateComplete) {
+        if matches!(
+            status,
+            StackStatus::CreateComplete | StackStatus::UpdateComplete
+        ) {
             return Ok(());
         }
         let reasons = failure_reasons(cfn, name).await.unwrap_or_default();
-        bail!("stack {name} ended in {text}{}", if reasons.is_empty() { String::new() } else { format!(":\n  {}", reasons.join("\n  ")) });
+        bail!(
+            "stack {name} ended in {text}{}",
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(":\n  {}", reasons.join("\n  "))
+            }
+        );
     }
 }
 
-async fn failure_reasons(cfn: &aws_sdk_cloudformation::Client, name: &str) -> anyhow::Result<Vec<String>> {
-    let events = cfn.describe_stack_events().stack_name(name).send().await.described("cloudformation:DescribeStackEvents")?;
+async fn failure_reasons(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
+    let events = cfn
+        .describe_stack_events()
+        .stack_name(name)
+        .send()
+        .await
+        .described("cloudformation:DescribeStackEvents")?;
     Ok(events
         .stack_events()
         .iter()
-        .filter(|e| e.resource_status().is_some_and(|s| s.as_str().ends_with("_FAILED")))
+        .filter(|e| {
+            e.resource_status()
+                .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+        })
         .take(10)
-        .map(|e| format!("{}: {}", e.logical_resource_id().unwrap_or("?"), e.resource_status_reason().unwrap_or("no reason given")))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.logical_resource_id().unwrap_or("?"),
+                e.resource_status_reason().unwrap_or("no reason given")
+            )
+        })
         .collect())
 }

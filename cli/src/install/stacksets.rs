@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use aws_sdk_cloudformation::types::{
-    AccountFilterType, AutoDeployment, CallAs, Capability, DeploymentTargets, Parameter, PermissionModels, RegionConcurrencyType,
-    StackSetOperationPreferences, StackSetOperationStatus,
+    AccountFilterType, AutoDeployment, CallAs, Capability, DeploymentTargets, Parameter,
+    PermissionModels, RegionConcurrencyType, StackSetOperationPreferences, StackSetOperationStatus,
 };
 use aws_sdk_cloudformation::Client;
 use quell_responder::aws_error::Described;
@@ -51,8 +51,12 @@ pub fn preferences(p: &OperationPreferences) -> StackSetOperationPreferences {
             RegionConcurrency::Sequential => RegionConcurrencyType::Sequential,
         })
         .concurrency_mode(match p.concurrency_mode {
-            ConcurrencyMode::SoftFailureTolerance => aws_sdk_cloudformation::types::ConcurrencyMode::SoftFailureTolerance,
-            ConcurrencyMode::StrictFailureTolerance => aws_sdk_cloudformation::types::ConcurrencyMode::StrictFailureTolerance,
+            ConcurrencyMode::SoftFailureTolerance => {
+                aws_sdk_cloudformation::types::ConcurrencyMode::SoftFailureTolerance
+            }
+            ConcurrencyMode::StrictFailureTolerance => {
+                aws_sdk_cloudformation::types::ConcurrencyMode::StrictFailureTolerance
+            }
         });
     let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     b = match (p.max_concurrent_count, p.max_concurrent_percentage) {
@@ -70,10 +74,34 @@ pub fn preferences(p: &OperationPreferences) -> StackSetOperationPreferences {
 }
 
 /// Creates the stack set, or updates its template and parameters when it exists.
-pub async fn ensure(cfn: &Client, spec: &StackSetSpec<'_>, printer: &Printer) -> anyhow::Result<bool> {
-    let params: Vec<Parameter> = spec.parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build()).collect();
-    let caps: Vec<Capability> = spec.definition.capabilities.iter().map(|c| Capability::from(c.as_str())).collect();
-    let existing = cfn.describe_stack_set().stack_set_name(&spec.name).set_call_as(spec.call_as.clone()).send().await.described("cloudformation:DescribeStackSet");
+pub async fn ensure(
+    cfn: &Client,
+    spec: &StackSetSpec<'_>,
+    printer: &Printer,
+) -> anyhow::Result<bool> {
+    let params: Vec<Parameter> = spec
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(k)
+                .parameter_value(v)
+                .build()
+        })
+        .collect();
+    let caps: Vec<Capability> = spec
+        .definition
+        .capabilities
+        .iter()
+        .map(|c| Capability::from(c.as_str()))
+        .collect();
+    let existing = cfn
+        .describe_stack_set()
+        .stack_set_name(&spec.name)
+        .set_call_as(spec.call_as.clone())
+        .send()
+        .await
+        .described("cloudformation:DescribeStackSet");
     match existing {
         Ok(_) => {
             let op = cfn
@@ -101,8 +129,17 @@ pub async fn ensure(cfn: &Client, spec: &StackSetSpec<'_>, printer: &Printer) ->
                 .set_parameters(Some(params))
                 .set_capabilities(Some(caps))
                 .permission_model(PermissionModels::ServiceManaged)
-                .auto_deployment(AutoDeployment::builder().enabled(d.enabled).retain_stacks_on_account_removal(d.retain_stacks_on_account_removal).build())
-                .managed_execution(aws_sdk_cloudformation::types::ManagedExecution::builder().active(true).build())
+                .auto_deployment(
+                    AutoDeployment::builder()
+                        .enabled(d.enabled)
+                        .retain_stacks_on_account_removal(d.retain_stacks_on_account_removal)
+                        .build(),
+                )
+                .managed_execution(
+                    aws_sdk_cloudformation::types::ManagedExecution::builder()
+                        .active(true)
+                        .build(),
+                )
                 .set_call_as(spec.call_as.clone())
                 .send()
                 .await
@@ -115,15 +152,27 @@ pub async fn ensure(cfn: &Client, spec: &StackSetSpec<'_>, printer: &Printer) ->
 }
 
 /// Adds stack instances for every target in every Region of the spec.
-pub async fn add_instances(cfn: &Client, spec: &StackSetSpec<'_>, targets: &Targets, printer: &Printer) -> anyhow::Result<()> {
+pub async fn add_instances(
+    cfn: &Client,
+    spec: &StackSetSpec<'_>,
+    targets: &Targets,
+    printer: &Printer,
+) -> anyhow::Result<()> {
     let mut calls: Vec<DeploymentTargets> = Vec::new();
     if !targets.organizational_units.is_empty() {
-        calls.push(DeploymentTargets::builder().set_organizational_unit_ids(Some(targets.organizational_units.clone())).build());
+        calls.push(
+            DeploymentTargets::builder()
+                .set_organizational_unit_ids(Some(targets.organizational_units.clone()))
+                .build(),
+        );
     }
     // Single accounts: their parent OU intersected with the account list.
     let mut by_parent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (account, parent) in &targets.accounts {
-        by_parent.entry(parent.as_str()).or_default().push(account.clone());
+        by_parent
+            .entry(parent.as_str())
+            .or_default()
+            .push(account.clone());
     }
     for (parent, accounts) in by_parent {
         calls.push(
@@ -153,7 +202,12 @@ pub async fn add_instances(cfn: &Client, spec: &StackSetSpec<'_>, targets: &Targ
 }
 
 /// Polls an operation to its end, showing each stack instance as it changes.
-pub async fn follow(cfn: &Client, spec: &StackSetSpec<'_>, operation_id: &str, printer: &Printer) -> anyhow::Result<()> {
+pub async fn follow(
+    cfn: &Client,
+    spec: &StackSetSpec<'_>,
+    operation_id: &str,
+    printer: &Printer,
+) -> anyhow::Result<()> {
     let task = printer.task(&format!("{}: operation {operation_id}", spec.name));
     let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
     loop {
@@ -165,7 +219,10 @@ pub async fn follow(cfn: &Client, spec: &StackSetSpec<'_>, operation_id: &str, p
             .send()
             .await
             .described("cloudformation:DescribeStackSetOperation")?;
-        let status = op.stack_set_operation().and_then(|o| o.status().cloned()).unwrap_or(StackSetOperationStatus::Running);
+        let status = op
+            .stack_set_operation()
+            .and_then(|o| o.status().cloned())
+            .unwrap_or(StackSetOperationStatus::Running);
         let instances = list_instances(cfn, &spec.name, spec.call_as.clone()).await?;
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for i in &instances {
@@ -173,16 +230,29 @@ pub async fn follow(cfn: &Client, spec: &StackSetSpec<'_>, operation_id: &str, p
             let key = (i.account.clone(), i.region.clone());
             if shown.get(&key) != Some(&i.status) {
                 if !printer.is_live() {
-                    printer.status(&format!("{} {} {}: {}", spec.name, i.account, i.region, i.status));
+                    printer.status(&format!(
+                        "{} {} {}: {}",
+                        spec.name, i.account, i.region, i.status
+                    ));
                 }
                 shown.insert(key, i.status.clone());
             }
         }
         let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-        task.update(&format!("{}: {} ({})", spec.name, status.as_str(), summary.join(", ")));
+        task.update(&format!(
+            "{}: {} ({})",
+            spec.name,
+            status.as_str(),
+            summary.join(", ")
+        ));
         match status {
             StackSetOperationStatus::Succeeded => {
-                task.done(&format!("{}: {} stack instances, {}", spec.name, instances.len(), summary.join(", ")));
+                task.done(&format!(
+                    "{}: {} stack instances, {}",
+                    spec.name,
+                    instances.len(),
+                    summary.join(", ")
+                ));
                 return Ok(());
             }
             StackSetOperationStatus::Failed | StackSetOperationStatus::Stopped => {
@@ -190,13 +260,24 @@ pub async fn follow(cfn: &Client, spec: &StackSetSpec<'_>, operation_id: &str, p
                 let failed: Vec<String> = instances
                     .iter()
                     .filter(|i| i.status.contains("FAILED") || i.status == "INOPERABLE")
-                    .map(|i| format!("{} {}: {}", i.account, i.region, i.reason.as_deref().unwrap_or("no reason given")))
+                    .map(|i| {
+                        format!(
+                            "{} {}: {}",
+                            i.account,
+                            i.region,
+                            i.reason.as_deref().unwrap_or("no reason given")
+                        )
+                    })
                     .collect();
                 bail!(
                     "stack set {} operation {operation_id} ended {}{}",
                     spec.name,
                     status.as_str(),
-                    if failed.is_empty() { String::new() } else { format!(":\n  {}", failed.join("\n  ")) }
+                    if failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(":\n  {}", failed.join("\n  "))
+                    }
                 );
             }
             _ => tokio::time::sleep(Duration::from_secs(3)).await,
@@ -204,17 +285,33 @@ pub async fn follow(cfn: &Client, spec: &StackSetSpec<'_>, operation_id: &str, p
     }
 }
 
-pub async fn list_instances(cfn: &Client, name: &str, call_as: Option<CallAs>) -> anyhow::Result<Vec<Instance>> {
+pub async fn list_instances(
+    cfn: &Client,
+    name: &str,
+    call_as: Option<CallAs>,
+) -> anyhow::Result<Vec<Instance>> {
     let mut out = Vec::new();
-    let mut pages = cfn.list_stack_instances().stack_set_name(name).set_call_as(call_as).into_paginator().send();
+    let mut pages = cfn
+        .list_stack_instances()
+        .stack_set_name(name)
+        .set_call_as(call_as)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.described("cloudformation:ListStackInstances")?;
         for s in page.summaries() {
-            let detailed = s.stack_instance_status().and_then(|d| d.detailed_status()).map(|d| d.as_str().to_owned());
+            let detailed = s
+                .stack_instance_status()
+                .and_then(|d| d.detailed_status())
+                .map(|d| d.as_str().to_owned());
             out.push(Instance {
                 account: s.account().unwrap_or_default().to_owned(),
                 region: s.region().unwrap_or_default().to_owned(),
-                status: detailed.unwrap_or_else(|| s.status().map(|x| x.as_str().to_owned()).unwrap_or_default()),
+                status: detailed.unwrap_or_else(|| {
+                    s.status()
+                        .map(|x| x.as_str().to_owned())
+                        .unwrap_or_default()
+                }),
                 reason: s.status_reason().map(str::to_owned),
             });
         }

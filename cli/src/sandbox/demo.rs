@@ -46,31 +46,85 @@ struct DemoReport {
 }
 
 pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
-    let global = GlobalArgs { sandbox: true, profile: None, output: OutputFormat::Text, quiet: false, verbose: 0 };
-    let quiet = Printer::new(&GlobalArgs { quiet: true, ..global.clone() });
-    if !SandboxState::exists() {
-        super::up(&SandboxUpArgs { port: None }, &quiet).await?;
+    let global = GlobalArgs {
+        sandbox: true,
+        profile: None,
+        output: OutputFormat::Text,
+        quiet: false,
+        verbose: 0,
+    };
+    let quiet = Printer::new(&GlobalArgs {
+        quiet: true,
+        ..global.clone()
+    });
+    // A fresh organization every time: the story starts with a key that still works.
+    if SandboxState::exists() {
+        printer.status("stopping the previous sandbox");
+        super::down(&quiet)?;
     }
+    super::up(&SandboxUpArgs { port: None }, &quiet).await?;
     let state = SandboxState::load()?;
-    printer.status(&format!("sandbox organization {} at {}", state.organization_id, state.endpoint));
-    install::run(&global, &InstallArgs { config: state.config_path.clone(), yes: true, delegated_admin: false, bootstrap: None }, printer).await?;
+    printer.status(&format!(
+        "sandbox organization {} at {}",
+        state.organization_id, state.endpoint
+    ));
+    Box::pin(install::run(
+        &global,
+        &InstallArgs {
+            config: state.config_path.clone(),
+            yes: true,
+            delegated_admin: false,
+            bootstrap: None,
+        },
+        printer,
+    ))
+    .await?;
 
     let user = state
         .seeded
         .iter()
-        .find(|s| s.kind == "iam_user" && s.arn.ends_with(&format!(":user/{}", seed::COMPROMISED_USER)))
+        .find(|s| {
+            s.kind == "iam_user"
+                && s.arn
+                    .ends_with(&format!(":user/{}", seed::COMPROMISED_USER))
+        })
         .context("the sandbox has no seeded user to contain")?;
-    let key = user.access_key.clone().context("the seeded user has no access key recorded")?;
-    let as_user = sandbox_config(&state, seed::HOME_REGION, &key.access_key_id, &key.secret_access_key, None).await;
+    let key = user
+        .access_key
+        .clone()
+        .context("the seeded user has no access key recorded")?;
+    let as_user = sandbox_config(
+        &state,
+        seed::HOME_REGION,
+        &key.access_key_id,
+        &key.secret_access_key,
+        None,
+    )
+    .await;
 
-    printer.status(&format!("incident 1: access key {} of {} leaked", key.access_key_id, user.arn));
+    printer.status(&format!(
+        "incident 1: access key {} of {} leaked",
+        key.access_key_id, user.arn
+    ));
     let before = with_enforcement(&state, probe(&as_user)).await?;
-    let contained = contain::request(&global, &contain_args(&user.arn, "access key leaked in a public CI log"), printer).await?;
+    let contained = contain::request(
+        &global,
+        &contain_args(&user.arn, "access key leaked in a public CI log"),
+        printer,
+    )
+    .await?;
     let after = with_enforcement(&state, probe(&as_user)).await?;
 
     let own_role = format!("arn:aws:iam::{}:role/quell-responder", user.account);
-    printer.status(&format!("incident 2: a request to contain Quell's own role {own_role}"));
-    let refused = contain::request(&global, &contain_args(&own_role, "an attacker tries to switch Quell off"), printer).await?;
+    printer.status(&format!(
+        "incident 2: a request to contain Quell's own role {own_role}"
+    ));
+    let refused = contain::request(
+        &global,
+        &contain_args(&own_role, "an attacker tries to switch Quell off"),
+        printer,
+    )
+    .await?;
 
     let incidents = vec![
         Incident {
@@ -97,22 +151,45 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
         && incidents[0].after.iter().all(|p| !p.allowed)
         && incidents[1].status == Status::Rejected;
     let report_file = sandbox_dir().join("report.md");
-    let mut report = DemoReport { endpoint: state.endpoint.clone(), organization_id: state.organization_id.clone(), incidents, report_file: report_file.clone(), passed };
-    let text = report_text(&report, &Printer::new(&GlobalArgs { quiet: true, ..global.clone() }));
-    std::fs::write(&report_file, &text).with_context(|| format!("cannot write {}", report_file.display()))?;
+    let mut report = DemoReport {
+        endpoint: state.endpoint.clone(),
+        organization_id: state.organization_id.clone(),
+        incidents,
+        report_file: report_file.clone(),
+        passed,
+    };
+    let text = report_text(
+        &report,
+        &Printer::new(&GlobalArgs {
+            quiet: true,
+            ..global.clone()
+        }),
+    );
+    std::fs::write(&report_file, &text)
+        .with_context(|| format!("cannot write {}", report_file.display()))?;
     report.report_file = report_file.canonicalize().unwrap_or(report_file);
     printer.result(&report, || report_text(&report, printer));
     Ok(if passed { exit::SUCCESS } else { exit::FAILURE })
 }
 
 fn contain_args(arn: &str, reason: &str) -> ContainArgs {
-    ContainArgs { arn: arn.into(), reason: reason.into(), yes: true, config: None, request_id: None, timeout: 60 }
+    ContainArgs {
+        arn: arn.into(),
+        reason: reason.into(),
+        yes: true,
+        config: None,
+        request_id: None,
+        timeout: 60,
+    }
 }
 
 /// Runs `f` with moto's IAM enforcement on, and turns it off again whatever happens. Enforcement
 /// stays off otherwise: moto checks most services' calls against resource `*`, so least-privilege
 /// policies that name resources (the responder's) are refused there although AWS grants them.
-async fn with_enforcement<T>(state: &SandboxState, f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+async fn with_enforcement<T>(
+    state: &SandboxState,
+    f: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
     moto::set_iam_enforcement(&state.endpoint, true).await?;
     let out = f.await;
     moto::set_iam_enforcement(&state.endpoint, false).await?;
@@ -121,20 +198,53 @@ async fn with_enforcement<T>(state: &SandboxState, f: impl std::future::Future<O
 
 /// What the credentials in `config` can still do: one read call each on S3, EC2 and SNS.
 async fn probe(config: &SdkConfig) -> Vec<Probe> {
-    fn verdict<T, E: std::fmt::Debug>(service: &'static str, call: &'static str, r: Result<T, E>) -> Probe {
+    fn verdict<T, E: std::fmt::Debug>(
+        service: &'static str,
+        call: &'static str,
+        r: Result<T, E>,
+    ) -> Probe {
         match r {
-            Ok(_) => Probe { service, call, allowed: true, detail: "allowed".into() },
+            Ok(_) => Probe {
+                service,
+                call,
+                allowed: true,
+                detail: "allowed".into(),
+            },
             Err(e) => {
                 let text = format!("{e:?}");
-                let detail = if text.contains("AccessDenied") || text.contains("403") { "AccessDenied".to_owned() } else { text.chars().take(200).collect() };
-                Probe { service, call, allowed: false, detail }
+                let detail = if text.contains("AccessDenied") || text.contains("403") {
+                    "AccessDenied".to_owned()
+                } else {
+                    text.chars().take(200).collect()
+                };
+                Probe {
+                    service,
+                    call,
+                    allowed: false,
+                    detail,
+                }
             }
         }
     }
     vec![
-        verdict("s3", "ListBuckets", aws_sdk_s3::Client::new(config).list_buckets().send().await),
-        verdict("ec2", "DescribeInstances", aws_sdk_ec2::Client::new(config).describe_instances().send().await),
-        verdict("sns", "ListTopics", aws_sdk_sns::Client::new(config).list_topics().send().await),
+        verdict(
+            "s3",
+            "ListBuckets",
+            aws_sdk_s3::Client::new(config).list_buckets().send().await,
+        ),
+        verdict(
+            "ec2",
+            "DescribeInstances",
+            aws_sdk_ec2::Client::new(config)
+                .describe_instances()
+                .send()
+                .await,
+        ),
+        verdict(
+            "sns",
+            "ListTopics",
+            aws_sdk_sns::Client::new(config).list_topics().send().await,
+        ),
     ]
 }
 
@@ -143,10 +253,19 @@ fn report_text(r: &DemoReport, printer: &Printer) -> String {
     let _ = writeln!(t, "\n# Quell sandbox report\n");
     let _ = writeln!(t, "Organization {} on {}.\n", r.organization_id, r.endpoint);
     for (n, i) in r.incidents.iter().enumerate() {
-        let tone = if i.status == Status::Succeeded { Tone::Good } else { Tone::Change };
+        let tone = if i.status == Status::Succeeded {
+            Tone::Good
+        } else {
+            Tone::Change
+        };
         let _ = writeln!(t, "## Incident {}: {}\n", n + 1, i.title);
         let _ = writeln!(t, "- entity: {}", i.entity);
-        let _ = writeln!(t, "- request: {} -> {}", i.request_id, printer.paint(i.status.as_str(), tone));
+        let _ = writeln!(
+            t,
+            "- request: {} -> {}",
+            i.request_id,
+            printer.paint(i.status.as_str(), tone)
+        );
         if let Some(rej) = &i.record.rejection {
             let _ = writeln!(t, "- refused: {} ({})", rej.message, rej.code);
         }
@@ -154,15 +273,30 @@ fn report_text(r: &DemoReport, printer: &Printer) -> String {
             let _ = writeln!(t, "- step {}: {:?}, {}", s.name, s.status, s.detail);
         }
         if !i.before.is_empty() {
-            let _ = writeln!(t, "\n| call (IAM enforcement on) | before | after |\n|---|---|---|");
+            let _ = writeln!(
+                t,
+                "\n| call (IAM enforcement on) | before | after |\n|---|---|---|"
+            );
             for (b, a) in i.before.iter().zip(&i.after) {
-                let _ = writeln!(t, "| {}:{} | {} | {} |", b.service, b.call, b.detail, a.detail);
+                let _ = writeln!(
+                    t,
+                    "| {}:{} | {} | {} |",
+                    b.service, b.call, b.detail, a.detail
+                );
             }
         }
         let _ = writeln!(t);
     }
-    let verdict = if r.passed { printer.paint("PASSED: the leaked key is denied everywhere and Quell refused to act against itself.", Tone::Good) } else { printer.paint("FAILED: see the incidents above.", Tone::Bad) };
+    let verdict = if r.passed {
+        printer.paint(
+            "PASSED: the leaked key is denied everywhere and Quell refused to act against itself.",
+            Tone::Good,
+        )
+    } else {
+        printer.paint("FAILED: see the incidents above.", Tone::Bad)
+    };
     let _ = writeln!(t, "{verdict}");
     let _ = writeln!(t, "Report written to {}", r.report_file.display());
+    let _ = writeln!(t, "The sandbox is still running: try `quell --sandbox contain ...` or `quell sandbox status`; `quell sandbox down` stops it.");
     t
 }

@@ -53,7 +53,14 @@ pub fn inbox_queue_name(prefix: &str) -> String {
 pub async fn run() -> anyhow::Result<u8> {
     let state = SandboxState::load()?;
     let config = Config::load(&state.config_path)?;
-    let mgmt = sandbox_config(&state, &config.home_region, &state.admin.access_key_id, &state.admin.secret_access_key, None).await;
+    let mgmt = sandbox_config(
+        &state,
+        &config.home_region,
+        &state.admin.access_key_id,
+        &state.admin.secret_access_key,
+        None,
+    )
+    .await;
     let sessions = Sessions::new(&mgmt, "quell-sandbox-host");
     let runtime = Runtime::start().await?;
     tracing::warn!(api = %runtime.address, "Lambda Runtime API listening");
@@ -96,17 +103,57 @@ struct FunctionSpec {
 }
 
 impl Wiring {
-    async fn discover(state: &SandboxState, config: &Config, sessions: &Sessions) -> anyhow::Result<Option<Wiring>> {
-        let security = sessions.assume(&account_role(&state.security_account), None).await?;
-        let Some(deployment) = Deployment::find(&security, &config.name).await? else { return Ok(None) };
-        let Some(artifacts) = deployment::stack_outputs(&security, &deployment::artifacts_stack(&config.name)).await? else { return Ok(None) };
+    async fn discover(
+        state: &SandboxState,
+        config: &Config,
+        sessions: &Sessions,
+    ) -> anyhow::Result<Option<Wiring>> {
+        let security = sessions
+            .assume(&account_role(&state.security_account), None)
+            .await?;
+        let Some(deployment) = Deployment::find(&security, &config.name).await? else {
+            return Ok(None);
+        };
+        let Some(artifacts) =
+            deployment::stack_outputs(&security, &deployment::artifacts_stack(&config.name))
+                .await?
+        else {
+            return Ok(None);
+        };
         let sqs = aws_sdk_sqs::Client::new(&security);
-        let queue_url = sqs.create_queue().queue_name(inbox_queue_name(&config.name)).send().await.described("sqs:CreateQueue")?.queue_url().unwrap_or_default().to_owned();
-        let attrs = sqs.get_queue_attributes().queue_url(&queue_url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn).send().await.described("sqs:GetQueueAttributes")?;
-        let queue_arn = attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)).cloned().unwrap_or_default();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(inbox_queue_name(&config.name))
+            .send()
+            .await
+            .described("sqs:CreateQueue")?
+            .queue_url()
+            .unwrap_or_default()
+            .to_owned();
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .described("sqs:GetQueueAttributes")?;
+        let queue_arn = attrs
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default();
         let sns = aws_sdk_sns::Client::new(&security);
-        let subs = sns.list_subscriptions_by_topic().topic_arn(&deployment.containment_topic_arn).send().await.described("sns:ListSubscriptionsByTopic")?;
-        let subscription_arn = match subs.subscriptions().iter().find(|s| s.endpoint() == Some(queue_arn.as_str())) {
+        let subs = sns
+            .list_subscriptions_by_topic()
+            .topic_arn(&deployment.containment_topic_arn)
+            .send()
+            .await
+            .described("sns:ListSubscriptionsByTopic")?;
+        let subscription_arn = match subs
+            .subscriptions()
+            .iter()
+            .find(|s| s.endpoint() == Some(queue_arn.as_str()))
+        {
             Some(s) => s.subscription_arn().unwrap_or_default().to_owned(),
             None => sns
                 .subscribe()
@@ -127,7 +174,11 @@ impl Wiring {
             .send()
             .await
             .described("lambda:GetFunctionConfiguration")?;
-        let env = f.environment().and_then(|e| e.variables()).map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let env = f
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         let function = FunctionSpec {
             name: deployment.function_name.clone(),
             arn: f.function_arn().unwrap_or_default().to_owned(),
@@ -135,14 +186,28 @@ impl Wiring {
             timeout: u64::try_from(f.timeout().unwrap_or(3)).unwrap_or(3),
             memory: f.memory_size().unwrap_or(128),
             env,
-            artifact_bucket: artifacts.get("ArtifactBucketName").cloned().unwrap_or_default(),
+            artifact_bucket: artifacts
+                .get("ArtifactBucketName")
+                .cloned()
+                .unwrap_or_default(),
             artifact_key: deployment.artifact_key.clone(),
         };
-        Ok(Some(Wiring { security, deployment, queue_url, subscription_arn, function }))
+        Ok(Some(Wiring {
+            security,
+            deployment,
+            queue_url,
+            subscription_arn,
+            function,
+        }))
     }
 }
 
-async fn serve_once(w: &Wiring, runtime: &Runtime, sessions: &Sessions, state: &SandboxState) -> anyhow::Result<()> {
+async fn serve_once(
+    w: &Wiring,
+    runtime: &Runtime,
+    sessions: &Sessions,
+    state: &SandboxState,
+) -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&w.security);
     let received = sqs
         .receive_message()
@@ -157,7 +222,9 @@ async fn serve_once(w: &Wiring, runtime: &Runtime, sessions: &Sessions, state: &
         let event = sns_lambda_event(body, &w.subscription_arn)?;
         let mut last_error = None;
         for attempt in 1..=3 {
-            runtime.ensure_function(&w.function, &w.security, sessions, state).await?;
+            runtime
+                .ensure_function(&w.function, &w.security, sessions, state)
+                .await?;
             match runtime.invoke(&w.function, event.to_string()).await {
                 Ok(_) => {
                     last_error = None;
@@ -173,15 +240,39 @@ async fn serve_once(w: &Wiring, runtime: &Runtime, sessions: &Sessions, state: &
             send_to_dead_letters(&sqs, &w.deployment, &event, &error).await?;
         }
         if let Some(handle) = message.receipt_handle() {
-            sqs.delete_message().queue_url(&w.queue_url).receipt_handle(handle).send().await.described("sqs:DeleteMessage")?;
+            sqs.delete_message()
+                .queue_url(&w.queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .described("sqs:DeleteMessage")?;
         }
     }
     Ok(())
 }
 
-async fn send_to_dead_letters(sqs: &aws_sdk_sqs::Client, d: &Deployment, event: &Value, error: &InvokeError) -> anyhow::Result<()> {
-    let url = sqs.get_queue_url().queue_name(&d.dead_letter_queue).send().await.described("sqs:GetQueueUrl")?.queue_url().unwrap_or_default().to_owned();
-    let attr = |v: &str| aws_sdk_sqs::types::MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("set");
+async fn send_to_dead_letters(
+    sqs: &aws_sdk_sqs::Client,
+    d: &Deployment,
+    event: &Value,
+    error: &InvokeError,
+) -> anyhow::Result<()> {
+    let url = sqs
+        .get_queue_url()
+        .queue_name(&d.dead_letter_queue)
+        .send()
+        .await
+        .described("sqs:GetQueueUrl")?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let attr = |v: &str| {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .expect("set")
+    };
     sqs.send_message()
         .queue_url(url)
         .message_body(event.to_string())
@@ -196,7 +287,8 @@ async fn send_to_dead_letters(sqs: &aws_sdk_sqs::Client, d: &Deployment, event: 
 
 /// The Lambda event for an SNS message that SQS received in SNS's JSON envelope.
 pub fn sns_lambda_event(envelope: &str, subscription_arn: &str) -> anyhow::Result<Value> {
-    let e: Value = serde_json::from_str(envelope).context("the queued message is not an SNS envelope")?;
+    let e: Value =
+        serde_json::from_str(envelope).context("the queued message is not an SNS envelope")?;
     let field = |k: &str| e.get(k).cloned().unwrap_or(Value::Null);
     if field("Type") != json!("Notification") {
         bail!("the queued message is not an SNS notification");
@@ -246,11 +338,14 @@ struct Invocation {
     function_arn: String,
 }
 
+/// Invocations handed to the function, by request id, waiting for its response or error.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Result<String, String>>>>>;
+
 /// The Runtime API server and the function process behind it.
 struct Runtime {
     address: String,
     queue: mpsc::Sender<Invocation>,
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Result<String, String>>>>>,
+    waiting: Waiting,
     process: Mutex<Option<Running>>,
 }
 
@@ -263,9 +358,7 @@ struct Running {
 #[derive(Clone)]
 struct ApiState {
     next: Arc<Mutex<mpsc::Receiver<Invocation>>>,
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Result<String, String>>>>>,
-    /// Where the id of the invocation handed out is parked until its result arrives.
-    handed_out: Arc<Mutex<HashMap<String, ()>>>,
+    waiting: Waiting,
 }
 
 /// Assumed credentials last an hour in the sandbox: restart the function well before.
@@ -275,11 +368,20 @@ impl Runtime {
     async fn start() -> anyhow::Result<Runtime> {
         let (tx, rx) = mpsc::channel(1);
         let waiting = Arc::new(Mutex::new(HashMap::new()));
-        let api = ApiState { next: Arc::new(Mutex::new(rx)), waiting: waiting.clone(), handed_out: Arc::new(Mutex::new(HashMap::new())) };
+        let api = ApiState {
+            next: Arc::new(Mutex::new(rx)),
+            waiting: waiting.clone(),
+        };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(invocation_response))
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(invocation_response),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/error",
+                post(invocation_error),
+            )
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(api);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -287,11 +389,22 @@ impl Runtime {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Runtime { address, queue: tx, waiting, process: Mutex::new(None) })
+        Ok(Runtime {
+            address,
+            queue: tx,
+            waiting,
+            process: Mutex::new(None),
+        })
     }
 
     /// Makes sure the function's current code runs with fresh credentials.
-    async fn ensure_function(&self, spec: &FunctionSpec, security: &SdkConfig, sessions: &Sessions, state: &SandboxState) -> anyhow::Result<()> {
+    async fn ensure_function(
+        &self,
+        spec: &FunctionSpec,
+        security: &SdkConfig,
+        sessions: &Sessions,
+        state: &SandboxState,
+    ) -> anyhow::Result<()> {
         let mut process = self.process.lock().await;
         if let Some(running) = process.as_mut() {
             let exited = running.child.try_wait()?.is_some();
@@ -303,10 +416,15 @@ impl Runtime {
         let bootstrap = fetch_code(security, spec).await?;
         let role = sessions.assume(&spec.role, None).await?;
         let creds = aws_credential_types::provider::ProvideCredentials::provide_credentials(
-            &role.credentials_provider().context("assumed role without credentials")?,
+            &role
+                .credentials_provider()
+                .context("assumed role without credentials")?,
         )
         .await?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(sandbox_dir().join("responder.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sandbox_dir().join("responder.log"))?;
         let mut cmd = tokio::process::Command::new(&bootstrap);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -314,36 +432,74 @@ impl Runtime {
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory.to_string())
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
-            .env("AWS_REGION", security.region().map(ToString::to_string).unwrap_or_default())
-            .env("AWS_DEFAULT_REGION", security.region().map(ToString::to_string).unwrap_or_default())
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.name),
+            )
+            .env(
+                "AWS_REGION",
+                security
+                    .region()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+            .env(
+                "AWS_DEFAULT_REGION",
+                security
+                    .region()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
             .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
             .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
-            .env("AWS_SESSION_TOKEN", creds.session_token().unwrap_or_default())
+            .env(
+                "AWS_SESSION_TOKEN",
+                creds.session_token().unwrap_or_default(),
+            )
             // The one difference from AWS: the SDK inside the function talks to the sandbox.
             .env("AWS_ENDPOINT_URL", &state.endpoint)
             .env("_HANDLER", "bootstrap")
-            .env("LAMBDA_TASK_ROOT", bootstrap.parent().unwrap_or(Path::new("/")))
+            .env(
+                "LAMBDA_TASK_ROOT",
+                bootstrap.parent().unwrap_or(Path::new("/")),
+            )
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", bootstrap.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bootstrap.display()))?;
         tracing::warn!(code = %spec.artifact_key, "responder started");
-        *process = Some(Running { child, spec: spec.clone(), started: Instant::now() });
+        *process = Some(Running {
+            child,
+            spec: spec.clone(),
+            started: Instant::now(),
+        });
         Ok(())
     }
 
     async fn invoke(&self, spec: &FunctionSpec, body: String) -> Result<String, InvokeError> {
         let id = uuid::Uuid::new_v4().to_string();
-        let fail = |message: String| InvokeError { request_id: id.clone(), message };
+        let fail = |message: String| InvokeError {
+            request_id: id.clone(),
+            message,
+        };
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().await.insert(id.clone(), tx);
         let deadline = SystemTime::now() + Duration::from_secs(spec.timeout);
-        let deadline_ms = deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+        let deadline_ms = deadline
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
         self.queue
-            .send(Invocation { id: id.clone(), body, deadline_ms, function_arn: spec.arn.clone() })
+            .send(Invocation {
+                id: id.clone(),
+                body,
+                deadline_ms,
+                function_arn: spec.arn.clone(),
+            })
             .await
             .map_err(|_| fail("runtime API closed".into()))?;
         let outcome = tokio::time::timeout(Duration::from_secs(spec.timeout), async {
@@ -371,7 +527,10 @@ impl Runtime {
                 if let Some(running) = self.process.lock().await.as_mut() {
                     let _ = running.child.kill().await;
                 }
-                Err(fail(format!("Task timed out after {} seconds", spec.timeout)))
+                Err(fail(format!(
+                    "Task timed out after {} seconds",
+                    spec.timeout
+                )))
             }
         }
     }
@@ -379,7 +538,12 @@ impl Runtime {
 
 /// Downloads and unpacks the function's package once per content address.
 async fn fetch_code(security: &SdkConfig, spec: &FunctionSpec) -> anyhow::Result<PathBuf> {
-    let digest = spec.artifact_key.rsplit('/').next().unwrap_or("code").trim_end_matches(".zip");
+    let digest = spec
+        .artifact_key
+        .rsplit('/')
+        .next()
+        .unwrap_or("code")
+        .trim_end_matches(".zip");
     let dir = sandbox_dir().join("functions").join(digest);
     let bootstrap = dir.join("bootstrap");
     if bootstrap.exists() {
@@ -393,10 +557,13 @@ async fn fetch_code(security: &SdkConfig, spec: &FunctionSpec) -> anyhow::Result
         .await
         .described("s3:GetObject (responder package)")?;
     let bytes = obj.body.collect().await?.into_bytes();
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).context("the responder package is not a zip")?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec()))
+        .context("the responder package is not a zip")?;
     let tmp = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
-    archive.extract(&tmp).context("cannot unpack the responder package")?;
+    archive
+        .extract(&tmp)
+        .context("cannot unpack the responder package")?;
     if !tmp.join("bootstrap").exists() {
         bail!("the responder package has no bootstrap at its root");
     }
@@ -409,7 +576,6 @@ async fn next_invocation(State(api): State<ApiState>) -> impl IntoResponse {
     let Some(inv) = invocation else {
         return (StatusCode::GONE, HeaderMap::new(), String::new());
     };
-    api.handed_out.lock().await.insert(inv.id.clone(), ());
     let mut headers = HeaderMap::new();
     let mut put = |k: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -419,13 +585,19 @@ async fn next_invocation(State(api): State<ApiState>) -> impl IntoResponse {
     put("lambda-runtime-aws-request-id", &inv.id);
     put("lambda-runtime-deadline-ms", &inv.deadline_ms.to_string());
     put("lambda-runtime-invoked-function-arn", &inv.function_arn);
-    put("lambda-runtime-trace-id", &format!("Root=1-{:08x}-{}", inv.deadline_ms / 1000, &inv.id.replace('-', "")[..24]));
+    put(
+        "lambda-runtime-trace-id",
+        &format!(
+            "Root=1-{:08x}-{}",
+            inv.deadline_ms / 1000,
+            &inv.id.replace('-', "")[..24]
+        ),
+    );
     put("content-type", "application/json");
     (StatusCode::OK, headers, inv.body)
 }
 
 async fn complete(api: &ApiState, id: &str, result: Result<String, String>) -> StatusCode {
-    api.handed_out.lock().await.remove(id);
     match api.waiting.lock().await.remove(id) {
         Some(tx) => {
             let _ = tx.send(result);
@@ -435,11 +607,19 @@ async fn complete(api: &ApiState, id: &str, result: Result<String, String>) -> S
     }
 }
 
-async fn invocation_response(State(api): State<ApiState>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
+async fn invocation_response(
+    State(api): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
     complete(&api, &id, Ok(String::from_utf8_lossy(&body).into_owned())).await
 }
 
-async fn invocation_error(State(api): State<ApiState>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
+async fn invocation_error(
+    State(api): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
     complete(&api, &id, Err(String::from_utf8_lossy(&body).into_owned())).await
 }
 
@@ -456,13 +636,23 @@ mod tests {
     #[test]
     fn an_sqs_delivered_envelope_becomes_the_lambda_sns_event() {
         let envelope = r#"{"Type":"Notification","MessageId":"95df01b4-ee98-5cb9-9903-4c221d41eb5e","TopicArn":"arn:aws:sns:us-east-1:222233334444:quell-containment","Subject":null,"Message":"{\"x\":1}","Timestamp":"2026-11-22T10:00:00.000Z","SignatureVersion":"1","Signature":"EXAMPLE","SigningCertURL":"https://sns.us-east-1.amazonaws.com/cert.pem","UnsubscribeURL":"https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe","MessageAttributes":{"ExternalId":{"Type":"String","Value":"abc"}}}"#;
-        let event = sns_lambda_event(envelope, "arn:aws:sns:us-east-1:222233334444:quell-containment:sub").unwrap();
+        let event = sns_lambda_event(
+            envelope,
+            "arn:aws:sns:us-east-1:222233334444:quell-containment:sub",
+        )
+        .unwrap();
         let parsed: SnsEvent = serde_json::from_value(event).unwrap();
         let record = &parsed.records[0];
         assert_eq!(record.event_source, "aws:sns");
-        assert_eq!(record.sns.message_id, "95df01b4-ee98-5cb9-9903-4c221d41eb5e");
+        assert_eq!(
+            record.sns.message_id,
+            "95df01b4-ee98-5cb9-9903-4c221d41eb5e"
+        );
         assert_eq!(record.sns.message, "{\"x\":1}");
-        assert_eq!(record.sns.signing_cert_url, "https://sns.us-east-1.amazonaws.com/cert.pem");
+        assert_eq!(
+            record.sns.signing_cert_url,
+            "https://sns.us-east-1.amazonaws.com/cert.pem"
+        );
         assert_eq!(record.sns.message_attributes["ExternalId"].value, "abc");
     }
 

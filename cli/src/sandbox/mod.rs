@@ -24,7 +24,10 @@ pub async fn up(args: &SandboxUpArgs, printer: &Printer) -> anyhow::Result<u8> {
     if SandboxState::exists() {
         let state = SandboxState::load()?;
         if process::alive(state.moto_pid) {
-            printer.status(&format!("the sandbox is already running at {}", state.endpoint));
+            printer.status(&format!(
+                "the sandbox is already running at {}",
+                state.endpoint
+            ));
             print_status(&state, printer);
             return Ok(exit::SUCCESS);
         }
@@ -63,7 +66,10 @@ pub async fn up(args: &SandboxUpArgs, printer: &Printer) -> anyhow::Result<u8> {
         organizational_units: Vec::new(),
         regions: vec![seed::HOME_REGION.into(), seed::SECOND_REGION.into()],
         account_access_role: seed::ACCOUNT_ACCESS_ROLE.into(),
-        admin: state::AccessKey { access_key_id: String::new(), secret_access_key: String::new() },
+        admin: state::AccessKey {
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        },
         config_path: dir.join("quell.yaml"),
         seeded: Vec::new(),
     };
@@ -73,7 +79,9 @@ pub async fn up(args: &SandboxUpArgs, printer: &Printer) -> anyhow::Result<u8> {
         Ok(org) => org,
         Err(e) => {
             task.fail();
-            return Err(e.context("seeding the sandbox failed; `quell sandbox down` stops what was started"));
+            return Err(e.context(
+                "seeding the sandbox failed; `quell sandbox down` stops what was started",
+            ));
         }
     };
     state.organization_id = org.organization_id;
@@ -84,7 +92,8 @@ pub async fn up(args: &SandboxUpArgs, printer: &Printer) -> anyhow::Result<u8> {
     state.organizational_units = org.organizational_units;
     state.admin = org.admin;
     state.seeded = org.seeded;
-    std::fs::write(&state.config_path, sandbox_config_yaml(&state)).context("cannot write the sandbox configuration")?;
+    std::fs::write(&state.config_path, sandbox_config_yaml(&state))
+        .context("cannot write the sandbox configuration")?;
     task.done(&format!(
         "seeded organization {} with {} member accounts and {} resources",
         state.organization_id,
@@ -112,7 +121,7 @@ fn stop_all(state: &SandboxState) -> Vec<String> {
     stopped
 }
 
-pub async fn down(printer: &Printer) -> anyhow::Result<u8> {
+pub fn down(printer: &Printer) -> anyhow::Result<u8> {
     if !SandboxState::exists() {
         printer.status("no sandbox is running here");
         return Ok(exit::SUCCESS);
@@ -143,7 +152,14 @@ pub async fn iam_enforcement(args: &IamArgs, printer: &Printer) -> anyhow::Resul
     state.iam_enforcement = on;
     state.save()?;
     printer.result(&serde_json::json!({ "iam_enforcement": on }), || {
-        format!("IAM enforcement is {}\n", if on { "on: every call is checked against IAM policies" } else { "off" })
+        format!(
+            "IAM enforcement is {}\n",
+            if on {
+                "on: every call is checked against IAM policies"
+            } else {
+                "off"
+            }
+        )
     });
     Ok(exit::SUCCESS)
 }
@@ -185,25 +201,58 @@ fn print_status(state: &SandboxState, printer: &Printer) {
         host_running: state.host_pid.is_some_and(process::alive),
         iam_enforcement: state.iam_enforcement,
         organization_id: &state.organization_id,
-        accounts: Accounts { management: &state.management_account, security: &state.security_account, members: &state.member_accounts },
+        accounts: Accounts {
+            management: &state.management_account,
+            security: &state.security_account,
+            members: &state.member_accounts,
+        },
         organizational_units: &state.organizational_units,
         regions: &state.regions,
         config: state.config_path.display().to_string(),
-        seeded: state.seeded.iter().map(|s| SeededView { account: &s.account, region: &s.region, kind: &s.kind, arn: &s.arn, note: &s.note }).collect(),
+        seeded: state
+            .seeded
+            .iter()
+            .map(|s| SeededView {
+                account: &s.account,
+                region: &s.region,
+                kind: &s.kind,
+                arn: &s.arn,
+                note: &s.note,
+            })
+            .collect(),
     };
     printer.result(&view, || {
         let mut t = String::new();
-        let _ = writeln!(t, "Sandbox at {} ({})", state.endpoint, if view.running { "running" } else { "NOT running" });
+        let _ = writeln!(
+            t,
+            "Sandbox at {} ({})",
+            state.endpoint,
+            if view.running {
+                "running"
+            } else {
+                "NOT running"
+            }
+        );
         let _ = writeln!(t, "  organization  {}", state.organization_id);
         let _ = writeln!(t, "  management    {}", state.management_account);
         let _ = writeln!(t, "  security      {}", state.security_account);
         let _ = writeln!(t, "  members       {}", state.member_accounts.join(", "));
         for ou in &state.organizational_units {
-            let _ = writeln!(t, "  OU {:<22} {} : {}", ou.path, ou.id, ou.accounts.join(", "));
+            let _ = writeln!(
+                t,
+                "  OU {:<22} {} : {}",
+                ou.path,
+                ou.id,
+                ou.accounts.join(", ")
+            );
         }
         let _ = writeln!(t, "  Regions       {}", state.regions.join(", "));
         let _ = writeln!(t, "  config        {}", state.config_path.display());
-        let _ = writeln!(t, "  IAM enforcement {}", if state.iam_enforcement { "on" } else { "off" });
+        let _ = writeln!(
+            t,
+            "  IAM enforcement {}",
+            if state.iam_enforcement { "on" } else { "off" }
+        );
         let _ = writeln!(t, "Seeded:");
         for s in &state.seeded {
             let _ = writeln!(t, "  {:<16} {}  ({})", s.kind, s.arn, s.note);
@@ -213,8 +262,17 @@ fn print_status(state: &SandboxState, printer: &Printer) {
 }
 
 fn sandbox_config_yaml(state: &SandboxState) -> String {
-    let arch = if std::env::consts::ARCH == "aarch64" { "arm64" } else { "x86_64" };
-    let ous: Vec<&str> = state.organizational_units.iter().filter(|o| o.path.matches('/').count() == 1).map(|o| o.id.as_str()).collect();
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    let ous: Vec<&str> = state
+        .organizational_units
+        .iter()
+        .filter(|o| o.path.matches('/').count() == 1)
+        .map(|o| o.id.as_str())
+        .collect();
     format!(
         r#"# Quell configuration for the local sandbox organization {org} (written by `quell sandbox up`).
 name: quell

@@ -15,7 +15,8 @@ pub struct Started {
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -36,7 +37,10 @@ pub fn start(port: u16, dir: &Path) -> anyhow::Result<Started> {
         .process_group(0)
         .spawn()
         .context("cannot start moto_server")?;
-    Ok(Started { pid: child.id(), port })
+    Ok(Started {
+        pid: child.id(),
+        port,
+    })
 }
 
 pub async fn wait_ready(endpoint: &str, pid: u32, timeout: Duration) -> anyhow::Result<()> {
@@ -44,7 +48,10 @@ pub async fn wait_ready(endpoint: &str, pid: u32, timeout: Duration) -> anyhow::
     let start = Instant::now();
     while start.elapsed() < timeout {
         if !super::process::alive(pid) {
-            bail!("moto exited during start-up; see {}", super::state::sandbox_dir().join("moto.log").display());
+            bail!(
+                "moto exited during start-up; see {}",
+                super::state::sandbox_dir().join("moto.log").display()
+            );
         }
         if let Ok(resp) = client.get(format!("{endpoint}/moto-api/")).send().await {
             if resp.status().is_success() {
@@ -53,7 +60,11 @@ pub async fn wait_ready(endpoint: &str, pid: u32, timeout: Duration) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("moto did not answer on {endpoint} within {}s; see {}", timeout.as_secs(), super::state::sandbox_dir().join("moto.log").display())
+    bail!(
+        "moto did not answer on {endpoint} within {}s; see {}",
+        timeout.as_secs(),
+        super::state::sandbox_dir().join("moto.log").display()
+    )
 }
 
 /// Turns IAM enforcement on (every request is checked against IAM policies) or off.
@@ -67,7 +78,10 @@ pub async fn set_iam_enforcement(endpoint: &str, on: bool) -> anyhow::Result<()>
         .await
         .context("cannot reach the sandbox")?;
     if !resp.status().is_success() {
-        bail!("moto refused to change IAM enforcement: HTTP {}", resp.status());
+        bail!(
+            "moto refused to change IAM enforcement: HTTP {}",
+            resp.status()
+        );
     }
     Ok(())
 }

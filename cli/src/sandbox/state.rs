@@ -74,11 +74,19 @@ impl SandboxState {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                anyhow::bail!("no sandbox is running here ({} is missing): run `quell sandbox up` first", path.display())
+                anyhow::bail!(
+                    "no sandbox is running here ({} is missing): run `quell sandbox up` first",
+                    path.display()
+                )
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        serde_json::from_str(&text).with_context(|| format!("{} is damaged: run `quell sandbox down` and `quell sandbox up`", path.display()))
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged: run `quell sandbox down` and `quell sandbox up`",
+                path.display()
+            )
+        })
     }
 
     pub fn exists() -> bool {
@@ -86,7 +94,10 @@ impl SandboxState {
     }
 
     pub fn save(&self) -> anyhow::Result<()> {
-        write_private(&state_path(), serde_json::to_string_pretty(self)?.as_bytes())
+        write_private(
+            &state_path(),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
     }
 
     pub fn remove() -> anyhow::Result<()> {
@@ -95,22 +106,22 @@ impl SandboxState {
             _ => Ok(()),
         }
     }
-
-    pub fn seeded(&self, kind: &str) -> impl Iterator<Item = &Seeded> {
-        let kind = kind.to_owned();
-        self.seeded.iter().filter(move |s| s.kind == kind)
-    }
 }
 
 /// Writes a file only its owner can read: the state holds sandbox credentials.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)?;
     std::fs::rename(&tmp, path)?;

@@ -13,7 +13,8 @@ use crate::printer::Printer;
 pub const REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "cfn-lint==1.58.0"];
 
 pub fn venv_dir() -> PathBuf {
-    std::env::var_os("QUELL_VENV").map_or_else(|| super::state::quell_home().join("venv"), PathBuf::from)
+    std::env::var_os("QUELL_VENV")
+        .map_or_else(|| super::state::quell_home().join("venv"), PathBuf::from)
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -28,7 +29,11 @@ pub async fn ensure(printer: &Printer) -> anyhow::Result<()> {
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) && bin("moto_server").exists() {
         return Ok(());
     }
-    let task = printer.task(&format!("installing {} into {}", REQUIREMENTS.join(", "), dir.display()));
+    let task = printer.task(&format!(
+        "installing {} into {}",
+        REQUIREMENTS.join(", "),
+        dir.display()
+    ));
     if !dir.join("bin/python").exists() {
         let python = std::env::var("QUELL_PYTHON").unwrap_or_else(|_| "python3".into());
         let status = tokio::process::Command::new(&python)
@@ -39,11 +44,19 @@ pub async fn ensure(printer: &Printer) -> anyhow::Result<()> {
             .with_context(|| format!("cannot run {python}: the sandbox needs Python 3.9 or later (set QUELL_PYTHON to choose one)"))?;
         if !status.success() {
             task.fail();
-            bail!("`{python} -m venv {}` failed; on Debian and Ubuntu install python3-venv", dir.display());
+            bail!(
+                "`{python} -m venv {}` failed; on Debian and Ubuntu install python3-venv",
+                dir.display()
+            );
         }
     }
     let mut child = tokio::process::Command::new(dir.join("bin/pip"))
-        .args(["install", "--disable-pip-version-check", "--progress-bar", "off"])
+        .args([
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+        ])
         .args(REQUIREMENTS)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -61,7 +74,15 @@ pub async fn ensure(printer: &Printer) -> anyhow::Result<()> {
         bail!(
             "pip could not install {}:\n{}",
             REQUIREMENTS.join(", "),
-            String::from_utf8_lossy(&out.stderr).lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     std::fs::write(&marker, wanted)?;

@@ -41,7 +41,13 @@ impl UserStep {
 
 /// Whether the user exists; read before anything is written.
 pub async fn exists(iam: &Client, user: &IamUser) -> Result<bool, CallError> {
-    match iam.get_user().user_name(&user.name).send().await.described("iam:GetUser") {
+    match iam
+        .get_user()
+        .user_name(&user.name)
+        .send()
+        .await
+        .described("iam:GetUser")
+    {
         Ok(_) => Ok(true),
         Err(e) if e.is_code("NoSuchEntity") => Ok(false),
         Err(e) => Err(e),
@@ -85,7 +91,10 @@ async fn attach_deny_all(iam: &Client, user: &IamUser) -> Result<StepOutcome, Ca
     let before = attached_policies(iam, user).await?;
     let prior = json!({ "attached_policies": before });
     if before.contains(&deny_all) {
-        return Ok(StepOutcome::skipped("AWSDenyAll was already attached", prior));
+        return Ok(StepOutcome::skipped(
+            "AWSDenyAll was already attached",
+            prior,
+        ));
     }
     iam.attach_user_policy()
         .user_name(&user.name)

@@ -15,7 +15,11 @@ pub struct StepOutcome {
 }
 
 impl StepOutcome {
-    pub fn done(detail: impl Into<String>, prior: serde_json::Value, new: serde_json::Value) -> Self {
+    pub fn done(
+        detail: impl Into<String>,
+        prior: serde_json::Value,
+        new: serde_json::Value,
+    ) -> Self {
         StepOutcome {
             status: StepStatus::Done,
             detail: detail.into(),

@@ -1,0 +1,180 @@
+//! The CLI's own surface: rendering (checked by cfn-lint), configuration errors, sandbox status.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{ensure, Context, Result};
+use libtest_mimic::{Failed, Trial};
+use serde_json::Value;
+
+use crate::support::Sandbox;
+use crate::TestFn;
+
+fn quell_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("quell")
+}
+
+fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../quell.example.yaml")
+}
+
+pub fn offline() -> Vec<Trial> {
+    vec![Trial::test(
+        "config_errors_name_the_file_and_key_and_write_nothing",
+        || config_errors().map_err(|e| Failed::from(format!("{e:#}"))),
+    )]
+}
+
+fn config_errors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = std::fs::read_to_string(example())?;
+    let cases = [
+        (
+            good.replace("regions:\n", "regoins:\n"),
+            "unknown field `regoins`",
+        ),
+        (
+            good.replace("\"222233334444\"", "\"2222333344\""),
+            "security_account: '2222333344' is not an account id; expected 12 digits",
+        ),
+        (
+            good.replace("  - eu-west-1", "  - eu-wset-1"),
+            "regions[1]: 'eu-wset-1' is not an AWS Region; did you mean eu-west-1?",
+        ),
+        (
+            good.replace("    - ou-ab12-cdef3456\n", "")
+                .replace("    - \"333344445555\"\n", "")
+                .replace("  organizational_units:\n", "  organizational_units: []\n")
+                .replace("  accounts:\n", "  accounts: []\n"),
+            "targets: no organizational_units and no accounts",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad-{i}.yaml"));
+        std::fs::write(&file, text)?;
+        let out_dir = dir.path().join(format!("out-{i}"));
+        let out = Command::new(quell_bin())
+            .args(["render", "--config"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("NO_COLOR", "1")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "case {i}: exit {:?}",
+            out.status.code()
+        );
+        ensure!(
+            stderr.contains(&file.display().to_string()),
+            "case {i}: names the file: {stderr}"
+        );
+        ensure!(
+            stderr.contains(expected),
+            "case {i}: says '{expected}': {stderr}"
+        );
+        ensure!(!out_dir.exists(), "case {i}: nothing written");
+    }
+    Ok(())
+}
+
+pub fn online() -> Vec<(&'static str, TestFn)> {
+    crate::online![
+        rendered_templates_pass_cfn_lint,
+        sandbox_status_lists_endpoint_accounts_regions_and_seeded_arns
+    ]
+}
+
+async fn rendered_templates_pass_cfn_lint(s: Arc<Sandbox>) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (name, config) in [("example", example()), ("sandbox", s.config_path())] {
+        let out_dir = dir.path().join(name);
+        s.must(&[
+            "render",
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--out",
+            out_dir.to_str().unwrap_or_default(),
+        ])?;
+        let files: Vec<_> = std::fs::read_dir(&out_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        ensure!(files.len() == 5, "five templates rendered: {files:?}");
+        let lint = Command::new(s.venv.join("bin/cfn-lint"))
+            .args(&files)
+            .output()
+            .context("cfn-lint from the sandbox virtualenv")?;
+        // cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational.
+        let code = lint.status.code().unwrap_or(-1);
+        ensure!(
+            code == 0,
+            "{name}: cfn-lint exit {code}:\n{}{}",
+            String::from_utf8_lossy(&lint.stdout),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
+    Ok(())
+}
+
+async fn sandbox_status_lists_endpoint_accounts_regions_and_seeded_arns(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let st: Value =
+        serde_json::from_slice(&s.must(&["--output", "json", "sandbox", "status"])?.stdout)?;
+    ensure!(
+        st["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("http://127.0.0.1:")),
+        "{}",
+        st["endpoint"]
+    );
+    ensure!(st["running"] == true && st["host_running"] == true);
+    ensure!(st["accounts"]["management"]
+        .as_str()
+        .is_some_and(|a| a.len() == 12));
+    ensure!(st["accounts"]["security"]
+        .as_str()
+        .is_some_and(|a| a.len() == 12));
+    ensure!(st["accounts"]["members"]
+        .as_array()
+        .is_some_and(|m| m.len() == 3));
+    ensure!(st["regions"] == serde_json::json!(["us-east-1", "eu-west-1"]));
+    let ous = st["organizational_units"].as_array().context("OUs")?;
+    ensure!(
+        ous.iter().any(|o| o["path"] == "/Workloads/Production"),
+        "a nested OU: {ous:?}"
+    );
+    let kinds: Vec<&str> = st["seeded"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["kind"].as_str())
+        .collect();
+    for kind in [
+        "iam_user",
+        "iam_role",
+        "lambda_function",
+        "ec2_instance",
+        "security_group",
+        "s3_bucket",
+        "ebs_snapshot",
+    ] {
+        ensure!(kinds.contains(&kind), "seeded {kind}: {kinds:?}");
+    }
+    ensure!(st["seeded"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|x| x["arn"].as_str().is_some_and(|a| a.starts_with("arn:aws:"))));
+    ensure!(
+        !st.to_string().contains("secret_access_key"),
+        "status does not print credentials"
+    );
+    Ok(())
+}
