@@ -50,6 +50,10 @@ pub enum Command {
     Install(InstallArgs),
     /// Contain a compromised entity: publish a containment request and wait for its outcome.
     Contain(ContainArgs),
+    /// Undo a containment from the prior state recorded in the ledger.
+    Release(ReleaseArgs),
+    /// List containments and releases from the ledger, newest first.
+    History(HistoryArgs),
     /// The local sandbox: a simulated AWS Organization on this machine (moto).
     Sandbox {
         #[command(subcommand)]
@@ -99,9 +103,43 @@ pub struct ContainArgs {
     /// Request id (default: a new UUID). Sending the same id again never acts twice.
     #[arg(long)]
     pub request_id: Option<String>,
-    /// Seconds to wait for the outcome.
+    /// Seconds to wait for the outcome (an EC2 instance's includes the connection-tracking wait).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// EC2 instances: also take tagged snapshots of every attached volume, for forensics.
+    #[arg(long)]
+    pub snapshot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// ARN of the contained entity.
+    pub arn: String,
+    /// Why: recorded in the ledger and in every audit message.
+    #[arg(long, default_value = "released with quell release")]
+    pub reason: String,
+    /// IAM users: make the access keys Quell deactivated active again (they stay inactive otherwise).
+    #[arg(long)]
+    pub reactivate_keys: bool,
+    #[arg(long, short)]
+    pub yes: bool,
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub request_id: Option<String>,
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only the records about this entity.
+    pub arn: Option<String>,
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Subcommand)]

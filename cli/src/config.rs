@@ -31,6 +31,8 @@ pub struct Config {
     pub operation_preferences: OperationPreferences,
     #[serde(default)]
     pub responder: ResponderConfig,
+    #[serde(default)]
+    pub containment: ContainmentConfig,
     /// Deploy the AWS Config managed rules (needs a Config recorder in every target account and Region).
     #[serde(default = "yes")]
     pub config_rules: bool,
@@ -89,6 +91,27 @@ impl Default for OperationPreferences {
             concurrency_mode: ConcurrencyMode::SoftFailureTolerance,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentConfig {
+    /// EC2: seconds between phase 1 (untracked group) and phase 2 (isolation group), for tracked
+    /// connections to age out. SQS delays messages by at most 900 s.
+    #[serde(default = "isolation_wait")]
+    pub isolation_wait_seconds: u32,
+}
+
+impl Default for ContainmentConfig {
+    fn default() -> Self {
+        ContainmentConfig {
+            isolation_wait_seconds: isolation_wait(),
+        }
+    }
+}
+
+fn isolation_wait() -> u32 {
+    60
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +362,15 @@ impl Config {
             return Err(err(
                 "operation_preferences.max_concurrent_count".into(),
                 "is 0; expected at least 1".into(),
+            ));
+        }
+        if self.containment.isolation_wait_seconds > 900 {
+            return Err(err(
+                "containment.isolation_wait_seconds".into(),
+                format!(
+                    "{} is longer than SQS can delay a message; expected 0 to 900",
+                    self.containment.isolation_wait_seconds
+                ),
             ));
         }
         let r = &self.responder;

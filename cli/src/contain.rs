@@ -1,23 +1,24 @@
-//! `quell contain ARN`: publish a containment request with the ExternalId, wait for the responder's
-//! outcome in the ledger, and print every step.
+//! `quell contain ARN`, `quell release ARN` and `quell history`: publish a request with the
+//! ExternalId, wait for the responder's outcome in the ledger, and print every step.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use aws_config::SdkConfig;
 use aws_sdk_sns::types::MessageAttributeValue;
 use quell_responder::aws_error::Described;
 use quell_responder::contract::{
-    self, Action, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION,
+    self, Action, ContainmentMessage, Options, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION,
 };
 use quell_responder::entity::Entity;
 use quell_responder::ledger::{Ledger, Record, Status, StepStatus};
 use quell_responder::secret::ExternalIds;
 use serde::Serialize;
 
-use crate::args::{ContainArgs, GlobalArgs};
-use crate::aws::Aws;
+use crate::args::{ContainArgs, GlobalArgs, HistoryArgs, ReleaseArgs};
+use crate::aws::{Aws, Caller};
 use crate::config::Config;
 use crate::deployment::{self, Deployment};
 use crate::exit;
@@ -28,9 +29,37 @@ use crate::sandbox::state::SandboxState;
 struct Report<'a> {
     request_id: &'a str,
     message_id: &'a str,
+    action: Action,
     status: Status,
     entity: &'a str,
     record: &'a Record,
+}
+
+/// One request to send.
+pub struct Request<'a> {
+    pub arn: &'a str,
+    pub reason: &'a str,
+    pub request_id: Option<String>,
+    pub action: Action,
+    pub options: Options,
+    pub yes: bool,
+    pub config: Option<&'a PathBuf>,
+    pub timeout: u64,
+}
+
+/// The outcome of one request, as the ledger recorded it.
+pub struct Outcome {
+    pub request_id: String,
+    pub message_id: String,
+    pub record: Record,
+}
+
+/// Where requests go: the deployment found from the configuration.
+struct Connection {
+    security: SdkConfig,
+    deployment: Deployment,
+    caller: Caller,
+    name: String,
 }
 
 fn config_path(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
@@ -47,58 +76,8 @@ fn config_path(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Resul
     anyhow::bail!("no configuration: pass --config FILE (the one `quell install` used), or create quell.yaml here")
 }
 
-/// The outcome of one containment request, as the ledger recorded it.
-pub struct Outcome {
-    pub request_id: String,
-    pub message_id: String,
-    pub record: Record,
-}
-
-pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let outcome = request(global, args, printer).await?;
-    let record = &outcome.record;
-    let report = Report {
-        request_id: &outcome.request_id,
-        message_id: &outcome.message_id,
-        status: record.status,
-        entity: &args.arn,
-        record,
-    };
-    printer.result(&report, || report_text(record, printer));
-    Ok(exit_code(record.status))
-}
-
-pub fn exit_code(status: Status) -> u8 {
-    match status {
-        Status::Succeeded => exit::SUCCESS,
-        Status::Rejected => exit::REFUSED,
-        Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
-    }
-}
-
-/// Publishes the request and waits for its outcome.
-pub async fn request(
-    global: &GlobalArgs,
-    args: &ContainArgs,
-    printer: &Printer,
-) -> anyhow::Result<Outcome> {
-    // The responder is the one authority on what may be contained: whatever it refuses is recorded
-    // and audited, whoever sent it. Here only the message's own shape is checked.
-    if args.reason.trim().is_empty() {
-        return Err(exit::refused(
-            "--reason is empty: say why, it goes into the ledger and every audit message",
-        ));
-    }
-    let request_id = args
-        .request_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if !ContainmentMessage::request_id_is_valid(&request_id) {
-        return Err(exit::refused(
-            "--request-id must be 1-64 characters of letters, digits, '-' and '_'",
-        ));
-    }
-    let config = Config::load(&config_path(global, args.config.as_ref())?)?;
+async fn connect(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Result<Connection> {
+    let config = Config::load(&config_path(global, explicit)?)?;
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
     let security = aws
@@ -119,33 +98,136 @@ pub async fn request(
                 config.home_region
             )
         })?;
-    let secrets = aws_sdk_secretsmanager::Client::new(&security);
-    let ids = ExternalIds::load(&secrets, &deployment::secret_name(&config.name)).await?;
+    Ok(Connection {
+        security,
+        deployment,
+        caller,
+        name: config.name,
+    })
+}
 
-    let question = match Entity::parse(&args.arn) {
+pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> anyhow::Result<u8> {
+    let request = Request {
+        arn: &args.arn,
+        reason: &args.reason,
+        request_id: args.request_id.clone(),
+        action: Action::Contain,
+        options: Options {
+            snapshot: args.snapshot,
+            reactivate_keys: false,
+        },
+        yes: args.yes,
+        config: args.config.as_ref(),
+        timeout: args.timeout,
+    };
+    Ok(report(&send(global, &request, printer).await?, printer))
+}
+
+pub async fn release(
+    global: &GlobalArgs,
+    args: &ReleaseArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let request = Request {
+        arn: &args.arn,
+        reason: &args.reason,
+        request_id: args.request_id.clone(),
+        action: Action::Release,
+        options: Options {
+            snapshot: false,
+            reactivate_keys: args.reactivate_keys,
+        },
+        yes: args.yes,
+        config: args.config.as_ref(),
+        timeout: args.timeout,
+    };
+    Ok(report(&send(global, &request, printer).await?, printer))
+}
+
+fn report(outcome: &Outcome, printer: &Printer) -> u8 {
+    let record = &outcome.record;
+    let report = Report {
+        request_id: &outcome.request_id,
+        message_id: &outcome.message_id,
+        action: record.action,
+        status: record.status,
+        entity: record.entity.as_deref().unwrap_or_default(),
+        record,
+    };
+    printer.result(&report, || report_text(record, printer));
+    exit_code(record.status)
+}
+
+pub fn exit_code(status: Status) -> u8 {
+    match status {
+        Status::Succeeded => exit::SUCCESS,
+        Status::Rejected => exit::REFUSED,
+        Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
+    }
+}
+
+/// Publishes the request and waits for its outcome.
+pub async fn send(
+    global: &GlobalArgs,
+    req: &Request<'_>,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    // The responder is the one authority on what may be contained: whatever it refuses is recorded
+    // and audited, whoever sent it. Here only the message's own shape is checked.
+    if req.reason.trim().is_empty() {
+        return Err(exit::refused(
+            "--reason is empty: say why, it goes into the ledger and every audit message",
+        ));
+    }
+    let request_id = req
+        .request_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !ContainmentMessage::request_id_is_valid(&request_id) {
+        return Err(exit::refused(
+            "--request-id must be 1-64 characters of letters, digits, '-' and '_'",
+        ));
+    }
+    let c = connect(global, req.config).await?;
+    let secrets = aws_sdk_secretsmanager::Client::new(&c.security);
+    let ids = ExternalIds::load(&secrets, &deployment::secret_name(&c.name)).await?;
+
+    let verb = if req.action == Action::Release {
+        "Release"
+    } else {
+        "Contain"
+    };
+    let question = match Entity::parse(req.arn) {
         Ok(entity) => format!(
-            "Contain {} {} in account {}?",
+            "{verb} {} {} in account {}?",
             entity.kind(),
             entity.name(),
             entity.account()
         ),
-        Err(_) => format!("Send a containment request for {}?", args.arn),
+        Err(_) => format!("Send a {} request for {}?", req.action.as_str(), req.arn),
     };
-    if !confirm(printer, &question, args.yes)? {
-        return Err(exit::refused("containment cancelled; nothing was sent"));
+    if !confirm(printer, &question, req.yes)? {
+        return Err(exit::refused(format!(
+            "{} cancelled; nothing was sent",
+            req.action.as_str()
+        )));
     }
     let message = ContainmentMessage {
         version: MESSAGE_VERSION.into(),
         request_id: request_id.clone(),
-        action: Action::Contain,
-        entity: args.arn.clone(),
-        reason: args.reason.clone(),
-        requester: caller.arn.clone(),
+        action: req.action,
+        entity: req.arn.to_owned(),
+        reason: req.reason.to_owned(),
+        requester: c.caller.arn.clone(),
+        options: req.options.clone(),
     };
-    let published = aws_sdk_sns::Client::new(&security)
+    let published = aws_sdk_sns::Client::new(&c.security)
         .publish()
-        .topic_arn(&deployment.containment_topic_arn)
-        .subject(format!("Quell containment request {request_id}"))
+        .topic_arn(&c.deployment.containment_topic_arn)
+        .subject(format!(
+            "Quell {} request {request_id}",
+            req.action.as_str()
+        ))
         .message(serde_json::to_string(&message)?)
         .message_attributes(
             EXTERNAL_ID_ATTRIBUTE,
@@ -163,23 +245,23 @@ pub async fn request(
     ));
 
     let ledger = Ledger::new(
-        aws_sdk_dynamodb::Client::new(&security),
-        &deployment.ledger_table,
+        aws_sdk_dynamodb::Client::new(&c.security),
+        &c.deployment.ledger_table,
     );
-    let record = wait(
+    let Some(record) = wait(
         &ledger,
         &request_id,
         &message_id,
-        Duration::from_secs(args.timeout),
+        Duration::from_secs(req.timeout),
         printer,
     )
-    .await?;
-    let Some(record) = record else {
+    .await?
+    else {
         return Err(exit::Coded {
             code: exit::TIMED_OUT,
             message: format!(
-                "no outcome for request {request_id} within {}s; it may still complete: check the ledger table {} or the responder's logs",
-                args.timeout, deployment.ledger_table
+                "no outcome for request {request_id} within {}s; it may still complete: `quell history {}` shows the ledger",
+                req.timeout, req.arn
             ),
         }
         .into());
@@ -228,11 +310,12 @@ async fn wait(
 
 pub fn report_text(r: &Record, printer: &Printer) -> String {
     let mut t = String::new();
-    let (word, tone) = match r.status {
-        Status::Succeeded => ("CONTAINED", Tone::Good),
-        Status::Rejected => ("REFUSED", Tone::Bad),
-        Status::Failed => ("FAILED", Tone::Bad),
-        Status::InProgress => ("IN PROGRESS", Tone::Change),
+    let (word, tone) = match (r.status, r.action) {
+        (Status::Succeeded, Action::Contain) => ("CONTAINED", Tone::Good),
+        (Status::Succeeded, Action::Release) => ("RELEASED", Tone::Good),
+        (Status::Rejected, _) => ("REFUSED", Tone::Bad),
+        (Status::Failed, _) => ("FAILED", Tone::Bad),
+        (Status::InProgress, _) => ("IN PROGRESS", Tone::Change),
     };
     let _ = writeln!(
         t,
@@ -263,11 +346,60 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         };
         let _ = writeln!(
             t,
-            "  {:>9}  {:<24} {}",
+            "  {:>9}  {:<26} {}",
             printer.paint(mark, tone),
             s.name,
             s.detail
         );
     }
     t
+}
+
+pub async fn history(
+    global: &GlobalArgs,
+    args: &HistoryArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let c = connect(global, args.config.as_ref()).await?;
+    let ledger = Ledger::new(
+        aws_sdk_dynamodb::Client::new(&c.security),
+        &c.deployment.ledger_table,
+    );
+    let mut records = match &args.arn {
+        Some(arn) => ledger.for_entity(arn).await?,
+        None => ledger.recent(args.limit).await?,
+    };
+    records.truncate(args.limit);
+    printer.result(&records, || {
+        let mut t = String::new();
+        if records.is_empty() {
+            let _ = writeln!(
+                t,
+                "no records{}",
+                args.arn
+                    .as_ref()
+                    .map(|a| format!(" for {a}"))
+                    .unwrap_or_default()
+            );
+        }
+        for r in &records {
+            let _ = writeln!(
+                t,
+                "{}  {:<8} {:<11} {}  {}  ({})",
+                r.received_at.format("%Y-%m-%d %H:%M:%S"),
+                r.action.as_str(),
+                r.status.as_str(),
+                r.entity.as_deref().unwrap_or("?"),
+                r.key,
+                r.rejection
+                    .as_ref()
+                    .map(|x| x.code.as_str())
+                    .or(r.error.as_deref())
+                    .or(r.reason.as_deref())
+                    .unwrap_or("")
+            );
+        }
+        t
+    });
+    Ok(exit::SUCCESS)
 }

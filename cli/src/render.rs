@@ -125,6 +125,9 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
         // Inside a single-quoted YAML scalar: quotes are doubled.
         "protected_principals_json": serde_json::to_string(&config.protected_principals)?.replace('\'', "''"),
         "config_rules": config.config_rules,
+        "isolation_wait_seconds": config.containment.isolation_wait_seconds,
+        // Lambda's rule for queue event sources: at least six times the function timeout.
+        "isolation_visibility_timeout": config.responder.timeout_seconds * 6,
         "config_rules_list": CONFIG_RULES,
     });
     let mut out = Rendered::new();

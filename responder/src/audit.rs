@@ -16,6 +16,7 @@ pub enum AuditEvent {
     Succeeded,
     Failed,
     Rejected,
+    Released,
 }
 
 impl AuditEvent {
@@ -25,6 +26,7 @@ impl AuditEvent {
             AuditEvent::Succeeded => "SUCCEEDED",
             AuditEvent::Failed => "FAILED",
             AuditEvent::Rejected => "REJECTED",
+            AuditEvent::Released => "RELEASED",
         }
     }
 }
@@ -91,7 +93,11 @@ pub fn subject(event: AuditEvent, record: &Record) -> String {
         }
         _ => "a delivery".to_owned(),
     };
-    let raw = format!("Quell containment {}: {what}", event.word().to_lowercase());
+    let raw = format!(
+        "Quell {} {}: {what}",
+        record.action.as_str(),
+        event.word().to_lowercase()
+    );
     raw.chars()
         .map(|c| {
             if c.is_ascii() && !c.is_ascii_control() {
@@ -107,7 +113,12 @@ pub fn subject(event: AuditEvent, record: &Record) -> String {
 pub fn email_text(event: AuditEvent, record: &Record) -> String {
     let mut t = String::new();
     let id = record.request_id.as_deref().unwrap_or(&record.key);
-    let _ = writeln!(t, "Quell containment request {id}: {}", event.word());
+    let _ = writeln!(
+        t,
+        "Quell {} request {id}: {}",
+        record.action.as_str(),
+        event.word()
+    );
     let _ = writeln!(t);
     let field = |t: &mut String, label: &str, value: Option<&str>| {
         if let Some(v) = value {

@@ -1,5 +1,5 @@
-//! The containment message: what an analyst, the CLI or a Security Hub action publishes to the
-//! containment topic. This is a public contract; fields are only ever added.
+//! Messages the responder accepts. The containment message is a public contract: fields are only
+//! ever added.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,10 +10,33 @@ pub const EXTERNAL_ID_ATTRIBUTE: &str = "ExternalId";
 /// Version of the message body this responder understands.
 pub const MESSAGE_VERSION: &str = "1";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    #[default]
     Contain,
+    /// Undo a containment from the ledger's recorded prior state.
+    Release,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Contain => "contain",
+            Action::Release => "release",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// EC2: take tagged snapshots of the instance's volumes for forensics.
+    #[serde(default)]
+    pub snapshot: bool,
+    /// Release of an IAM user: make the access keys Quell deactivated active again.
+    #[serde(default)]
+    pub reactivate_keys: bool,
 }
 
 /// Body of a containment message.
@@ -29,6 +52,8 @@ pub struct ContainmentMessage {
     pub reason: String,
     /// Who asked, as the sender knows itself (the CLI puts the caller's ARN here).
     pub requester: String,
+    #[serde(default)]
+    pub options: Options,
 }
 
 impl ContainmentMessage {
@@ -40,6 +65,15 @@ impl ContainmentMessage {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     }
+}
+
+/// The responder's note to itself that an EC2 containment's second phase is due (sent with a delay
+/// to its own queue, so the wait costs no running Lambda).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationMessage {
+    pub version: String,
+    pub request_id: String,
 }
 
 /// Ledger key under which a rejected delivery is recorded: the SNS message id, which the

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::event::sns::SnsEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::Value;
 
 use crate::error::ResponderError;
@@ -17,32 +18,66 @@ pub struct SnsDelivery {
     pub attributes: HashMap<String, String>,
 }
 
-pub fn parse(payload: Value) -> Result<Vec<SnsDelivery>, ResponderError> {
-    let is_sns = payload
+/// One SQS message: the responder's own scheduled EC2 phase 2.
+#[derive(Debug, Clone)]
+pub struct QueueDelivery {
+    pub message_id: String,
+    pub queue_arn: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Sns(SnsDelivery),
+    Queue(QueueDelivery),
+}
+
+pub fn parse(payload: Value) -> Result<Vec<Delivery>, ResponderError> {
+    let source = payload
         .pointer("/Records/0/EventSource")
+        .or_else(|| payload.pointer("/Records/0/eventSource"))
         .and_then(Value::as_str)
-        == Some("aws:sns");
-    if !is_sns {
-        return Err(ResponderError::Event(
-            "expected an SNS event (Records[].EventSource = aws:sns)".into(),
-        ));
-    }
-    let event: SnsEvent = serde_json::from_value(payload)
-        .map_err(|e| ResponderError::Event(format!("SNS event does not parse: {e}")))?;
-    Ok(event
-        .records
-        .into_iter()
-        .map(|r| SnsDelivery {
-            message_id: r.sns.message_id,
-            topic_arn: r.sns.topic_arn,
-            body: r.sns.message,
-            attributes: r
-                .sns
-                .message_attributes
+        .map(str::to_owned);
+    match source.as_deref() {
+        Some("aws:sns") => {
+            let event: SnsEvent = serde_json::from_value(payload)
+                .map_err(|e| ResponderError::Event(format!("SNS event does not parse: {e}")))?;
+            Ok(event
+                .records
                 .into_iter()
-                .filter(|(_, a)| a.data_type == "String")
-                .map(|(k, a)| (k, a.value))
-                .collect(),
-        })
-        .collect())
+                .map(|r| {
+                    Delivery::Sns(SnsDelivery {
+                        message_id: r.sns.message_id,
+                        topic_arn: r.sns.topic_arn,
+                        body: r.sns.message,
+                        attributes: r
+                            .sns
+                            .message_attributes
+                            .into_iter()
+                            .filter(|(_, a)| a.data_type == "String")
+                            .map(|(k, a)| (k, a.value))
+                            .collect(),
+                    })
+                })
+                .collect())
+        }
+        Some("aws:sqs") => {
+            let event: SqsEvent = serde_json::from_value(payload)
+                .map_err(|e| ResponderError::Event(format!("SQS event does not parse: {e}")))?;
+            Ok(event
+                .records
+                .into_iter()
+                .map(|r| {
+                    Delivery::Queue(QueueDelivery {
+                        message_id: r.message_id.unwrap_or_default(),
+                        queue_arn: r.event_source_arn.unwrap_or_default(),
+                        body: r.body.unwrap_or_default(),
+                    })
+                })
+                .collect())
+        }
+        _ => Err(ResponderError::Event(
+            "expected an SNS or SQS event (Records[].EventSource aws:sns or aws:sqs)".into(),
+        )),
+    }
 }

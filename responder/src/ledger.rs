@@ -12,10 +12,14 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::aws_error::{AwsFailure, CallError, Described};
+use crate::contract::{Action, Options};
 
 /// A request still marked in progress after this long was cut off (Lambda's limit is 15 minutes)
 /// and may be taken up again.
 pub const STALE_AFTER_MINUTES: i64 = 16;
+
+/// Global secondary index on `entity` (hash) and `received_at` (range).
+pub const ENTITY_INDEX: &str = "entity-index";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,6 +81,10 @@ pub struct Record {
     /// trusted as a request.
     pub key: String,
     pub request_id: Option<String>,
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub options: Options,
     pub status: Status,
     pub entity: Option<String>,
     pub entity_kind: Option<String>,
@@ -92,9 +100,45 @@ pub struct Record {
     pub steps: Vec<Step>,
     pub error: Option<String>,
     pub rejection: Option<Rejection>,
+    /// EC2: when the second phase (isolation) is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation_due_at: Option<DateTime<Utc>>,
+    /// A containment: the release request that undid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// A release: the containment request it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<String>,
 }
 
 impl Record {
+    /// A record of a request before anything happened to it.
+    pub fn new(key: String, now: DateTime<Utc>, message_id: &str) -> Record {
+        Record {
+            key,
+            request_id: None,
+            action: Action::Contain,
+            options: Options::default(),
+            status: Status::InProgress,
+            entity: None,
+            entity_kind: None,
+            account: None,
+            requester: None,
+            reason: None,
+            message_ids: vec![message_id.to_owned()],
+            attempts: 1,
+            received_at: now,
+            updated_at: now,
+            finished_at: None,
+            steps: Vec::new(),
+            error: None,
+            rejection: None,
+            isolation_due_at: None,
+            released_by: None,
+            releases: None,
+        }
+    }
+
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().rev().find(|s| s.name == name)
     }
@@ -185,6 +229,117 @@ impl Ledger {
         }
         let existing = self.get(&fresh.key).await?;
         Ok(existing.map_or(Claim::Fresh(fresh), Claim::Busy))
+    }
+
+    /// Every record about `entity`, newest first.
+    pub async fn for_entity(&self, entity: &str) -> Result<Vec<Record>, CallError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ENTITY_INDEX)
+            .key_condition_expression("entity = :e")
+            .expression_attribute_values(":e", AttributeValue::S(entity.to_owned()))
+            .scan_index_forward(false)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.described("dynamodb:Query")?;
+            for item in page.items() {
+                records.push(decode(item)?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Every record, newest first (for `quell history` without an entity).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<Record>, CallError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.described("dynamodb:Scan")?;
+            for item in page.items() {
+                if item.contains_key("record") {
+                    records.push(decode(item)?);
+                }
+            }
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.received_at));
+        records.truncate(limit);
+        Ok(records)
+    }
+
+    /// Takes the entity's lock for `owner` until `expires`. Returns the current holder when taken.
+    pub async fn lock(
+        &self,
+        entity: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<Option<String>, CallError> {
+        let key = format!("lock:{entity}");
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("request_id", AttributeValue::S(key.clone()))
+            .item("owner", AttributeValue::S(owner.to_owned()))
+            .item("expires_at", AttributeValue::S(expires.to_rfc3339()))
+            .condition_expression(
+                "attribute_not_exists(request_id) OR #o = :me OR expires_at < :now",
+            )
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(now.to_rfc3339()))
+            .send()
+            .await
+            .described("dynamodb:PutItem (lock)");
+        match put {
+            Ok(_) => Ok(None),
+            Err(e) if e.is_code("ConditionalCheckFailedException") => {
+                let held = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("request_id", AttributeValue::S(key))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .described("dynamodb:GetItem (lock)")?;
+                Ok(Some(
+                    held.item()
+                        .and_then(|i| i.get("owner"))
+                        .and_then(|o| o.as_s().ok())
+                        .cloned()
+                        .unwrap_or_else(|| "another request".into()),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn unlock(&self, entity: &str, owner: &str) -> Result<(), CallError> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("request_id", AttributeValue::S(format!("lock:{entity}")))
+            .condition_expression("#o = :me")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))
+            .send()
+            .await
+            .described("dynamodb:DeleteItem (lock)");
+        match r {
+            Err(e) if !e.is_code("ConditionalCheckFailedException") => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Writes the record as it is now (the claimant is the only writer of its request).

@@ -19,6 +19,12 @@ pub struct Settings {
     pub name_prefix: String,
     /// ARN patterns (`*` wildcards) that must never be contained.
     pub protected_principals: Vec<String>,
+    /// Queue that brings EC2 phase 2 back after the connection-tracking wait.
+    pub isolation_queue_url: String,
+    pub isolation_queue_arn: String,
+    pub isolation_wait_seconds: i32,
+    /// Dead-letter queue: every failed request is sent here as well as to the audit topic.
+    pub dead_letter_queue_url: String,
 }
 
 impl Settings {
@@ -50,6 +56,19 @@ impl Settings {
             organization_id: need("QUELL_ORGANIZATION_ID")?,
             name_prefix: need("QUELL_NAME_PREFIX")?,
             protected_principals,
+            isolation_queue_url: need("QUELL_ISOLATION_QUEUE_URL")?,
+            isolation_queue_arn: need("QUELL_ISOLATION_QUEUE_ARN")?,
+            isolation_wait_seconds: need("QUELL_ISOLATION_WAIT_SECONDS")?
+                .parse()
+                .ok()
+                .filter(|s| (0..=900).contains(s))
+                .ok_or_else(|| {
+                    ResponderError::Settings(
+                        "QUELL_ISOLATION_WAIT_SECONDS must be 0 to 900 (SQS's longest delay)"
+                            .into(),
+                    )
+                })?,
+            dead_letter_queue_url: need("QUELL_DLQ_URL")?,
         })
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::state::{sandbox_dir, SandboxState};
 use super::{moto, seed};
-use crate::args::{ContainArgs, GlobalArgs, InstallArgs, OutputFormat, SandboxUpArgs};
+use crate::args::{GlobalArgs, InstallArgs, OutputFormat, SandboxUpArgs};
 use crate::aws::sandbox_config;
 use crate::printer::{Printer, Tone};
 use crate::{contain, exit, install};
@@ -107,7 +107,7 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
         key.access_key_id, user.arn
     ));
     let before = with_enforcement(&state, probe(&as_user)).await?;
-    let contained = contain::request(
+    let contained = contain::send(
         &global,
         &contain_args(&user.arn, "access key leaked in a public CI log"),
         printer,
@@ -119,7 +119,7 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
     printer.status(&format!(
         "incident 2: a request to contain Quell's own role {own_role}"
     ));
-    let refused = contain::request(
+    let refused = contain::send(
         &global,
         &contain_args(&own_role, "an attacker tries to switch Quell off"),
         printer,
@@ -172,13 +172,15 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
     Ok(if passed { exit::SUCCESS } else { exit::FAILURE })
 }
 
-fn contain_args(arn: &str, reason: &str) -> ContainArgs {
-    ContainArgs {
-        arn: arn.into(),
-        reason: reason.into(),
+fn contain_args<'a>(arn: &'a str, reason: &'a str) -> contain::Request<'a> {
+    contain::Request {
+        arn,
+        reason,
+        request_id: None,
+        action: quell_responder::contract::Action::Contain,
+        options: quell_responder::contract::Options::default(),
         yes: true,
         config: None,
-        request_id: None,
         timeout: 60,
     }
 }

@@ -87,6 +87,9 @@ struct Wiring {
     deployment: Deployment,
     queue_url: String,
     subscription_arn: String,
+    /// The responder's own delayed queue (EC2 phase 2), which AWS delivers through an event source mapping.
+    isolation_queue_url: String,
+    isolation_queue_arn: String,
     function: FunctionSpec,
 }
 
@@ -100,6 +103,7 @@ struct FunctionSpec {
     env: Vec<(String, String)>,
     artifact_bucket: String,
     artifact_key: String,
+    region: String,
 }
 
 impl Wiring {
@@ -168,6 +172,24 @@ impl Wiring {
                 .unwrap_or_default()
                 .to_owned(),
         };
+        let isolation_name =
+            deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
+                .await?
+                .and_then(|o| o.get("IsolationQueueName").cloned())
+                .context("the security stack has no IsolationQueueName output")?;
+        let isolation_queue_url = sqs
+            .get_queue_url()
+            .queue_name(&isolation_name)
+            .send()
+            .await
+            .described("sqs:GetQueueUrl")?
+            .queue_url()
+            .unwrap_or_default()
+            .to_owned();
+        let isolation_queue_arn = format!(
+            "arn:aws:sqs:{}:{}:{isolation_name}",
+            config.home_region, state.security_account
+        );
         let f = aws_sdk_lambda::Client::new(&security)
             .get_function_configuration()
             .function_name(&deployment.function_name)
@@ -191,12 +213,15 @@ impl Wiring {
                 .cloned()
                 .unwrap_or_default(),
             artifact_key: deployment.artifact_key.clone(),
+            region: config.home_region.clone(),
         };
         Ok(Some(Wiring {
             security,
             deployment,
             queue_url,
             subscription_arn,
+            isolation_queue_url,
+            isolation_queue_arn,
             function,
         }))
     }
@@ -208,18 +233,40 @@ async fn serve_once(
     sessions: &Sessions,
     state: &SandboxState,
 ) -> anyhow::Result<()> {
+    deliver(w, runtime, sessions, state, &w.queue_url, |m| {
+        sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn)
+    })
+    .await?;
+    deliver(w, runtime, sessions, state, &w.isolation_queue_url, |m| {
+        Ok(sqs_lambda_event(
+            m,
+            &w.isolation_queue_arn,
+            &w.function.region,
+        ))
+    })
+    .await
+}
+
+/// Receives what is waiting on `queue` and invokes the function with each message's Lambda event.
+async fn deliver(
+    w: &Wiring,
+    runtime: &Runtime,
+    sessions: &Sessions,
+    state: &SandboxState,
+    queue: &str,
+    event_for: impl Fn(&aws_sdk_sqs::types::Message) -> anyhow::Result<Value>,
+) -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&w.security);
     let received = sqs
         .receive_message()
-        .queue_url(&w.queue_url)
+        .queue_url(queue)
         .max_number_of_messages(10)
         .wait_time_seconds(1)
         .send()
         .await
         .described("sqs:ReceiveMessage")?;
     for message in received.messages() {
-        let body = message.body().unwrap_or_default();
-        let event = sns_lambda_event(body, &w.subscription_arn)?;
+        let event = event_for(message)?;
         let mut last_error = None;
         for attempt in 1..=3 {
             runtime
@@ -241,7 +288,7 @@ async fn serve_once(
         }
         if let Some(handle) = message.receipt_handle() {
             sqs.delete_message()
-                .queue_url(&w.queue_url)
+                .queue_url(queue)
                 .receipt_handle(handle)
                 .send()
                 .await
@@ -283,6 +330,23 @@ async fn send_to_dead_letters(
         .await
         .described("sqs:SendMessage (dead-letter queue)")?;
     Ok(())
+}
+
+/// The Lambda event for a message of a queue mapped to the function (an event source mapping).
+pub fn sqs_lambda_event(m: &aws_sdk_sqs::types::Message, queue_arn: &str, region: &str) -> Value {
+    json!({
+        "Records": [{
+            "messageId": m.message_id(),
+            "receiptHandle": m.receipt_handle(),
+            "body": m.body(),
+            "attributes": m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect::<HashMap<_, _>>()).unwrap_or_default(),
+            "messageAttributes": {},
+            "md5OfBody": m.md5_of_body(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        }]
+    })
 }
 
 /// The Lambda event for an SNS message that SQS received in SNS's JSON envelope.

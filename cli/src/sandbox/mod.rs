@@ -287,6 +287,9 @@ protected_principals:
 responder:
   # The sandbox runs the responder on this machine, so it is built for this machine.
   architecture: {arch}
+containment:
+  # Nothing is tracked in the sandbox: isolate at once.
+  isolation_wait_seconds: 0
 "#,
         org = state.organization_id,
         home = seed::HOME_REGION,

@@ -1,9 +1,221 @@
 //! One module per entity type: the steps that contain it, each reading the state it changes first
 //! so the ledger holds what a release must restore.
 
-pub mod iam_user;
+pub mod function;
+pub mod iam;
+pub mod instance;
 
-use crate::ledger::StepStatus;
+use aws_config::SdkConfig;
+use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
+
+use crate::aws_error::{AwsFailure, CallError};
+use crate::contract::Options;
+use crate::entity::Entity;
+use crate::ledger::{Record, Step, StepStatus};
+
+/// Step that schedules an EC2 instance's second phase; run by the engine, which owns the queue.
+pub const SCHEDULE_ISOLATION: &str = "schedule_isolation";
+
+/// An entity and a session in its account and Region: everything a step needs.
+pub struct Target<'a> {
+    pub entity: &'a Entity,
+    pub config: SdkConfig,
+    pub request_id: &'a str,
+    pub name_prefix: &'a str,
+    instance_facts: OnceCell<Option<instance::Facts>>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(
+        entity: &'a Entity,
+        config: SdkConfig,
+        request_id: &'a str,
+        name_prefix: &'a str,
+    ) -> Target<'a> {
+        Target {
+            entity,
+            config,
+            request_id,
+            name_prefix,
+            instance_facts: OnceCell::new(),
+        }
+    }
+
+    fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.config)
+    }
+
+    fn lambda(&self) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&self.config)
+    }
+
+    fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.config)
+    }
+
+    fn principal(&self) -> Option<iam::Principal<'_>> {
+        match self.entity {
+            Entity::IamUser(who) => Some(iam::Principal {
+                kind: iam::Kind::User,
+                who,
+            }),
+            Entity::IamRole(who) => Some(iam::Principal {
+                kind: iam::Kind::Role,
+                who,
+            }),
+            _ => None,
+        }
+    }
+
+    async fn facts(&self) -> Result<Option<&instance::Facts>, CallError> {
+        let Entity::Instance(i) = self.entity else {
+            return Ok(None);
+        };
+        let ec2 = self.ec2();
+        let facts = self
+            .instance_facts
+            .get_or_try_init(|| instance::facts(&ec2, i))
+            .await?;
+        Ok(facts.as_ref())
+    }
+
+    fn instance_ctx<'b>(
+        &'b self,
+        ec2: &'b aws_sdk_ec2::Client,
+        iam: &'b aws_sdk_iam::Client,
+        i: &'b crate::entity::Instance,
+    ) -> instance::Ctx<'b> {
+        instance::Ctx {
+            ec2,
+            iam,
+            instance: i,
+            request_id: self.request_id,
+            name_prefix: self.name_prefix,
+        }
+    }
+
+    /// Whether the entity exists; read before anything is written.
+    pub async fn exists(&self) -> Result<bool, CallError> {
+        match self.entity {
+            Entity::IamUser(_) | Entity::IamRole(_) => {
+                self.principal()
+                    .expect("an IAM entity")
+                    .exists(&self.iam())
+                    .await
+            }
+            Entity::Function(f) => function::exists(&self.lambda(), f).await,
+            Entity::Instance(_) => Ok(self.facts().await?.is_some()),
+        }
+    }
+
+    /// The first (for most entities the only) phase's steps, in order.
+    pub fn plan(&self, options: &Options) -> Vec<&'static str> {
+        match self.entity {
+            Entity::IamUser(_) => iam::USER_STEPS.to_vec(),
+            Entity::IamRole(_) => iam::ROLE_STEPS.to_vec(),
+            Entity::Function(_) => function::STEPS.to_vec(),
+            Entity::Instance(_) => {
+                let mut steps = instance::PHASE_ONE.to_vec();
+                if options.snapshot {
+                    steps.insert(steps.len() - 1, instance::SNAPSHOT_STEP);
+                }
+                steps
+            }
+        }
+    }
+
+    pub async fn run(
+        &self,
+        step: &str,
+        now: DateTime<Utc>,
+        protected: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<StepOutcome, CallError> {
+        match self.entity {
+            Entity::IamUser(_) | Entity::IamRole(_) => {
+                iam::run(
+                    &self.iam(),
+                    self.principal().expect("an IAM entity"),
+                    step,
+                    now,
+                )
+                .await
+            }
+            Entity::Function(f) => {
+                function::run(&self.lambda(), &self.iam(), f, step, protected).await
+            }
+            Entity::Instance(i) => {
+                let facts = self.facts().await?.ok_or_else(|| gone(self.entity))?;
+                let (ec2, iam) = (self.ec2(), self.iam());
+                instance::run(&self.instance_ctx(&ec2, &iam, i), facts, step).await
+            }
+        }
+    }
+
+    /// Reads the entity back; the problems found, none when contained as the record says.
+    pub async fn verify(&self, record: &Record) -> Result<Vec<String>, CallError> {
+        let done: Vec<&str> = record
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Done)
+            .map(|s| s.name.as_str())
+            .collect();
+        match self.entity {
+            Entity::IamUser(_) | Entity::IamRole(_) => {
+                iam::verify(&self.iam(), self.principal().expect("an IAM entity")).await
+            }
+            Entity::Function(f) => function::verify(&self.lambda(), &self.iam(), f, &done).await,
+            Entity::Instance(i) => {
+                let (ec2, iam) = (self.ec2(), self.iam());
+                instance::verify(
+                    &self.instance_ctx(&ec2, &iam, i),
+                    record.completed("isolation_groups"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Undoes what `containment` recorded as done, newest step first.
+    pub async fn release(
+        &self,
+        containment: &Record,
+        options: &Options,
+    ) -> Vec<(String, Result<StepOutcome, CallError>)> {
+        let mut done: Vec<&Step> = containment
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Done)
+            .collect();
+        done.reverse();
+        match self.entity {
+            Entity::IamUser(_) | Entity::IamRole(_) => {
+                iam::release(
+                    &self.iam(),
+                    self.principal().expect("an IAM entity"),
+                    &done,
+                    options.reactivate_keys,
+                )
+                .await
+            }
+            Entity::Function(f) => function::release(&self.lambda(), &self.iam(), f, &done).await,
+            Entity::Instance(i) => {
+                let (ec2, iam) = (self.ec2(), self.iam());
+                instance::release(&self.instance_ctx(&ec2, &iam, i), &done).await
+            }
+        }
+    }
+}
+
+fn gone(entity: &Entity) -> CallError {
+    CallError {
+        call: "read".into(),
+        failure: AwsFailure {
+            code: Some("Quell.Gone".into()),
+            message: format!("{entity} no longer exists"),
+        },
+    }
+}
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq)]

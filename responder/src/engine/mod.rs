@@ -1,23 +1,26 @@
 //! The engine: from one delivery to a recorded outcome.
 //!
-//! Order matters: everything that can refuse a request (authentication, shape, target, protection,
+//! Order matters: everything that can refuse a request (authentication, shape, protection, target,
 //! membership) runs before anything is written in a member account, and a refusal is recorded and
 //! audited like any other outcome.
 
-use aws_config::SdkConfig;
+mod contain;
+mod release;
+
+use aws_config::{Region, SdkConfig};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::audit::{Audit, AuditEvent};
-use crate::aws_error::CallError;
-use crate::contract::{self, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION};
-use crate::entities::{iam_user, StepOutcome};
-use crate::entity::{Entity, IamUser};
+use crate::aws_error::{CallError, Described};
+use crate::contract::{self, Action, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION};
+use crate::entities::{StepOutcome, Target};
+use crate::entity::{Entity, EntityError};
 use crate::error::ResponderError;
-use crate::inbound::{self, SnsDelivery};
-use crate::ledger::{Claim, Ledger, Record, Rejection, Status, Step, StepStatus};
+use crate::inbound::{self, Delivery, SnsDelivery};
+use crate::ledger::{Ledger, Record, Rejection, Status, Step, StepStatus};
 use crate::membership::Membership;
 use crate::protection::Protection;
 use crate::secret::ExternalIds;
@@ -32,6 +35,9 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub message: String,
+    /// A failure that a later attempt can fix (throttling, a service error): the platform retries.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 #[derive(Debug)]
@@ -39,6 +45,7 @@ pub struct Responder {
     settings: Settings,
     ledger: Ledger,
     audit: Audit,
+    sqs: aws_sdk_sqs::Client,
     secrets: aws_sdk_secretsmanager::Client,
     external_ids: OnceCell<ExternalIds>,
     sessions: Sessions,
@@ -47,12 +54,12 @@ pub struct Responder {
 }
 
 /// A refusal: what the ledger and the audit message will say.
-struct Refusal {
+pub(crate) struct Refusal {
     code: &'static str,
     message: String,
 }
 
-fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
@@ -68,6 +75,7 @@ impl Responder {
                 &settings.ledger_table,
             ),
             audit: Audit::new(aws_sdk_sns::Client::new(config), &settings.audit_topic_arn),
+            sqs: aws_sdk_sqs::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
             external_ids: OnceCell::new(),
             sessions: Sessions::new(config, &format!("{}-responder", settings.name_prefix)),
@@ -88,24 +96,26 @@ impl Responder {
     /// Handles a Lambda event. An error return makes the platform retry the event and, after its
     /// retries, send it to the dead-letter queue: used only when a retry can help.
     pub async fn handle(&self, payload: Value) -> Result<Value, ResponderError> {
-        let deliveries = inbound::parse(payload)?;
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        let mut failures = Vec::new();
-        for delivery in deliveries {
-            let outcome = self.handle_delivery(&delivery).await?;
-            if outcome.status == Status::Failed {
-                failures.push(outcome.message.clone());
-            }
+        let mut outcomes = Vec::new();
+        for delivery in inbound::parse(payload)? {
+            let outcome = match delivery {
+                Delivery::Sns(d) => self.handle_sns(&d).await?,
+                Delivery::Queue(q) => self.isolate(&q).await?,
+            };
             outcomes.push(outcome);
         }
-        if !failures.is_empty() {
+        let transient: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Failed && o.transient)
+            .collect();
+        if let Some(first) = transient.first() {
             return Err(ResponderError::ContainmentFailed {
-                entity: outcomes
+                entity: first.key.clone(),
+                error: transient
                     .iter()
-                    .find(|o| o.status == Status::Failed)
-                    .map(|o| o.key.clone())
-                    .unwrap_or_default(),
-                error: failures.join("; "),
+                    .map(|o| o.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
         Ok(serde_json::to_value(outcomes).unwrap_or(Value::Null))
@@ -118,7 +128,7 @@ impl Responder {
             .map_err(|e| ResponderError::Aws(format!("cannot read the ExternalId secret: {e}")))
     }
 
-    pub async fn handle_delivery(&self, d: &SnsDelivery) -> Result<Outcome, ResponderError> {
+    pub async fn handle_sns(&self, d: &SnsDelivery) -> Result<Outcome, ResponderError> {
         let ids = self.external_ids().await?;
         let message = match Self::authenticate_and_parse(d, ids) {
             Ok(m) => m,
@@ -139,7 +149,8 @@ impl Responder {
             Ok(e) => e,
             Err(e) => {
                 let code = match e {
-                    crate::entity::EntityError::Unsupported { .. } => "unsupported_entity",
+                    EntityError::Unsupported { .. } => "unsupported_entity",
+                    EntityError::Refused { .. } => "cannot_contain",
                     _ => "malformed_arn",
                 };
                 return self
@@ -169,7 +180,10 @@ impl Responder {
                 )))
             }
         }
-        self.contain(d, &message, &entity, ids).await
+        match message.action {
+            Action::Contain => self.contain(d, &message, &entity).await,
+            Action::Release => self.release(d, &message, &entity).await,
+        }
     }
 
     fn authenticate_and_parse(
@@ -197,10 +211,7 @@ impl Responder {
         if message.version != MESSAGE_VERSION {
             return Err(refuse(
                 "unsupported_version",
-                format!(
-                    "message version {} is not understood; this responder reads version {MESSAGE_VERSION}",
-                    message.version
-                ),
+                format!("message version {} is not understood; this responder reads version {MESSAGE_VERSION}", message.version),
             ));
         }
         if !ContainmentMessage::request_id_is_valid(&message.request_id) {
@@ -220,27 +231,20 @@ impl Responder {
         refusal: Refusal,
     ) -> Result<Outcome, ResponderError> {
         let now = Utc::now();
-        let record = Record {
-            key: contract::rejection_key(&d.message_id),
-            request_id: message.map(|m| m.request_id.clone()),
-            status: Status::Rejected,
-            entity: message.map(|m| m.entity.clone()),
-            entity_kind: None,
-            account: None,
-            requester: message.map(|m| m.requester.clone()),
-            reason: message.map(|m| m.reason.clone()),
-            message_ids: vec![d.message_id.clone()],
-            attempts: 1,
-            received_at: now,
-            updated_at: now,
-            finished_at: Some(now),
-            steps: Vec::new(),
-            error: None,
-            rejection: Some(Rejection {
-                code: refusal.code.into(),
-                message: refusal.message.clone(),
-            }),
-        };
+        let mut record = Record::new(contract::rejection_key(&d.message_id), now, &d.message_id);
+        if let Some(m) = message {
+            record.request_id = Some(m.request_id.clone());
+            record.action = m.action;
+            record.entity = Some(m.entity.clone());
+            record.requester = Some(m.requester.clone());
+            record.reason = Some(m.reason.clone());
+        }
+        record.status = Status::Rejected;
+        record.finished_at = Some(now);
+        record.rejection = Some(Rejection {
+            code: refusal.code.into(),
+            message: refusal.message.clone(),
+        });
         tracing::warn!(message_id = %d.message_id, code = refusal.code, reason = %refusal.message, "delivery refused");
         self.ledger
             .record_rejection(&record)
@@ -252,6 +256,7 @@ impl Responder {
             status: Status::Rejected,
             code: Some(refusal.code.into()),
             message: refusal.message,
+            transient: false,
         })
     }
 
@@ -262,114 +267,82 @@ impl Responder {
         }
     }
 
-    async fn contain(
-        &self,
-        d: &SnsDelivery,
-        message: &ContainmentMessage,
-        entity: &Entity,
-        ids: &ExternalIds,
-    ) -> Result<Outcome, ResponderError> {
-        let now = Utc::now();
-        let fresh = Record {
-            key: message.request_id.clone(),
-            request_id: Some(message.request_id.clone()),
-            status: Status::InProgress,
-            entity: Some(entity.to_string()),
-            entity_kind: Some(entity.kind().into()),
-            account: Some(entity.account().into()),
-            requester: Some(message.requester.clone()),
-            reason: Some(message.reason.clone()),
-            message_ids: vec![d.message_id.clone()],
-            attempts: 1,
-            received_at: now,
-            updated_at: now,
-            finished_at: None,
-            steps: Vec::new(),
-            error: None,
-            rejection: None,
-        };
-        let claim = self.ledger.claim(fresh, now).await.map_err(|e| {
-            ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
-        })?;
-        let mut record = match claim {
-            Claim::Fresh(r) | Claim::Resumed(r) => r,
-            Claim::Busy(existing) | Claim::Finished(existing) => {
-                let why = format!(
-                    "request {} was already received (status {}, first message {}); it is not acted on twice",
-                    message.request_id,
-                    existing.status.as_str(),
-                    existing.message_ids.first().map_or("?", String::as_str)
-                );
-                return self
-                    .reject_delivery(d, Some(message), refuse("duplicate", why))
-                    .await;
-            }
-        };
-        self.audit_or_log(AuditEvent::Started, &record).await;
+    /// A fresh record for an authenticated request.
+    fn request_record(d: &SnsDelivery, message: &ContainmentMessage, entity: &Entity) -> Record {
+        let mut record = Record::new(message.request_id.clone(), Utc::now(), &d.message_id);
+        record.request_id = Some(message.request_id.clone());
+        record.action = message.action;
+        record.options = message.options.clone();
+        record.entity = Some(entity.to_string());
+        record.entity_kind = Some(entity.kind().into());
+        record.account = Some(entity.account().into());
+        record.requester = Some(message.requester.clone());
+        record.reason = Some(message.reason.clone());
+        record
+    }
 
-        let member_role = format!(
+    /// A session in the entity's account, in its Region (IAM: the responder's own Region).
+    async fn member_session(&self, entity: &Entity) -> Result<SdkConfig, CallError> {
+        let ids = self.external_ids().await.map_err(|e| CallError {
+            call: "secretsmanager:GetSecretValue".into(),
+            failure: crate::aws_error::AwsFailure {
+                code: None,
+                message: e.to_string(),
+            },
+        })?;
+        let role = format!(
             "arn:{}:iam::{}:role/{}",
-            partition(entity),
+            entity.partition(),
             entity.account(),
             self.settings.member_role_name
         );
-        let config = match self
+        let config = self
             .sessions
-            .assume(&member_role, Some(&ids.role_external_id))
+            .assume(&role, Some(&ids.role_external_id))
             .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let error = format!(
-                    "cannot assume {member_role}: {e}; is the quell-member-roles stack set deployed to {}?",
+            .map_err(|mut e| {
+                e.failure.message = format!(
+                    "{}; is the quell-member-roles stack set deployed to {}?",
+                    e.failure.message,
                     entity.account()
                 );
-                return self.finish_failed(&mut record, error).await;
-            }
-        };
-        match entity {
-            Entity::IamUser(user) => self.contain_user(&mut record, &config, user).await,
-        }
+                e
+            })?;
+        Ok(match entity.region() {
+            Some(r) => config
+                .to_builder()
+                .region(Region::new(r.to_owned()))
+                .build(),
+            None => config,
+        })
     }
 
-    async fn contain_user(
+    fn protected(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |arn: &str| self.protection.protecting(arn).map(str::to_owned)
+    }
+
+    /// Runs the steps in order, skipping those a previous attempt completed, and records each.
+    /// A failed step does not stop the ones after it: in the worst hour, every control that can be
+    /// put in place is.
+    async fn run_steps(
         &self,
         record: &mut Record,
-        config: &SdkConfig,
-        user: &IamUser,
-    ) -> Result<Outcome, ResponderError> {
-        let iam = aws_sdk_iam::Client::new(config);
-        match iam_user::exists(&iam, user).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let why = format!(
-                    "IAM user {} does not exist in account {}",
-                    user.name, user.account
-                );
-                return self
-                    .finish_rejected(record, refuse("entity_not_found", why))
-                    .await;
-            }
-            Err(e) => return self.finish_failed(record, e.to_string()).await,
-        }
-        for step in iam_user::STEPS {
-            if record.completed(step.name()) {
+        target: &Target<'_>,
+        steps: &[&'static str],
+    ) -> Result<Vec<CallError>, ResponderError> {
+        let mut failures = Vec::new();
+        for step in steps {
+            if record.completed(step) {
                 continue;
             }
             let started = Utc::now();
-            let result = iam_user::run(&iam, user, step, started).await;
-            if let Err(error) = self.record_step(record, step.name(), started, result).await {
-                return self.finish_failed(record, error.to_string()).await;
+            let result = target.run(step, started, &self.protected()).await;
+            if let Err(e) = &result {
+                failures.push(e.clone());
             }
+            self.record_step(record, step, started, result).await?;
         }
-        match iam_user::verify(&iam, user).await {
-            Ok(problems) if problems.is_empty() => self.finish_succeeded(record).await,
-            Ok(problems) => {
-                let error = format!("read back after containment: {}", problems.join("; "));
-                self.finish_failed(record, error).await
-            }
-            Err(e) => self.finish_failed(record, format!("read back: {e}")).await,
-        }
+        Ok(failures)
     }
 
     /// Adds a step's outcome to the record and saves it, so a crash after this point loses nothing.
@@ -379,48 +352,53 @@ impl Responder {
         name: &str,
         started: chrono::DateTime<Utc>,
         result: Result<StepOutcome, CallError>,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), ResponderError> {
         let finished = Utc::now();
-        let (step, failed) = match result {
-            Ok(o) => (
-                Step {
-                    name: name.into(),
-                    status: o.status,
-                    detail: o.detail,
-                    prior: o.prior,
-                    new: o.new,
-                    started_at: started,
-                    finished_at: finished,
-                },
-                None,
-            ),
-            Err(e) => (
-                Step {
-                    name: name.into(),
-                    status: StepStatus::Failed,
-                    detail: e.to_string(),
-                    prior: Value::Null,
-                    new: Value::Null,
-                    started_at: started,
-                    finished_at: finished,
-                },
-                Some(e),
-            ),
+        let step = match result {
+            Ok(o) => Step {
+                name: name.into(),
+                status: o.status,
+                detail: o.detail,
+                prior: o.prior,
+                new: o.new,
+                started_at: started,
+                finished_at: finished,
+            },
+            Err(e) => Step {
+                name: name.into(),
+                status: StepStatus::Failed,
+                detail: e.to_string(),
+                prior: Value::Null,
+                new: Value::Null,
+                started_at: started,
+                finished_at: finished,
+            },
         };
         record.steps.push(step);
         record.updated_at = finished;
-        self.ledger.save(record).await?;
-        failed.map_or(Ok(()), Err)
+        self.ledger
+            .save(record)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot save the ledger record: {e}")))
     }
 
-    async fn finish_succeeded(&self, record: &mut Record) -> Result<Outcome, ResponderError> {
-        self.finish(record, Status::Succeeded, AuditEvent::Succeeded)
-            .await?;
+    async fn finish_succeeded(
+        &self,
+        record: &mut Record,
+        event: AuditEvent,
+    ) -> Result<Outcome, ResponderError> {
+        self.finish(record, Status::Succeeded, event).await?;
+        let verb = if record.action == Action::Release {
+            "released"
+        } else {
+            "contained"
+        };
         Ok(Outcome {
             key: record.key.clone(),
             status: Status::Succeeded,
             code: None,
-            message: format!("{} contained", record.entity.as_deref().unwrap_or_default()),
+            message: format!("{} {verb}", record.entity.as_deref().unwrap_or_default()),
+            transient: false,
         })
     }
 
@@ -428,16 +406,22 @@ impl Responder {
         &self,
         record: &mut Record,
         error: String,
+        transient: bool,
     ) -> Result<Outcome, ResponderError> {
-        tracing::error!(key = %record.key, %error, "containment failed");
+        tracing::error!(key = %record.key, %error, transient, "request failed");
         record.error = Some(error.clone());
         self.finish(record, Status::Failed, AuditEvent::Failed)
             .await?;
+        if !transient {
+            // A retry cannot help, so the platform will not send it to the dead-letter queue: we do.
+            self.dead_letter(record).await;
+        }
         Ok(Outcome {
             key: record.key.clone(),
             status: Status::Failed,
             code: None,
             message: error,
+            transient,
         })
     }
 
@@ -457,6 +441,7 @@ impl Responder {
             status: Status::Rejected,
             code: Some(refusal.code.into()),
             message: refusal.message,
+            transient: false,
         })
     }
 
@@ -470,17 +455,56 @@ impl Responder {
         record.status = status;
         record.updated_at = now;
         record.finished_at = Some(now);
+        record.isolation_due_at = None;
         self.ledger
             .save(record)
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot save the final record: {e}")))?;
+        if let Some(entity) = &record.entity {
+            if let Err(e) = self.ledger.unlock(entity, &record.key).await {
+                tracing::error!(key = %record.key, error = %e, "entity lock not released; it expires by itself");
+            }
+        }
         self.audit_or_log(event, record).await;
         Ok(())
     }
+
+    async fn dead_letter(&self, record: &Record) {
+        let body = serde_json::json!({ "source": "quell", "event": "failed", "record": record })
+            .to_string();
+        let sent = self
+            .sqs
+            .send_message()
+            .queue_url(&self.settings.dead_letter_queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .described("sqs:SendMessage (dead-letter queue)");
+        if let Err(e) = sent {
+            tracing::error!(key = %record.key, error = %e, "failure not sent to the dead-letter queue");
+        }
+    }
 }
 
-fn partition(entity: &Entity) -> &str {
-    match entity {
-        Entity::IamUser(u) => &u.partition,
+/// Throttling and service-side errors can pass; everything else (denied, not found, invalid) will
+/// fail the same way again.
+pub fn is_transient(e: &CallError) -> bool {
+    match e.failure.code.as_deref() {
+        None => true,
+        Some(code) => matches!(
+            code,
+            "Throttling"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "TooManyRequestsException"
+                | "RequestThrottled"
+                | "SlowDown"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException"
+                | "InternalError"
+                | "InternalFailure"
+                | "InternalServerError"
+                | "ProvisionedThroughputExceededException"
+        ),
     }
 }

@@ -1,0 +1,286 @@
+//! Containment, including the EC2 second phase that comes back through the isolation queue.
+
+use chrono::{Duration, Utc};
+
+use super::{is_transient, refuse, Outcome, Responder};
+use crate::audit::AuditEvent;
+use crate::aws_error::Described;
+use crate::contract::{ContainmentMessage, IsolationMessage, MESSAGE_VERSION};
+use crate::entities::{instance, StepOutcome, Target, SCHEDULE_ISOLATION};
+use crate::entity::Entity;
+use crate::error::ResponderError;
+use crate::inbound::{QueueDelivery, SnsDelivery};
+use crate::ledger::{Claim, Record, Status};
+
+/// How long an entity lock outlives its request's last sign of life.
+const LOCK_MINUTES: i64 = 16;
+
+impl Responder {
+    /// Claims the request and the entity; `Err(outcome)` when either is someone else's.
+    pub(super) async fn claim(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+        entity: &Entity,
+    ) -> Result<Result<Record, Outcome>, ResponderError> {
+        let now = Utc::now();
+        let fresh = Self::request_record(d, message, entity);
+        let claim = self.ledger.claim(fresh, now).await.map_err(|e| {
+            ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
+        })?;
+        let mut record = match claim {
+            Claim::Fresh(r) | Claim::Resumed(r) => r,
+            Claim::Busy(existing) | Claim::Finished(existing) => {
+                let why = format!(
+                    "request {} was already received (status {}, first message {}); it is not acted on twice",
+                    message.request_id,
+                    existing.status.as_str(),
+                    existing.message_ids.first().map_or("?", String::as_str)
+                );
+                return Ok(Err(self
+                    .reject_delivery(d, Some(message), refuse("duplicate", why))
+                    .await?));
+            }
+        };
+        let wait = i64::from(self.settings.isolation_wait_seconds);
+        let holder = self
+            .ledger
+            .lock(
+                &entity.to_string(),
+                &record.key,
+                now,
+                now + Duration::minutes(LOCK_MINUTES) + Duration::seconds(wait),
+            )
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot lock {entity}: {e}")))?;
+        if let Some(holder) = holder {
+            let why = format!("request {holder} is already working on {entity}; wait for it to finish (`quell history {entity}`)");
+            // Not ours: finish the record without touching the other request's lock.
+            record.entity = None;
+            let mut outcome = self
+                .finish_rejected(&mut record, refuse("in_progress", why))
+                .await?;
+            outcome.code = Some("in_progress".into());
+            return Ok(Err(outcome));
+        }
+        Ok(Ok(record))
+    }
+
+    pub(super) async fn contain(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+        entity: &Entity,
+    ) -> Result<Outcome, ResponderError> {
+        let mut record = match self.claim(d, message, entity).await? {
+            Ok(r) => r,
+            Err(outcome) => return Ok(outcome),
+        };
+        self.audit_or_log(AuditEvent::Started, &record).await;
+        let config = match self.member_session(entity).await {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .finish_failed(
+                        &mut record,
+                        format!("cannot act in {}: {e}", entity.account()),
+                        is_transient(&e),
+                    )
+                    .await
+            }
+        };
+        let target = Target::new(
+            entity,
+            config,
+            &message.request_id,
+            &self.settings.name_prefix,
+        );
+        match target.exists().await {
+            Ok(true) => {}
+            Ok(false) => {
+                let why = format!(
+                    "{} {} does not exist in account {}",
+                    entity.kind(),
+                    entity.name(),
+                    entity.account()
+                );
+                return self
+                    .finish_rejected(&mut record, refuse("entity_not_found", why))
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .finish_failed(
+                        &mut record,
+                        format!("cannot read {entity}: {e}"),
+                        is_transient(&e),
+                    )
+                    .await
+            }
+        }
+        let steps = target.plan(&record.options);
+        let failures = self.run_steps(&mut record, &target, &steps).await?;
+        if matches!(entity, Entity::Instance(_)) {
+            if !record.completed("untracked_groups") {
+                let transient = failures.iter().all(is_transient);
+                return self.finish_failed(&mut record, "phase 1 did not move the instance to the untracked group, so isolation was not scheduled".into(), transient).await;
+            }
+            if !record.completed(SCHEDULE_ISOLATION) {
+                return self.schedule_isolation(&mut record).await;
+            }
+        }
+        self.conclude(&mut record, &target, &failures).await
+    }
+
+    /// Verifies and finishes: succeeded only when every step completed and the read-back agrees.
+    async fn conclude(
+        &self,
+        record: &mut Record,
+        target: &Target<'_>,
+        failures: &[crate::aws_error::CallError],
+    ) -> Result<Outcome, ResponderError> {
+        if !failures.is_empty() {
+            let not_done: Vec<&str> = record
+                .steps
+                .iter()
+                .filter(|s| s.status == crate::ledger::StepStatus::Failed)
+                .map(|s| s.name.as_str())
+                .collect();
+            let error = format!(
+                "not done: {}; the steps listed as done are in place",
+                not_done.join(", ")
+            );
+            let transient = failures.iter().all(is_transient);
+            return self.finish_failed(record, error, transient).await;
+        }
+        match target.verify(record).await {
+            Ok(problems) if problems.is_empty() => {
+                self.finish_succeeded(record, AuditEvent::Succeeded).await
+            }
+            Ok(problems) => {
+                self.finish_failed(
+                    record,
+                    format!("read back after containment: {}", problems.join("; ")),
+                    false,
+                )
+                .await
+            }
+            Err(e) => {
+                self.finish_failed(record, format!("read back: {e}"), is_transient(&e))
+                    .await
+            }
+        }
+    }
+
+    /// Sends phase 2 to the isolation queue with the connection-tracking wait as its delay.
+    async fn schedule_isolation(&self, record: &mut Record) -> Result<Outcome, ResponderError> {
+        let wait = self.settings.isolation_wait_seconds;
+        let due = Utc::now() + Duration::seconds(i64::from(wait));
+        let body = serde_json::to_string(&IsolationMessage {
+            version: MESSAGE_VERSION.into(),
+            request_id: record.key.clone(),
+        })
+        .unwrap_or_default();
+        let started = Utc::now();
+        let sent = self
+            .sqs
+            .send_message()
+            .queue_url(&self.settings.isolation_queue_url)
+            .message_body(body)
+            .delay_seconds(wait)
+            .send()
+            .await
+            .described("sqs:SendMessage (isolation)");
+        let result = sent.map(|_| {
+            StepOutcome::done(
+                format!("isolation scheduled in {wait} s, once tracked connections have aged out"),
+                serde_json::Value::Null,
+                serde_json::json!({ "due_at": due.to_rfc3339() }),
+            )
+        });
+        let failed = result.as_ref().err().cloned();
+        self.record_step(record, SCHEDULE_ISOLATION, started, result)
+            .await?;
+        if let Some(e) = failed {
+            return self
+                .finish_failed(
+                    record,
+                    format!("cannot schedule isolation: {e}"),
+                    is_transient(&e),
+                )
+                .await;
+        }
+        record.isolation_due_at = Some(due);
+        self.ledger
+            .save(record)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot save the ledger record: {e}")))?;
+        Ok(Outcome {
+            key: record.key.clone(),
+            status: Status::InProgress,
+            code: None,
+            message: format!("phase 1 done; isolation due at {}", due.to_rfc3339()),
+            transient: false,
+        })
+    }
+
+    /// Phase 2 of an EC2 containment, from the isolation queue.
+    pub(super) async fn isolate(&self, q: &QueueDelivery) -> Result<Outcome, ResponderError> {
+        let ignore = |message: String| {
+            tracing::warn!(message_id = %q.message_id, %message, "queue message ignored");
+            Ok(Outcome {
+                key: format!("queue:{}", q.message_id),
+                status: Status::Rejected,
+                code: Some("ignored".into()),
+                message,
+                transient: false,
+            })
+        };
+        if q.queue_arn != self.settings.isolation_queue_arn {
+            return ignore(format!(
+                "message from {}, which is not the isolation queue",
+                q.queue_arn
+            ));
+        }
+        let Ok(message) = serde_json::from_str::<IsolationMessage>(&q.body) else {
+            return ignore("not an isolation message".into());
+        };
+        let Some(mut record) = self
+            .ledger
+            .get(&message.request_id)
+            .await
+            .map_err(|e| ResponderError::Aws(e.to_string()))?
+        else {
+            return ignore(format!("no request {} in the ledger", message.request_id));
+        };
+        if record.status != Status::InProgress || record.isolation_due_at.is_none() {
+            return ignore(format!(
+                "request {} is {} and not waiting for isolation",
+                record.key,
+                record.status.as_str()
+            ));
+        }
+        let entity_arn = record.entity.clone().unwrap_or_default();
+        let Ok(entity) = Entity::parse(&entity_arn) else {
+            return ignore(format!("request {} names no instance", record.key));
+        };
+        let config = match self.member_session(&entity).await {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .finish_failed(
+                        &mut record,
+                        format!("cannot act in {}: {e}", entity.account()),
+                        is_transient(&e),
+                    )
+                    .await
+            }
+        };
+        let request_id = record.key.clone();
+        let target = Target::new(&entity, config, &request_id, &self.settings.name_prefix);
+        let failures = self
+            .run_steps(&mut record, &target, instance::PHASE_TWO)
+            .await?;
+        self.conclude(&mut record, &target, &failures).await
+    }
+}

@@ -1,0 +1,757 @@
+//! Containing an EC2 instance. Its own credentials are denied on its instance-profile role
+//! (`ec2:SourceInstanceARN`, so other instances with the same profile keep working). The network is
+//! cut in two phases, because changing security groups does not end tracked connections: phase 1
+//! gives every interface the VPC's "untracked" group (all traffic allowed by 0.0.0.0/0 and ::/0 rules,
+//! which EC2 does not track) and lowers the connection-tracking timeouts; after the configured wait,
+//! phase 2 gives every interface the VPC's isolation group, which has no rules, and every flow ends.
+//! The instance is also tagged, protected from termination, set to stop on shutdown and, on request,
+//! its volumes snapshotted for forensics.
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, AttributeValue, ConnectionTrackingSpecificationRequest, Filter,
+    IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification,
+};
+use std::fmt::Write as _;
+
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_iam::Client as Iam;
+use serde_json::{json, Value};
+
+use super::StepOutcome;
+use crate::aws_error::{AwsFailure, CallError, Described};
+use crate::entity::Instance;
+
+pub const PHASE_ONE: &[&str] = &[
+    "deny_instance_credentials",
+    "tag_instance",
+    "termination_protection",
+    "shutdown_behaviour_stop",
+    "untracked_groups",
+];
+pub const SNAPSHOT_STEP: &str = "forensic_snapshots";
+pub const PHASE_TWO: &[&str] = &["isolation_groups"];
+
+pub const PURPOSE_TAG: &str = "quell:purpose";
+
+/// What the responder needs to know about the instance, read once per step that needs it.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub vpc: String,
+    /// Network interface id and its current group ids.
+    pub interfaces: Vec<(String, Vec<String>)>,
+    pub profile_arn: Option<String>,
+    pub volumes: Vec<String>,
+}
+
+fn quell_error(call: &str, message: String) -> CallError {
+    CallError {
+        call: call.into(),
+        failure: AwsFailure {
+            code: Some("Quell.Instance".into()),
+            message,
+        },
+    }
+}
+
+pub async fn facts(ec2: &Ec2, i: &Instance) -> Result<Option<Facts>, CallError> {
+    let out = match ec2
+        .describe_instances()
+        .instance_ids(&i.id)
+        .send()
+        .await
+        .described("ec2:DescribeInstances")
+    {
+        Ok(o) => o,
+        Err(e) if e.is_code("InvalidInstanceID.NotFound") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(inst) = out
+        .reservations()
+        .iter()
+        .flat_map(aws_sdk_ec2::types::Reservation::instances)
+        .next()
+    else {
+        return Ok(None);
+    };
+    if inst
+        .state()
+        .and_then(|s| s.name())
+        .is_some_and(|n| n.as_str() == "terminated")
+    {
+        return Ok(None);
+    }
+    let vpc = inst.vpc_id().map(str::to_owned).ok_or_else(|| {
+        quell_error(
+            "ec2:DescribeInstances",
+            format!(
+                "{} is not in a VPC (EC2-Classic cannot be isolated with security groups)",
+                i.id
+            ),
+        )
+    })?;
+    let ids: Vec<String> = inst
+        .network_interfaces()
+        .iter()
+        .filter_map(|n| n.network_interface_id().map(str::to_owned))
+        .collect();
+    // The interfaces themselves are the truth for groups (see the fidelity notes on instances).
+    let interfaces = if ids.is_empty() {
+        Vec::new()
+    } else {
+        let enis = ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(ids))
+            .send()
+            .await
+            .described("ec2:DescribeNetworkInterfaces")?;
+        enis.network_interfaces()
+            .iter()
+            .map(|n| {
+                (
+                    n.network_interface_id().unwrap_or_default().to_owned(),
+                    n.groups()
+                        .iter()
+                        .filter_map(|g| g.group_id().map(str::to_owned))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    Ok(Some(Facts {
+        vpc,
+        interfaces,
+        profile_arn: inst
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .map(str::to_owned),
+        volumes: inst
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.volume_id()).map(str::to_owned))
+            .collect(),
+    }))
+}
+
+pub fn instance_arn(i: &Instance) -> String {
+    format!(
+        "arn:{}:ec2:{}:{}:instance/{}",
+        i.partition, i.region, i.account, i.id
+    )
+}
+
+pub fn policy_name(i: &Instance) -> String {
+    format!("QuellContainInstance-{}", i.id)
+}
+
+pub struct Ctx<'a> {
+    pub ec2: &'a Ec2,
+    pub iam: &'a Iam,
+    pub instance: &'a Instance,
+    pub request_id: &'a str,
+    pub name_prefix: &'a str,
+}
+
+pub async fn run(c: &Ctx<'_>, facts: &Facts, step: &str) -> Result<StepOutcome, CallError> {
+    match step {
+        "deny_instance_credentials" => deny_credentials(c, facts).await,
+        "tag_instance" => tag(c).await,
+        "termination_protection" => termination_protection(c).await,
+        "shutdown_behaviour_stop" => shutdown_stop(c).await,
+        "forensic_snapshots" => snapshots(c, facts).await,
+        "untracked_groups" => swap_groups(c, facts, Purpose::Untracked).await,
+        "isolation_groups" => swap_groups(c, facts, Purpose::Isolation).await,
+        other => unreachable!("no instance step {other}"),
+    }
+}
+
+async fn profile_roles(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
+    let name = profile_arn.rsplit('/').next().unwrap_or_default();
+    let out = iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .described("iam:GetInstanceProfile")?;
+    Ok(out
+        .instance_profile()
+        .map(|p| p.roles().iter().map(|r| r.role_name().to_owned()).collect())
+        .unwrap_or_default())
+}
+
+async fn deny_credentials(c: &Ctx<'_>, facts: &Facts) -> Result<StepOutcome, CallError> {
+    let Some(profile) = &facts.profile_arn else {
+        return Ok(StepOutcome::skipped(
+            "the instance has no instance profile, so no role credentials to deny",
+            json!({ "instance_profile": null }),
+        ));
+    };
+    let roles = profile_roles(c.iam, profile).await?;
+    if roles.is_empty() {
+        return Ok(StepOutcome::skipped(
+            format!("instance profile {profile} has no role"),
+            json!({ "instance_profile": profile, "roles": [] }),
+        ));
+    }
+    let name = policy_name(c.instance);
+    let document = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "QuellDenyInstanceCredentials",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"ArnEquals": {"ec2:SourceInstanceARN": instance_arn(c.instance)}}
+        }]
+    })
+    .to_string();
+    let mut priors = Vec::new();
+    for role in &roles {
+        let prior = match c
+            .iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(&name)
+            .send()
+            .await
+            .described("iam:GetRolePolicy")
+        {
+            Ok(o) => Some(o.policy_document().to_owned()),
+            Err(e) if e.is_code("NoSuchEntity") => None,
+            Err(e) => return Err(e),
+        };
+        c.iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(&name)
+            .policy_document(&document)
+            .send()
+            .await
+            .described("iam:PutRolePolicy")?;
+        priors.push(json!({ "role": role, "document": prior }));
+    }
+    Ok(StepOutcome::done(
+        format!("denied this instance's credentials on {} (ec2:SourceInstanceARN; other instances using the profile keep working)", roles.join(", ")),
+        json!({ "instance_profile": profile, "roles": priors, "inline_policy": name }),
+        json!({ "roles": roles, "inline_policy": name, "document": document }),
+    ))
+}
+
+async fn tag(c: &Ctx<'_>) -> Result<StepOutcome, CallError> {
+    c.ec2
+        .create_tags()
+        .resources(&c.instance.id)
+        .tags(
+            Tag::builder()
+                .key("quell:containment-request")
+                .value(c.request_id)
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("quell:contained-at")
+                .value(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .build(),
+        )
+        .send()
+        .await
+        .described("ec2:CreateTags")?;
+    Ok(StepOutcome::done(
+        format!("tagged quell:containment-request={}", c.request_id),
+        Value::Null,
+        json!({ "tags": ["quell:containment-request", "quell:contained-at"] }),
+    ))
+}
+
+async fn attribute(
+    c: &Ctx<'_>,
+    name: aws_sdk_ec2::types::InstanceAttributeName,
+) -> Result<
+    aws_sdk_ec2::operation::describe_instance_attribute::DescribeInstanceAttributeOutput,
+    CallError,
+> {
+    c.ec2
+        .describe_instance_attribute()
+        .instance_id(&c.instance.id)
+        .attribute(name)
+        .send()
+        .await
+        .described("ec2:DescribeInstanceAttribute")
+}
+
+async fn termination_protection(c: &Ctx<'_>) -> Result<StepOutcome, CallError> {
+    let a = attribute(
+        c,
+        aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination,
+    )
+    .await?;
+    let prior = a
+        .disable_api_termination()
+        .and_then(AttributeBooleanValue::value)
+        .unwrap_or(false);
+    if prior {
+        return Ok(StepOutcome::skipped(
+            "termination protection was already on",
+            json!({ "disable_api_termination": true }),
+        ));
+    }
+    c.ec2
+        .modify_instance_attribute()
+        .instance_id(&c.instance.id)
+        .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+        .send()
+        .await
+        .described("ec2:ModifyInstanceAttribute")?;
+    Ok(StepOutcome::done(
+        "termination protection on: the evidence cannot be thrown away by an API call",
+        json!({ "disable_api_termination": prior }),
+        json!({ "disable_api_termination": true }),
+    ))
+}
+
+async fn shutdown_stop(c: &Ctx<'_>) -> Result<StepOutcome, CallError> {
+    let a = attribute(
+        c,
+        aws_sdk_ec2::types::InstanceAttributeName::InstanceInitiatedShutdownBehavior,
+    )
+    .await?;
+    let prior = a
+        .instance_initiated_shutdown_behavior()
+        .and_then(AttributeValue::value)
+        .unwrap_or("stop")
+        .to_owned();
+    if prior == "stop" {
+        return Ok(StepOutcome::skipped(
+            "shutdown from inside already stops the instance",
+            json!({ "shutdown_behavior": prior }),
+        ));
+    }
+    c.ec2
+        .modify_instance_attribute()
+        .instance_id(&c.instance.id)
+        .instance_initiated_shutdown_behavior(AttributeValue::builder().value("stop").build())
+        .send()
+        .await
+        .described("ec2:ModifyInstanceAttribute")?;
+    Ok(StepOutcome::done(
+        "a shutdown from inside now stops the instance instead of terminating it",
+        json!({ "shutdown_behavior": prior }),
+        json!({ "shutdown_behavior": "stop" }),
+    ))
+}
+
+async fn snapshots(c: &Ctx<'_>, facts: &Facts) -> Result<StepOutcome, CallError> {
+    let mut taken = Vec::new();
+    for volume in &facts.volumes {
+        let snap = c
+            .ec2
+            .create_snapshot()
+            .volume_id(volume)
+            .description(format!(
+                "Quell forensic snapshot of {volume} from {} (request {})",
+                c.instance.id, c.request_id
+            ))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .tags(
+                        Tag::builder()
+                            .key("quell:containment-request")
+                            .value(c.request_id)
+                            .build(),
+                    )
+                    .tags(
+                        Tag::builder()
+                            .key("quell:source-instance")
+                            .value(&c.instance.id)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .described("ec2:CreateSnapshot")?;
+        taken.push(json!({ "volume": volume, "snapshot": snap.snapshot_id() }));
+    }
+    if taken.is_empty() {
+        return Ok(StepOutcome::skipped(
+            "the instance has no EBS volumes to snapshot",
+            json!({ "volumes": [] }),
+        ));
+    }
+    Ok(StepOutcome::done(
+        format!("{} forensic snapshot(s) started", taken.len()),
+        json!({ "volumes": facts.volumes }),
+        json!({ "snapshots": taken }),
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Untracked,
+    Isolation,
+}
+
+impl Purpose {
+    fn tag(self) -> &'static str {
+        match self {
+            Purpose::Untracked => "untracked",
+            Purpose::Isolation => "isolation",
+        }
+    }
+}
+
+/// The VPC's group for `purpose`, found by tag or created once.
+pub async fn vpc_group(
+    ec2: &Ec2,
+    vpc: &str,
+    purpose: Purpose,
+    prefix: &str,
+) -> Result<(String, bool), CallError> {
+    let find = || async {
+        let out = ec2
+            .describe_security_groups()
+            .filters(Filter::builder().name("vpc-id").values(vpc).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{PURPOSE_TAG}"))
+                    .values(purpose.tag())
+                    .build(),
+            )
+            .send()
+            .await
+            .described("ec2:DescribeSecurityGroups")?;
+        Ok::<_, CallError>(
+            out.security_groups()
+                .first()
+                .and_then(|g| g.group_id())
+                .map(str::to_owned),
+        )
+    };
+    if let Some(id) = find().await? {
+        return Ok((id, false));
+    }
+    let name = format!("{prefix}-{}", purpose.tag());
+    let description = match purpose {
+        Purpose::Untracked => "Quell containment phase 1: all traffic by 0.0.0.0/0 and ::/0 rules, so EC2 stops tracking flows",
+        Purpose::Isolation => "Quell containment phase 2: no rules, no traffic",
+    };
+    let created = ec2
+        .create_security_group()
+        .group_name(&name)
+        .description(description)
+        .vpc_id(vpc)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(Tag::builder().key(PURPOSE_TAG).value(purpose.tag()).build())
+                .tags(Tag::builder().key("Name").value(&name).build())
+                .build(),
+        )
+        .send()
+        .await
+        .described("ec2:CreateSecurityGroup");
+    let id = match created {
+        Ok(out) => out.group_id().unwrap_or_default().to_owned(),
+        // Another containment in the same VPC created it a moment ago.
+        Err(e) if e.is_code("InvalidGroup.Duplicate") => {
+            return find().await?.map(|id| (id, false)).ok_or(e)
+        }
+        Err(e) => return Err(e),
+    };
+    let everything = || {
+        IpPermission::builder()
+            .ip_protocol("-1")
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build())
+            .build()
+    };
+    match purpose {
+        Purpose::Untracked => {
+            ec2.authorize_security_group_ingress()
+                .group_id(&id)
+                .ip_permissions(everything())
+                .send()
+                .await
+                .described("ec2:AuthorizeSecurityGroupIngress")?;
+            let ipv6_out = IpPermission::builder()
+                .ip_protocol("-1")
+                .ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build())
+                .build();
+            match ec2
+                .authorize_security_group_egress()
+                .group_id(&id)
+                .ip_permissions(ipv6_out)
+                .send()
+                .await
+                .described("ec2:AuthorizeSecurityGroupEgress")
+            {
+                Err(e) if !e.is_code("InvalidPermission.Duplicate") => return Err(e),
+                _ => {}
+            }
+        }
+        Purpose::Isolation => {
+            let default_out = IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build();
+            match ec2
+                .revoke_security_group_egress()
+                .group_id(&id)
+                .ip_permissions(default_out)
+                .send()
+                .await
+                .described("ec2:RevokeSecurityGroupEgress")
+            {
+                Err(e) if !e.is_code("InvalidPermission.NotFound") => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok((id, true))
+}
+
+async fn swap_groups(
+    c: &Ctx<'_>,
+    facts: &Facts,
+    purpose: Purpose,
+) -> Result<StepOutcome, CallError> {
+    if facts.interfaces.is_empty() {
+        return Err(quell_error(
+            "ec2:DescribeInstances",
+            format!("{} has no network interface to isolate", c.instance.id),
+        ));
+    }
+    let (group, created) = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix).await?;
+    for (eni, _) in &facts.interfaces {
+        c.ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(eni)
+            .groups(&group)
+            .send()
+            .await
+            .described("ec2:ModifyNetworkInterfaceAttribute")?;
+    }
+    let mut detail = format!(
+        "{} interface(s) now in the {} group {group}{}",
+        facts.interfaces.len(),
+        purpose.tag(),
+        if created {
+            " (created for this VPC)"
+        } else {
+            ""
+        }
+    );
+    if purpose == Purpose::Untracked {
+        // Shorter timeouts end what is still tracked sooner; a best effort, the groups are the control.
+        for (eni, _) in &facts.interfaces {
+            let spec = ConnectionTrackingSpecificationRequest::builder()
+                .tcp_established_timeout(60)
+                .udp_stream_timeout(60)
+                .udp_timeout(30)
+                .build();
+            c.ec2
+                .modify_network_interface_attribute()
+                .network_interface_id(eni)
+                .connection_tracking_specification(spec)
+                .send()
+                .await
+                .described("ec2:ModifyNetworkInterfaceAttribute")?;
+        }
+        detail.push_str("; connection-tracking timeouts lowered to 60 s TCP, 60/30 s UDP");
+    }
+    let prior: Vec<Value> = facts
+        .interfaces
+        .iter()
+        .map(|(eni, groups)| json!({ "interface": eni, "groups": groups }))
+        .collect();
+    Ok(StepOutcome::done(
+        detail,
+        json!({ "interfaces": prior }),
+        json!({ "group": group, "vpc": facts.vpc }),
+    ))
+}
+
+/// After phase 2: every interface is in the isolation group and nothing else.
+pub async fn verify(c: &Ctx<'_>, isolation_done: bool) -> Result<Vec<String>, CallError> {
+    let Some(facts) = facts(c.ec2, c.instance).await? else {
+        return Ok(vec![format!("{} no longer exists", c.instance.id)]);
+    };
+    let mut problems = Vec::new();
+    if isolation_done {
+        let (isolation, _) =
+            vpc_group(c.ec2, &facts.vpc, Purpose::Isolation, c.name_prefix).await?;
+        for (eni, groups) in &facts.interfaces {
+            if groups.as_slice() != std::slice::from_ref(&isolation) {
+                problems.push(format!(
+                    "interface {eni} is in {groups:?}, not only the isolation group {isolation}"
+                ));
+            }
+        }
+    }
+    let a = attribute(
+        c,
+        aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination,
+    )
+    .await?;
+    if a.disable_api_termination()
+        .and_then(AttributeBooleanValue::value)
+        != Some(true)
+    {
+        problems.push("termination protection is off".into());
+    }
+    Ok(problems)
+}
+
+/// Restores the groups of every interface, the credentials and the attributes from the ledger.
+pub async fn release(
+    c: &Ctx<'_>,
+    done: &[&crate::ledger::Step],
+) -> Vec<(String, Result<StepOutcome, CallError>)> {
+    let mut out = Vec::new();
+    let current = facts(c.ec2, c.instance).await;
+    for step in done {
+        let result = match step.name.as_str() {
+            "isolation_groups" => restore_groups(c, &current, step, done).await,
+            "deny_instance_credentials" => {
+                async {
+                    let name = policy_name(c.instance);
+                    for role in step.new["roles"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
+                        match c
+                            .iam
+                            .delete_role_policy()
+                            .role_name(role)
+                            .policy_name(&name)
+                            .send()
+                            .await
+                            .described("iam:DeleteRolePolicy")
+                        {
+                            Err(e) if !e.is_code("NoSuchEntity") => return Err(e),
+                            _ => {}
+                        }
+                    }
+                    Ok(StepOutcome::done(
+                        format!("removed {name}"),
+                        step.new.clone(),
+                        Value::Null,
+                    ))
+                }
+                .await
+            }
+            "termination_protection" => {
+                let prior = step.prior["disable_api_termination"]
+                    .as_bool()
+                    .unwrap_or(false);
+                c.ec2
+                    .modify_instance_attribute()
+                    .instance_id(&c.instance.id)
+                    .disable_api_termination(AttributeBooleanValue::builder().value(prior).build())
+                    .send()
+                    .await
+                    .described("ec2:ModifyInstanceAttribute")
+                    .map(|_| {
+                        StepOutcome::done(
+                            format!("termination protection restored to {prior}"),
+                            step.new.clone(),
+                            step.prior.clone(),
+                        )
+                    })
+            }
+            "shutdown_behaviour_stop" => {
+                let prior = step.prior["shutdown_behavior"]
+                    .as_str()
+                    .unwrap_or("stop")
+                    .to_owned();
+                c.ec2
+                    .modify_instance_attribute()
+                    .instance_id(&c.instance.id)
+                    .instance_initiated_shutdown_behavior(
+                        AttributeValue::builder().value(&prior).build(),
+                    )
+                    .send()
+                    .await
+                    .described("ec2:ModifyInstanceAttribute")
+                    .map(|_| {
+                        StepOutcome::done(
+                            format!("shutdown behaviour restored to {prior}"),
+                            step.new.clone(),
+                            step.prior.clone(),
+                        )
+                    })
+            }
+            _ => continue,
+        };
+        out.push((format!("release_{}", step.name), result));
+    }
+    out
+}
+
+async fn restore_groups(
+    c: &Ctx<'_>,
+    current: &Result<Option<Facts>, CallError>,
+    isolation: &crate::ledger::Step,
+    done: &[&crate::ledger::Step],
+) -> Result<StepOutcome, CallError> {
+    let facts = match current {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(quell_error(
+                "ec2:DescribeInstances",
+                format!("{} no longer exists", c.instance.id),
+            ))
+        }
+        Err(e) => return Err(e.clone()),
+    };
+    // The groups before containment are recorded by phase 1 (phase 2 saw the untracked group).
+    let original = done
+        .iter()
+        .find(|s| s.name == "untracked_groups")
+        .map_or(&isolation.prior, |s| &s.prior);
+    let isolation_group = isolation.new["group"].as_str().unwrap_or_default();
+    let mut restored = Vec::new();
+    let mut left = Vec::new();
+    for entry in original["interfaces"].as_array().into_iter().flatten() {
+        let eni = entry["interface"].as_str().unwrap_or_default();
+        let groups: Vec<String> = entry["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect();
+        let now = facts
+            .interfaces
+            .iter()
+            .find(|(id, _)| id == eni)
+            .map(|(_, g)| g.clone());
+        match now {
+            Some(g) if g == [isolation_group.to_owned()] => {
+                c.ec2
+                    .modify_network_interface_attribute()
+                    .network_interface_id(eni)
+                    .set_groups(Some(groups.clone()))
+                    .send()
+                    .await
+                    .described("ec2:ModifyNetworkInterfaceAttribute")?;
+                restored.push(json!({ "interface": eni, "groups": groups }));
+            }
+            Some(g) => left.push(format!("{eni} (now in {g:?}, changed since containment)")),
+            None => left.push(format!("{eni} (no longer attached)")),
+        }
+    }
+    let mut detail = format!(
+        "restored the original groups on {} interface(s)",
+        restored.len()
+    );
+    if !left.is_empty() {
+        let _ = write!(detail, "; left as they are: {}", left.join(", "));
+    }
+    Ok(StepOutcome::done(
+        detail,
+        json!({ "isolation_group": isolation_group }),
+        json!({ "interfaces": restored }),
+    ))
+}
