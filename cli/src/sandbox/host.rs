@@ -62,8 +62,7 @@ pub async fn run() -> anyhow::Result<u8> {
     )
     .await;
     let sessions = Sessions::new(&mgmt, "quell-sandbox-host");
-    let runtime = Runtime::start().await?;
-    tracing::warn!(api = %runtime.address, "Lambda Runtime API listening");
+    let runtime = Runtime::new();
     loop {
         match Wiring::discover(&state, &config, &sessions).await {
             Ok(Some(wiring)) => {
@@ -199,7 +198,13 @@ impl Wiring {
         let env = f
             .environment()
             .and_then(|e| e.variables())
-            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|v| {
+                // Sorted: the spec is compared to tell whether the function changed.
+                let mut env: Vec<(String, String)> =
+                    v.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                env.sort();
+                env
+            })
             .unwrap_or_default();
         let function = FunctionSpec {
             name: deployment.function_name.clone(),
@@ -407,16 +412,24 @@ type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Result<String, String>>
 
 /// The Runtime API server and the function process behind it.
 struct Runtime {
-    address: String,
-    queue: mpsc::Sender<Invocation>,
     waiting: Waiting,
     process: Mutex<Option<Running>>,
 }
 
+/// One execution environment: the function process and its own Runtime API server. Each gets a
+/// fresh server, so a killed process's pending `next` request cannot take an invocation with it.
 struct Running {
     child: tokio::process::Child,
     spec: FunctionSpec,
     started: Instant,
+    queue: mpsc::Sender<Invocation>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 #[derive(Clone)]
@@ -429,12 +442,25 @@ struct ApiState {
 const CREDENTIAL_LIFETIME: Duration = Duration::from_secs(45 * 60);
 
 impl Runtime {
-    async fn start() -> anyhow::Result<Runtime> {
+    fn new() -> Runtime {
+        Runtime {
+            waiting: Arc::new(Mutex::new(HashMap::new())),
+            process: Mutex::new(None),
+        }
+    }
+
+    /// Starts a Runtime API server for one execution environment.
+    async fn serve(
+        &self,
+    ) -> anyhow::Result<(
+        String,
+        mpsc::Sender<Invocation>,
+        tokio::task::JoinHandle<()>,
+    )> {
         let (tx, rx) = mpsc::channel(1);
-        let waiting = Arc::new(Mutex::new(HashMap::new()));
         let api = ApiState {
             next: Arc::new(Mutex::new(rx)),
-            waiting: waiting.clone(),
+            waiting: self.waiting.clone(),
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
@@ -450,15 +476,10 @@ impl Runtime {
             .with_state(api);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Runtime {
-            address,
-            queue: tx,
-            waiting,
-            process: Mutex::new(None),
-        })
+        Ok((address, tx, server))
     }
 
     /// Makes sure the function's current code runs with fresh credentials.
@@ -485,6 +506,7 @@ impl Runtime {
                 .context("assumed role without credentials")?,
         )
         .await?;
+        let (address, queue, server) = self.serve().await?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -492,7 +514,7 @@ impl Runtime {
         let mut cmd = tokio::process::Command::new(&bootstrap);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("AWS_LAMBDA_RUNTIME_API", &self.address)
+            .env("AWS_LAMBDA_RUNTIME_API", &address)
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory.to_string())
@@ -535,11 +557,13 @@ impl Runtime {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bootstrap.display()))?;
-        tracing::warn!(code = %spec.artifact_key, "responder started");
+        tracing::warn!(code = %spec.artifact_key, api = %address, "responder started");
         *process = Some(Running {
             child,
             spec: spec.clone(),
             started: Instant::now(),
+            queue,
+            server,
         });
         Ok(())
     }
@@ -557,7 +581,14 @@ impl Runtime {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        self.queue
+        let queue = self
+            .process
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.queue.clone())
+            .ok_or_else(|| fail("the function is not running".into()))?;
+        queue
             .send(Invocation {
                 id: id.clone(),
                 body,

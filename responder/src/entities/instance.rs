@@ -522,14 +522,9 @@ async fn swap_groups(
         ));
     }
     let (group, created) = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix).await?;
+    let single = facts.interfaces.len() == 1;
     for (eni, _) in &facts.interfaces {
-        c.ec2
-            .modify_network_interface_attribute()
-            .network_interface_id(eni)
-            .groups(&group)
-            .send()
-            .await
-            .described("ec2:ModifyNetworkInterfaceAttribute")?;
+        set_groups(c, eni, std::slice::from_ref(&group), single).await?;
     }
     let mut detail = format!(
         "{} interface(s) now in the {} group {group}{}",
@@ -569,6 +564,34 @@ async fn swap_groups(
         json!({ "interfaces": prior }),
         json!({ "group": group, "vpc": facts.vpc }),
     ))
+}
+
+/// Sets an interface's groups. A single-interface instance gets them through the instance-level call
+/// as well, which keeps DescribeInstances' view of the instance in step with its interface (moto,
+/// for one, reports the union of both otherwise; on AWS the second call changes nothing more).
+async fn set_groups(
+    c: &Ctx<'_>,
+    eni: &str,
+    groups: &[String],
+    single_interface: bool,
+) -> Result<(), CallError> {
+    c.ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(eni)
+        .set_groups(Some(groups.to_vec()))
+        .send()
+        .await
+        .described("ec2:ModifyNetworkInterfaceAttribute")?;
+    if single_interface {
+        c.ec2
+            .modify_instance_attribute()
+            .instance_id(&c.instance.id)
+            .set_groups(Some(groups.to_vec()))
+            .send()
+            .await
+            .described("ec2:ModifyInstanceAttribute")?;
+    }
+    Ok(())
 }
 
 /// After phase 2: every interface is in the isolation group and nothing else.
@@ -729,13 +752,7 @@ async fn restore_groups(
             .map(|(_, g)| g.clone());
         match now {
             Some(g) if g == [isolation_group.to_owned()] => {
-                c.ec2
-                    .modify_network_interface_attribute()
-                    .network_interface_id(eni)
-                    .set_groups(Some(groups.clone()))
-                    .send()
-                    .await
-                    .described("ec2:ModifyNetworkInterfaceAttribute")?;
+                set_groups(c, eni, &groups, facts.interfaces.len() == 1).await?;
                 restored.push(json!({ "interface": eni, "groups": groups }));
             }
             Some(g) => left.push(format!("{eni} (now in {g:?}, changed since containment)")),
