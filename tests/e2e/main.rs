@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod contain;
+mod entities;
 mod install;
 mod support;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         install::tests(),
         contain::tests(),
         bad_input::tests(),
+        entities::tests(),
         cli::online(),
     ]
     .concat();
