@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod aws_error;
+pub mod clients;
 pub mod contract;
 pub mod engine;
 pub mod entities;

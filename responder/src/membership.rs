@@ -26,6 +26,7 @@ impl Membership {
     pub async fn is_member(
         &self,
         sessions: &Sessions,
+        clients: &crate::clients::MemberFactory,
         external_id: &str,
         account: &str,
     ) -> Result<bool, CallError> {
@@ -35,7 +36,7 @@ impl Membership {
         let config = sessions
             .assume(&self.reader_role_arn, Some(external_id))
             .await?;
-        let org = aws_sdk_organizations::Client::new(&config);
+        let org = clients(&config).organizations;
         match org
             .describe_account()
             .account_id(account)

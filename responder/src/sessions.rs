@@ -23,9 +23,13 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(base: &SdkConfig, session_name: &str) -> Sessions {
+        Self::with_client(base, aws_sdk_sts::Client::new(base), session_name)
+    }
+
+    pub fn with_client(base: &SdkConfig, sts: aws_sdk_sts::Client, session_name: &str) -> Sessions {
         Sessions {
             base: base.clone(),
-            sts: aws_sdk_sts::Client::new(base),
+            sts,
             session_name: session_name.to_owned(),
             cache: Mutex::new(HashMap::new()),
         }

@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::aws_error::{CallError, Described};
+use crate::clients::{Clients, MemberClients, MemberFactory};
 use crate::contract::{self, Action, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION};
 use crate::entities::{StepOutcome, Target};
 use crate::entity::{Entity, EntityError};
@@ -40,7 +41,6 @@ pub struct Outcome {
     pub transient: bool,
 }
 
-#[derive(Debug)]
 pub struct Responder {
     settings: Settings,
     ledger: Ledger,
@@ -51,6 +51,15 @@ pub struct Responder {
     sessions: Sessions,
     membership: Membership,
     protection: Protection,
+    member_clients: MemberFactory,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A refusal: what the ledger and the audit message will say.
@@ -69,18 +78,22 @@ pub(crate) fn refuse(code: &'static str, message: impl Into<String>) -> Refusal 
 impl Responder {
     /// Builds every client once per execution environment.
     pub fn new(config: &SdkConfig, settings: Settings) -> Responder {
+        Self::with_clients(Clients::from_config(config), settings)
+    }
+
+    /// With clients made elsewhere: tests hand in aws-smithy-mocks clients.
+    pub fn with_clients(clients: Clients, settings: Settings) -> Responder {
+        let session_name = format!("{}-responder", settings.name_prefix);
         Responder {
-            ledger: Ledger::new(
-                aws_sdk_dynamodb::Client::new(config),
-                &settings.ledger_table,
-            ),
-            audit: Audit::new(aws_sdk_sns::Client::new(config), &settings.audit_topic_arn),
-            sqs: aws_sdk_sqs::Client::new(config),
-            secrets: aws_sdk_secretsmanager::Client::new(config),
+            ledger: Ledger::new(clients.dynamodb, &settings.ledger_table),
+            audit: Audit::new(clients.sns, &settings.audit_topic_arn),
+            sqs: clients.sqs,
+            secrets: clients.secrets,
             external_ids: OnceCell::new(),
-            sessions: Sessions::new(config, &format!("{}-responder", settings.name_prefix)),
+            sessions: Sessions::with_client(&clients.base, clients.sts, &session_name),
             membership: Membership::new(&settings.org_reader_role_arn),
             protection: Protection::new(&settings.protected_principals, &settings.name_prefix),
+            member_clients: clients.member,
             settings,
         }
     }
@@ -160,7 +173,12 @@ impl Responder {
         };
         match self
             .membership
-            .is_member(&self.sessions, &ids.role_external_id, entity.account())
+            .is_member(
+                &self.sessions,
+                &self.member_clients,
+                &ids.role_external_id,
+                entity.account(),
+            )
             .await
         {
             Ok(true) => {}
@@ -282,7 +300,7 @@ impl Responder {
     }
 
     /// A session in the entity's account, in its Region (IAM: the responder's own Region).
-    async fn member_session(&self, entity: &Entity) -> Result<SdkConfig, CallError> {
+    async fn member_session(&self, entity: &Entity) -> Result<MemberClients, CallError> {
         let ids = self.external_ids().await.map_err(|e| CallError {
             call: "secretsmanager:GetSecretValue".into(),
             failure: crate::aws_error::AwsFailure {
@@ -308,13 +326,14 @@ impl Responder {
                 );
                 e
             })?;
-        Ok(match entity.region() {
+        let config = match entity.region() {
             Some(r) => config
                 .to_builder()
                 .region(Region::new(r.to_owned()))
                 .build(),
             None => config,
-        })
+        };
+        Ok((self.member_clients)(&config))
     }
 
     fn protected(&self) -> impl Fn(&str) -> Option<String> + '_ {

@@ -5,11 +5,11 @@ pub mod function;
 pub mod iam;
 pub mod instance;
 
-use aws_config::SdkConfig;
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use crate::aws_error::{AwsFailure, CallError};
+use crate::clients::MemberClients;
 use crate::contract::Options;
 use crate::entity::Entity;
 use crate::ledger::{Record, Step, StepStatus};
@@ -20,7 +20,7 @@ pub const SCHEDULE_ISOLATION: &str = "schedule_isolation";
 /// An entity and a session in its account and Region: everything a step needs.
 pub struct Target<'a> {
     pub entity: &'a Entity,
-    pub config: SdkConfig,
+    pub clients: MemberClients,
     pub request_id: &'a str,
     pub name_prefix: &'a str,
     instance_facts: OnceCell<Option<instance::Facts>>,
@@ -29,13 +29,13 @@ pub struct Target<'a> {
 impl<'a> Target<'a> {
     pub fn new(
         entity: &'a Entity,
-        config: SdkConfig,
+        clients: MemberClients,
         request_id: &'a str,
         name_prefix: &'a str,
     ) -> Target<'a> {
         Target {
             entity,
-            config,
+            clients,
             request_id,
             name_prefix,
             instance_facts: OnceCell::new(),
@@ -43,15 +43,15 @@ impl<'a> Target<'a> {
     }
 
     fn iam(&self) -> aws_sdk_iam::Client {
-        aws_sdk_iam::Client::new(&self.config)
+        self.clients.iam.clone()
     }
 
     fn lambda(&self) -> aws_sdk_lambda::Client {
-        aws_sdk_lambda::Client::new(&self.config)
+        self.clients.lambda.clone()
     }
 
     fn ec2(&self) -> aws_sdk_ec2::Client {
-        aws_sdk_ec2::Client::new(&self.config)
+        self.clients.ec2.clone()
     }
 
     fn principal(&self) -> Option<iam::Principal<'_>> {

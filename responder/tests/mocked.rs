@@ -1,0 +1,900 @@
+//! The engine against the real SDK clients with aws-smithy-mocks behind them: what moto cannot show.
+//! A small in-memory world answers the calls (the ledger table, one IAM user, role and function),
+//! and failures are injected into chosen operations to see what the ledger, the audit topic and the
+//! dead-letter queue say, and that sending the request again completes it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_mocks::{mock, mock_client, MockResponse, Rule, RuleMode};
+use aws_smithy_types::error::ErrorMetadata;
+use quell_responder::clients::{Clients, MemberClients};
+use quell_responder::ledger::{Record, Status, StepStatus};
+use quell_responder::settings::Settings;
+use quell_responder::Responder;
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "111122223333";
+const EXTERNAL_ID: &str = "message-secret";
+
+type Item = HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+#[derive(Default)]
+struct Principal {
+    attached: Vec<String>,
+    inline: HashMap<String, String>,
+}
+
+/// Everything the fake AWS knows, and the failures it has been told to answer with.
+#[derive(Default)]
+struct World {
+    ledger: HashMap<String, Item>,
+    published: Vec<Value>,
+    dead_letters: Vec<String>,
+    user: Principal,
+    keys: Vec<(String, String)>,
+    login: bool,
+    role: Principal,
+    execution_role: Principal,
+    concurrency: Option<i32>,
+    /// Operation name -> error codes to answer with, one per call, before answering normally.
+    failures: HashMap<&'static str, VecDeque<&'static str>>,
+    calls: HashMap<&'static str, usize>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+impl World {
+    /// Counts the call and returns the injected error code for it, if one is due.
+    fn call(&mut self, op: &'static str) -> Option<&'static str> {
+        *self.calls.entry(op).or_default() += 1;
+        self.failures.get_mut(op).and_then(VecDeque::pop_front)
+    }
+}
+
+fn meta(code: &str) -> ErrorMetadata {
+    ErrorMetadata::builder()
+        .code(code)
+        .message(format!("injected {code}"))
+        .build()
+}
+
+fn settings() -> Settings {
+    let env: HashMap<&str, &str> = HashMap::from([
+        ("QUELL_LEDGER_TABLE", "quell-ledger"),
+        (
+            "QUELL_AUDIT_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:222233334444:quell-audit",
+        ),
+        (
+            "QUELL_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:222233334444:secret:quell/external-ids",
+        ),
+        ("QUELL_MEMBER_ROLE_NAME", "quell-responder"),
+        (
+            "QUELL_ORG_READER_ROLE_ARN",
+            "arn:aws:iam::999988887777:role/quell-org-reader",
+        ),
+        ("QUELL_ORGANIZATION_ID", "o-exampleorgid"),
+        ("QUELL_NAME_PREFIX", "quell"),
+        ("QUELL_PROTECTED_PRINCIPALS", "[]"),
+        (
+            "QUELL_ISOLATION_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/222233334444/quell-isolation",
+        ),
+        (
+            "QUELL_ISOLATION_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
+        ),
+        ("QUELL_ISOLATION_WAIT_SECONDS", "0"),
+        (
+            "QUELL_DLQ_URL",
+            "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq",
+        ),
+    ]);
+    Settings::from_lookup(|k| env.get(k).map(|v| (*v).to_owned())).expect("settings")
+}
+
+// ---- the security account's services -------------------------------------------------------
+
+fn dynamodb(w: &Shared) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::operation::{delete_item::*, get_item::*, put_item::*, query::*};
+    let text = |item: &Item, k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let get = {
+        let w = w.clone();
+        mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
+            let key = req
+                .key()
+                .and_then(|k| k.get("request_id"))
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            GetItemOutput::builder()
+                .set_item(w.lock().unwrap().ledger.get(&key).cloned())
+                .build()
+        })
+    };
+    let put = {
+        let w = w.clone();
+        mock!(aws_sdk_dynamodb::Client::put_item).then_compute_response(move |req| {
+            let item = req.item().cloned().unwrap_or_default();
+            let key = text(&item, "request_id").unwrap_or_default();
+            let mut world = w.lock().unwrap();
+            let existing = world.ledger.get(&key).cloned();
+            let values = req
+                .expression_attribute_values()
+                .cloned()
+                .unwrap_or_default();
+            let value = |k: &str| values.get(k).and_then(|x| x.as_s().ok()).cloned();
+            // The ledger's own conditions, evaluated as DynamoDB would.
+            let allowed = match req.condition_expression() {
+                None => true,
+                Some("attribute_not_exists(request_id)") => existing.is_none(),
+                Some("updated_at = :seen") => {
+                    existing.as_ref().and_then(|e| text(e, "updated_at")) == value(":seen")
+                }
+                Some(c) if c.starts_with("attribute_not_exists(request_id) OR #o = :me") => {
+                    match &existing {
+                        None => true,
+                        Some(e) => {
+                            text(e, "owner") == value(":me")
+                                || text(e, "expires_at") < value(":now")
+                        }
+                    }
+                }
+                Some(other) => panic!("condition the fake does not know: {other}"),
+            };
+            if !allowed {
+                return MockResponse::Error(PutItemError::ConditionalCheckFailedException(
+                    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
+                        .message("condition")
+                        .build(),
+                ));
+            }
+            world.ledger.insert(key, item);
+            MockResponse::Output(PutItemOutput::builder().build())
+        })
+    };
+    let delete = {
+        let w = w.clone();
+        mock!(aws_sdk_dynamodb::Client::delete_item).then_compute_output(move |req| {
+            let key = req
+                .key()
+                .and_then(|k| k.get("request_id"))
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            w.lock().unwrap().ledger.remove(&key);
+            DeleteItemOutput::builder().build()
+        })
+    };
+    let query = {
+        let w = w.clone();
+        mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |req| {
+            let entity = req
+                .expression_attribute_values()
+                .and_then(|v| v.get(":e"))
+                .and_then(|v| v.as_s().ok())
+                .cloned();
+            let mut items: Vec<Item> = w
+                .lock()
+                .unwrap()
+                .ledger
+                .values()
+                .filter(|i| text(i, "entity") == entity)
+                .cloned()
+                .collect();
+            items.sort_by_key(|i| std::cmp::Reverse(text(i, "received_at")));
+            QueryOutput::builder().set_items(Some(items)).build()
+        })
+    };
+    mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        &[&get, &put, &delete, &query]
+    )
+}
+
+fn sns(w: &Shared) -> aws_sdk_sns::Client {
+    let w = w.clone();
+    let publish = mock!(aws_sdk_sns::Client::publish).then_compute_output(move |req| {
+        let outer: Value =
+            serde_json::from_str(req.message().unwrap_or_default()).unwrap_or_default();
+        let doc: Value =
+            serde_json::from_str(outer["default"].as_str().unwrap_or_default()).unwrap_or_default();
+        w.lock().unwrap().published.push(doc);
+        aws_sdk_sns::operation::publish::PublishOutput::builder()
+            .message_id("audit")
+            .build()
+    });
+    mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish])
+}
+
+fn sqs(w: &Shared) -> aws_sdk_sqs::Client {
+    let w = w.clone();
+    let send = mock!(aws_sdk_sqs::Client::send_message).then_compute_output(move |req| {
+        if req.queue_url().is_some_and(|u| u.ends_with("-dlq")) {
+            w.lock()
+                .unwrap()
+                .dead_letters
+                .push(req.message_body().unwrap_or_default().to_owned());
+        }
+        aws_sdk_sqs::operation::send_message::SendMessageOutput::builder()
+            .message_id("m")
+            .build()
+    });
+    mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[&send])
+}
+
+fn secrets() -> aws_sdk_secretsmanager::Client {
+    let get = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
+        aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput::builder()
+            .secret_string(
+                json!({"message_external_id": EXTERNAL_ID, "role_external_id": "role-secret"})
+                    .to_string(),
+            )
+            .build()
+    });
+    mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[&get])
+}
+
+fn sts() -> aws_sdk_sts::Client {
+    let assume = mock!(aws_sdk_sts::Client::assume_role).then_output(|| {
+        let expires = aws_smithy_types::DateTime::from_secs(
+            i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs(),
+            )
+            .unwrap()
+                + 900,
+        );
+        aws_sdk_sts::operation::assume_role::AssumeRoleOutput::builder()
+            .credentials(
+                aws_sdk_sts::types::Credentials::builder()
+                    .access_key_id("AKIA")
+                    .secret_access_key("s")
+                    .session_token("t")
+                    .expiration(expires)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    mock_client!(aws_sdk_sts, RuleMode::MatchAny, &[&assume])
+}
+
+// ---- the member account ------------------------------------------------------------------------
+
+macro_rules! iam_rule {
+    ($w:expr, $op:ident, $name:literal, $err:ty, |$world:ident, $req:ident| $body:expr) => {{
+        let w = $w.clone();
+        mock!(aws_sdk_iam::Client::$op).then_compute_response(move |$req| {
+            let mut $world = w.lock().unwrap();
+            if let Some(code) = $world.call($name) {
+                return MockResponse::Error(<$err>::generic(meta(code)));
+            }
+            $body
+        })
+    }};
+}
+
+/// `first`: rules that answer before the world does (the mocks cannot compute answers on retries).
+fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
+    use aws_sdk_iam::operation::{
+        attach_role_policy::*, attach_user_policy::*, delete_login_profile::*,
+        get_login_profile::*, get_role::*, get_role_policy::*, get_user::*, get_user_policy::*,
+        list_access_keys::*, list_attached_role_policies::*, list_attached_user_policies::*,
+        put_role_policy::*, put_user_policy::*, update_access_key::*,
+    };
+    use aws_sdk_iam::types::{
+        AccessKeyMetadata, AttachedPolicy, LoginProfile, Role, StatusType, User,
+    };
+    let now = aws_smithy_types::DateTime::from_secs(1_700_000_000);
+    let rules: Vec<Rule> = first
+        .into_iter()
+        .chain([
+            iam_rule!(w, get_user, "GetUser", GetUserError, |world, _req| {
+                let _ = &world;
+                MockResponse::Output(
+                    GetUserOutput::builder()
+                        .user(
+                            User::builder()
+                                .path("/")
+                                .user_name("alice")
+                                .user_id("AIDA")
+                                .arn(format!("arn:aws:iam::{ACCOUNT}:user/alice"))
+                                .create_date(now)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+            }),
+            iam_rule!(w, get_role, "GetRole", GetRoleError, |world, req| {
+                let _ = &world;
+                MockResponse::Output(
+                    GetRoleOutput::builder()
+                        .role(
+                            Role::builder()
+                                .path("/")
+                                .role_name(req.role_name().unwrap_or_default())
+                                .role_id("AROA")
+                                .arn(format!("arn:aws:iam::{ACCOUNT}:role/app"))
+                                .create_date(now)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+            }),
+            iam_rule!(
+                w,
+                list_attached_user_policies,
+                "ListAttachedUserPolicies",
+                ListAttachedUserPoliciesError,
+                |world, _req| {
+                    MockResponse::Output(
+                        ListAttachedUserPoliciesOutput::builder()
+                            .set_attached_policies(Some(
+                                world
+                                    .user
+                                    .attached
+                                    .iter()
+                                    .map(|a| AttachedPolicy::builder().policy_arn(a).build())
+                                    .collect(),
+                            ))
+                            .build(),
+                    )
+                }
+            ),
+            iam_rule!(
+                w,
+                list_attached_role_policies,
+                "ListAttachedRolePolicies",
+                ListAttachedRolePoliciesError,
+                |world, _req| {
+                    MockResponse::Output(
+                        ListAttachedRolePoliciesOutput::builder()
+                            .set_attached_policies(Some(
+                                world
+                                    .role
+                                    .attached
+                                    .iter()
+                                    .map(|a| AttachedPolicy::builder().policy_arn(a).build())
+                                    .collect(),
+                            ))
+                            .build(),
+                    )
+                }
+            ),
+            iam_rule!(
+                w,
+                attach_user_policy,
+                "AttachUserPolicy",
+                AttachUserPolicyError,
+                |world, req| {
+                    world
+                        .user
+                        .attached
+                        .push(req.policy_arn().unwrap_or_default().to_owned());
+                    MockResponse::Output(AttachUserPolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                attach_role_policy,
+                "AttachRolePolicy",
+                AttachRolePolicyError,
+                |world, req| {
+                    world
+                        .role
+                        .attached
+                        .push(req.policy_arn().unwrap_or_default().to_owned());
+                    MockResponse::Output(AttachRolePolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                get_user_policy,
+                "GetUserPolicy",
+                GetUserPolicyError,
+                |world, req| {
+                    match world.user.inline.get(req.policy_name().unwrap_or_default()) {
+                        Some(doc) => MockResponse::Output(
+                            GetUserPolicyOutput::builder()
+                                .user_name("alice")
+                                .policy_name(req.policy_name().unwrap_or_default())
+                                .policy_document(doc)
+                                .build()
+                                .unwrap(),
+                        ),
+                        None => {
+                            MockResponse::Error(GetUserPolicyError::generic(meta("NoSuchEntity")))
+                        }
+                    }
+                }
+            ),
+            iam_rule!(
+                w,
+                get_role_policy,
+                "GetRolePolicy",
+                GetRolePolicyError,
+                |world, req| {
+                    let role = if req.role_name() == Some("app") {
+                        &world.role
+                    } else {
+                        &world.execution_role
+                    };
+                    match role.inline.get(req.policy_name().unwrap_or_default()) {
+                        Some(doc) => MockResponse::Output(
+                            GetRolePolicyOutput::builder()
+                                .role_name(req.role_name().unwrap_or_default())
+                                .policy_name(req.policy_name().unwrap_or_default())
+                                .policy_document(doc)
+                                .build()
+                                .unwrap(),
+                        ),
+                        None => {
+                            MockResponse::Error(GetRolePolicyError::generic(meta("NoSuchEntity")))
+                        }
+                    }
+                }
+            ),
+            iam_rule!(
+                w,
+                put_user_policy,
+                "PutUserPolicy",
+                PutUserPolicyError,
+                |world, req| {
+                    world.user.inline.insert(
+                        req.policy_name().unwrap_or_default().to_owned(),
+                        req.policy_document().unwrap_or_default().to_owned(),
+                    );
+                    MockResponse::Output(PutUserPolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                put_role_policy,
+                "PutRolePolicy",
+                PutRolePolicyError,
+                |world, req| {
+                    let role = if req.role_name() == Some("app") {
+                        &mut world.role
+                    } else {
+                        &mut world.execution_role
+                    };
+                    role.inline.insert(
+                        req.policy_name().unwrap_or_default().to_owned(),
+                        req.policy_document().unwrap_or_default().to_owned(),
+                    );
+                    MockResponse::Output(PutRolePolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                list_access_keys,
+                "ListAccessKeys",
+                ListAccessKeysError,
+                |world, _req| {
+                    let keys = world
+                        .keys
+                        .iter()
+                        .map(|(id, st)| {
+                            AccessKeyMetadata::builder()
+                                .access_key_id(id)
+                                .status(StatusType::from(st.as_str()))
+                                .build()
+                        })
+                        .collect();
+                    MockResponse::Output(
+                        ListAccessKeysOutput::builder()
+                            .set_access_key_metadata(Some(keys))
+                            .build()
+                            .unwrap(),
+                    )
+                }
+            ),
+            iam_rule!(
+                w,
+                update_access_key,
+                "UpdateAccessKey",
+                UpdateAccessKeyError,
+                |world, req| {
+                    let id = req.access_key_id().unwrap_or_default().to_owned();
+                    let status = req
+                        .status()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default();
+                    for k in &mut world.keys {
+                        if k.0 == id {
+                            k.1.clone_from(&status);
+                        }
+                    }
+                    MockResponse::Output(UpdateAccessKeyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                get_login_profile,
+                "GetLoginProfile",
+                GetLoginProfileError,
+                |world, _req| {
+                    if world.login {
+                        MockResponse::Output(
+                            GetLoginProfileOutput::builder()
+                                .login_profile(
+                                    LoginProfile::builder()
+                                        .user_name("alice")
+                                        .create_date(now)
+                                        .build()
+                                        .unwrap(),
+                                )
+                                .build(),
+                        )
+                    } else {
+                        MockResponse::Error(GetLoginProfileError::generic(meta("NoSuchEntity")))
+                    }
+                }
+            ),
+            iam_rule!(
+                w,
+                delete_login_profile,
+                "DeleteLoginProfile",
+                DeleteLoginProfileError,
+                |world, _req| {
+                    world.login = false;
+                    MockResponse::Output(DeleteLoginProfileOutput::builder().build())
+                }
+            ),
+        ])
+        .collect();
+    let refs: Vec<&Rule> = rules.iter().collect();
+    mock_client!(aws_sdk_iam, RuleMode::MatchAny, refs)
+}
+
+fn lambda(w: &Shared) -> aws_sdk_lambda::Client {
+    use aws_sdk_lambda::operation::{
+        get_function_concurrency::*, get_function_configuration::*, list_functions::*,
+        put_function_concurrency::*,
+    };
+    let config = mock!(aws_sdk_lambda::Client::get_function_configuration).then_output(|| {
+        GetFunctionConfigurationOutput::builder()
+            .function_name("orders")
+            .role(format!("arn:aws:iam::{ACCOUNT}:role/orders-role"))
+            .build()
+    });
+    let list = mock!(aws_sdk_lambda::Client::list_functions).then_output(|| {
+        ListFunctionsOutput::builder()
+            .functions(
+                aws_sdk_lambda::types::FunctionConfiguration::builder()
+                    .function_name("orders")
+                    .role(format!("arn:aws:iam::{ACCOUNT}:role/orders-role"))
+                    .build(),
+            )
+            .build()
+    });
+    let get = {
+        let w = w.clone();
+        mock!(aws_sdk_lambda::Client::get_function_concurrency).then_compute_output(move |_| {
+            GetFunctionConcurrencyOutput::builder()
+                .set_reserved_concurrent_executions(w.lock().unwrap().concurrency)
+                .build()
+        })
+    };
+    let put = {
+        let w = w.clone();
+        mock!(aws_sdk_lambda::Client::put_function_concurrency).then_compute_response(move |req| {
+            let mut world = w.lock().unwrap();
+            if let Some(code) = world.call("PutFunctionConcurrency") {
+                return MockResponse::Error(PutFunctionConcurrencyError::generic(meta(code)));
+            }
+            world.concurrency = req.reserved_concurrent_executions();
+            MockResponse::Output(
+                PutFunctionConcurrencyOutput::builder()
+                    .set_reserved_concurrent_executions(world.concurrency)
+                    .build(),
+            )
+        })
+    };
+    mock_client!(
+        aws_sdk_lambda,
+        RuleMode::MatchAny,
+        &[&config, &list, &get, &put]
+    )
+}
+
+fn organizations() -> aws_sdk_organizations::Client {
+    let describe = mock!(aws_sdk_organizations::Client::describe_account).then_output(|| {
+        aws_sdk_organizations::operation::describe_account::DescribeAccountOutput::builder().build()
+    });
+    mock_client!(aws_sdk_organizations, RuleMode::MatchAny, &[&describe])
+}
+
+fn responder(w: &Shared) -> Responder {
+    responder_with(w, Vec::new())
+}
+
+fn responder_with(w: &Shared, first_iam: Vec<Rule>) -> Responder {
+    let base = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let member = MemberClients {
+        iam: iam(w, first_iam),
+        lambda: lambda(w),
+        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[]),
+        organizations: organizations(),
+    };
+    let clients = Clients {
+        base,
+        dynamodb: dynamodb(w),
+        sns: sns(w),
+        sqs: sqs(w),
+        secrets: secrets(),
+        sts: sts(),
+        member: Arc::new(move |_| member.clone()),
+    };
+    Responder::with_clients(clients, settings())
+}
+
+fn world() -> Shared {
+    let w = World {
+        keys: vec![("AKIAOLD".into(), "Active".into())],
+        login: true,
+        ..World::default()
+    };
+    Arc::new(Mutex::new(w))
+}
+
+fn delivery(message_id: &str, request_id: &str, entity: &str) -> Value {
+    let body = json!({"version": "1", "request_id": request_id, "action": "contain", "entity": entity, "reason": "test", "requester": "tester"});
+    json!({"Records": [{
+        "EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:us-east-1:222233334444:quell-containment:sub",
+        "Sns": {"Type": "Notification", "MessageId": message_id, "TopicArn": "arn:aws:sns:us-east-1:222233334444:quell-containment",
+                "Subject": null, "Message": body.to_string(), "Timestamp": "2026-11-22T10:00:00.000Z", "SignatureVersion": "1",
+                "Signature": "x", "SigningCertUrl": "https://example.invalid/cert", "UnsubscribeUrl": "https://example.invalid/unsub",
+                "MessageAttributes": {"ExternalId": {"Type": "String", "Value": EXTERNAL_ID}}}
+    }]})
+}
+
+fn record(w: &Shared, key: &str) -> Record {
+    let world = w.lock().unwrap();
+    let item = world
+        .ledger
+        .get(key)
+        .unwrap_or_else(|| panic!("no ledger record {key}"));
+    serde_json::from_str(item["record"].as_s().unwrap()).unwrap()
+}
+
+fn calls(w: &Shared, op: &str) -> usize {
+    w.lock().unwrap().calls.get(op).copied().unwrap_or(0)
+}
+
+/// The mutating call behind each step of each entity type.
+const CASES: &[(&str, &str, &str)] = &[
+    ("user", "attach_deny_all", "AttachUserPolicy"),
+    ("user", "revoke_older_sessions", "PutUserPolicy"),
+    ("user", "deactivate_access_keys", "UpdateAccessKey"),
+    ("user", "delete_login_profile", "DeleteLoginProfile"),
+    ("role", "attach_deny_all", "AttachRolePolicy"),
+    ("role", "revoke_older_sessions", "PutRolePolicy"),
+    ("function", "deny_function_credentials", "PutRolePolicy"),
+    ("function", "zero_concurrency", "PutFunctionConcurrency"),
+];
+
+fn entity(kind: &str) -> String {
+    match kind {
+        "user" => format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+        "role" => format!("arn:aws:iam::{ACCOUNT}:role/app"),
+        _ => format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:orders"),
+    }
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_is_recorded_exactly_and_sending_again_completes_it() {
+    for (kind, step, op) in CASES {
+        let w = world();
+        w.lock()
+            .unwrap()
+            .failures
+            .insert(op, VecDeque::from(["AccessDenied"]));
+        let responder = responder(&w);
+        let arn = entity(kind);
+
+        // A permanent error: recorded, audited, sent to the dead-letter queue; no platform retry.
+        let out = responder.handle(delivery("m1", "req-1", &arn)).await;
+        assert!(
+            out.is_ok(),
+            "{kind}/{step}: a permanent failure is not retried by the platform: {out:?}"
+        );
+        let r = record(&w, "req-1");
+        assert_eq!(r.status, Status::Failed, "{kind}/{step}");
+        for s in &r.steps {
+            let expected = if s.name == *step {
+                StepStatus::Failed
+            } else {
+                StepStatus::Done
+            };
+            assert!(
+                s.status == expected || (s.status == StepStatus::Skipped && s.name != *step),
+                "{kind}/{step}: {} is {:?}",
+                s.name,
+                s.status
+            );
+        }
+        assert!(
+            r.error.as_deref().unwrap_or_default().contains(step),
+            "{kind}/{step}: the error names what was not done: {:?}",
+            r.error
+        );
+        let failed_audit = w
+            .lock()
+            .unwrap()
+            .published
+            .iter()
+            .find(|m| m["event"] == "failed")
+            .cloned()
+            .expect("a failed audit message");
+        assert_eq!(failed_audit["record"]["key"], "req-1");
+        assert!(failed_audit["record"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == *step && s["status"] == "failed"));
+        assert_eq!(
+            w.lock().unwrap().dead_letters.len(),
+            1,
+            "{kind}/{step}: the failure reached the dead-letter queue"
+        );
+        let before: HashMap<&str, usize> =
+            CASES.iter().map(|(_, _, o)| (*o, calls(&w, o))).collect();
+
+        // The same request again: the missing step is done, the others are not repeated.
+        responder
+            .handle(delivery("m2", "req-1", &arn))
+            .await
+            .expect("second delivery");
+        let r = record(&w, "req-1");
+        assert_eq!(r.status, Status::Succeeded, "{kind}/{step}: {:?}", r.error);
+        assert_eq!(r.attempts, 2);
+        assert_eq!(r.message_ids, ["m1", "m2"]);
+        assert_eq!(
+            calls(&w, op),
+            before[op] + 1,
+            "{kind}/{step}: the failed call is made again"
+        );
+        for (k, s, other) in CASES {
+            if other != op && *k == *kind {
+                assert_eq!(
+                    calls(&w, other),
+                    before[other],
+                    "{kind}/{step}: {s} is not repeated"
+                );
+            }
+        }
+        assert!(w
+            .lock()
+            .unwrap()
+            .published
+            .iter()
+            .any(|m| m["event"] == "succeeded" && m["record"]["key"] == "req-1"));
+    }
+}
+
+/// AttachUserPolicy throttled `times` times, then attaching for real.
+fn throttled_attach(w: &Shared, times: usize) -> Rule {
+    use aws_sdk_iam::operation::attach_user_policy::{
+        AttachUserPolicyError, AttachUserPolicyOutput,
+    };
+    let w = w.clone();
+    mock!(aws_sdk_iam::Client::attach_user_policy)
+        .sequence()
+        .error(|| AttachUserPolicyError::generic(meta("Throttling")))
+        .times(times)
+        .output(move || {
+            w.lock()
+                .unwrap()
+                .user
+                .attached
+                .push("arn:aws:iam::aws:policy/AWSDenyAll".into());
+            AttachUserPolicyOutput::builder().build()
+        })
+        .build()
+}
+
+#[tokio::test]
+async fn throttling_is_retried_by_the_client() {
+    let w = world();
+    let rule = throttled_attach(&w, 2);
+    let responder = responder_with(&w, vec![rule.clone()]);
+    responder
+        .handle(delivery("m1", "req-t", &entity("user")))
+        .await
+        .expect("handled");
+    assert_eq!(record(&w, "req-t").status, Status::Succeeded);
+    assert_eq!(
+        rule.num_calls(),
+        3,
+        "two throttled attempts and one that went through"
+    );
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_retries_fails_the_invocation_so_the_platform_retries() {
+    let w = world();
+    let rule = throttled_attach(&w, 10);
+    let responder = responder_with(&w, vec![rule.clone()]);
+    let out = responder
+        .handle(delivery("m1", "req-x", &entity("user")))
+        .await;
+    assert!(
+        out.is_err(),
+        "the platform retries a transient failure and finally dead-letters it: {out:?}"
+    );
+    assert_eq!(
+        rule.num_calls(),
+        3,
+        "the client's own attempts, then the invocation fails"
+    );
+    let r = record(&w, "req-x");
+    assert_eq!(r.status, Status::Failed);
+    assert_eq!(
+        r.step("attach_deny_all").unwrap().status,
+        StepStatus::Failed
+    );
+    assert!(
+        w.lock().unwrap().dead_letters.is_empty(),
+        "the platform, not the responder, dead-letters transient failures"
+    );
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let w = world();
+    w.lock()
+        .unwrap()
+        .failures
+        .insert("PutUserPolicy", VecDeque::from(["AccessDenied"]));
+    let responder = responder(&w);
+    responder
+        .handle(delivery("m1", "req-p", &entity("user")))
+        .await
+        .expect("handled");
+    assert_eq!(calls(&w, "PutUserPolicy"), 1);
+    assert_eq!(record(&w, "req-p").status, Status::Failed);
+}
+
+#[tokio::test]
+async fn the_function_deny_names_its_scoping_and_the_old_concurrency_is_recorded() {
+    let w = world();
+    w.lock().unwrap().concurrency = Some(5);
+    let responder = responder(&w);
+    responder
+        .handle(delivery("m1", "req-f", &entity("function")))
+        .await
+        .expect("handled");
+    let r = record(&w, "req-f");
+    assert_eq!(r.status, Status::Succeeded, "{:?}", r.error);
+    let deny = r.step("deny_function_credentials").unwrap();
+    assert!(
+        deny.detail.contains("lambda:SourceFunctionArn"),
+        "{}",
+        deny.detail
+    );
+    let doc: Value = serde_json::from_str(
+        w.lock().unwrap().execution_role.inline["QuellContainFunction-orders"].as_str(),
+    )
+    .unwrap();
+    assert_eq!(
+        doc["Statement"][0]["Condition"]["ArnEquals"]["lambda:SourceFunctionArn"],
+        entity("function")
+    );
+    assert_eq!(
+        r.step("zero_concurrency").unwrap().prior["reserved_concurrency"],
+        5
+    );
+    assert_eq!(w.lock().unwrap().concurrency, Some(0));
+}
