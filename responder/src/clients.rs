@@ -1,9 +1,43 @@
 //! Where the engine's AWS clients come from: built from the SDK configuration in production, and
 //! handed in ready-made (aws-smithy-mocks clients) by tests of what the sandbox cannot show.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// Counts every request the clients send, retries included: the responder reports it per
+/// invocation, next to the handler time.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter(Arc<AtomicUsize>);
+
+impl CallCounter {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "QuellCallCounter"
+    }
+
+    fn read_before_transmit(&self, _: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+macro_rules! counted {
+    ($krate:ident, $config:expr, $counter:expr) => {
+        $krate::Client::from_conf($krate::config::Builder::from($config).interceptor($counter.clone()).build())
+    };
+}
 
 /// Clients for one session in another account: what the entity steps and the membership check use.
 #[derive(Debug, Clone)]
@@ -15,12 +49,12 @@ pub struct MemberClients {
 }
 
 impl MemberClients {
-    pub fn from_config(config: &SdkConfig) -> MemberClients {
+    pub fn from_config(config: &SdkConfig, counter: &CallCounter) -> MemberClients {
         MemberClients {
-            iam: aws_sdk_iam::Client::new(config),
-            lambda: aws_sdk_lambda::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
-            organizations: aws_sdk_organizations::Client::new(config),
+            iam: counted!(aws_sdk_iam, config, counter),
+            lambda: counted!(aws_sdk_lambda, config, counter),
+            ec2: counted!(aws_sdk_ec2, config, counter),
+            organizations: counted!(aws_sdk_organizations, config, counter),
         }
     }
 }
@@ -39,6 +73,7 @@ pub struct Clients {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sts: aws_sdk_sts::Client,
     pub member: MemberFactory,
+    pub counter: CallCounter,
 }
 
 impl std::fmt::Debug for Clients {
@@ -49,14 +84,17 @@ impl std::fmt::Debug for Clients {
 
 impl Clients {
     pub fn from_config(config: &SdkConfig) -> Clients {
+        let counter = CallCounter::default();
+        let member_counter = counter.clone();
         Clients {
             base: config.clone(),
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            sns: aws_sdk_sns::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            secrets: aws_sdk_secretsmanager::Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
-            member: Arc::new(MemberClients::from_config),
+            dynamodb: counted!(aws_sdk_dynamodb, config, counter),
+            sns: counted!(aws_sdk_sns, config, counter),
+            sqs: counted!(aws_sdk_sqs, config, counter),
+            secrets: counted!(aws_sdk_secretsmanager, config, counter),
+            sts: counted!(aws_sdk_sts, config, counter),
+            member: Arc::new(move |c| MemberClients::from_config(c, &member_counter)),
+            counter,
         }
     }
 }

@@ -636,6 +636,7 @@ fn responder_with(w: &Shared, first_iam: Vec<Rule>) -> Responder {
         secrets: secrets(),
         sts: sts(),
         member: Arc::new(move |_| member.clone()),
+        counter: quell_responder::clients::CallCounter::default(),
     };
     Responder::with_clients(clients, settings())
 }
