@@ -27,7 +27,12 @@ impl Intercept for CallCounter {
         "QuellCallCounter"
     }
 
-    fn read_before_transmit(&self, _: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -35,7 +40,11 @@ impl Intercept for CallCounter {
 
 macro_rules! counted {
     ($krate:ident, $config:expr, $counter:expr) => {
-        $krate::Client::from_conf($krate::config::Builder::from($config).interceptor($counter.clone()).build())
+        $krate::Client::from_conf(
+            $krate::config::Builder::from($config)
+                .interceptor($counter.clone())
+                .build(),
+        )
     };
 }
 

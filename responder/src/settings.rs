@@ -25,6 +25,9 @@ pub struct Settings {
     pub isolation_wait_seconds: i32,
     /// Dead-letter queue: every failed request is sent here as well as to the audit topic.
     pub dead_letter_queue_url: String,
+    /// How many steps of one containment run at once; 0 means all of them. 1 is gentler on API
+    /// rate limits, and is what the benchmark compares against.
+    pub step_concurrency: usize,
 }
 
 impl Settings {
@@ -69,6 +72,12 @@ impl Settings {
                     )
                 })?,
             dead_letter_queue_url: need("QUELL_DLQ_URL")?,
+            step_concurrency: match get("QUELL_STEP_CONCURRENCY") {
+                None => 0,
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| ResponderError::Settings(format!("QUELL_STEP_CONCURRENCY is '{v}'; expected a whole number (0 = all steps at once)")))?,
+            },
         })
     }
 }

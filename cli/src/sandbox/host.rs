@@ -436,6 +436,8 @@ impl Drop for Running {
 struct ApiState {
     next: Arc<Mutex<mpsc::Receiver<Invocation>>>,
     waiting: Waiting,
+    /// When the process was started, until its first request for work: its cold start.
+    cold_start: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// Assumed credentials last an hour in the sandbox: restart the function well before.
@@ -461,6 +463,7 @@ impl Runtime {
         let api = ApiState {
             next: Arc::new(Mutex::new(rx)),
             waiting: self.waiting.clone(),
+            cold_start: Arc::new(std::sync::Mutex::new(Some(Instant::now()))),
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
@@ -667,6 +670,13 @@ async fn fetch_code(security: &SdkConfig, spec: &FunctionSpec) -> anyhow::Result
 }
 
 async fn next_invocation(State(api): State<ApiState>) -> impl IntoResponse {
+    if let Some(started) = api.cold_start.lock().ok().and_then(|mut c| c.take()) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::warn!(
+            startup_ms = format!("{ms:.1}"),
+            "runtime ready: first request for work"
+        );
+    }
     let invocation = api.next.lock().await.recv().await;
     let Some(inv) = invocation else {
         return (StatusCode::GONE, HeaderMap::new(), String::new());

@@ -9,6 +9,7 @@ mod release;
 
 use aws_config::{Region, SdkConfig};
 use chrono::Utc;
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -115,7 +116,9 @@ impl Responder {
         let calls_before = self.calls.get();
         let result = self.handle_deliveries(payload).await;
         let keys: Vec<&str> = match &result {
-            Ok(Value::Array(outcomes)) => outcomes.iter().filter_map(|o| o["key"].as_str()).collect(),
+            Ok(Value::Array(outcomes)) => {
+                outcomes.iter().filter_map(|o| o["key"].as_str()).collect()
+            }
             _ => Vec::new(),
         };
         tracing::info!(
@@ -364,23 +367,44 @@ impl Responder {
     /// the containment takes as long as its slowest step, not the sum of them. Each outcome is saved
     /// as it arrives (a crash loses nothing), and a failed step does not stop the others: in the
     /// worst hour, every control that can be put in place is.
-    async fn run_steps(&self, record: &mut Record, target: &Target<'_>, steps: &[&'static str]) -> Result<Vec<CallError>, ResponderError> {
-        let pending: Vec<&'static str> = steps.iter().copied().filter(|s| !record.completed(s)).collect();
+    async fn run_steps(
+        &self,
+        record: &mut Record,
+        target: &Target<'_>,
+        steps: &[&'static str],
+    ) -> Result<Vec<CallError>, ResponderError> {
+        let pending: Vec<&'static str> = steps
+            .iter()
+            .copied()
+            .filter(|s| !record.completed(s))
+            .collect();
         let already = record.steps.len();
-        let shared = tokio::sync::Mutex::new(std::mem::replace(record, Record::new(String::new(), Utc::now(), "")));
+        let shared = tokio::sync::Mutex::new(std::mem::replace(
+            record,
+            Record::new(String::new(), Utc::now(), ""),
+        ));
         let protected = self.protected();
-        let results = futures::future::join_all(pending.iter().map(|step| {
-            let shared = &shared;
-            let protected = &protected;
-            async move {
-                let started = Utc::now();
-                let result = Box::pin(target.run(step, started, protected)).await;
-                let failure = result.as_ref().err().cloned();
-                let mut r = shared.lock().await;
-                self.record_step(&mut r, step, started, result).await.map(|()| failure)
-            }
-        }))
-        .await;
+        let limit = match self.settings.step_concurrency {
+            0 => pending.len().max(1),
+            n => n,
+        };
+        let results: Vec<Result<Option<CallError>, ResponderError>> =
+            futures::stream::iter(pending.iter().map(|step| {
+                let shared = &shared;
+                let protected = &protected;
+                async move {
+                    let started = Utc::now();
+                    let result = Box::pin(target.run(step, started, protected)).await;
+                    let failure = result.as_ref().err().cloned();
+                    let mut r = shared.lock().await;
+                    self.record_step(&mut r, step, started, result)
+                        .await
+                        .map(|()| failure)
+                }
+            }))
+            .buffer_unordered(limit)
+            .collect()
+            .await;
         *record = shared.into_inner();
         // The record lists steps in plan order, whatever order they finished in.
         let position = |name: &str| steps.iter().position(|s| *s == name).unwrap_or(usize::MAX);
