@@ -77,3 +77,19 @@ where
         })
     }
 }
+
+/// Treats one error code as success: the state the call wanted is already there (a rule that
+/// exists, a policy already gone).
+pub trait Tolerate {
+    fn tolerating(self, code: &str) -> Result<(), CallError>;
+}
+
+impl<T> Tolerate for Result<T, CallError> {
+    fn tolerating(self, code: &str) -> Result<(), CallError> {
+        match self {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_code(code) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -77,24 +77,13 @@ impl Responder {
             Err(outcome) => return Ok(outcome),
         };
         self.audit_or_log(AuditEvent::Started, &record).await;
-        let config = match self.member_session(entity).await {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .finish_failed(
-                        &mut record,
-                        format!("cannot act in {}: {e}", entity.account()),
-                        is_transient(&e),
-                    )
-                    .await
-            }
+        let target = match self
+            .open_target(&mut record, entity, &message.request_id)
+            .await?
+        {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
         };
-        let target = Target::new(
-            entity,
-            config,
-            &message.request_id,
-            &self.settings.name_prefix,
-        );
         match target.exists().await {
             Ok(true) => {}
             Ok(false) => {
@@ -264,20 +253,11 @@ impl Responder {
         let Ok(entity) = Entity::parse(&entity_arn) else {
             return ignore(format!("request {} names no instance", record.key));
         };
-        let config = match self.member_session(&entity).await {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .finish_failed(
-                        &mut record,
-                        format!("cannot act in {}: {e}", entity.account()),
-                        is_transient(&e),
-                    )
-                    .await
-            }
-        };
         let request_id = record.key.clone();
-        let target = Target::new(&entity, config, &request_id, &self.settings.name_prefix);
+        let target = match self.open_target(&mut record, &entity, &request_id).await? {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
+        };
         let failures = self
             .run_steps(&mut record, &target, instance::PHASE_TWO)
             .await?;

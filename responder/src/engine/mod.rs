@@ -359,6 +359,29 @@ impl Responder {
         Ok((self.member_clients)(&config))
     }
 
+    /// The entity with a session in its account, or the failed outcome when none can be had.
+    async fn open_target<'a>(
+        &'a self,
+        record: &mut Record,
+        entity: &'a Entity,
+        request_id: &'a str,
+    ) -> Result<Result<Target<'a>, Outcome>, ResponderError> {
+        match self.member_session(entity).await {
+            Ok(clients) => Ok(Ok(Target::new(
+                entity,
+                clients,
+                request_id,
+                &self.settings.name_prefix,
+            ))),
+            Err(e) => {
+                let error = format!("cannot act in {}: {e}", entity.account());
+                Ok(Err(self
+                    .finish_failed(record, error, is_transient(&e))
+                    .await?))
+            }
+        }
+    }
+
     fn protected(&self) -> impl Fn(&str) -> Option<String> + '_ {
         |arn: &str| self.protection.protecting(arn).map(str::to_owned)
     }

@@ -3,7 +3,6 @@
 use super::{is_transient, refuse, Outcome, Responder};
 use crate::audit::AuditEvent;
 use crate::contract::{Action, ContainmentMessage};
-use crate::entities::Target;
 use crate::entity::Entity;
 use crate::error::ResponderError;
 use crate::inbound::SnsDelivery;
@@ -36,24 +35,13 @@ impl Responder {
         };
         record.releases = Some(containment.key.clone());
         self.audit_or_log(AuditEvent::Started, &record).await;
-        let config = match self.member_session(entity).await {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .finish_failed(
-                        &mut record,
-                        format!("cannot act in {}: {e}", entity.account()),
-                        is_transient(&e),
-                    )
-                    .await
-            }
+        let target = match self
+            .open_target(&mut record, entity, &message.request_id)
+            .await?
+        {
+            Ok(t) => t,
+            Err(outcome) => return Ok(outcome),
         };
-        let target = Target::new(
-            entity,
-            config,
-            &message.request_id,
-            &self.settings.name_prefix,
-        );
         let mut failures = Vec::new();
         for (name, result) in target.release(&containment, &record.options).await {
             if let Err(e) = &result {

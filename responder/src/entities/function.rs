@@ -7,7 +7,7 @@ use aws_sdk_lambda::Client as Lambda;
 use serde_json::json;
 
 use super::StepOutcome;
-use crate::aws_error::{AwsFailure, CallError, Described};
+use crate::aws_error::{AwsFailure, CallError, Described, Tolerate};
 use crate::entity::Function;
 
 pub const STEPS: &[&str] = &["deny_function_credentials", "zero_concurrency"];
@@ -242,17 +242,14 @@ pub async fn release(
                             .await
                             .map(|_| ())
                             .described("iam:PutRolePolicy")?,
-                        None => match iam
+                        None => iam
                             .delete_role_policy()
                             .role_name(&role)
                             .policy_name(&name)
                             .send()
                             .await
                             .described("iam:DeleteRolePolicy")
-                        {
-                            Err(e) if !e.is_code("NoSuchEntity") => return Err(e),
-                            _ => {}
-                        },
+                            .tolerating("NoSuchEntity")?,
                     }
                     Ok(StepOutcome::done(
                         format!("removed {name} from {role}"),

@@ -18,7 +18,7 @@ use aws_sdk_iam::Client as Iam;
 use serde_json::{json, Value};
 
 use super::StepOutcome;
-use crate::aws_error::{AwsFailure, CallError, Described};
+use crate::aws_error::{AwsFailure, CallError, Described, Tolerate};
 use crate::entity::Instance;
 
 pub const PHASE_ONE: &[&str] = &[
@@ -477,34 +477,26 @@ pub async fn vpc_group(
                 .ip_protocol("-1")
                 .ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build())
                 .build();
-            match ec2
-                .authorize_security_group_egress()
+            ec2.authorize_security_group_egress()
                 .group_id(&id)
                 .ip_permissions(ipv6_out)
                 .send()
                 .await
                 .described("ec2:AuthorizeSecurityGroupEgress")
-            {
-                Err(e) if !e.is_code("InvalidPermission.Duplicate") => return Err(e),
-                _ => {}
-            }
+                .tolerating("InvalidPermission.Duplicate")?;
         }
         Purpose::Isolation => {
             let default_out = IpPermission::builder()
                 .ip_protocol("-1")
                 .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
                 .build();
-            match ec2
-                .revoke_security_group_egress()
+            ec2.revoke_security_group_egress()
                 .group_id(&id)
                 .ip_permissions(default_out)
                 .send()
                 .await
                 .described("ec2:RevokeSecurityGroupEgress")
-            {
-                Err(e) if !e.is_code("InvalidPermission.NotFound") => return Err(e),
-                _ => {}
-            }
+                .tolerating("InvalidPermission.NotFound")?;
         }
     }
     Ok((id, true))
@@ -644,18 +636,14 @@ pub async fn release(
                         .flatten()
                         .filter_map(Value::as_str)
                     {
-                        match c
-                            .iam
+                        c.iam
                             .delete_role_policy()
                             .role_name(role)
                             .policy_name(&name)
                             .send()
                             .await
                             .described("iam:DeleteRolePolicy")
-                        {
-                            Err(e) if !e.is_code("NoSuchEntity") => return Err(e),
-                            _ => {}
-                        }
+                            .tolerating("NoSuchEntity")?;
                     }
                     Ok(StepOutcome::done(
                         format!("removed {name}"),
