@@ -617,7 +617,90 @@ fn responder(w: &Shared) -> Responder {
     responder_with(w, Vec::new())
 }
 
+/// An instance in a VPC where the responder may not create security groups.
+fn ec2_without_group_creation(w: &Shared) -> aws_sdk_ec2::Client {
+    use aws_sdk_ec2::operation::{
+        create_security_group::*, create_tags::*, describe_instance_attribute::*,
+        describe_instances::*, describe_network_interfaces::*, describe_security_groups::*,
+        modify_instance_attribute::*,
+    };
+    use aws_sdk_ec2::types::{
+        AttributeBooleanValue, AttributeValue, GroupIdentifier, Instance, InstanceNetworkInterface,
+        NetworkInterface, Reservation,
+    };
+    let instances = mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
+        DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .instances(
+                        Instance::builder()
+                            .instance_id("i-0123456789abcdef0")
+                            .vpc_id("vpc-1")
+                            .network_interfaces(
+                                InstanceNetworkInterface::builder()
+                                    .network_interface_id("eni-1")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
+        DescribeNetworkInterfacesOutput::builder()
+            .network_interfaces(
+                NetworkInterface::builder()
+                    .network_interface_id("eni-1")
+                    .groups(GroupIdentifier::builder().group_id("sg-web").build())
+                    .build(),
+            )
+            .build()
+    });
+    let attribute = mock!(aws_sdk_ec2::Client::describe_instance_attribute).then_output(|| {
+        DescribeInstanceAttributeOutput::builder()
+            .disable_api_termination(AttributeBooleanValue::builder().value(false).build())
+            .instance_initiated_shutdown_behavior(
+                AttributeValue::builder().value("terminate").build(),
+            )
+            .build()
+    });
+    let modify = {
+        let w = w.clone();
+        mock!(aws_sdk_ec2::Client::modify_instance_attribute).then_compute_output(move |_| {
+            w.lock().unwrap().call("ModifyInstanceAttribute");
+            ModifyInstanceAttributeOutput::builder().build()
+        })
+    };
+    let tags =
+        mock!(aws_sdk_ec2::Client::create_tags).then_output(|| CreateTagsOutput::builder().build());
+    let groups = mock!(aws_sdk_ec2::Client::describe_security_groups)
+        .then_output(|| DescribeSecurityGroupsOutput::builder().build());
+    let create = {
+        let w = w.clone();
+        mock!(aws_sdk_ec2::Client::create_security_group).then_compute_response(move |_| {
+            w.lock().unwrap().call("CreateSecurityGroup");
+            MockResponse::Error(CreateSecurityGroupError::generic(meta(
+                "UnauthorizedOperation",
+            )))
+        })
+    };
+    mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&instances, &enis, &attribute, &modify, &tags, &groups, &create]
+    )
+}
+
 fn responder_with(w: &Shared, first_iam: Vec<Rule>) -> Responder {
+    responder_with_ec2(
+        w,
+        first_iam,
+        mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[]),
+    )
+}
+
+fn responder_with_ec2(w: &Shared, first_iam: Vec<Rule>, ec2: aws_sdk_ec2::Client) -> Responder {
     let base = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -625,7 +708,7 @@ fn responder_with(w: &Shared, first_iam: Vec<Rule>) -> Responder {
     let member = MemberClients {
         iam: iam(w, first_iam),
         lambda: lambda(w),
-        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[]),
+        ec2,
         organizations: organizations(),
     };
     let clients = Clients {
@@ -898,4 +981,58 @@ async fn the_function_deny_names_its_scoping_and_the_old_concurrency_is_recorded
         5
     );
     assert_eq!(w.lock().unwrap().concurrency, Some(0));
+}
+
+#[tokio::test]
+async fn an_instance_whose_vpc_refuses_new_groups_gets_every_other_control_and_no_isolation_schedule(
+) {
+    let w = world();
+    let responder = responder_with_ec2(&w, Vec::new(), ec2_without_group_creation(&w));
+    let arn = format!("arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-0123456789abcdef0");
+    responder
+        .handle(delivery("m1", "req-i", &arn))
+        .await
+        .expect("a permanent failure is handled");
+    let r = record(&w, "req-i");
+    assert_eq!(r.status, Status::Failed);
+    let untracked = r.step("untracked_groups").unwrap();
+    assert_eq!(untracked.status, StepStatus::Failed);
+    assert!(
+        untracked.detail.contains("UnauthorizedOperation"),
+        "{}",
+        untracked.detail
+    );
+    for done in [
+        "tag_instance",
+        "termination_protection",
+        "shutdown_behaviour_stop",
+    ] {
+        assert_eq!(
+            r.step(done).unwrap().status,
+            StepStatus::Done,
+            "{done} still done"
+        );
+    }
+    assert_eq!(
+        r.step("deny_instance_credentials").unwrap().status,
+        StepStatus::Skipped,
+        "no instance profile"
+    );
+    assert!(
+        r.step("schedule_isolation").is_none(),
+        "isolation is not scheduled without the untracked phase"
+    );
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("isolation was not scheduled"),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(w.lock().unwrap().dead_letters.len(), 1);
+    assert!(
+        calls(&w, "ModifyInstanceAttribute") >= 2,
+        "termination protection and shutdown behaviour were set"
+    );
 }
