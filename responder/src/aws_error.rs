@@ -20,9 +20,22 @@ impl AwsFailure {
         match err {
             SdkError::ServiceError(service) => {
                 let e = service.err();
+                let message = match (e.code(), e.message()) {
+                    (_, Some(m)) => m.to_owned(),
+                    (Some(_), None) => e.to_string(),
+                    // Neither code nor message: the raw response is all there is to go on.
+                    (None, None) => {
+                        let raw: String =
+                            format!("{:?}", service.raw()).chars().take(400).collect();
+                        format!(
+                            "{} ({raw})",
+                            aws_smithy_types::error::display::DisplayErrorContext(e)
+                        )
+                    }
+                };
                 AwsFailure {
                     code: e.code().map(str::to_owned),
-                    message: e.message().map_or_else(|| e.to_string(), str::to_owned),
+                    message,
                 }
             }
             other => AwsFailure {

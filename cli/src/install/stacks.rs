@@ -79,16 +79,27 @@ pub async fn deploy(
             }
         }
     } else {
-        cfn.create_stack()
+        let created = cfn
+            .create_stack()
             .stack_name(spec.name)
             .template_body(spec.template)
             .set_parameters(Some(params))
             .set_capabilities(Some(caps))
             .on_failure(aws_sdk_cloudformation::types::OnFailure::Rollback)
+            // The same token on a retry: CloudFormation creates the stack once.
+            .client_request_token(format!("quell-create-{}", uuid::Uuid::new_v4()))
             .send()
             .await
-            .described("cloudformation:CreateStack")
-            .inspect_err(|_| ())?;
+            .described("cloudformation:CreateStack");
+        if let Err(e) = created {
+            // An answer lost on the way back (a dropped connection, a gateway error) after the
+            // request was accepted: the stack is there, so follow it instead of failing.
+            if stack_outputs(config, spec.name).await?.is_none() {
+                task.fail();
+                return Err(e.into());
+            }
+            tracing::warn!(stack = spec.name, error = %e, "CreateStack answered with an error, but the stack exists; following it");
+        }
         Change::Created
     };
     if change != Change::Unchanged {

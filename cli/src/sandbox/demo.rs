@@ -34,6 +34,8 @@ struct Incident {
     record: Record,
     before: Vec<Probe>,
     after: Vec<Probe>,
+    /// What was read back from the account, in words.
+    observed: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,9 +117,55 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
     .await?;
     let after = with_enforcement(&state, probe(&as_user)).await?;
 
+    let instance = state
+        .seeded
+        .iter()
+        .find(|s| s.kind == "ec2_instance" && s.account == user.account)
+        .context("the sandbox has no seeded instance")?;
+    printer.status(&format!(
+        "incident 2: {} mines crypto and talks to a command-and-control host",
+        instance.arn
+    ));
+    let mgmt = sandbox_config(
+        &state,
+        seed::HOME_REGION,
+        &state.admin.access_key_id,
+        &state.admin.secret_access_key,
+        None,
+    )
+    .await;
+    let member = quell_responder::sessions::Sessions::new(&mgmt, "quell-demo")
+        .assume(&seed::account_role(&instance.account), None)
+        .await?;
+    let ec2 = aws_sdk_ec2::Client::new(&member);
+    let instance_id = instance
+        .arn
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let groups_before = interface_groups(&ec2, &instance_id).await?;
+    let isolated = contain::send(
+        &global,
+        &contain_args(&instance.arn, "crypto miner calling out"),
+        printer,
+    )
+    .await?;
+    let groups_after = interface_groups(&ec2, &instance_id).await?;
+    let isolation_group = isolated
+        .record
+        .step("isolation_groups")
+        .and_then(|s| s.new["group"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let isolated_everywhere = !groups_after.is_empty()
+        && groups_after
+            .iter()
+            .all(|(_, g)| g.as_slice() == std::slice::from_ref(&isolation_group));
+
     let own_role = format!("arn:aws:iam::{}:role/quell-responder", user.account);
     printer.status(&format!(
-        "incident 2: a request to contain Quell's own role {own_role}"
+        "incident 3: a request to contain Quell's own role {own_role}"
     ));
     let refused = contain::send(
         &global,
@@ -135,6 +183,26 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
             record: contained.record,
             before,
             after,
+            observed: Vec::new(),
+        },
+        Incident {
+            title: "Compromised instance: isolate it in two phases".into(),
+            entity: instance.arn.clone(),
+            request_id: isolated.request_id,
+            status: isolated.record.status,
+            record: isolated.record,
+            before: Vec::new(),
+            after: Vec::new(),
+            observed: groups_before
+                .iter()
+                .map(|(eni, g)| format!("before: interface {eni} in {}", g.join(", ")))
+                .chain(groups_after.iter().map(|(eni, g)| {
+                    format!(
+                        "after: interface {eni} in {} (the isolation group: no rules)",
+                        g.join(", ")
+                    )
+                }))
+                .collect(),
         },
         Incident {
             title: "Attempt to contain Quell's own role: refused".into(),
@@ -144,12 +212,15 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
             record: refused.record,
             before: Vec::new(),
             after: Vec::new(),
+            observed: Vec::new(),
         },
     ];
     let passed = incidents[0].status == Status::Succeeded
         && incidents[0].before.iter().all(|p| p.allowed)
         && incidents[0].after.iter().all(|p| !p.allowed)
-        && incidents[1].status == Status::Rejected;
+        && incidents[1].status == Status::Succeeded
+        && isolated_everywhere
+        && incidents[2].status == Status::Rejected;
     let report_file = sandbox_dir().join("report.md");
     let mut report = DemoReport {
         endpoint: state.endpoint.clone(),
@@ -196,6 +267,36 @@ async fn with_enforcement<T>(
     let out = f.await;
     moto::set_iam_enforcement(&state.endpoint, false).await?;
     Ok(out)
+}
+
+/// Each network interface of the instance and its security groups, as EC2 reports them.
+async fn interface_groups(
+    ec2: &aws_sdk_ec2::Client,
+    instance: &str,
+) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let out = ec2
+        .describe_network_interfaces()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(out
+        .network_interfaces()
+        .iter()
+        .map(|n| {
+            (
+                n.network_interface_id().unwrap_or_default().to_owned(),
+                n.groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_owned))
+                    .collect(),
+            )
+        })
+        .collect())
 }
 
 /// What the credentials in `config` can still do: one read call each on S3, EC2 and SNS.
@@ -274,6 +375,9 @@ fn report_text(r: &DemoReport, printer: &Printer) -> String {
         for s in &i.record.steps {
             let _ = writeln!(t, "- step {}: {:?}, {}", s.name, s.status, s.detail);
         }
+        for o in &i.observed {
+            let _ = writeln!(t, "- {o}");
+        }
         if !i.before.is_empty() {
             let _ = writeln!(
                 t,
@@ -291,7 +395,7 @@ fn report_text(r: &DemoReport, printer: &Printer) -> String {
     }
     let verdict = if r.passed {
         printer.paint(
-            "PASSED: the leaked key is denied everywhere and Quell refused to act against itself.",
+            "PASSED: the leaked key is denied everywhere, the instance is isolated, and Quell refused to act against itself.",
             Tone::Good,
         )
     } else {
