@@ -9,6 +9,8 @@ time (QUELL_STEP_CONCURRENCY=1), to show what running independent steps at once 
 reports the bootstrap binary's start-up time to its first request for work, and the package size.
 
 Run it through bench/containment, which builds first. Results: bench/results/containment.md.
+RELEASE_BOOTSTRAP=path/to/bootstrap runs that build as the responder (a release build, say
+`cargo build --release -p quell-responder --bin bootstrap`); the debug build otherwise.
 """
 
 import io
@@ -156,7 +158,10 @@ def main():
     shutil.rmtree(HOME, ignore_errors=True)
     quell("sandbox", "up")
     state = json.loads((HOME / "sandbox/state.json").read_text())
-    quell("--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes")
+    release_bin = os.environ.get("RELEASE_BOOTSTRAP")
+    build = "release" if release_bin else "debug"
+    install = ["--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes"]
+    quell(*install, *(["--bootstrap", release_bin] if release_bin else []))
     client = sessions(state)
     member = state["member_accounts"][0]
     work = Workloads(client(member), member)
@@ -165,7 +170,7 @@ def main():
     rows = []
     for label, concurrency in (("concurrent steps", 0), ("one step at a time", 1)):
         set_step_concurrency(security, concurrency)
-        time.sleep(3)  # the host picks up the new configuration and starts a new execution environment
+        time.sleep(5)  # the host picks up the new configuration and starts a new execution environment
         for kind in ("user", "role", "function", "instance"):
             samples = [contain(getattr(work, kind)()) for _ in range(RUNS)]
             rows.append({
@@ -187,7 +192,7 @@ def main():
         "# Containment benchmark",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/containment` on {os.cpu_count()} cores ({platform.machine()}), "
-        f"sandbox moto 5.2.5, responder debug build, {RUNS} fresh entities per row, medians.",
+        f"sandbox moto 5.2.5, responder {build} build, {RUNS} fresh entities per row, medians.",
         "Handler time and AWS calls are the responder's own figures (calls counted by an SDK interceptor, retries included; "
         "they include the ledger, audit, ExternalId secret and role assumption). EC2: both phases, without the connection-tracking wait.",
         "",
@@ -195,7 +200,7 @@ def main():
         "|---|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {r['mode']} | {r['kind']} | {r['steps']} | {r['handler_ms']:.0f} | {r['aws_calls']:.0f} | {r['cli_ms']:.0f} |" for r in rows]
-    lines += ["", f"bootstrap start-up to its first request for work (debug build, {len(startups)} starts): median {statistics.median(startups):.1f} ms" if startups else ""]
+    lines += ["", f"bootstrap start-up to its first request for work ({build} build, {len(startups)} starts): median {statistics.median(startups):.1f} ms" if startups else ""]
     if debug:
         lines.append(f"package: debug bootstrap {debug[0] / 1e6:.1f} MB, zipped {debug[1] / 1e6:.1f} MB")
     if release:

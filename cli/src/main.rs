@@ -56,7 +56,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
             SandboxCommand::Status => sandbox::status(printer),
             SandboxCommand::Iam(args) => sandbox::iam_enforcement(&args, printer).await,
             SandboxCommand::Demo => Box::pin(sandbox::demo::run(printer)).await,
-            SandboxCommand::Host => sandbox::host::run().await,
+            SandboxCommand::Host => Box::pin(sandbox::host::run()).await,
         },
     }
 }

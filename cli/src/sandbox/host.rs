@@ -63,22 +63,37 @@ pub async fn run() -> anyhow::Result<u8> {
     .await;
     let sessions = Sessions::new(&mgmt, "quell-sandbox-host");
     let runtime = Runtime::new();
+    let mut wiring: Option<(Wiring, Instant)> = None;
     loop {
-        match Wiring::discover(&state, &config, &sessions).await {
-            Ok(Some(wiring)) => {
-                if let Err(e) = serve_once(&wiring, &runtime, &sessions, &state).await {
-                    tracing::error!(error = %crate::exit::describe(&e), "delivery round failed");
+        // The deployment is read again now and then: an upgrade brings new code or settings.
+        if wiring
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > REDISCOVER_AFTER)
+        {
+            match Wiring::discover(&state, &config, &sessions).await {
+                Ok(Some(w)) => wiring = Some((w, Instant::now())),
+                Ok(None) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::exit::describe(&e), "cannot read the deployment");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
                 }
             }
-            Ok(None) => tokio::time::sleep(Duration::from_secs(1)).await,
-            Err(e) => {
-                tracing::error!(error = %crate::exit::describe(&e), "cannot read the deployment");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
+        }
+        let Some((w, _)) = &wiring else { continue };
+        if let Err(e) = serve_once(w, &runtime, &sessions, &state).await {
+            tracing::error!(error = %crate::exit::describe(&e), "delivery round failed");
+            wiring = None;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
+
+/// How long the host trusts what it read about the deployment.
+const REDISCOVER_AFTER: Duration = Duration::from_secs(3);
 
 /// Where messages come from and which function they go to.
 struct Wiring {
@@ -238,18 +253,20 @@ async fn serve_once(
     sessions: &Sessions,
     state: &SandboxState,
 ) -> anyhow::Result<()> {
-    deliver(w, runtime, sessions, state, &w.queue_url, |m| {
-        sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn)
-    })
-    .await?;
-    deliver(w, runtime, sessions, state, &w.isolation_queue_url, |m| {
-        Ok(sqs_lambda_event(
-            m,
-            &w.isolation_queue_arn,
-            &w.function.region,
-        ))
-    })
-    .await
+    // Both queues at once: a long poll on one must not hold up the other.
+    let (sns, isolation) = tokio::join!(
+        deliver(w, runtime, sessions, state, &w.queue_url, |m| {
+            sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn)
+        }),
+        deliver(w, runtime, sessions, state, &w.isolation_queue_url, |m| {
+            Ok(sqs_lambda_event(
+                m,
+                &w.isolation_queue_arn,
+                &w.function.region,
+            ))
+        })
+    );
+    sns.and(isolation)
 }
 
 /// Receives what is waiting on `queue` and invokes the function with each message's Lambda event.
