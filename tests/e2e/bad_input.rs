@@ -220,7 +220,7 @@ fn contain(s: &Sandbox, arn: &str, extra: &[&str]) -> (Option<i32>, Value, Strin
     (out.status.code(), report, stderr)
 }
 
-async fn expect_cli_refused(s: &Sandbox, arn: &str, code: &str, words: &str) -> Result<()> {
+pub async fn expect_cli_refused(s: &Sandbox, arn: &str, code: &str, words: &str) -> Result<()> {
     let (exit, report, stderr) = contain(s, arn, &[]);
     ensure!(
         exit == Some(3),
