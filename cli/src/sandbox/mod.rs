@@ -101,6 +101,8 @@ pub async fn up(args: &SandboxUpArgs, printer: &Printer) -> anyhow::Result<u8> {
         state.seeded.len()
     ));
 
+    // The host reads the state when it starts: it must find the seeded organization there.
+    state.save()?;
     state.host_pid = Some(host::spawn(&dir)?);
     state.save()?;
     printer.status("local Lambda host started: it runs the responder once `quell install --sandbox` has deployed it");
