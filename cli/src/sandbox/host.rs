@@ -63,6 +63,12 @@ pub async fn run() -> anyhow::Result<u8> {
     .await;
     let sessions = Sessions::new(&mgmt, "quell-sandbox-host");
     let runtime = Runtime::new();
+    tracing::warn!(
+        stack = %deployment::security_stack(&config.name),
+        account = %state.security_account,
+        region = %config.home_region,
+        "waiting for the responder to be deployed"
+    );
     let mut wiring: Option<(Wiring, Instant)> = None;
     loop {
         // The deployment is read again now and then: an upgrade brings new code or settings.
