@@ -294,6 +294,7 @@ async fn deliver(
         .await
         .described("sqs:ReceiveMessage")?;
     for message in received.messages() {
+        tracing::warn!(queue, message = message.message_id().unwrap_or_default(), "delivering to the responder");
         let event = event_for(message)?;
         let mut last_error = None;
         for attempt in 1..=3 {
