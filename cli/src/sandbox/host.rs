@@ -77,7 +77,12 @@ pub async fn run() -> anyhow::Result<u8> {
             .is_none_or(|(_, at)| at.elapsed() > REDISCOVER_AFTER)
         {
             match Wiring::discover(&state, &config, &sessions).await {
-                Ok(Some(w)) => wiring = Some((w, Instant::now())),
+                Ok(Some(w)) => {
+                    if wiring.is_none() {
+                        tracing::warn!(queue = %w.queue_url, subscription = %w.subscription_arn, "responder deployed: delivering its messages");
+                    }
+                    wiring = Some((w, Instant::now()));
+                }
                 Ok(None) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
