@@ -407,7 +407,10 @@ async fn instance_is_isolated_in_two_phases_and_released_to_its_groups(
                 && t.value() == report["request_id"].as_str()),
         "tagged with the request id"
     );
-    ensure!(termination_protected(&ec2, &id).await? == true, "termination protection on");
+    ensure!(
+        termination_protected(&ec2, &id).await? == true,
+        "termination protection on"
+    );
     let snaps = ec2
         .describe_snapshots()
         .filters(
@@ -446,7 +449,10 @@ async fn instance_is_isolated_in_two_phases_and_released_to_its_groups(
         enis(&ec2, &id).await? == original,
         "original groups restored on every interface"
     );
-    ensure!(termination_protected(&ec2, &id).await? == false, "termination protection as before");
+    ensure!(
+        termination_protected(&ec2, &id).await? == false,
+        "termination protection as before"
+    );
     let (_, inline) = role_policies(&iam, "app-server-role").await?;
     ensure!(inline.is_empty(), "{inline:?}");
     Ok(())
@@ -459,7 +465,10 @@ async fn termination_protected(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<bo
         .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
         .send()
         .await?;
-    Ok(attr.disable_api_termination().and_then(aws_sdk_ec2::types::AttributeBooleanValue::value) == Some(true))
+    Ok(attr
+        .disable_api_termination()
+        .and_then(aws_sdk_ec2::types::AttributeBooleanValue::value)
+        == Some(true))
 }
 
 async fn instance_without_a_profile_is_still_isolated(s: Arc<Sandbox>) -> Result<()> {
@@ -537,7 +546,8 @@ async fn entity_that_vanished_is_refused(s: Arc<Sandbox>) -> Result<()> {
         (format!("arn:aws:iam::{account}:role/gone"), "IAM role"),
     ] {
         // Refused in the CLI, the ledger and the audit record alike, and nothing else touched.
-        crate::bad_input::expect_cli_refused(&s, &arn, "entity_not_found", &format!("{kind} ")).await?;
+        crate::bad_input::expect_cli_refused(&s, &arn, "entity_not_found", &format!("{kind} "))
+            .await?;
     }
     Ok(())
 }

@@ -243,6 +243,9 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs, printer: &Printer) -> 
     let deployment = Deployment::find(&security, &config.name)
         .await?
         .context("the security stack vanished during install")?;
+    if aws.sandbox().is_some() {
+        crate::sandbox::host::subscribe_inbox(&security, &deployment, &config.name).await?;
+    }
     let summary = Summary {
         organization_id: org.id.clone(),
         security_account: config.security_account.clone(),

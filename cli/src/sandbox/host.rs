@@ -106,6 +106,74 @@ pub async fn run() -> anyhow::Result<u8> {
 /// How long the host trusts what it read about the deployment.
 const REDISCOVER_AFTER: Duration = Duration::from_secs(3);
 
+/// The queue subscribed to the containment topic where AWS would subscribe the function.
+pub struct Inbox {
+    pub queue_url: String,
+    pub subscription_arn: String,
+}
+
+/// Creates the inbox queue and its subscription, or finds them. `quell install --sandbox` calls
+/// it too, as the stand-in for the stack's `AWS::SNS::Subscription` (which moto ignores), so no
+/// request published right after install can miss it.
+pub async fn subscribe_inbox(
+    security: &SdkConfig,
+    deployment: &Deployment,
+    prefix: &str,
+) -> anyhow::Result<Inbox> {
+    let sqs = aws_sdk_sqs::Client::new(security);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(inbox_queue_name(prefix))
+        .send()
+        .await
+        .described("sqs:CreateQueue")?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .described("sqs:GetQueueAttributes")?;
+    let queue_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    let sns = aws_sdk_sns::Client::new(security);
+    let subs = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&deployment.containment_topic_arn)
+        .send()
+        .await
+        .described("sns:ListSubscriptionsByTopic")?;
+    let subscription_arn = match subs
+        .subscriptions()
+        .iter()
+        .find(|s| s.endpoint() == Some(queue_arn.as_str()))
+    {
+        Some(s) => s.subscription_arn().unwrap_or_default().to_owned(),
+        None => sns
+            .subscribe()
+            .topic_arn(&deployment.containment_topic_arn)
+            .protocol("sqs")
+            .endpoint(&queue_arn)
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .described("sns:Subscribe")?
+            .subscription_arn()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    Ok(Inbox {
+        queue_url,
+        subscription_arn,
+    })
+}
+
 /// Where messages come from and which function they go to.
 struct Wiring {
     security: SdkConfig,
@@ -150,53 +218,10 @@ impl Wiring {
             return Ok(None);
         };
         let sqs = aws_sdk_sqs::Client::new(&security);
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(inbox_queue_name(&config.name))
-            .send()
-            .await
-            .described("sqs:CreateQueue")?
-            .queue_url()
-            .unwrap_or_default()
-            .to_owned();
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .described("sqs:GetQueueAttributes")?;
-        let queue_arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .cloned()
-            .unwrap_or_default();
-        let sns = aws_sdk_sns::Client::new(&security);
-        let subs = sns
-            .list_subscriptions_by_topic()
-            .topic_arn(&deployment.containment_topic_arn)
-            .send()
-            .await
-            .described("sns:ListSubscriptionsByTopic")?;
-        let subscription_arn = match subs
-            .subscriptions()
-            .iter()
-            .find(|s| s.endpoint() == Some(queue_arn.as_str()))
-        {
-            Some(s) => s.subscription_arn().unwrap_or_default().to_owned(),
-            None => sns
-                .subscribe()
-                .topic_arn(&deployment.containment_topic_arn)
-                .protocol("sqs")
-                .endpoint(&queue_arn)
-                .return_subscription_arn(true)
-                .send()
-                .await
-                .described("sns:Subscribe")?
-                .subscription_arn()
-                .unwrap_or_default()
-                .to_owned(),
-        };
+        let Inbox {
+            queue_url,
+            subscription_arn,
+        } = subscribe_inbox(&security, &deployment, &config.name).await?;
         let isolation_name =
             deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
                 .await?
@@ -299,7 +324,11 @@ async fn deliver(
         .await
         .described("sqs:ReceiveMessage")?;
     for message in received.messages() {
-        tracing::warn!(queue, message = message.message_id().unwrap_or_default(), "delivering to the responder");
+        tracing::warn!(
+            queue,
+            message = message.message_id().unwrap_or_default(),
+            "delivering to the responder"
+        );
         let event = event_for(message)?;
         let mut last_error = None;
         for attempt in 1..=3 {
