@@ -408,7 +408,7 @@ async fn instance_is_isolated_in_two_phases_and_released_to_its_groups(
         "tagged with the request id"
     );
     ensure!(
-        termination_protected(&ec2, &id).await? == true,
+        termination_protected(&ec2, &id).await?,
         "termination protection on"
     );
     let snaps = ec2
@@ -450,7 +450,7 @@ async fn instance_is_isolated_in_two_phases_and_released_to_its_groups(
         "original groups restored on every interface"
     );
     ensure!(
-        termination_protected(&ec2, &id).await? == false,
+        !termination_protected(&ec2, &id).await?,
         "termination protection as before"
     );
     let (_, inline) = role_policies(&iam, "app-server-role").await?;
