@@ -157,3 +157,61 @@ pub fn email_text(event: AuditEvent, record: &Record) -> String {
     let _ = writeln!(t, "\nMessage ids: {}", record.message_ids.join(", "));
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Record, Status, Step, StepStatus};
+
+    fn record() -> Record {
+        let now = chrono::Utc::now();
+        let mut r = Record::new("req-42".into(), now, "msg-1");
+        r.request_id = Some("req-42".into());
+        r.status = Status::Failed;
+        r.entity = Some("arn:aws:iam::111122223333:user/ålice".into());
+        r.entity_kind = Some("IAM user".into());
+        r.account = Some("111122223333".into());
+        r.reason = Some("key in a public repo".into());
+        r.error = Some("not done: deactivate_access_keys".into());
+        let step = |name: &str, status| Step {
+            name: name.into(),
+            status,
+            detail: format!("{name} detail"),
+            prior: serde_json::Value::Null,
+            new: serde_json::Value::Null,
+            started_at: now,
+            finished_at: now,
+        };
+        r.steps = vec![
+            step("attach_deny_all", StepStatus::Done),
+            step("deactivate_access_keys", StepStatus::Failed),
+        ];
+        r
+    }
+
+    #[test]
+    fn the_subject_is_short_plain_ascii_and_names_the_entity() {
+        let s = subject(AuditEvent::Failed, &record());
+        assert_eq!(s, "Quell contain failed: IAM user ?lice in 111122223333");
+        assert!(s.len() <= 100 && s.is_ascii());
+    }
+
+    #[test]
+    fn the_mail_says_what_was_and_was_not_done() {
+        let text = email_text(AuditEvent::Failed, &record());
+        assert!(
+            text.starts_with("Quell contain request req-42: FAILED\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[   done] attach_deny_all: attach_deny_all detail"),
+            "{text}"
+        );
+        assert!(text.contains("[ FAILED] deactivate_access_keys"), "{text}");
+        assert!(
+            text.contains("Steps not listed as done were not carried out"),
+            "{text}"
+        );
+        assert!(text.contains("Message ids: msg-1"), "{text}");
+    }
+}
