@@ -89,12 +89,14 @@ impl Printer {
             Task {
                 bar: Some(bar),
                 printer: self.clone(),
+                last: std::cell::RefCell::default(),
             }
         } else {
             self.status(message);
             Task {
                 bar: None,
                 printer: self.clone(),
+                last: std::cell::RefCell::default(),
             }
         }
     }
@@ -127,12 +129,26 @@ pub enum Tone {
 pub struct Task {
     bar: Option<ProgressBar>,
     printer: Printer,
+    /// The last progress line printed in a pipe: a repeat says nothing new.
+    last: std::cell::RefCell<String>,
 }
 
 impl Task {
     pub fn update(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(message.to_owned()),
+            None if *self.last.borrow() != message => {
+                self.printer.status(message);
+                message.clone_into(&mut self.last.borrow_mut());
+            }
+            None => {}
+        }
+    }
+
+    /// A line that stays: above the spinner on a terminal, a plain line in a pipe.
+    pub fn line(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("  {message}")),
             None => self.printer.status(message),
         }
     }

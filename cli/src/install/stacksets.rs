@@ -229,12 +229,19 @@ pub async fn follow(
             *counts.entry(i.status.clone()).or_default() += 1;
             let key = (i.account.clone(), i.region.clone());
             if shown.get(&key) != Some(&i.status) {
-                if !printer.is_live() {
-                    printer.status(&format!(
-                        "{} {} {}: {}",
-                        spec.name, i.account, i.region, i.status
-                    ));
-                }
+                // Every account and Region as its status changes: live lines above the spinner
+                // on a terminal, plain lines in a pipe.
+                task.line(&format!(
+                    "{} {} {}: {}{}",
+                    spec.name,
+                    i.account,
+                    i.region,
+                    paint_status(printer, &i.status),
+                    i.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ));
                 shown.insert(key, i.status.clone());
             }
         }
