@@ -106,6 +106,23 @@ impl Aws {
     }
 }
 
+impl Aws {
+    /// A session in the configured security account, in the home Region.
+    pub async fn security_account(
+        &self,
+        caller: &Caller,
+        config: &crate::config::Config,
+    ) -> anyhow::Result<SdkConfig> {
+        self.account(
+            caller,
+            &config.security_account,
+            &config.home_region,
+            &config.security_account_role,
+        )
+        .await
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account: String,

@@ -80,14 +80,7 @@ async fn connect(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Res
     let config = Config::load(&config_path(global, explicit)?)?;
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
-    let security = aws
-        .account(
-            &caller,
-            &config.security_account,
-            &config.home_region,
-            &config.security_account_role,
-        )
-        .await?;
+    let security = aws.security_account(&caller, &config).await?;
     let deployment = Deployment::find(&security, &config.name)
         .await?
         .with_context(|| {

@@ -95,14 +95,7 @@ pub async fn run(global: &GlobalArgs, args: &InstallArgs, printer: &Printer) -> 
     }
 
     organization::ensure_trusted_access(&aws, printer).await?;
-    let security = aws
-        .account(
-            &caller,
-            &config.security_account,
-            &config.home_region,
-            &config.security_account_role,
-        )
-        .await?;
+    let security = aws.security_account(&caller, &config).await?;
     let (secret_arn, ids) =
         secret::ensure(&security, &deployment::secret_name(&config.name), printer).await?;
     let security_place = format!(
