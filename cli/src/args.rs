@@ -47,7 +47,16 @@ pub enum Command {
     /// Render the CloudFormation templates for a configuration into a folder.
     Render(RenderArgs),
     /// Install Quell across the organization: security stack, member StackSets, the responder.
-    Install(InstallArgs),
+    /// On an existing deployment it is the same as `upgrade`.
+    Install(ConvergeArgs),
+    /// Bring the deployment in line with the configuration and this build: shows the plan first.
+    Upgrade(ConvergeArgs),
+    /// What is deployed: versions, stack instances per Region, drift, latest containments.
+    Status(StatusArgs),
+    /// Remove Quell from the organization and list what it leaves behind.
+    Uninstall(UninstallArgs),
+    /// Check that everything Quell needs is in place, and say how to fix what is not.
+    Doctor(DoctorArgs),
     /// Contain a compromised entity: publish a containment request and wait for its outcome.
     Contain(ContainArgs),
     /// Undo a containment from the prior state recorded in the ledger.
@@ -71,20 +80,73 @@ pub struct RenderArgs {
     pub out: PathBuf,
 }
 
+// Command-line switches are booleans by nature.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub struct ConvergeArgs {
     /// Quell configuration file (see quell.example.yaml).
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Do not ask for confirmation.
+    /// Apply without asking.
     #[arg(long, short)]
     pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run the current template again on stack instances a previous operation left failed.
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Run as a StackSets delegated administrator: every StackSet call uses CallAs=DELEGATED_ADMIN.
     #[arg(long)]
     pub delegated_admin: bool,
     /// The responder binary to package (default: `bootstrap` next to this `quell`).
     #[arg(long)]
     pub bootstrap: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Quell configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Also run StackSet drift detection and show its results (starts one operation per stack set).
+    #[arg(long)]
+    pub drift: bool,
+    /// StackSets are administered as a delegated administrator.
+    #[arg(long)]
+    pub delegated_admin: bool,
+    /// How many of the latest containments to show.
+    #[arg(long, default_value_t = 10)]
+    pub containments: usize,
+}
+
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Quell configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Release every entity Quell still holds contained before removing the responder.
+    #[arg(long)]
+    pub release_all: bool,
+    /// Export the ledger to a JSON file here and delete its table (kept otherwise: it is evidence).
+    #[arg(long)]
+    pub delete_ledger: bool,
+    #[arg(long)]
+    pub delegated_admin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Quell configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Check as a StackSets delegated administrator.
+    #[arg(long)]
+    pub delegated_admin: bool,
 }
 
 #[derive(Debug, Args)]

@@ -67,7 +67,7 @@ impl Aws {
     }
 
     pub async fn caller(&self) -> anyhow::Result<Caller> {
-        let out = aws_sdk_sts::Client::new(&self.base)
+        let out = crate::calls::client!(aws_sdk_sts, &self.base)
             .get_caller_identity()
             .send()
             .await

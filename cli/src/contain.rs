@@ -182,7 +182,7 @@ pub async fn send(
         ));
     }
     let c = connect(global, req.config).await?;
-    let secrets = aws_sdk_secretsmanager::Client::new(&c.security);
+    let secrets = crate::calls::client!(aws_sdk_secretsmanager, &c.security);
     let ids = ExternalIds::load(&secrets, &deployment::secret_name(&c.name)).await?;
 
     let verb = if req.action == Action::Release {
@@ -214,7 +214,7 @@ pub async fn send(
         requester: c.caller.arn.clone(),
         options: req.options.clone(),
     };
-    let published = aws_sdk_sns::Client::new(&c.security)
+    let published = crate::calls::client!(aws_sdk_sns, &c.security)
         .publish()
         .topic_arn(&c.deployment.containment_topic_arn)
         .subject(format!(
@@ -238,7 +238,7 @@ pub async fn send(
     ));
 
     let ledger = Ledger::new(
-        aws_sdk_dynamodb::Client::new(&c.security),
+        crate::calls::client!(aws_sdk_dynamodb, &c.security),
         &c.deployment.ledger_table,
     );
     let Some(record) = wait(
@@ -355,7 +355,7 @@ pub async fn history(
 ) -> anyhow::Result<u8> {
     let c = connect(global, args.config.as_ref()).await?;
     let ledger = Ledger::new(
-        aws_sdk_dynamodb::Client::new(&c.security),
+        crate::calls::client!(aws_sdk_dynamodb, &c.security),
         &c.deployment.ledger_table,
     );
     let mut records = match &args.arn {

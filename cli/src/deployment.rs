@@ -15,6 +15,10 @@ pub fn artifacts_stack(prefix: &str) -> String {
 pub fn management_stack(prefix: &str) -> String {
     format!("{prefix}-management")
 }
+/// The ledger table's name, as the security template sets it.
+pub fn ledger_table(prefix: &str) -> String {
+    format!("{prefix}-ledger")
+}
 pub fn secret_name(prefix: &str) -> String {
     format!("{prefix}/external-ids")
 }
@@ -34,7 +38,7 @@ pub async fn stack_outputs(
     config: &SdkConfig,
     stack: &str,
 ) -> anyhow::Result<Option<HashMap<String, String>>> {
-    let cfn = aws_sdk_cloudformation::Client::new(config);
+    let cfn = crate::calls::client!(aws_sdk_cloudformation, config);
     match cfn
         .describe_stacks()
         .stack_name(stack)

@@ -11,6 +11,10 @@ pub const CONTAINMENT_FAILED: u8 = 4;
 /// No outcome arrived in time.
 pub const TIMED_OUT: u8 = 5;
 
+/// The change was applied, but some stack instances failed: the output names them and says how
+/// to retry.
+pub const INSTANCES_FAILED: u8 = 6;
+
 /// An error that carries its own exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

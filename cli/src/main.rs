@@ -3,16 +3,20 @@
 mod args;
 mod assets;
 mod aws;
+mod calls;
 mod commands;
 mod config;
 mod contain;
+mod converge;
 mod deployment;
+mod doctor;
 mod exit;
-mod install;
 mod package;
 mod printer;
 mod render;
 mod sandbox;
+mod status;
+mod uninstall;
 
 use clap::Parser;
 
@@ -46,7 +50,27 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
     let global = cli.global;
     match cli.command {
         Command::Render(args) => commands::render(&args, printer),
-        Command::Install(args) => Box::pin(install::run(&global, &args, printer)).await,
+        Command::Install(args) => {
+            Box::pin(converge::run(
+                &global,
+                &args,
+                converge::Verb::Install,
+                printer,
+            ))
+            .await
+        }
+        Command::Upgrade(args) => {
+            Box::pin(converge::run(
+                &global,
+                &args,
+                converge::Verb::Upgrade,
+                printer,
+            ))
+            .await
+        }
+        Command::Status(args) => Box::pin(status::run(&global, &args, printer)).await,
+        Command::Uninstall(args) => Box::pin(uninstall::run(&global, &args, printer)).await,
+        Command::Doctor(args) => Box::pin(doctor::run(&global, &args, printer)).await,
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,

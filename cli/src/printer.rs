@@ -48,6 +48,13 @@ impl Printer {
         }
     }
 
+    /// Several lines of progress output at once (a plan before it is applied).
+    pub fn block(&self, text: &str) {
+        if !self.quiet {
+            eprint!("{text}");
+        }
+    }
+
     pub fn warn(&self, message: &str) {
         if self.color {
             eprintln!("{} {message}", "warning:".yellow().bold());
@@ -179,9 +186,9 @@ pub fn confirm(printer: &Printer, question: &str, yes: bool) -> anyhow::Result<b
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
+        return Err(crate::exit::refused(format!(
             "{question} needs confirmation and there is no terminal to ask on: add --yes"
-        );
+        )));
     }
     let _ = printer;
     eprint!("{question} [y/N] ");

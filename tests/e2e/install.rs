@@ -46,17 +46,14 @@ async fn install_puts_the_responder_role_and_rules_in_every_account_and_region(
             trust.contains("sts:ExternalId"),
             "{account}: trust demands the ExternalId: {trust}"
         );
-        let attached = aws_sdk_iam::Client::new(&home)
-            .list_attached_role_policies()
+        let inline = aws_sdk_iam::Client::new(&home)
+            .list_role_policies()
             .role_name("quell-responder")
             .send()
             .await?;
         ensure!(
-            attached
-                .attached_policies()
-                .iter()
-                .any(|p| p.policy_name() == Some("quell-responder")),
-            "{account}: least-privilege policy attached"
+            inline.policy_names().iter().any(|p| p == "quell-responder"),
+            "{account}: least-privilege policy in place"
         );
         for region in [HOME, SECOND] {
             let config = s.in_account(account, region).await?;
@@ -132,9 +129,9 @@ async fn install_puts_the_security_stack_and_org_reader_in_place(s: Arc<Sandbox>
     ])?;
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     ensure!(
-        summary["artifact"]["uploaded"] == false,
-        "same build, no upload: {}",
-        summary["artifact"]
+        summary["plan"]["upload_artifact"] == false && summary["applied"] == false,
+        "same build, nothing to apply: {}",
+        summary["plan"]
     );
     ensure!(
         summary["stack_sets"][0]["instances"]

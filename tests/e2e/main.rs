@@ -8,6 +8,7 @@ mod contain;
 mod entities;
 mod install;
 mod support;
+mod upgrade;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
         bad_input::tests(),
         entities::tests(),
         cli::online(),
+        // Last: it ends with an uninstall and a fresh install.
+        upgrade::tests(),
     ]
     .concat();
     // Start a sandbox only when a test that needs it is going to run.

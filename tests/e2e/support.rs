@@ -90,6 +90,23 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Where the built binaries are.
+    pub fn bin_dir() -> PathBuf {
+        bin_dir()
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// A copy of the sandbox configuration with `edit` applied to its text.
+    pub fn config_variant(&self, name: &str, edit: impl Fn(&str) -> String) -> Result<PathBuf> {
+        let text = std::fs::read_to_string(self.config_path())?;
+        let path = self.home.path().join(name);
+        std::fs::write(&path, edit(&text))?;
+        Ok(path)
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.home.path().join("sandbox/quell.yaml")
     }
@@ -99,6 +116,8 @@ impl Sandbox {
         Command::new(&self.bin)
             .args(args)
             .env("QUELL_HOME", self.home.path())
+            // Anything quell writes next to where it runs (a ledger export) stays in the sandbox.
+            .current_dir(self.home.path())
             .env("QUELL_VENV", &self.venv)
             .env("NO_COLOR", "1")
             .output()

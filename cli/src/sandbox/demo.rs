@@ -12,10 +12,10 @@ use serde::Serialize;
 
 use super::state::{sandbox_dir, SandboxState};
 use super::{moto, seed};
-use crate::args::{GlobalArgs, InstallArgs, OutputFormat, SandboxUpArgs};
+use crate::args::{ConvergeArgs, GlobalArgs, OutputFormat, SandboxUpArgs};
 use crate::aws::sandbox_config;
 use crate::printer::{Printer, Tone};
-use crate::{contain, exit, install};
+use crate::{contain, converge, exit};
 
 #[derive(Debug, Serialize)]
 struct Probe {
@@ -70,14 +70,17 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
         "sandbox organization {} at {}",
         state.organization_id, state.endpoint
     ));
-    Box::pin(install::run(
+    Box::pin(converge::run(
         &global,
-        &InstallArgs {
+        &ConvergeArgs {
             config: state.config_path.clone(),
             yes: true,
+            dry_run: false,
+            retry_failed: false,
             delegated_admin: false,
             bootstrap: None,
         },
+        converge::Verb::Install,
         printer,
     ))
     .await?;

@@ -174,6 +174,34 @@ pub async fn subscribe_inbox(
     })
 }
 
+/// Deletes the sandbox inbox queue (its subscription went with the containment topic).
+pub async fn remove_inbox(security: &SdkConfig, prefix: &str) -> anyhow::Result<()> {
+    let sqs = crate::calls::client!(aws_sdk_sqs, security);
+    let found = sqs
+        .get_queue_url()
+        .queue_name(inbox_queue_name(prefix))
+        .send()
+        .await
+        .described("sqs:GetQueueUrl");
+    let url = match found {
+        Ok(out) => out.queue_url.unwrap_or_default(),
+        Err(e)
+            if e.failure.message.contains("does not exist")
+                || e.is_code("AWS.SimpleQueueService.NonExistentQueue")
+                || e.is_code("QueueDoesNotExist") =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sqs.delete_queue()
+        .queue_url(url)
+        .send()
+        .await
+        .described("sqs:DeleteQueue")?;
+    Ok(())
+}
+
 /// Where messages come from and which function they go to.
 struct Wiring {
     security: SdkConfig,

@@ -13,13 +13,35 @@ fn random_id() -> anyhow::Result<String> {
     Ok(hex::encode(bytes))
 }
 
+/// The secret's ARN and value, or `None` when it does not exist yet.
+pub async fn read(
+    security: &SdkConfig,
+    name: &str,
+) -> anyhow::Result<Option<(String, ExternalIds)>> {
+    let sm = crate::calls::client!(aws_sdk_secretsmanager, security);
+    match sm
+        .describe_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .described("secretsmanager:DescribeSecret")
+    {
+        Ok(found) => {
+            let ids = ExternalIds::load(&sm, name).await?;
+            Ok(Some((found.arn().unwrap_or_default().to_owned(), ids)))
+        }
+        Err(e) if e.is_code("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The secret's ARN and value; created with fresh random ids when missing.
 pub async fn ensure(
     security: &SdkConfig,
     name: &str,
     printer: &Printer,
 ) -> anyhow::Result<(String, ExternalIds)> {
-    let sm = aws_sdk_secretsmanager::Client::new(security);
+    let sm = crate::calls::client!(aws_sdk_secretsmanager, security);
     match sm
         .describe_secret()
         .secret_id(name)

@@ -3,35 +3,24 @@
 
 use quell_responder::aws_error::Described;
 
-use super::stacksets::Targets;
 use crate::aws::{Aws, Caller};
 use crate::config::Config;
 use crate::printer::Printer;
 
 pub const STACKSETS_PRINCIPAL: &str = "member.org.stacksets.cloudformation.amazonaws.com";
 
+/// Where stack instances go: whole OUs, and single accounts (each within its parent OU).
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub organizational_units: Vec<String>,
+    /// Account id and its parent OU (or root) id.
+    pub accounts: Vec<(String, String)>,
+}
+
 pub struct Organization {
     pub id: String,
     pub management_account: String,
     pub targets: Targets,
-}
-
-impl Organization {
-    pub fn target_description(&self) -> String {
-        let mut parts: Vec<String> = self
-            .targets
-            .organizational_units
-            .iter()
-            .map(|o| format!("OU {o}"))
-            .collect();
-        parts.extend(
-            self.targets
-                .accounts
-                .iter()
-                .map(|(a, _)| format!("account {a}")),
-        );
-        parts.join(", ")
-    }
 }
 
 pub async fn check(
@@ -40,7 +29,7 @@ pub async fn check(
     config: &Config,
     delegated_admin: bool,
 ) -> anyhow::Result<Organization> {
-    let org = aws_sdk_organizations::Client::new(aws.base());
+    let org = crate::calls::client!(aws_sdk_organizations, aws.base());
     let described = org.describe_organization().send().await.described("organizations:DescribeOrganization").map_err(|e| {
         anyhow::anyhow!("cannot read the organization as {} ({e}): run quell from the management account, or from a StackSets delegated administrator with --delegated-admin", caller.arn)
     })?;
@@ -128,21 +117,26 @@ pub async fn check(
     })
 }
 
-/// Service-managed StackSets need trusted access between CloudFormation and Organizations.
-pub async fn ensure_trusted_access(aws: &Aws, printer: &Printer) -> anyhow::Result<()> {
-    let org = aws_sdk_organizations::Client::new(aws.base());
-    let enabled = org
+/// Whether CloudFormation StackSets has trusted access to the organization.
+pub async fn trusted_access_enabled(aws: &Aws) -> anyhow::Result<bool> {
+    let org = crate::calls::client!(aws_sdk_organizations, aws.base());
+    Ok(org
         .list_aws_service_access_for_organization()
         .send()
         .await
         .described("organizations:ListAWSServiceAccessForOrganization")?
         .enabled_service_principals()
         .iter()
-        .any(|p| p.service_principal() == Some(STACKSETS_PRINCIPAL));
-    if enabled {
+        .any(|p| p.service_principal() == Some(STACKSETS_PRINCIPAL)))
+}
+
+/// Service-managed StackSets need trusted access between CloudFormation and Organizations.
+pub async fn ensure_trusted_access(aws: &Aws, printer: &Printer) -> anyhow::Result<()> {
+    if trusted_access_enabled(aws).await? {
         return Ok(());
     }
-    let cfn = aws_sdk_cloudformation::Client::new(aws.base());
+    let org = crate::calls::client!(aws_sdk_organizations, aws.base());
+    let cfn = crate::calls::client!(aws_sdk_cloudformation, aws.base());
     // CloudFormation's own call also creates the service-linked roles StackSets need.
     match cfn.activate_organizations_access().send().await.described("cloudformation:ActivateOrganizationsAccess") {
         Ok(_) => {}

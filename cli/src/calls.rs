@@ -1,0 +1,145 @@
+//! Every AWS request the CLI sends, counted and split into reads and writes: a no-change upgrade
+//! proves it wrote nothing, and the benchmarks report how many calls a run took.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use serde::Serialize;
+
+/// Operations that only look: everything else changes something.
+const READ_PREFIXES: &[&str] = &[
+    "Describe", "List", "Get", "Head", "Query", "Scan", "BatchGet", "Detect", "Lookup",
+];
+/// Reads whose names do not say so. DetectStackSetDrift starts an operation, so it is a write.
+const READ_OPERATIONS: &[&str] = &["AssumeRole"];
+const WRITE_OPERATIONS: &[&str] = &["DetectStackSetDrift", "DetectStackDrift"];
+
+pub fn is_write(operation: &str) -> bool {
+    if WRITE_OPERATIONS.contains(&operation) {
+        return true;
+    }
+    !(READ_OPERATIONS.contains(&operation)
+        || READ_PREFIXES.iter().any(|p| operation.starts_with(p)))
+}
+
+/// Counts per `service:Operation`, retries included.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(Arc<Mutex<BTreeMap<String, usize>>>);
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CallCount {
+    pub total: usize,
+    pub writes: usize,
+    /// The write operations, with how often each was sent.
+    pub write_operations: BTreeMap<String, usize>,
+}
+
+impl CallLog {
+    pub fn record(&self, service: &str, operation: &str) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(format!("{service}:{operation}")).or_default() += 1;
+    }
+
+    pub fn count(&self) -> CallCount {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut c = CallCount::default();
+        for (name, n) in map.iter() {
+            c.total += n;
+            let operation = name.split_once(':').map_or(name.as_str(), |(_, op)| op);
+            if is_write(operation) {
+                c.writes += n;
+                c.write_operations.insert(name.clone(), *n);
+            }
+        }
+        c
+    }
+}
+
+impl Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "QuellCliCallLog"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>() {
+            self.record(m.service(), m.name());
+        }
+        Ok(())
+    }
+}
+
+/// The one log of this process: a CLI invocation is one command.
+pub fn log() -> &'static CallLog {
+    static LOG: std::sync::OnceLock<CallLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(CallLog::default)
+}
+
+/// A client of `$krate` for `$config` whose requests are counted in [`log`].
+macro_rules! client {
+    ($krate:ident, $config:expr) => {
+        $krate::Client::from_conf(
+            $krate::config::Builder::from($config)
+                .interceptor($crate::calls::log().clone())
+                .build(),
+        )
+    };
+}
+pub(crate) use client;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_are_told_apart() {
+        for read in [
+            "DescribeStacks",
+            "ListStackInstances",
+            "GetTemplate",
+            "HeadObject",
+            "AssumeRole",
+            "GetCallerIdentity",
+        ] {
+            assert!(!is_write(read), "{read} is a read");
+        }
+        for write in [
+            "UpdateStackSet",
+            "CreateStackInstances",
+            "PutObject",
+            "DetectStackSetDrift",
+            "Subscribe",
+            "DeleteStack",
+        ] {
+            assert!(is_write(write), "{write} is a write");
+        }
+    }
+
+    #[test]
+    fn the_count_names_each_write() {
+        let log = CallLog::default();
+        log.record("CloudFormation", "DescribeStacks");
+        log.record("CloudFormation", "DescribeStacks");
+        log.record("S3", "PutObject");
+        let c = log.count();
+        assert_eq!(c.total, 3);
+        assert_eq!(c.writes, 1);
+        assert_eq!(c.write_operations.get("S3:PutObject"), Some(&1));
+    }
+}
