@@ -1,5 +1,6 @@
-//! Packaging the responder: `bootstrap` in a zip, byte-for-byte the same for the same binary, so
-//! its content address (SHA-256) changes only when the code does.
+//! Packaging the responder: `bootstrap` in a zip, byte-for-byte the same for the same binary. The
+//! content address is the binary's SHA-256, so telling whether a build is already deployed costs
+//! a hash, and the archive is only made when it is uploaded.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use crate::config::Architecture;
 
 #[derive(Debug)]
 pub struct Package {
-    pub zip: Vec<u8>,
+    bytes: Vec<u8>,
+    /// SHA-256 of the binary.
     pub sha256: String,
     pub binary: PathBuf,
 }
@@ -21,6 +23,18 @@ impl Package {
     /// Content-addressed object key.
     pub fn key(&self) -> String {
         format!("responder/{}.zip", self.sha256)
+    }
+
+    /// The deployment archive: a fixed timestamp and mode, so it depends on the binary alone.
+    pub fn zip(&self) -> anyhow::Result<Vec<u8>> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(zip::DateTime::default())
+            .unix_permissions(0o755);
+        zip.start_file("bootstrap", options)?;
+        zip.write_all(&self.bytes)?;
+        Ok(zip.finish()?.into_inner())
     }
 }
 
@@ -41,19 +55,9 @@ pub fn build(binary: &Path, architecture: Architecture) -> anyhow::Result<Packag
     let bytes = std::fs::read(binary)
         .with_context(|| format!("cannot read the responder binary {}", binary.display()))?;
     check_architecture(binary, &bytes, architecture)?;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    // A fixed timestamp and mode: the archive depends on the binary alone.
-    let options = SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .last_modified_time(zip::DateTime::default())
-        .unix_permissions(0o755);
-    zip.start_file("bootstrap", options)?;
-    zip.write_all(&bytes)?;
-    let zip = zip.finish()?.into_inner();
-    let sha256 = hex::encode(Sha256::digest(&zip));
     Ok(Package {
-        zip,
-        sha256,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes,
         binary: binary.to_owned(),
     })
 }
@@ -107,6 +111,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let b = build(&bin, Architecture::X86_64).unwrap();
         assert_eq!(a.sha256, b.sha256);
+        assert_eq!(
+            a.zip().unwrap(),
+            b.zip().unwrap(),
+            "the archive depends on the binary alone"
+        );
         assert_eq!(a.key(), format!("responder/{}.zip", a.sha256));
         let mut changed = fake_elf(0x3e);
         changed[40] = 1;

@@ -432,15 +432,16 @@ fn check(set: &StackSet<'_>, outcome: Outcome) -> anyhow::Result<Outcome> {
 async fn upload(ctx: &Context, bucket: &str, printer: &Printer) -> anyhow::Result<()> {
     let package = ctx.package();
     let key = package.key();
+    let zip = package.zip()?;
     let task = printer.task(&format!(
         "uploading the responder ({} KiB) to s3://{bucket}/{key}",
-        package.zip.len() / 1024
+        zip.len() / 1024
     ));
     client!(aws_sdk_s3, &ctx.security)
         .put_object()
         .bucket(bucket)
         .key(&key)
-        .body(package.zip.clone().into())
+        .body(zip.into())
         .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
         .send()
         .await

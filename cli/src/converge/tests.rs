@@ -68,6 +68,9 @@ struct World {
     busy_writes: usize,
     calls: Vec<Call>,
     created: usize,
+    /// What the last drift detection found: the set's status and each instance's.
+    drift: Option<&'static str>,
+    instance_drift: HashMap<String, &'static str>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -134,6 +137,12 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
                         })
                         .collect(),
                 ))
+                .set_stack_set_drift_detection_details(w.drift.map(|d| {
+                    aws_sdk_cloudformation::types::StackSetDriftDetectionDetails::builder()
+                        .drift_status(aws_sdk_cloudformation::types::StackSetDriftStatus::from(d))
+                        .failed_stack_instances_count(0)
+                        .build()
+                }))
                 .build();
             DescribeStackSetOutput::builder().stack_set(set).build()
         });
@@ -160,6 +169,11 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
                                 .build(),
                         )
                         .set_status_reason(reason.clone())
+                        .set_drift_status(
+                            w.instance_drift
+                                .get(account)
+                                .map(|d| aws_sdk_cloudformation::types::StackDriftStatus::from(*d)),
+                        )
                         .build()
                 })
                 .collect();
@@ -300,6 +314,17 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
                 .build()
         });
     let w = world.clone();
+    let detect = mock!(aws_sdk_cloudformation::Client::detect_stack_set_drift).then_compute_output(
+        move |req| {
+            let mut w = w.lock().unwrap();
+            w.record(call("DetectStackSetDrift", req.call_as()));
+            let id = w.new_operation();
+            aws_sdk_cloudformation::operation::detect_stack_set_drift::DetectStackSetDriftOutput::builder()
+                .operation_id(id)
+                .build()
+        },
+    );
+    let w = world.clone();
     let delete_set =
         mock!(aws_sdk_cloudformation::Client::delete_stack_set).then_compute_output(move |req| {
             w.lock()
@@ -320,7 +345,8 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
             &create_instances,
             &update_instances,
             &delete_instances,
-            &delete_set
+            &delete_set,
+            &detect
         ]
     )
 }
@@ -652,7 +678,11 @@ async fn delegated_administrators_send_call_as_on_every_call() {
     set.delete().await.unwrap();
     let g = w.lock().unwrap();
     let kinds: std::collections::BTreeSet<&str> = g.ops().into_iter().collect();
-    assert_eq!(kinds.len(), 10, "every kind of call was made: {kinds:?}");
+    assert_eq!(
+        kinds.len(),
+        10,
+        "every kind of call but drift detection was made: {kinds:?}"
+    );
     for c in &g.calls {
         assert_eq!(
             c.call_as,
@@ -724,4 +754,35 @@ async fn nothing_to_change_sends_no_write_call() {
             .all(|o| o.starts_with("Describe") || o.starts_with("List")),
         "{ops:?}"
     );
+}
+
+#[tokio::test]
+async fn drift_detection_runs_to_its_end_and_names_the_drifted_instances() {
+    let w = world(&[(A, "us-east-1"), (B, "us-east-1")]);
+    {
+        let mut g = w.lock().unwrap();
+        g.next_scripts
+            .push_back(vec!["RUNNING", "RUNNING", "SUCCEEDED"]);
+        g.drift = Some("DRIFTED");
+        g.instance_drift.insert(A.into(), "IN_SYNC");
+        g.instance_drift.insert(B.into(), "DRIFTED");
+    }
+    let cfn = client(&w);
+    let set = stack_set(&cfn, Some(CallAs::DelegatedAdmin), false);
+    let drift = set.detect_drift(&printer()).await.unwrap();
+    assert_eq!(drift.status, "DRIFTED");
+    assert_eq!(drift.in_sync, 1);
+    assert_eq!(drift.drifted_instances.len(), 1);
+    assert_eq!(drift.drifted_instances[0].account, B);
+    let g = w.lock().unwrap();
+    let looks = g
+        .calls
+        .iter()
+        .filter(|c| c.operation == "DescribeStackSetOperation")
+        .count();
+    assert_eq!(looks, 3, "followed until SUCCEEDED");
+    assert!(g
+        .calls
+        .iter()
+        .all(|c| c.call_as == Some(CallAs::DelegatedAdmin)));
 }

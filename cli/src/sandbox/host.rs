@@ -120,7 +120,7 @@ pub async fn subscribe_inbox(
     deployment: &Deployment,
     prefix: &str,
 ) -> anyhow::Result<Inbox> {
-    let sqs = aws_sdk_sqs::Client::new(security);
+    let sqs = crate::calls::client!(aws_sdk_sqs, security);
     let queue_url = sqs
         .create_queue()
         .queue_name(inbox_queue_name(prefix))
@@ -142,7 +142,7 @@ pub async fn subscribe_inbox(
         .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
         .cloned()
         .unwrap_or_default();
-    let sns = aws_sdk_sns::Client::new(security);
+    let sns = crate::calls::client!(aws_sdk_sns, security);
     let subs = sns
         .list_subscriptions_by_topic()
         .topic_arn(&deployment.containment_topic_arn)
