@@ -121,15 +121,25 @@ pub async fn subscribe_inbox(
     prefix: &str,
 ) -> anyhow::Result<Inbox> {
     let sqs = crate::calls::client!(aws_sdk_sqs, security);
-    let queue_url = sqs
-        .create_queue()
+    // Looked up first: a run that changes nothing else creates nothing here either.
+    let queue_url = match sqs
+        .get_queue_url()
         .queue_name(inbox_queue_name(prefix))
         .send()
         .await
-        .described("sqs:CreateQueue")?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+        .described("sqs:GetQueueUrl")
+    {
+        Ok(found) => found.queue_url.unwrap_or_default(),
+        Err(_) => sqs
+            .create_queue()
+            .queue_name(inbox_queue_name(prefix))
+            .send()
+            .await
+            .described("sqs:CreateQueue")?
+            .queue_url()
+            .unwrap_or_default()
+            .to_owned(),
+    };
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
