@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use quell_responder::entity::is_account_id;
+use quell_responder::playbooks::{Exemptions, PlaybookSettings, SecurityGroupPlaybook};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,29 @@ pub struct Config {
     /// Deploy the AWS Config managed rules (needs a Config recorder in every target account and Region).
     #[serde(default = "yes")]
     pub config_rules: bool,
+    /// Auto-remediation playbooks and their modes.
+    #[serde(default)]
+    pub playbooks: Playbooks,
+    /// What no playbook touches.
+    #[serde(default)]
+    pub exemptions: Exemptions,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbooks {
+    #[serde(default)]
+    pub open_security_group: SecurityGroupPlaybook,
+}
+
+impl Config {
+    /// The responder's playbook settings, as the security stack hands them over.
+    pub fn playbook_settings(&self) -> PlaybookSettings {
+        PlaybookSettings {
+            open_security_group: self.playbooks.open_security_group.clone(),
+            exemptions: self.exemptions.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -334,6 +358,28 @@ impl Config {
                     format!(
                         "'{p}' is not an ARN pattern; expected e.g. arn:aws:iam::*:role/BreakGlass"
                     ),
+                ));
+            }
+        }
+        let sg = &self.playbooks.open_security_group;
+        if sg.ports.is_empty() || sg.ports.contains(&0) {
+            return Err(err(
+                "playbooks.open_security_group.ports".into(),
+                "expected a list of ports from 1 to 65535, e.g. [22, 3389]".into(),
+            ));
+        }
+        let ex = &self.exemptions;
+        if ex.tag.trim().is_empty() {
+            return Err(err("exemptions.tag".into(), "is empty; expected a tag key such as quell:exempt".into()));
+        }
+        for (i, a) in ex.accounts.iter().enumerate() {
+            check_account(a).map_err(|p| err(format!("exemptions.accounts[{i}]"), p))?;
+        }
+        for (i, ou) in ex.organizational_units.iter().enumerate() {
+            if !is_ou_id(ou) {
+                return Err(err(
+                    format!("exemptions.organizational_units[{i}]"),
+                    format!("'{ou}' is not an OU id; expected ou-xxxx-xxxxxxxx or a root id r-xxxx"),
                 ));
             }
         }

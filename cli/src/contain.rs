@@ -153,7 +153,7 @@ fn report(outcome: &Outcome, printer: &Printer) -> u8 {
 
 pub fn exit_code(status: Status) -> u8 {
     match status {
-        Status::Succeeded => exit::SUCCESS,
+        Status::Succeeded | Status::Skipped => exit::SUCCESS,
         Status::Rejected => exit::REFUSED,
         Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
     }
@@ -309,6 +309,8 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         (Status::Rejected, _) => ("REFUSED", Tone::Bad),
         (Status::Failed, _) => ("FAILED", Tone::Bad),
         (Status::InProgress, _) => ("IN PROGRESS", Tone::Change),
+        (Status::Succeeded, Action::Remediate) => ("REMEDIATED", Tone::Good),
+        (Status::Skipped, _) => ("SKIPPED", Tone::Dim),
     };
     let _ = writeln!(
         t,

@@ -17,6 +17,8 @@ pub enum AuditEvent {
     Failed,
     Rejected,
     Released,
+    /// A playbook left something alone on purpose (exempt, notify mode).
+    Skipped,
 }
 
 impl AuditEvent {
@@ -27,6 +29,7 @@ impl AuditEvent {
             AuditEvent::Failed => "FAILED",
             AuditEvent::Rejected => "REJECTED",
             AuditEvent::Released => "RELEASED",
+            AuditEvent::Skipped => "SKIPPED",
         }
     }
 }

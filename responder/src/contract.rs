@@ -17,6 +17,9 @@ pub enum Action {
     Contain,
     /// Undo a containment from the ledger's recorded prior state.
     Release,
+    /// A playbook's fix of a misconfiguration. Recorded by the responder itself; a containment
+    /// message asking for it is refused.
+    Remediate,
 }
 
 impl Action {
@@ -24,6 +27,7 @@ impl Action {
         match self {
             Action::Contain => "contain",
             Action::Release => "release",
+            Action::Remediate => "remediate",
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum Status {
     Succeeded,
     Failed,
     Rejected,
+    /// Nothing done, on purpose (an exemption, notify mode, nothing exposed); the record says why.
+    Skipped,
 }
 
 impl Status {
@@ -37,6 +39,7 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Rejected => "rejected",
+            Status::Skipped => "skipped",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod entity;
 pub mod error;
 pub mod inbound;
 pub mod ledger;
+pub mod playbooks;
 pub mod membership;
 pub mod protection;
 pub mod secret;

@@ -52,4 +52,40 @@ impl Membership {
             Err(e) => Err(e),
         }
     }
+
+    /// The OUs and root above `account`, nearest first (for OU exemptions).
+    pub async fn ancestors(
+        &self,
+        sessions: &Sessions,
+        clients: &crate::clients::MemberFactory,
+        external_id: &str,
+        account: &str,
+    ) -> Result<Vec<String>, CallError> {
+        let config = sessions
+            .assume(&self.reader_role_arn, Some(external_id))
+            .await?;
+        let org = clients(&config).organizations;
+        let mut out = Vec::new();
+        let mut child = account.to_owned();
+        // An organization is at most five OUs deep; the bound guards against a cycle.
+        for _ in 0..8 {
+            let parents = org
+                .list_parents()
+                .child_id(&child)
+                .send()
+                .await
+                .described("organizations:ListParents")?;
+            let Some(parent) = parents.parents().first() else {
+                break;
+            };
+            let id = parent.id().unwrap_or_default().to_owned();
+            let is_root = parent.r#type().is_some_and(|t| t.as_str() == "ROOT");
+            out.push(id.clone());
+            if is_root {
+                break;
+            }
+            child = id;
+        }
+        Ok(out)
+    }
 }

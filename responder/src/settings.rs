@@ -2,6 +2,7 @@
 //! security stack template).
 
 use crate::error::ResponderError;
+use crate::playbooks::PlaybookSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -28,6 +29,9 @@ pub struct Settings {
     /// How many steps of one containment run at once; 0 means all of them. 1 is gentler on API
     /// rate limits, and is what the benchmark compares against.
     pub step_concurrency: usize,
+    /// Queue the central bus's remediation rule delivers to (an event source of the function).
+    pub events_queue_arn: Option<String>,
+    pub playbooks: PlaybookSettings,
 }
 
 impl Settings {
@@ -72,6 +76,11 @@ impl Settings {
                     )
                 })?,
             dead_letter_queue_url: need("QUELL_DLQ_URL")?,
+            events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
+            playbooks: match get("QUELL_PLAYBOOKS") {
+                Some(json) if !json.trim().is_empty() => PlaybookSettings::parse(&json)?,
+                _ => PlaybookSettings::default(),
+            },
             step_concurrency: match get("QUELL_STEP_CONCURRENCY") {
                 None => 0,
                 Some(v) => v

@@ -7,6 +7,7 @@ mod cli;
 mod contain;
 mod entities;
 mod install;
+mod remediate;
 mod support;
 mod upgrade;
 
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         bad_input::tests(),
         entities::tests(),
         cli::online(),
+        remediate::tests(),
         // Last: it ends with an uninstall and a fresh install.
         upgrade::tests(),
     ]

@@ -221,6 +221,9 @@ struct Wiring {
     /// The responder's own delayed queue (EC2 phase 2), which AWS delivers through an event source mapping.
     isolation_queue_url: String,
     isolation_queue_arn: String,
+    /// Where the central bus's remediation rule puts events (an event source mapping on AWS).
+    events_queue_url: String,
+    events_queue_arn: String,
     function: FunctionSpec,
 }
 
@@ -260,24 +263,30 @@ impl Wiring {
             queue_url,
             subscription_arn,
         } = subscribe_inbox(&security, &deployment, &config.name).await?;
-        let isolation_name =
-            deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
-                .await?
-                .and_then(|o| o.get("IsolationQueueName").cloned())
-                .context("the security stack has no IsolationQueueName output")?;
-        let isolation_queue_url = sqs
-            .get_queue_url()
-            .queue_name(&isolation_name)
-            .send()
-            .await
-            .described("sqs:GetQueueUrl")?
-            .queue_url()
-            .unwrap_or_default()
-            .to_owned();
-        let isolation_queue_arn = format!(
-            "arn:aws:sqs:{}:{}:{isolation_name}",
-            config.home_region, state.security_account
-        );
+        let outputs = deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
+            .await?
+            .unwrap_or_default();
+        let queue = |output: &'static str| {
+            let (sqs, outputs, home, account) = (&sqs, &outputs, &config.home_region, &state.security_account);
+            async move {
+                let name = outputs
+                    .get(output)
+                    .cloned()
+                    .with_context(|| format!("the security stack has no {output} output"))?;
+                let url = sqs
+                    .get_queue_url()
+                    .queue_name(&name)
+                    .send()
+                    .await
+                    .described("sqs:GetQueueUrl")?
+                    .queue_url()
+                    .unwrap_or_default()
+                    .to_owned();
+                anyhow::Ok((url, format!("arn:aws:sqs:{home}:{account}:{name}")))
+            }
+        };
+        let (isolation_queue_url, isolation_queue_arn) = queue("IsolationQueueName").await?;
+        let (events_queue_url, events_queue_arn) = queue("EventsQueueName").await?;
         let f = aws_sdk_lambda::Client::new(&security)
             .get_function_configuration()
             .function_name(&deployment.function_name)
@@ -316,6 +325,8 @@ impl Wiring {
             subscription_arn,
             isolation_queue_url,
             isolation_queue_arn,
+            events_queue_url,
+            events_queue_arn,
             function,
         }))
     }
@@ -327,8 +338,8 @@ async fn serve_once(
     sessions: &Sessions,
     state: &SandboxState,
 ) -> anyhow::Result<()> {
-    // Both queues at once: a long poll on one must not hold up the other.
-    let (sns, isolation) = tokio::join!(
+    // Every queue at once: a long poll on one must not hold up the others.
+    let (sns, isolation, events) = tokio::join!(
         deliver(w, runtime, sessions, state, &w.queue_url, |m| {
             sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn)
         }),
@@ -338,9 +349,12 @@ async fn serve_once(
                 &w.isolation_queue_arn,
                 &w.function.region,
             ))
+        }),
+        deliver(w, runtime, sessions, state, &w.events_queue_url, |m| {
+            Ok(sqs_lambda_event(m, &w.events_queue_arn, &w.function.region))
         })
     );
-    sns.and(isolation)
+    sns.and(isolation).and(events)
 }
 
 /// Receives what is waiting on `queue` and invokes the function with each message's Lambda event.

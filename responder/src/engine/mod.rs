@@ -6,6 +6,7 @@
 
 mod contain;
 mod release;
+mod remediate;
 
 use aws_config::{Region, SdkConfig};
 use chrono::Utc;
@@ -134,11 +135,15 @@ impl Responder {
     async fn handle_deliveries(&self, payload: Value) -> Result<Value, ResponderError> {
         let mut outcomes = Vec::new();
         for delivery in inbound::parse(payload)? {
-            let outcome = match delivery {
-                Delivery::Sns(d) => Box::pin(self.handle_sns(&d)).await?,
-                Delivery::Queue(q) => Box::pin(self.isolate(&q)).await?,
-            };
-            outcomes.push(outcome);
+            match delivery {
+                Delivery::Sns(d) => outcomes.push(Box::pin(self.handle_sns(&d)).await?),
+                Delivery::Queue(q)
+                    if self.settings.events_queue_arn.as_deref() == Some(q.queue_arn.as_str()) =>
+                {
+                    outcomes.extend(Box::pin(self.remediate(&q)).await?);
+                }
+                Delivery::Queue(q) => outcomes.push(Box::pin(self.isolate(&q)).await?),
+            }
         }
         let transient: Vec<&Outcome> = outcomes
             .iter()
@@ -224,6 +229,11 @@ impl Responder {
         match message.action {
             Action::Contain => self.contain(d, &message, &entity).await,
             Action::Release => self.release(d, &message, &entity).await,
+            Action::Remediate => {
+                let why = "remediations come from events, not from containment messages; use action contain or release";
+                self.reject_delivery(d, Some(&message), refuse("action_not_accepted", why))
+                    .await
+            }
         }
     }
 
@@ -324,17 +334,20 @@ impl Responder {
 
     /// A session in the entity's account, in its Region (IAM: the responder's own Region).
     async fn member_session(&self, entity: &Entity) -> Result<MemberClients, CallError> {
-        let ids = self.external_ids().await.map_err(|e| CallError {
-            call: "secretsmanager:GetSecretValue".into(),
-            failure: crate::aws_error::AwsFailure {
-                code: None,
-                message: e.to_string(),
-            },
-        })?;
+        self.session_in(entity.partition(), entity.account(), entity.region())
+            .await
+    }
+
+    /// A session through the member role in `account`, in `region` when given.
+    async fn session_in(
+        &self,
+        partition: &str,
+        account: &str,
+        region: Option<&str>,
+    ) -> Result<MemberClients, CallError> {
+        let ids = self.ids_for_calls().await?;
         let role = format!(
-            "arn:{}:iam::{}:role/{}",
-            entity.partition(),
-            entity.account(),
+            "arn:{partition}:iam::{account}:role/{}",
             self.settings.member_role_name
         );
         let config = self
@@ -343,13 +356,12 @@ impl Responder {
             .await
             .map_err(|mut e| {
                 e.failure.message = format!(
-                    "{}; is the quell-member-roles stack set deployed to {}?",
-                    e.failure.message,
-                    entity.account()
+                    "{}; is the quell-member-roles stack set deployed to {account}?",
+                    e.failure.message
                 );
                 e
             })?;
-        let config = match entity.region() {
+        let config = match region {
             Some(r) => config
                 .to_builder()
                 .region(Region::new(r.to_owned()))
@@ -357,6 +369,33 @@ impl Responder {
             None => config,
         };
         Ok((self.member_clients)(&config))
+    }
+
+    /// The ExternalIds, with a failure to read them shaped like any failed call.
+    async fn ids_for_calls(&self) -> Result<&ExternalIds, CallError> {
+        self.external_ids().await.map_err(|e| CallError {
+            call: "secretsmanager:GetSecretValue".into(),
+            failure: crate::aws_error::AwsFailure {
+                code: None,
+                message: e.to_string(),
+            },
+        })
+    }
+
+    /// Whether `account` belongs to the organization (through the org reader role).
+    async fn is_member(&self, account: &str) -> Result<bool, CallError> {
+        let ids = self.ids_for_calls().await?;
+        self.membership
+            .is_member(&self.sessions, &self.member_clients, &ids.role_external_id, account)
+            .await
+    }
+
+    /// The OUs (and root) above `account`, nearest first.
+    async fn ancestors(&self, account: &str) -> Result<Vec<String>, CallError> {
+        let ids = self.ids_for_calls().await?;
+        self.membership
+            .ancestors(&self.sessions, &self.member_clients, &ids.role_external_id, account)
+            .await
     }
 
     /// The entity with a session in its account, or the failed outcome when none can be had.

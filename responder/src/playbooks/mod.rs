@@ -1,0 +1,95 @@
+//! Auto-remediation: each playbook a module of its own, saying what it matches, what it changes
+//! and what it records. Events are parsed once (`event`) into triggers; the engine checks
+//! membership, exemptions and the playbook's mode, then runs the playbook.
+
+pub mod event;
+pub mod exposure;
+pub mod security_group;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ResponderError;
+
+/// What a playbook does when it matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Fix it.
+    #[default]
+    Auto,
+    /// Only tell: record what would be fixed and publish it to the audit topic.
+    Notify,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupPlaybook {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Ports that must not be open to the internet.
+    #[serde(default = "default_ports")]
+    pub ports: Vec<u16>,
+}
+
+fn default_ports() -> Vec<u16> {
+    exposure::DEFAULT_SENSITIVE_PORTS.to_vec()
+}
+
+impl Default for SecurityGroupPlaybook {
+    fn default() -> Self {
+        SecurityGroupPlaybook {
+            mode: Mode::Auto,
+            ports: default_ports(),
+        }
+    }
+}
+
+/// Resources, accounts and OUs no playbook touches. Every skip is recorded with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exemptions {
+    /// A resource with this tag is left alone; the tag's value is the reason, and an empty value
+    /// does not count (an exemption must say why).
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// OUs (and their child OUs).
+    #[serde(default)]
+    pub organizational_units: Vec<String>,
+}
+
+fn default_tag() -> String {
+    "quell:exempt".into()
+}
+
+impl Default for Exemptions {
+    fn default() -> Self {
+        Exemptions {
+            tag: default_tag(),
+            accounts: Vec::new(),
+            organizational_units: Vec::new(),
+        }
+    }
+}
+
+/// Everything the playbooks are configured with (`QUELL_PLAYBOOKS`, JSON, set by the security
+/// stack from the `playbooks` and `exemptions` sections of the configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookSettings {
+    #[serde(default)]
+    pub open_security_group: SecurityGroupPlaybook,
+    #[serde(default)]
+    pub exemptions: Exemptions,
+}
+
+impl PlaybookSettings {
+    pub fn parse(json: &str) -> Result<PlaybookSettings, ResponderError> {
+        serde_json::from_str(json).map_err(|e| {
+            ResponderError::Settings(format!(
+                "QUELL_PLAYBOOKS is not the playbook settings the security stack writes: {e}"
+            ))
+        })
+    }
+}
