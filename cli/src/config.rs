@@ -370,7 +370,10 @@ impl Config {
         }
         let ex = &self.exemptions;
         if ex.tag.trim().is_empty() {
-            return Err(err("exemptions.tag".into(), "is empty; expected a tag key such as quell:exempt".into()));
+            return Err(err(
+                "exemptions.tag".into(),
+                "is empty; expected a tag key such as quell:exempt".into(),
+            ));
         }
         for (i, a) in ex.accounts.iter().enumerate() {
             check_account(a).map_err(|p| err(format!("exemptions.accounts[{i}]"), p))?;
@@ -379,7 +382,9 @@ impl Config {
             if !is_ou_id(ou) {
                 return Err(err(
                     format!("exemptions.organizational_units[{i}]"),
-                    format!("'{ou}' is not an OU id; expected ou-xxxx-xxxxxxxx or a root id r-xxxx"),
+                    format!(
+                        "'{ou}' is not an OU id; expected ou-xxxx-xxxxxxxx or a root id r-xxxx"
+                    ),
                 ));
             }
         }

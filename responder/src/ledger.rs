@@ -206,7 +206,9 @@ impl Ledger {
             };
             let stale = existing.updated_at + Duration::minutes(STALE_AFTER_MINUTES) < now;
             match existing.status {
-                Status::Succeeded | Status::Rejected => return Ok(Claim::Finished(existing)),
+                Status::Succeeded | Status::Rejected | Status::Skipped => {
+                    return Ok(Claim::Finished(existing))
+                }
                 Status::InProgress if !stale => return Ok(Claim::Busy(existing)),
                 Status::InProgress | Status::Failed => {
                     let mut resumed = existing.clone();

@@ -41,15 +41,19 @@ async fn group_with(
     rules: Vec<IpPermission>,
 ) -> Result<String> {
     let ec2 = aws_sdk_ec2::Client::new(&s.in_account(account, region).await?);
-    let mut spec = TagSpecification::builder().resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup);
+    let mut spec =
+        TagSpecification::builder().resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup);
     for (k, v) in tags {
         spec = spec.tags(Tag::builder().key(*k).value(*v).build());
     }
-    let id = ec2
+    let mut create = ec2
         .create_security_group()
         .group_name(format!("{name}-{}", uuid_like()))
-        .description("e2e remediation")
-        .tag_specifications(spec.build())
+        .description("e2e remediation");
+    if !tags.is_empty() {
+        create = create.tag_specifications(spec.build());
+    }
+    let id = create
         .send()
         .await?
         .group_id()
@@ -64,15 +68,28 @@ async fn group_with(
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default())
+    format!(
+        "{:x}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )
 }
 
 /// (protocol, from port, cidr) of every ingress rule.
-async fn ingress(s: &Sandbox, account: &str, region: &str, group: &str) -> Result<Vec<(String, i32, String)>> {
+async fn ingress(
+    s: &Sandbox,
+    account: &str,
+    region: &str,
+    group: &str,
+) -> Result<Vec<(String, i32, String)>> {
     let ec2 = aws_sdk_ec2::Client::new(&s.in_account(account, region).await?);
     let rules = ec2
         .describe_security_group_rules()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(group).build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .values(group)
+                .build(),
+        )
         .send()
         .await?;
     let mut out: Vec<(String, i32, String)> = rules
@@ -83,7 +100,10 @@ async fn ingress(s: &Sandbox, account: &str, region: &str, group: &str) -> Resul
             (
                 r.ip_protocol().unwrap_or_default().to_owned(),
                 r.from_port().unwrap_or_default(),
-                r.cidr_ipv4().or(r.cidr_ipv6()).unwrap_or_default().to_owned(),
+                r.cidr_ipv4()
+                    .or(r.cidr_ipv6())
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect();
@@ -92,7 +112,14 @@ async fn ingress(s: &Sandbox, account: &str, region: &str, group: &str) -> Resul
 }
 
 /// Puts an event on the member's default bus, as the AWS service would.
-async fn put_event(s: &Sandbox, account: &str, region: &str, source: &str, detail_type: &str, detail: &Value) -> Result<()> {
+async fn put_event(
+    s: &Sandbox,
+    account: &str,
+    region: &str,
+    source: &str,
+    detail_type: &str,
+    detail: &Value,
+) -> Result<()> {
     let events = aws_sdk_eventbridge::Client::new(&s.in_account(account, region).await?);
     let out = events
         .put_events()
@@ -105,7 +132,10 @@ async fn put_event(s: &Sandbox, account: &str, region: &str, source: &str, detai
         )
         .send()
         .await?;
-    ensure!(out.failed_entry_count() == 0, "the event was accepted: {out:?}");
+    ensure!(
+        out.failed_entry_count() == 0,
+        "the event was accepted: {out:?}"
+    );
     Ok(())
 }
 
@@ -119,7 +149,15 @@ async fn cloudtrail_authorize(s: &Sandbox, account: &str, region: &str, group: &
             "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22, "toPort": 22,
                 "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}}
     });
-    put_event(s, account, region, "aws.ec2", "AWS API Call via CloudTrail", &detail).await
+    put_event(
+        s,
+        account,
+        region,
+        "aws.ec2",
+        "AWS API Call via CloudTrail",
+        &detail,
+    )
+    .await
 }
 
 fn ledger_of(config: &aws_config::SdkConfig) -> Ledger {
@@ -147,7 +185,9 @@ fn group_arn(account: &str, region: &str, group: &str) -> String {
     format!("arn:aws:ec2:{region}:{account}:security-group/{group}")
 }
 
-async fn an_ssh_rule_opened_to_the_world_is_revoked_and_the_good_rules_stay(s: Arc<Sandbox>) -> Result<()> {
+async fn an_ssh_rule_opened_to_the_world_is_revoked_and_the_good_rules_stay(
+    s: Arc<Sandbox>,
+) -> Result<()> {
     let account = s.members().into_iter().next().context("a member")?;
     let group = group_with(
         &s,
@@ -167,67 +207,145 @@ async fn an_ssh_rule_opened_to_the_world_is_revoked_and_the_good_rules_stay(s: A
     ensure!(record.status == Status::Succeeded, "fixed: {record:?}");
     let left = ingress(&s, &account, HOME, &group).await?;
     ensure!(
-        left == [("tcp".to_owned(), 22, "10.0.0.0/8".to_owned()), ("tcp".to_owned(), 443, "0.0.0.0/0".to_owned())],
+        left == [
+            ("tcp".to_owned(), 22, "10.0.0.0/8".to_owned()),
+            ("tcp".to_owned(), 443, "0.0.0.0/0".to_owned())
+        ],
         "exactly the open SSH rule went: {left:?}"
     );
-    let step = record.step("revoke_ingress").context("the revoke is recorded")?;
-    ensure!(step.prior.to_string().contains("0.0.0.0/0"), "the revoked rule is kept in the record: {}", step.prior);
-    ensure!(record.requester.as_deref() == Some("CloudTrail AuthorizeSecurityGroupIngress"), "{:?}", record.requester);
+    let step = record
+        .step("revoke_ingress")
+        .context("the revoke is recorded")?;
+    ensure!(
+        step.prior.to_string().contains("0.0.0.0/0"),
+        "the revoked rule is kept in the record: {}",
+        step.prior
+    );
+    ensure!(
+        record.requester.as_deref() == Some("CloudTrail AuthorizeSecurityGroupIngress"),
+        "{:?}",
+        record.requester
+    );
     let audit = s.audit_for(&record.key, 1).await?;
-    ensure!(audit.iter().any(|a| a["event"] == "succeeded"), "audited: {audit:?}");
+    ensure!(
+        audit.iter().any(|a| a["event"] == "succeeded"),
+        "audited: {audit:?}"
+    );
     Ok(())
 }
 
 async fn a_config_compliance_change_closes_the_group_it_names(s: Arc<Sandbox>) -> Result<()> {
     let account = s.members().into_iter().nth(1).context("a second member")?;
-    let group = group_with(&s, &account, SECOND, "db", &[], vec![ec2_rule("tcp", 5432, "0.0.0.0/0")]).await?;
+    let group = group_with(
+        &s,
+        &account,
+        SECOND,
+        "db",
+        &[],
+        vec![ec2_rule("tcp", 5432, "0.0.0.0/0")],
+    )
+    .await?;
     let detail = json!({
         "resourceId": group, "awsRegion": SECOND, "awsAccountId": account,
         "configRuleName": "quell-restricted-ssh", "resourceType": "AWS::EC2::SecurityGroup",
         "newEvaluationResult": {"complianceType": "NON_COMPLIANT"},
         "messageType": "ComplianceChangeNotification"
     });
-    put_event(&s, &account, SECOND, "aws.config", "Config Rules Compliance Change", &detail).await?;
+    put_event(
+        &s,
+        &account,
+        SECOND,
+        "aws.config",
+        "Config Rules Compliance Change",
+        &detail,
+    )
+    .await?;
     let record = remediation_for(&s, &group_arn(&account, SECOND, &group)).await?;
     ensure!(record.status == Status::Succeeded, "fixed: {record:?}");
-    ensure!(ingress(&s, &account, SECOND, &group).await?.is_empty(), "PostgreSQL is no longer open to the world");
+    ensure!(
+        ingress(&s, &account, SECOND, &group).await?.is_empty(),
+        "PostgreSQL is no longer open to the world"
+    );
     Ok(())
 }
 
-async fn an_exempt_group_stays_open_and_the_skip_is_recorded_with_its_reason(s: Arc<Sandbox>) -> Result<()> {
+async fn an_exempt_group_stays_open_and_the_skip_is_recorded_with_its_reason(
+    s: Arc<Sandbox>,
+) -> Result<()> {
     let account = s.members().into_iter().next().context("a member")?;
     let reason = "bastion for the incident drill, until 2026-12-01";
-    let exempt = group_with(&s, &account, HOME, "bastion", &[("quell:exempt", reason)], vec![ec2_rule("tcp", 22, "0.0.0.0/0")]).await?;
+    let exempt = group_with(
+        &s,
+        &account,
+        HOME,
+        "bastion",
+        &[("quell:exempt", reason)],
+        vec![ec2_rule("tcp", 22, "0.0.0.0/0")],
+    )
+    .await?;
     cloudtrail_authorize(&s, &account, HOME, &exempt).await?;
     let record = remediation_for(&s, &group_arn(&account, HOME, &exempt)).await?;
     ensure!(record.status == Status::Skipped, "skipped: {record:?}");
-    ensure!(record.reason.as_deref().is_some_and(|r| r.contains(reason)), "the reason is recorded: {:?}", record.reason);
-    ensure!(ingress(&s, &account, HOME, &exempt).await?.len() == 1, "the exempt rule stays");
+    ensure!(
+        record.reason.as_deref().is_some_and(|r| r.contains(reason)),
+        "the reason is recorded: {:?}",
+        record.reason
+    );
+    ensure!(
+        ingress(&s, &account, HOME, &exempt).await?.len() == 1,
+        "the exempt rule stays"
+    );
 
     // A tag without a reason does not exempt.
-    let unexplained = group_with(&s, &account, HOME, "nobody-knows", &[("quell:exempt", "")], vec![ec2_rule("tcp", 3389, "0.0.0.0/0")]).await?;
+    let unexplained = group_with(
+        &s,
+        &account,
+        HOME,
+        "nobody-knows",
+        &[("quell:exempt", "")],
+        vec![ec2_rule("tcp", 3389, "0.0.0.0/0")],
+    )
+    .await?;
     cloudtrail_authorize(&s, &account, HOME, &unexplained).await?;
     let record = remediation_for(&s, &group_arn(&account, HOME, &unexplained)).await?;
-    ensure!(record.status == Status::Succeeded, "fixed despite the empty tag: {record:?}");
-    ensure!(record.step("exemption").is_some(), "the ignored tag is recorded");
+    ensure!(
+        record.status == Status::Succeeded,
+        "fixed despite the empty tag: {record:?}"
+    );
+    ensure!(
+        record.step("exemption").is_some(),
+        "the ignored tag is recorded"
+    );
     ensure!(ingress(&s, &account, HOME, &unexplained).await?.is_empty());
     Ok(())
 }
 
-async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(s: Arc<Sandbox>) -> Result<()> {
+async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(
+    s: Arc<Sandbox>,
+) -> Result<()> {
     let account = s.members().into_iter().next().context("a member")?;
     let started = chrono::Utc::now();
     let detail = json!({
         "eventSource": "ec2.amazonaws.com", "eventName": "AuthorizeSecurityGroupIngress",
         "awsRegion": HOME, "recipientAccountId": account, "requestParameters": {}
     });
-    put_event(&s, &account, HOME, "aws.ec2", "AWS API Call via CloudTrail", &detail).await?;
+    put_event(
+        &s,
+        &account,
+        HOME,
+        "aws.ec2",
+        "AWS API Call via CloudTrail",
+        &detail,
+    )
+    .await?;
     let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
     let mut refused = None;
     for _ in 0..60 {
         refused = ledger.recent(200).await?.into_iter().find(|r| {
             r.received_at >= started
-                && r.rejection.as_ref().is_some_and(|x| x.code == "malformed_event")
+                && r.rejection
+                    .as_ref()
+                    .is_some_and(|x| x.code == "malformed_event")
         });
         if refused.is_some() {
             break;
@@ -236,10 +354,21 @@ async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(s: Arc
     }
     let refused = refused.context("the malformed event was recorded as refused")?;
     let message = &refused.rejection.as_ref().context("a rejection")?.message;
-    ensure!(message.contains("names no security group"), "says what is wrong: {message}");
+    ensure!(
+        message.contains("names no security group"),
+        "says what is wrong: {message}"
+    );
     ensure!(refused.steps.is_empty(), "nothing was done");
 
-    let gone = group_with(&s, &account, HOME, "short-lived", &[], vec![ec2_rule("tcp", 22, "0.0.0.0/0")]).await?;
+    let gone = group_with(
+        &s,
+        &account,
+        HOME,
+        "short-lived",
+        &[],
+        vec![ec2_rule("tcp", 22, "0.0.0.0/0")],
+    )
+    .await?;
     aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?)
         .delete_security_group()
         .group_id(&gone)
@@ -248,7 +377,14 @@ async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(s: Arc
     cloudtrail_authorize(&s, &account, HOME, &gone).await?;
     let record = remediation_for(&s, &group_arn(&account, HOME, &gone)).await?;
     ensure!(record.status == Status::Rejected, "{record:?}");
-    ensure!(record.rejection.as_ref().is_some_and(|r| r.code == "resource_gone"), "{:?}", record.rejection);
+    ensure!(
+        record
+            .rejection
+            .as_ref()
+            .is_some_and(|r| r.code == "resource_gone"),
+        "{:?}",
+        record.rejection
+    );
     ensure!(record.steps.is_empty(), "no write");
     Ok(())
 }

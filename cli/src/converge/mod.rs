@@ -171,6 +171,13 @@ impl Context {
             name,
             place,
             poll: self.poll,
+            // The sandbox ends every stack operation within seconds, or never (an emulator
+            // error mid-way); on AWS a stack may take its time.
+            deadline: if self.aws.sandbox().is_some() {
+                Duration::from_secs(120)
+            } else {
+                Duration::from_secs(3 * 3600)
+            },
         }
     }
 

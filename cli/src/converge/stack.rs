@@ -39,6 +39,8 @@ pub struct Stack<'a> {
     /// Where, for messages: "security account 222233334444 in us-east-1".
     pub place: String,
     pub poll: Duration,
+    /// How long an operation may stay in progress before Quell stops following it.
+    pub deadline: Duration,
 }
 
 impl Stack<'_> {
@@ -202,6 +204,7 @@ impl Stack<'_> {
     }
 
     async fn wait(&self, cfn: &Client) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         loop {
             let out = cfn
                 .describe_stacks()
@@ -216,6 +219,13 @@ impl Stack<'_> {
                 .unwrap_or(StackStatus::CreateInProgress);
             let text = status.as_str();
             if text.ends_with("_IN_PROGRESS") {
+                if started.elapsed() > self.deadline {
+                    bail!(
+                        "stack {} is still {text} after {} s: see its events in the CloudFormation console; run the command again once it has ended",
+                        self.name,
+                        self.deadline.as_secs()
+                    );
+                }
                 tokio::time::sleep(self.poll).await;
                 continue;
             }

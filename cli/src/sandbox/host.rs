@@ -95,7 +95,7 @@ pub async fn run() -> anyhow::Result<u8> {
             }
         }
         let Some((w, _)) = &wiring else { continue };
-        if let Err(e) = serve_once(w, &runtime, &sessions, &state).await {
+        if let Err(e) = Box::pin(serve_once(w, &runtime, &sessions, &state)).await {
             tracing::error!(error = %crate::exit::describe(&e), "delivery round failed");
             wiring = None;
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -263,11 +263,13 @@ impl Wiring {
             queue_url,
             subscription_arn,
         } = subscribe_inbox(&security, &deployment, &config.name).await?;
-        let outputs = deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
-            .await?
-            .unwrap_or_default();
+        let outputs =
+            deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
+                .await?
+                .unwrap_or_default();
         let queue = |output: &'static str| {
-            let (sqs, outputs, home, account) = (&sqs, &outputs, &config.home_region, &state.security_account);
+            let (sqs, outputs, home, account) =
+                (&sqs, &outputs, &config.home_region, &state.security_account);
             async move {
                 let name = outputs
                     .get(output)

@@ -386,7 +386,12 @@ impl Responder {
     async fn is_member(&self, account: &str) -> Result<bool, CallError> {
         let ids = self.ids_for_calls().await?;
         self.membership
-            .is_member(&self.sessions, &self.member_clients, &ids.role_external_id, account)
+            .is_member(
+                &self.sessions,
+                &self.member_clients,
+                &ids.role_external_id,
+                account,
+            )
             .await
     }
 
@@ -394,7 +399,12 @@ impl Responder {
     async fn ancestors(&self, account: &str) -> Result<Vec<String>, CallError> {
         let ids = self.ids_for_calls().await?;
         self.membership
-            .ancestors(&self.sessions, &self.member_clients, &ids.role_external_id, account)
+            .ancestors(
+                &self.sessions,
+                &self.member_clients,
+                &ids.role_external_id,
+                account,
+            )
             .await
     }
 

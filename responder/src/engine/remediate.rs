@@ -11,7 +11,7 @@ use crate::aws_error::CallError;
 use crate::contract::Action;
 use crate::error::ResponderError;
 use crate::inbound::QueueDelivery;
-use crate::ledger::{Record, Rejection, Status, Step, StepStatus};
+use crate::ledger::{Claim, Record, Rejection, Status, Step, StepStatus};
 use crate::playbooks::event::{self, Malformed, Parsed, Resource, Trigger};
 use crate::playbooks::{security_group, Mode};
 
@@ -34,7 +34,10 @@ enum Ending {
 }
 
 impl Responder {
-    pub(super) async fn remediate(&self, q: &QueueDelivery) -> Result<Vec<Outcome>, ResponderError> {
+    pub(super) async fn remediate(
+        &self,
+        q: &QueueDelivery,
+    ) -> Result<Vec<Outcome>, ResponderError> {
         let parsed = serde_json::from_str::<Value>(&q.body)
             .map_err(|e| Malformed(format!("the message is not an EventBridge event: {e}")))
             .and_then(|v| event::parse(&v).map(|p| (v, p)));
@@ -64,7 +67,11 @@ impl Responder {
         }
     }
 
-    async fn reject_event(&self, q: &QueueDelivery, why: String) -> Result<Outcome, ResponderError> {
+    async fn reject_event(
+        &self,
+        q: &QueueDelivery,
+        why: String,
+    ) -> Result<Outcome, ResponderError> {
         let now = Utc::now();
         let mut record = Record::new(format!("event:{}", q.message_id), now, &q.message_id);
         record.action = Action::Remediate;
@@ -89,32 +96,36 @@ impl Responder {
         })
     }
 
-    async fn remediate_one(&self, q: &QueueDelivery, t: &Trigger) -> Result<Outcome, ResponderError> {
+    async fn remediate_one(
+        &self,
+        q: &QueueDelivery,
+        t: &Trigger,
+    ) -> Result<Outcome, ResponderError> {
         let key = format!("remediation:{}:{}", t.event_id, t.resource.id());
-        if let Some(done) = self
-            .ledger
-            .get(&key)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot read the ledger: {e}")))?
-            .filter(|r| r.status.is_final())
-        {
-            return Ok(Outcome {
-                key,
-                status: done.status,
-                code: Some("duplicate".into()),
-                message: "this event was handled already; nothing was done again".into(),
-                transient: false,
-            });
-        }
         let partition = partition_of(&t.region);
-        let mut record = Record::new(key.clone(), Utc::now(), &q.message_id);
-        record.action = Action::Remediate;
-        record.entity = Some(t.resource.arn(partition, &t.account, &t.region));
-        record.entity_kind = Some("security_group".into());
-        record.account = Some(t.account.clone());
-        record.requester = Some(t.source.describe());
-        record.reason = Some(serde_json::to_string(&t.source).unwrap_or_default());
-
+        let mut fresh = Record::new(key.clone(), Utc::now(), &q.message_id);
+        fresh.action = Action::Remediate;
+        fresh.entity = Some(t.resource.arn(partition, &t.account, &t.region));
+        fresh.entity_kind = Some("security_group".into());
+        fresh.account = Some(t.account.clone());
+        fresh.requester = Some(t.source.describe());
+        fresh.reason = Some(serde_json::to_string(&t.source).unwrap_or_default());
+        // The same event delivered twice (EventBridge and SQS deliver at least once) acts once.
+        let mut record =
+            match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
+                ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}"))
+            })? {
+                Claim::Fresh(r) | Claim::Resumed(r) => r,
+                Claim::Busy(r) | Claim::Finished(r) => return Ok(Outcome {
+                    key,
+                    status: r.status,
+                    code: Some("duplicate".into()),
+                    message:
+                        "this event is being handled or was handled already; nothing was done again"
+                            .into(),
+                    transient: false,
+                }),
+            };
         let ending = self.run_playbook(t, partition, &mut record).await;
         let now = Utc::now();
         record.updated_at = now;
@@ -127,7 +138,13 @@ impl Responder {
                     code: r.code.into(),
                     message: r.message.clone(),
                 });
-                (Status::Rejected, AuditEvent::Rejected, Some(r.code.to_owned()), r.message, false)
+                (
+                    Status::Rejected,
+                    AuditEvent::Rejected,
+                    Some(r.code.to_owned()),
+                    r.message,
+                    false,
+                )
             }
             Ending::Failed { message, transient } => {
                 record.error = Some(message.clone());
@@ -160,26 +177,41 @@ impl Responder {
             Ok(false) => {
                 return Ending::Refused(refuse(
                     "outside_organization",
-                    format!("account {} is not in organization {}", t.account, self.settings.organization_id),
+                    format!(
+                        "account {} is not in organization {}",
+                        t.account, self.settings.organization_id
+                    ),
                 ))
             }
             Err(e) => return failed(&e),
         }
         if exemptions.accounts.contains(&t.account) {
-            return Ending::Skipped(format!("account {} is exempt (exemptions.accounts)", t.account));
+            return Ending::Skipped(format!(
+                "account {} is exempt (exemptions.accounts)",
+                t.account
+            ));
         }
         if !exemptions.organizational_units.is_empty() {
             match self.ancestors(&t.account).await {
                 Ok(ancestors) => {
-                    if let Some(ou) = ancestors.iter().find(|a| exemptions.organizational_units.contains(a)) {
-                        return Ending::Skipped(format!("account {} is in exempt OU {ou} (exemptions.organizational_units)", t.account));
+                    if let Some(ou) = ancestors
+                        .iter()
+                        .find(|a| exemptions.organizational_units.contains(a))
+                    {
+                        return Ending::Skipped(format!(
+                            "account {} is in exempt OU {ou} (exemptions.organizational_units)",
+                            t.account
+                        ));
                     }
                 }
                 Err(e) => return failed(&e),
             }
         }
         let Resource::SecurityGroup { group_id } = &t.resource;
-        let clients = match self.session_in(partition, &t.account, Some(&t.region)).await {
+        let clients = match self
+            .session_in(partition, &t.account, Some(&t.region))
+            .await
+        {
             Ok(c) => c,
             Err(e) => return failed(&e),
         };
@@ -188,19 +220,28 @@ impl Responder {
             Ok(None) => {
                 return Ending::Refused(refuse(
                     "resource_gone",
-                    format!("security group {group_id} no longer exists in {} {}; nothing to do", t.account, t.region),
+                    format!(
+                        "security group {group_id} no longer exists in {} {}; nothing to do",
+                        t.account, t.region
+                    ),
                 ))
             }
             Err(e) => return failed(&e),
         };
         match group.tags.get(&exemptions.tag).map(|v| v.trim()) {
             Some(reason) if !reason.is_empty() => {
-                return Ending::Skipped(format!("{group_id} is exempt by tag {}: {reason}", exemptions.tag));
+                return Ending::Skipped(format!(
+                    "{group_id} is exempt by tag {}: {reason}",
+                    exemptions.tag
+                ));
             }
             Some(_) => record.steps.push(step(
                 "exemption",
                 StepStatus::Skipped,
-                format!("tag {} has no reason, so it does not exempt {group_id}", exemptions.tag),
+                format!(
+                    "tag {} has no reason, so it does not exempt {group_id}",
+                    exemptions.tag
+                ),
                 Value::Null,
                 Value::Null,
             )),
@@ -223,11 +264,20 @@ impl Responder {
                 json!(offending),
                 Value::Null,
             ));
-            return Ending::Skipped(format!("notify mode: {group_id} is open ({}); nothing changed", described.join(", ")));
+            return Ending::Skipped(format!(
+                "notify mode: {group_id} is open ({}); nothing changed",
+                described.join(", ")
+            ));
         }
         let started = Utc::now();
         if let Err(e) = security_group::revoke(&clients.ec2, group_id, &offending).await {
-            record.steps.push(step("revoke_ingress", StepStatus::Failed, e.to_string(), json!(offending), Value::Null));
+            record.steps.push(step(
+                "revoke_ingress",
+                StepStatus::Failed,
+                e.to_string(),
+                json!(offending),
+                Value::Null,
+            ));
             record.steps.last_mut().expect("just pushed").started_at = started;
             return failed(&e);
         }
@@ -245,8 +295,16 @@ impl Responder {
         let still = after.offending(&settings.ports);
         record.steps.push(Step {
             name: "revoke_ingress".into(),
-            status: if still.is_empty() { StepStatus::Done } else { StepStatus::Failed },
-            detail: format!("revoked {}; {} other ingress rules kept", described.join(", "), after.ingress.len()),
+            status: if still.is_empty() {
+                StepStatus::Done
+            } else {
+                StepStatus::Failed
+            },
+            detail: format!(
+                "revoked {}; {} other ingress rules kept",
+                described.join(", "),
+                after.ingress.len()
+            ),
             prior: json!(offending),
             new: json!(after.ingress),
             started_at: started,
@@ -258,7 +316,11 @@ impl Responder {
             Ending::Failed {
                 message: format!(
                     "{group_id} is still open after the revoke: {}",
-                    still.iter().map(exposure_text).collect::<Vec<_>>().join(", ")
+                    still
+                        .iter()
+                        .map(exposure_text)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 transient: true,
             }

@@ -7,10 +7,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Security Hub controls about security groups open to the world.
-pub const SECURITY_GROUP_CONTROLS: &[&str] = &["EC2.13", "EC2.14", "EC2.18", "EC2.19", "EC2.53", "EC2.54"];
+pub const SECURITY_GROUP_CONTROLS: &[&str] =
+    &["EC2.13", "EC2.14", "EC2.18", "EC2.19", "EC2.53", "EC2.54"];
 
 /// CloudTrail calls that can open a security group.
-const SECURITY_GROUP_CALLS: &[&str] = &["AuthorizeSecurityGroupIngress", "ModifySecurityGroupRules"];
+const SECURITY_GROUP_CALLS: &[&str] =
+    &["AuthorizeSecurityGroupIngress", "ModifySecurityGroupRules"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -75,7 +77,9 @@ pub enum Parsed {
 pub struct Malformed(pub String);
 
 fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn need<'a>(v: &'a Value, pointer: &str, what: &str) -> Result<&'a str, Malformed> {
@@ -98,14 +102,27 @@ pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
 fn cloudtrail(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
     let name = need(event, "/detail/eventName", "the CloudTrail event")?;
     if let Some(code) = text(event, "/detail/errorCode") {
-        return Ok(Parsed::Nothing(format!("{name} failed ({code}): nothing changed")));
+        return Ok(Parsed::Nothing(format!(
+            "{name} failed ({code}): nothing changed"
+        )));
     }
     if !SECURITY_GROUP_CALLS.contains(&name) {
-        return Err(Malformed(format!("CloudTrail event {name} has no playbook")));
+        return Err(Malformed(format!(
+            "CloudTrail event {name} has no playbook"
+        )));
     }
     let group = text(event, "/detail/requestParameters/groupId")
-        .or_else(|| text(event, "/detail/requestParameters/ModifySecurityGroupRulesRequest/GroupId"))
-        .ok_or_else(|| Malformed(format!("CloudTrail event {name} names no security group (requestParameters.groupId)")))?;
+        .or_else(|| {
+            text(
+                event,
+                "/detail/requestParameters/ModifySecurityGroupRulesRequest/GroupId",
+            )
+        })
+        .ok_or_else(|| {
+            Malformed(format!(
+                "CloudTrail event {name} names no security group (requestParameters.groupId)"
+            ))
+        })?;
     Ok(Parsed::Triggers(vec![Trigger {
         event_id,
         account: need(event, "/detail/recipientAccountId", "the CloudTrail event")?.to_owned(),
@@ -123,11 +140,15 @@ fn config(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
     let rule = need(event, "/detail/configRuleName", "the Config event")?;
     let compliance = text(event, "/detail/newEvaluationResult/complianceType").unwrap_or("");
     if compliance != "NON_COMPLIANT" {
-        return Ok(Parsed::Nothing(format!("{rule}: {compliance}, nothing to fix")));
+        return Ok(Parsed::Nothing(format!(
+            "{rule}: {compliance}, nothing to fix"
+        )));
     }
     let kind = need(event, "/detail/resourceType", "the Config event")?;
     if kind != "AWS::EC2::SecurityGroup" {
-        return Err(Malformed(format!("Config rule {rule} reports a {kind}, which has no playbook")));
+        return Err(Malformed(format!(
+            "Config rule {rule} reports a {kind}, which has no playbook"
+        )));
     }
     Ok(Parsed::Triggers(vec![Trigger {
         event_id,
@@ -136,7 +157,9 @@ fn config(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
         resource: Resource::SecurityGroup {
             group_id: checked_group(need(event, "/detail/resourceId", "the Config event")?)?,
         },
-        source: Source::Config { rule: rule.to_owned() },
+        source: Source::Config {
+            rule: rule.to_owned(),
+        },
     }]))
 }
 
@@ -155,7 +178,9 @@ fn security_hub(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
         let failed = text(f, "/Compliance/Status") == Some("FAILED");
         let active = text(f, "/RecordState").is_none_or(|s| s == "ACTIVE");
         if !SECURITY_GROUP_CONTROLS.contains(&control) || !failed || !active {
-            skipped.push(format!("{id}: control {control:?}, not a failed active security group finding"));
+            skipped.push(format!(
+                "{id}: control {control:?}, not a failed active security group finding"
+            ));
             continue;
         }
         let account = need(f, "/AwsAccountId", "a finding")?;
@@ -164,7 +189,10 @@ fn security_hub(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
             .pointer("/Resources")
             .and_then(Value::as_array)
             .ok_or_else(|| Malformed(format!("finding {id} has no Resources")))?;
-        for r in resources.iter().filter(|r| text(r, "/Type") == Some("AwsEc2SecurityGroup")) {
+        for r in resources
+            .iter()
+            .filter(|r| text(r, "/Type") == Some("AwsEc2SecurityGroup"))
+        {
             let arn = need(r, "/Id", "a finding resource")?;
             let group = arn.rsplit('/').next().unwrap_or(arn);
             triggers.push(Trigger {
@@ -189,13 +217,15 @@ fn security_hub(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
 
 /// Group ids become ledger keys and API arguments: `sg-` and hex digits only.
 fn checked_group(id: &str) -> Result<String, Malformed> {
-    let ok = id
-        .strip_prefix("sg-")
-        .is_some_and(|h| !h.is_empty() && h.len() <= 32 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    let ok = id.strip_prefix("sg-").is_some_and(|h| {
+        !h.is_empty() && h.len() <= 32 && h.chars().all(|c| c.is_ascii_hexdigit())
+    });
     if ok {
         Ok(id.to_owned())
     } else {
-        Err(Malformed(format!("{id:?} is not a security group id (sg- and hex digits)")))
+        Err(Malformed(format!(
+            "{id:?} is not a security group id (sg- and hex digits)"
+        )))
     }
 }
 
@@ -216,10 +246,17 @@ mod tests {
 
     #[test]
     fn a_cloudtrail_authorize_names_the_group_in_the_callers_account_and_region() {
-        let Parsed::Triggers(t) = parse(&cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-0abc12")).unwrap() else {
+        let Parsed::Triggers(t) = parse(&cloudtrail_event(
+            "AuthorizeSecurityGroupIngress",
+            "sg-0abc12",
+        ))
+        .unwrap() else {
             panic!("a trigger")
         };
-        assert_eq!(t[0].account, "111122223333", "from the detail, not the envelope");
+        assert_eq!(
+            t[0].account, "111122223333",
+            "from the detail, not the envelope"
+        );
         assert_eq!(t[0].region, "eu-west-1");
         assert_eq!(t[0].resource.id(), "sg-0abc12");
     }
@@ -243,13 +280,17 @@ mod tests {
             "detail": {"configRuleName": "quell-restricted-ssh", "awsAccountId": "111122223333", "awsRegion": "us-east-1",
                        "resourceType": "AWS::EC2::SecurityGroup", "resourceId": "sg-0def",
                        "newEvaluationResult": {"complianceType": "NON_COMPLIANT"}}});
-        let Parsed::Triggers(t) = parse(&config).unwrap() else { panic!() };
+        let Parsed::Triggers(t) = parse(&config).unwrap() else {
+            panic!()
+        };
         assert_eq!(t[0].resource.id(), "sg-0def");
         let hub = json!({"id": "ev-3", "detail-type": "Security Hub Findings - Imported",
             "detail": {"findings": [{"Id": "f-1", "AwsAccountId": "111122223333", "Region": "us-east-1",
                 "RecordState": "ACTIVE", "Compliance": {"Status": "FAILED", "SecurityControlId": "EC2.19"},
                 "Resources": [{"Type": "AwsEc2SecurityGroup", "Id": "arn:aws:ec2:us-east-1:111122223333:security-group/sg-0123"}]}]}});
-        let Parsed::Triggers(t) = parse(&hub).unwrap() else { panic!() };
+        let Parsed::Triggers(t) = parse(&hub).unwrap() else {
+            panic!()
+        };
         assert_eq!(t[0].resource.id(), "sg-0123");
         assert!(matches!(&t[0].source, Source::SecurityHub { control, .. } if control == "EC2.19"));
     }
@@ -257,11 +298,22 @@ mod tests {
     #[test]
     fn malformed_events_are_refused_with_what_is_wrong() {
         let e = cloudtrail_event("AuthorizeSecurityGroupIngress", "not-a-group; drop");
-        assert!(parse(&e).unwrap_err().0.contains("is not a security group id"));
+        assert!(parse(&e)
+            .unwrap_err()
+            .0
+            .contains("is not a security group id"));
         let mut e = cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-01");
         e["detail"]["requestParameters"] = json!({});
         assert!(parse(&e).unwrap_err().0.contains("names no security group"));
-        assert!(parse(&json!({"id": "x", "detail-type": "Something Else"})).unwrap_err().0.contains("not an event Quell handles"));
-        assert!(parse(&json!({"detail-type": "AWS API Call via CloudTrail"})).unwrap_err().0.contains("/id"));
+        assert!(parse(&json!({"id": "x", "detail-type": "Something Else"}))
+            .unwrap_err()
+            .0
+            .contains("not an event Quell handles"));
+        assert!(
+            parse(&json!({"detail-type": "AWS API Call via CloudTrail"}))
+                .unwrap_err()
+                .0
+                .contains("/id")
+        );
     }
 }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// Ports an open rule must not reach unless configured otherwise: SSH, RDP and common databases
 /// (MS SQL, MySQL, PostgreSQL, Oracle, MongoDB, Redis, Elasticsearch, Redshift).
-pub const DEFAULT_SENSITIVE_PORTS: &[u16] = &[22, 3389, 1433, 3306, 5432, 1521, 27017, 6379, 9200, 5439];
+pub const DEFAULT_SENSITIVE_PORTS: &[u16] =
+    &[22, 3389, 1433, 3306, 5432, 1521, 27017, 6379, 9200, 5439];
 
 const EVERYWHERE_V4: &str = "0.0.0.0/0";
 const EVERYWHERE_V6: &str = "::/0";
@@ -108,7 +109,10 @@ mod tests {
         assert_eq!(ids(&[all]), ["all"]);
         assert_eq!(ids(&[rule("range", "tcp", 20, 30, "0.0.0.0/0")]), ["range"]);
         assert_eq!(ids(&[rule("db", "tcp", 3000, 6000, "::/0")]), ["db"]);
-        assert_eq!(ids(&[rule("allports", "tcp", -1, -1, "0.0.0.0/0")]), ["allports"]);
+        assert_eq!(
+            ids(&[rule("allports", "tcp", -1, -1, "0.0.0.0/0")]),
+            ["allports"]
+        );
         assert_eq!(ids(&[rule("udp", "17", 3389, 3389, "0.0.0.0/0")]), ["udp"]);
     }
 
@@ -126,8 +130,14 @@ mod tests {
 
     #[test]
     fn configured_ports_replace_the_defaults() {
-        let r = [rule("web", "tcp", 8080, 8080, "0.0.0.0/0"), rule("ssh", "tcp", 22, 22, "0.0.0.0/0")];
-        let found: Vec<&str> = offending(&r, &[8080]).iter().map(|r| r.id.as_str()).collect();
+        let r = [
+            rule("web", "tcp", 8080, 8080, "0.0.0.0/0"),
+            rule("ssh", "tcp", 22, 22, "0.0.0.0/0"),
+        ];
+        let found: Vec<&str> = offending(&r, &[8080])
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
         assert_eq!(found, ["web"]);
     }
 }

@@ -52,7 +52,10 @@ pub async fn read(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Result<Option<Gr
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        for r in page.described("ec2:DescribeSecurityGroupRules")?.security_group_rules() {
+        for r in page
+            .described("ec2:DescribeSecurityGroupRules")?
+            .security_group_rules()
+        {
             if r.is_egress() == Some(true) {
                 continue;
             }
@@ -71,14 +74,23 @@ pub async fn read(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Result<Option<Gr
         tags: group
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect(),
         ingress,
     }))
 }
 
 /// Revokes exactly these rules.
-pub async fn revoke(ec2: &aws_sdk_ec2::Client, group_id: &str, rules: &[Rule]) -> Result<(), CallError> {
+pub async fn revoke(
+    ec2: &aws_sdk_ec2::Client,
+    group_id: &str,
+    rules: &[Rule],
+) -> Result<(), CallError> {
     ec2.revoke_security_group_ingress()
         .group_id(group_id)
         .set_security_group_rule_ids(Some(rules.iter().map(|r| r.id.clone()).collect()))
