@@ -57,6 +57,8 @@ pub enum Command {
     Uninstall(UninstallArgs),
     /// Check that everything Quell needs is in place, and say how to fix what is not.
     Doctor(DoctorArgs),
+    /// Run the playbooks over every target account and Region now, and report per place.
+    Sweep(SweepArgs),
     /// Contain a compromised entity: publish a containment request and wait for its outcome.
     Contain(ContainArgs),
     /// Undo a containment from the prior state recorded in the ledger.
@@ -137,6 +139,20 @@ pub struct UninstallArgs {
     pub delete_ledger: bool,
     #[arg(long)]
     pub delegated_admin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Find and record, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, short)]
+    pub yes: bool,
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the sweep to end.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use quell_responder::entity::is_account_id;
-use quell_responder::playbooks::{Exemptions, PlaybookSettings, SecurityGroupPlaybook};
+use quell_responder::playbooks::{
+    Exemptions, PlaybookSettings, SecurityGroupPlaybook, SweepSettings,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,36 @@ pub struct Config {
     /// What no playbook touches.
     #[serde(default)]
     pub exemptions: Exemptions,
+    #[serde(default)]
+    pub sweep: SweepConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// EventBridge schedule of the organization-wide sweep.
+    #[serde(default = "default_sweep_schedule")]
+    pub schedule: String,
+    /// Accounts x Regions swept at once.
+    #[serde(default = "default_sweep_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_sweep_schedule() -> String {
+    "rate(12 hours)".into()
+}
+
+fn default_sweep_concurrency() -> usize {
+    8
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        SweepConfig {
+            schedule: default_sweep_schedule(),
+            concurrency: default_sweep_concurrency(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,6 +90,12 @@ impl Config {
         PlaybookSettings {
             open_security_group: self.playbooks.open_security_group.clone(),
             exemptions: self.exemptions.clone(),
+            sweep: SweepSettings {
+                organizational_units: self.targets.organizational_units.clone(),
+                accounts: self.targets.accounts.clone(),
+                regions: self.all_regions(),
+                concurrency: self.sweep.concurrency,
+            },
         }
     }
 }
@@ -366,6 +404,18 @@ impl Config {
             return Err(err(
                 "playbooks.open_security_group.ports".into(),
                 "expected a list of ports from 1 to 65535, e.g. [22, 3389]".into(),
+            ));
+        }
+        let sw = &self.sweep;
+        let schedule_ok = (sw.schedule.starts_with("rate(") || sw.schedule.starts_with("cron("))
+            && sw.schedule.ends_with(')');
+        if !schedule_ok {
+            return Err(err("sweep.schedule".into(), format!("'{}' is not an EventBridge schedule; expected e.g. rate(12 hours) or cron(0 3 * * ? *)", sw.schedule)));
+        }
+        if !(1..=64).contains(&sw.concurrency) {
+            return Err(err(
+                "sweep.concurrency".into(),
+                "expected 1 to 64 accounts x Regions at once".into(),
             ));
         }
         let ex = &self.exemptions;

@@ -108,6 +108,7 @@ pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> 
         options: Options {
             snapshot: args.snapshot,
             reactivate_keys: false,
+            dry_run: false,
         },
         yes: args.yes,
         config: args.config.as_ref(),
@@ -129,6 +130,7 @@ pub async fn release(
         options: Options {
             snapshot: false,
             reactivate_keys: args.reactivate_keys,
+            dry_run: false,
         },
         yes: args.yes,
         config: args.config.as_ref(),
@@ -149,6 +151,32 @@ fn report(outcome: &Outcome, printer: &Printer) -> u8 {
     };
     printer.result(&report, || report_text(record, printer));
     exit_code(record.status)
+}
+
+/// `quell sweep`: the playbooks over every target account and Region, run by the responder.
+pub async fn sweep(
+    global: &GlobalArgs,
+    args: &crate::args::SweepArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let request = Request {
+        arn: quell_responder::contract::SWEEP_ENTITY,
+        reason: if args.dry_run {
+            "sweep (dry run) requested with quell sweep"
+        } else {
+            "sweep requested with quell sweep"
+        },
+        request_id: None,
+        action: Action::Sweep,
+        options: Options {
+            dry_run: args.dry_run,
+            ..Options::default()
+        },
+        yes: args.yes || args.dry_run,
+        config: args.config.as_ref(),
+        timeout: args.timeout,
+    };
+    Ok(report(&send(global, &request, printer).await?, printer))
 }
 
 pub fn exit_code(status: Status) -> u8 {
@@ -310,6 +338,7 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         (Status::Failed, _) => ("FAILED", Tone::Bad),
         (Status::InProgress, _) => ("IN PROGRESS", Tone::Change),
         (Status::Succeeded, Action::Remediate) => ("REMEDIATED", Tone::Good),
+        (Status::Succeeded, Action::Sweep) => ("SWEPT", Tone::Good),
         (Status::Skipped, _) => ("SKIPPED", Tone::Dim),
     };
     let _ = writeln!(

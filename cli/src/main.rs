@@ -71,6 +71,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::Status(args) => Box::pin(status::run(&global, &args, printer)).await,
         Command::Uninstall(args) => Box::pin(uninstall::run(&global, &args, printer)).await,
         Command::Doctor(args) => Box::pin(doctor::run(&global, &args, printer)).await,
+        Command::Sweep(args) => Box::pin(contain::sweep(&global, &args, printer)).await,
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,

@@ -129,6 +129,7 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
         // Lambda's rule for queue event sources: at least six times the function timeout.
         "isolation_visibility_timeout": config.responder.timeout_seconds * 6,
         "config_rules_list": CONFIG_RULES,
+        "sweep_schedule": config.sweep.schedule,
         "playbooks_json": serde_json::to_string(&config.playbook_settings())?.replace('\'', "''"),
     });
     let mut out = Rendered::new();

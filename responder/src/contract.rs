@@ -20,6 +20,8 @@ pub enum Action {
     /// A playbook's fix of a misconfiguration. Recorded by the responder itself; a containment
     /// message asking for it is refused.
     Remediate,
+    /// Run the playbooks over every target account and Region (`entity` is `organization`).
+    Sweep,
 }
 
 impl Action {
@@ -28,6 +30,7 @@ impl Action {
             Action::Contain => "contain",
             Action::Release => "release",
             Action::Remediate => "remediate",
+            Action::Sweep => "sweep",
         }
     }
 }
@@ -41,6 +44,9 @@ pub struct Options {
     /// Release of an IAM user: make the access keys Quell deactivated active again.
     #[serde(default)]
     pub reactivate_keys: bool,
+    /// Sweep: find and record, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Body of a containment message.
@@ -85,3 +91,6 @@ pub struct IsolationMessage {
 pub fn rejection_key(sns_message_id: &str) -> String {
     format!("delivery:{sns_message_id}")
 }
+
+/// The `entity` of a sweep request: the whole organization.
+pub const SWEEP_ENTITY: &str = "organization";

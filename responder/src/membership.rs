@@ -88,4 +88,54 @@ impl Membership {
         }
         Ok(out)
     }
+
+    /// Every active account under the OUs, child OUs included, plus the single accounts.
+    pub async fn accounts_under(
+        &self,
+        sessions: &Sessions,
+        clients: &crate::clients::MemberFactory,
+        external_id: &str,
+        ous: &[String],
+        accounts: &[String],
+    ) -> Result<Vec<String>, CallError> {
+        let config = sessions
+            .assume(&self.reader_role_arn, Some(external_id))
+            .await?;
+        let org = clients(&config).organizations;
+        let mut out: Vec<String> = accounts.to_vec();
+        let mut queue: Vec<String> = ous.to_vec();
+        while let Some(parent) = queue.pop() {
+            let mut pages = org
+                .list_accounts_for_parent()
+                .parent_id(&parent)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for a in page
+                    .described("organizations:ListAccountsForParent")?
+                    .accounts()
+                {
+                    if a.status().is_none_or(|s| s.as_str() == "ACTIVE") {
+                        out.extend(a.id().map(str::to_owned));
+                    }
+                }
+            }
+            let mut pages = org
+                .list_organizational_units_for_parent()
+                .parent_id(&parent)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for ou in page
+                    .described("organizations:ListOrganizationalUnitsForParent")?
+                    .organizational_units()
+                {
+                    queue.extend(ou.id().map(str::to_owned));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
 }

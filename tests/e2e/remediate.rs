@@ -20,6 +20,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         a_config_compliance_change_closes_the_group_it_names,
         an_exempt_group_stays_open_and_the_skip_is_recorded_with_its_reason,
         a_malformed_event_and_a_vanished_group_are_refused_with_no_write,
+        the_sweep_finds_what_no_event_reported_and_fixes_it_unless_dry_run,
     ]
 }
 
@@ -386,5 +387,110 @@ async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(
         record.rejection
     );
     ensure!(record.steps.is_empty(), "no write");
+    Ok(())
+}
+
+/// The sweep's step for one account and Region.
+fn place<'a>(sweep: &'a Value, account: &str, region: &str) -> Result<&'a Value> {
+    sweep["record"]["steps"]
+        .as_array()
+        .and_then(|steps| {
+            steps
+                .iter()
+                .find(|st| st["name"] == format!("sweep {account} {region}"))
+        })
+        .with_context(|| {
+            format!(
+                "the sweep covered {account} {region}: {}",
+                sweep["record"]["steps"]
+            )
+        })
+}
+
+fn outcome_of<'a>(step: &'a Value, group: &str) -> Option<&'a str> {
+    step["new"]
+        .as_array()?
+        .iter()
+        .find(|g| g["group"] == group)
+        .and_then(|g| g["outcome"].as_str())
+}
+
+async fn the_sweep_finds_what_no_event_reported_and_fixes_it_unless_dry_run(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let account = s.members().into_iter().last().context("a member")?;
+    let quiet = group_with(
+        &s,
+        &account,
+        SECOND,
+        "unnoticed",
+        &[],
+        vec![
+            ec2_rule("tcp", 3389, "0.0.0.0/0"),
+            ec2_rule("tcp", 80, "0.0.0.0/0"),
+        ],
+    )
+    .await?;
+    let reason = "vendor appliance, ticket SEC-12";
+    let exempt = group_with(
+        &s,
+        &account,
+        SECOND,
+        "vendor",
+        &[("quell:exempt", reason)],
+        vec![ec2_rule("tcp", 22, "0.0.0.0/0")],
+    )
+    .await?;
+    let config = s.config_path();
+    let config = config.to_str().unwrap_or_default();
+
+    let dry = s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "sweep",
+        "--dry-run",
+        "--config",
+        config,
+    ])?;
+    let dry: Value = serde_json::from_slice(&dry.stdout)?;
+    ensure!(dry["status"] == "succeeded", "{}", dry["status"]);
+    let step = place(&dry, &account, SECOND)?;
+    ensure!(
+        outcome_of(step, &quiet) == Some("dry run"),
+        "found, not fixed: {step}"
+    );
+    ensure!(
+        ingress(&s, &account, SECOND, &quiet).await?.len() == 2,
+        "a dry run changes nothing"
+    );
+
+    let swept = s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "sweep",
+        "--yes",
+        "--config",
+        config,
+    ])?;
+    let swept: Value = serde_json::from_slice(&swept.stdout)?;
+    let step = place(&swept, &account, SECOND)?;
+    ensure!(outcome_of(step, &quiet) == Some("fixed"), "{step}");
+    ensure!(
+        outcome_of(step, &exempt).is_some_and(|o| o.contains(reason)),
+        "the exemption and its reason are recorded: {step}"
+    );
+    ensure!(
+        ingress(&s, &account, SECOND, &quiet).await?
+            == [("tcp".to_owned(), 80, "0.0.0.0/0".to_owned())],
+        "only RDP went"
+    );
+    ensure!(
+        ingress(&s, &account, SECOND, &exempt).await?.len() == 1,
+        "the exempt group stays open"
+    );
+    let places = swept["record"]["steps"].as_array().map_or(0, Vec::len);
+    ensure!(places == 8, "4 accounts x 2 Regions swept, got {places}");
     Ok(())
 }

@@ -225,12 +225,21 @@ async fn a_region_added_and_removed_adds_and_removes_exactly_its_instances(
         forwarding_rules(&s, some, NEW_REGION).await? == 0,
         "the rules are gone from {some} {NEW_REGION}"
     );
+    // The instances go, and the security stack follows (the sweep covers the configured Regions).
     let writes = &summary["aws_calls"]["write_operations"];
     ensure!(
-        writes
-            .as_object()
-            .is_some_and(|w| w.keys().all(|k| k == "CloudFormation:DeleteStackInstances")),
-        "only instances were deleted: {writes}"
+        writes.as_object().is_some_and(|w| w.keys().all(|k| k
+            == "CloudFormation:DeleteStackInstances"
+            || k == "CloudFormation:UpdateStack")),
+        "only instances were deleted and the security stack updated: {writes}"
+    );
+    let security = summary["plan"]["stacks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "quell-security"))
+        .context("the security stack in the plan")?;
+    ensure!(
+        security["template_from"].is_string(),
+        "its template changed with the sweep's Regions: {security}"
     );
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod contain;
 mod release;
 mod remediate;
+mod sweep;
 
 use aws_config::{Region, SdkConfig};
 use chrono::Utc;
@@ -175,6 +176,26 @@ impl Responder {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
+        if message.action == Action::Sweep {
+            if message.entity != contract::SWEEP_ENTITY {
+                let why = format!(
+                    "a sweep covers the whole organization: entity must be \"{}\", not {:?}",
+                    contract::SWEEP_ENTITY,
+                    message.entity
+                );
+                return self
+                    .reject_delivery(d, Some(&message), refuse("malformed_message", why))
+                    .await;
+            }
+            return self
+                .sweep(
+                    &message.request_id,
+                    &d.message_id,
+                    &message.requester,
+                    &message.options,
+                )
+                .await;
+        }
         // Protection first, on the ARN as given: Quell's own roles are refused as protected, not
         // merely as a type it does not contain.
         if let Some(pattern) = self.protection.protecting(&message.entity) {
@@ -229,7 +250,7 @@ impl Responder {
         match message.action {
             Action::Contain => self.contain(d, &message, &entity).await,
             Action::Release => self.release(d, &message, &entity).await,
-            Action::Remediate => {
+            Action::Remediate | Action::Sweep => {
                 let why = "remediations come from events, not from containment messages; use action contain or release";
                 self.reject_delivery(d, Some(&message), refuse("action_not_accepted", why))
                     .await

@@ -15,7 +15,7 @@ use crate::ledger::{Claim, Record, Rejection, Status, Step, StepStatus};
 use crate::playbooks::event::{self, Malformed, Parsed, Resource, Trigger};
 use crate::playbooks::{security_group, Mode};
 
-fn partition_of(region: &str) -> &'static str {
+pub(super) fn partition_of(region: &str) -> &'static str {
     if region.starts_with("cn-") {
         "aws-cn"
     } else if region.starts_with("us-gov-") {
@@ -46,6 +46,18 @@ impl Responder {
             Err(Malformed(why)) => return Ok(vec![self.reject_event(q, why).await?]),
         };
         match parsed {
+            Parsed::Sweep { event_id } => {
+                let options = crate::contract::Options::default();
+                Ok(vec![
+                    self.sweep(
+                        &format!("sweep-{event_id}"),
+                        &q.message_id,
+                        "the sweep schedule",
+                        &options,
+                    )
+                    .await?,
+                ])
+            }
             Parsed::Nothing(why) => {
                 // Compliant evaluations and failed calls arrive all day: logged, not recorded.
                 tracing::info!(event = %raw["id"], reason = %why, "nothing to remediate");

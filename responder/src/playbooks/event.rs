@@ -70,6 +70,10 @@ pub enum Parsed {
     Triggers(Vec<Trigger>),
     /// Nothing for a playbook: a call that failed, a compliant evaluation, a resolved finding.
     Nothing(String),
+    /// The sweep schedule fired.
+    Sweep {
+        event_id: String,
+    },
 }
 
 /// An event that cannot be read: reported, never acted on.
@@ -93,6 +97,7 @@ pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
         "AWS API Call via CloudTrail" => cloudtrail(event, event_id),
         "Config Rules Compliance Change" => config(event, event_id),
         "Security Hub Findings - Imported" => security_hub(event, &event_id),
+        "Scheduled Event" if text(event, "/source") == Some("aws.events") => Ok(Parsed::Sweep { event_id }),
         other => Err(Malformed(format!(
             "detail-type {other:?} is not an event Quell handles (CloudTrail API calls, Config compliance changes, Security Hub findings)"
         ))),

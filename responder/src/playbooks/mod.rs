@@ -73,6 +73,37 @@ impl Default for Exemptions {
     }
 }
 
+/// The organization-wide sweep: where it looks and how many places at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSettings {
+    /// The StackSets' targets: OUs (with their child OUs) and single accounts.
+    #[serde(default)]
+    pub organizational_units: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Accounts x Regions swept at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings {
+            organizational_units: Vec::new(),
+            accounts: Vec::new(),
+            regions: Vec::new(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
 /// Everything the playbooks are configured with (`QUELL_PLAYBOOKS`, JSON, set by the security
 /// stack from the `playbooks` and `exemptions` sections of the configuration).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +113,8 @@ pub struct PlaybookSettings {
     pub open_security_group: SecurityGroupPlaybook,
     #[serde(default)]
     pub exemptions: Exemptions,
+    #[serde(default)]
+    pub sweep: SweepSettings,
 }
 
 impl PlaybookSettings {

@@ -99,3 +99,63 @@ pub async fn revoke(
         .described("ec2:RevokeSecurityGroupIngress")?;
     Ok(())
 }
+
+/// Every group of the account and Region with its ingress rules and tags: two paginated listings,
+/// however many groups there are.
+pub async fn scan(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Group>, CallError> {
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut pages = ec2.describe_security_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for g in page
+            .described("ec2:DescribeSecurityGroups")?
+            .security_groups()
+        {
+            let id = g.group_id().unwrap_or_default().to_owned();
+            groups.insert(
+                id.clone(),
+                Group {
+                    id,
+                    tags: g
+                        .tags()
+                        .iter()
+                        .filter_map(|t| {
+                            Some((
+                                t.key()?.to_owned(),
+                                t.value().unwrap_or_default().to_owned(),
+                            ))
+                        })
+                        .collect(),
+                    ingress: Vec::new(),
+                },
+            );
+        }
+    }
+    let mut pages = ec2
+        .describe_security_group_rules()
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for r in page
+            .described("ec2:DescribeSecurityGroupRules")?
+            .security_group_rules()
+        {
+            if r.is_egress() == Some(true) {
+                continue;
+            }
+            if let Some(g) = r.group_id().and_then(|id| groups.get_mut(id)) {
+                g.ingress.push(Rule {
+                    id: r.security_group_rule_id().unwrap_or_default().to_owned(),
+                    protocol: r.ip_protocol().unwrap_or_default().to_owned(),
+                    from_port: r.from_port(),
+                    to_port: r.to_port(),
+                    cidr: r.cidr_ipv4().or(r.cidr_ipv6()).map(str::to_owned),
+                    description: r.description().map(str::to_owned),
+                });
+            }
+        }
+    }
+    let mut out: Vec<Group> = groups.into_values().collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
