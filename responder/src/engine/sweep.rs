@@ -16,6 +16,9 @@ use crate::ledger::{Claim, Record, Status, Step, StepStatus};
 use crate::playbooks::exposure::Rule;
 use crate::playbooks::{security_group, Mode};
 
+/// Revoke calls in flight at once within one account and Region.
+const REVOKES_AT_ONCE: usize = 16;
+
 /// What the sweep did in one account and Region.
 #[derive(Debug, Serialize)]
 struct Place {
@@ -210,6 +213,7 @@ impl Responder {
                 .into_iter()
                 .find(|a| exemptions.organizational_units.contains(a))
         };
+        let mut to_fix: Vec<usize> = Vec::new();
         for g in groups {
             let rules = g.offending(&settings.ports);
             if rules.is_empty() {
@@ -231,16 +235,31 @@ impl Responder {
             } else if settings.mode == Mode::Notify {
                 "notify".to_owned()
             } else {
-                match security_group::revoke(&clients.ec2, &g.id, &rules).await {
-                    Ok(()) => "fixed".to_owned(),
-                    Err(e) => format!("failed: {e}"),
-                }
+                to_fix.push(place.open.len());
+                "fixing".to_owned()
             };
             place.open.push(OpenGroup {
                 group: g.id,
                 rules,
                 outcome,
             });
+        }
+        // One revoke per group, a few at once: a place with hundreds of open groups is the case
+        // the sweep exists for.
+        let ec2 = &clients.ec2;
+        let revoked: Vec<(usize, Result<(), CallError>)> = futures::stream::iter(to_fix)
+            .map(|i| {
+                let g = &place.open[i];
+                async move { (i, security_group::revoke(ec2, &g.group, &g.rules).await) }
+            })
+            .buffer_unordered(REVOKES_AT_ONCE)
+            .collect()
+            .await;
+        for (i, result) in revoked {
+            place.open[i].outcome = match result {
+                Ok(()) => "fixed".to_owned(),
+                Err(e) => format!("failed: {e}"),
+            };
         }
         // Read back what was fixed: nothing is reported fixed that was not seen fixed.
         let fixed: Vec<&mut OpenGroup> = place

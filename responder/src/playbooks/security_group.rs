@@ -27,6 +27,28 @@ impl Group {
     }
 }
 
+fn rule_of(r: &aws_sdk_ec2::types::SecurityGroupRule) -> Rule {
+    Rule {
+        id: r.security_group_rule_id().unwrap_or_default().to_owned(),
+        protocol: r.ip_protocol().unwrap_or_default().to_owned(),
+        from_port: r.from_port(),
+        to_port: r.to_port(),
+        cidr: r.cidr_ipv4().or(r.cidr_ipv6()).map(str::to_owned),
+        description: r.description().map(str::to_owned),
+    }
+}
+
+fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> HashMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// The group, or `None` when it no longer exists.
 pub async fn read(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Result<Option<Group>, CallError> {
     let described = ec2
@@ -59,28 +81,12 @@ pub async fn read(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Result<Option<Gr
             if r.is_egress() == Some(true) {
                 continue;
             }
-            ingress.push(Rule {
-                id: r.security_group_rule_id().unwrap_or_default().to_owned(),
-                protocol: r.ip_protocol().unwrap_or_default().to_owned(),
-                from_port: r.from_port(),
-                to_port: r.to_port(),
-                cidr: r.cidr_ipv4().or(r.cidr_ipv6()).map(str::to_owned),
-                description: r.description().map(str::to_owned),
-            });
+            ingress.push(rule_of(r));
         }
     }
     Ok(Some(Group {
         id: group_id.to_owned(),
-        tags: group
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_owned(),
-                    t.value().unwrap_or_default().to_owned(),
-                ))
-            })
-            .collect(),
+        tags: tags_of(group.tags()),
         ingress,
     }))
 }
@@ -115,16 +121,7 @@ pub async fn scan(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Group>, CallError> {
                 id.clone(),
                 Group {
                     id,
-                    tags: g
-                        .tags()
-                        .iter()
-                        .filter_map(|t| {
-                            Some((
-                                t.key()?.to_owned(),
-                                t.value().unwrap_or_default().to_owned(),
-                            ))
-                        })
-                        .collect(),
+                    tags: tags_of(g.tags()),
                     ingress: Vec::new(),
                 },
             );
@@ -144,14 +141,7 @@ pub async fn scan(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Group>, CallError> {
                 continue;
             }
             if let Some(g) = r.group_id().and_then(|id| groups.get_mut(id)) {
-                g.ingress.push(Rule {
-                    id: r.security_group_rule_id().unwrap_or_default().to_owned(),
-                    protocol: r.ip_protocol().unwrap_or_default().to_owned(),
-                    from_port: r.from_port(),
-                    to_port: r.to_port(),
-                    cidr: r.cidr_ipv4().or(r.cidr_ipv6()).map(str::to_owned),
-                    description: r.description().map(str::to_owned),
-                });
+                g.ingress.push(rule_of(r));
             }
         }
     }

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Sweep benchmark: Quell's organization-wide sweep next to Cloud Custodian, same sandbox, same groups.
+
+One sandbox organization with MEMBERS member accounts (default 20) in 2 Regions, Quell installed.
+Two scenarios, 1,000 security groups each, half of them open to the world on port 22 (the other
+half open on 443, which must stay):
+
+- all 1,000 in one account and Region;
+- the same 1,000 spread over the 20 member accounts x 2 Regions.
+
+In each, Cloud Custodian (`c7n-org run`, pull mode, a policy with the same filter and
+`remove-permissions: matched`, over the same accounts and Regions) and `quell sweep` each get the
+open groups to fix; after each run every group is read back (no SSH rule open to the world, every
+443 rule still there) and the SSH rules are opened again for the next tool.
+
+Wall time: each tool's process from start to end (for Quell, `quell sweep`: publish, the
+responder's sweep, and the wait for its record). AWS calls: for Custodian, the requests the
+sandbox served during its run (its access log); for Quell, the responder's own count (SDK
+interceptor: the sweep, the ledger and the audit message), which leaves out the CLI's publish and
+ledger polling. Results: bench/results/sweep.md.
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+import boto3
+from botocore.config import Config
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+QUELL = ROOT / "target/debug/quell"
+HOME = ROOT / "bench/out/sweep"
+C7N_ORG = ROOT / "bench/out/c7n-venv/bin/c7n-org"
+RESULTS = ROOT / "bench/results/sweep.md"
+MEMBERS = int(os.environ.get("MEMBERS", "20"))
+GROUPS = 1000
+ENV = dict(os.environ, QUELL_HOME=str(HOME), QUELL_VENV=str(ROOT / ".quell/venv"), NO_COLOR="1")
+NO_RETRIES = Config(retries={"total_max_attempts": 3, "mode": "standard"})
+
+POLICY = """
+policies:
+  - name: sg-open-ssh
+    resource: aws.security-group
+    filters:
+      - type: ingress
+        Ports: [22]
+        Cidr:
+          value: "0.0.0.0/0"
+    actions:
+      - type: remove-permissions
+        ingress: matched
+"""
+
+
+def quell(*args):
+    started = time.monotonic()
+    out = subprocess.run([str(QUELL), *args], env=ENV, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"quell {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return time.monotonic() - started, out.stdout
+
+
+class Org:
+    def __init__(self, state):
+        self.state = state
+        self.endpoint = state["endpoint"]
+        self.admin = boto3.Session(
+            aws_access_key_id=state["admin"]["access_key_id"],
+            aws_secret_access_key=state["admin"]["secret_access_key"],
+            region_name="us-east-1",
+        )
+        self._sessions = {}
+
+    def client(self, account, service, region):
+        if account not in self._sessions:
+            creds = self.admin.client("sts", endpoint_url=self.endpoint).assume_role(
+                RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="bench"
+            )["Credentials"]
+            self._sessions[account] = boto3.Session(
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+            )
+        return self._sessions[account].client(service, region_name=region, endpoint_url=self.endpoint, config=NO_RETRIES)
+
+    def grow(self, members):
+        org = self.admin.client("organizations", endpoint_url=self.endpoint, config=NO_RETRIES)
+        workloads = next(o["id"] for o in self.state["organizational_units"] if o["path"] == "/Workloads")
+        root = org.list_roots()["Roots"][0]["Id"]
+        for i in range(len(self.state["member_accounts"]), members):
+            account = org.create_account(Email=f"sweep-{i}@example.com", AccountName=f"sweep-{i}")["CreateAccountStatus"]["AccountId"]
+            org.move_account(AccountId=account, SourceParentId=root, DestinationParentId=workloads)
+        accounts = []
+        for page in org.get_paginator("list_accounts_for_parent").paginate(ParentId=workloads):
+            accounts += [a["Id"] for a in page["Accounts"]]
+        for ou in org.list_organizational_units_for_parent(ParentId=workloads)["OrganizationalUnits"]:
+            accounts += [a["Id"] for a in org.list_accounts_for_parent(ParentId=ou["Id"])["Accounts"]]
+        return sorted(accounts)
+
+
+def ssh(group):
+    return [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+
+
+def web():
+    return [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+
+
+def create_groups(org, places, scenario):
+    """GROUPS groups spread evenly over `places`; every other one open on 22. Returns {place: [(id, open)]}."""
+    made = {p: [] for p in places}
+    for i in range(GROUPS):
+        account, region = places[i % len(places)]
+        ec2 = org.client(account, "ec2", region)
+        gid = ec2.create_security_group(GroupName=f"{scenario}-{i}", Description="bench")["GroupId"]
+        is_open = i % 2 == 0
+        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=ssh(gid) if is_open else web())
+        made[(account, region)].append((gid, is_open))
+    return made
+
+
+def reopen(org, made):
+    for (account, region), groups in made.items():
+        ec2 = org.client(account, "ec2", region)
+        for gid, is_open in groups:
+            if is_open:
+                ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=ssh(gid))
+
+
+def verify(org, made, tool):
+    """Every open group closed, every 443 rule kept. Returns (groups read back, open groups now closed)."""
+    checked = closed = 0
+    for (account, region), groups in made.items():
+        ec2 = org.client(account, "ec2", region)
+        ids = [g for g, _ in groups]
+        for i in range(0, len(ids), 200):
+            for g in ec2.describe_security_groups(GroupIds=ids[i:i + 200])["SecurityGroups"]:
+                perms = g["IpPermissions"]
+                open_ssh = any(p.get("FromPort") == 22 and any(r["CidrIp"] == "0.0.0.0/0" for r in p.get("IpRanges", [])) for p in perms)
+                if open_ssh:
+                    sys.exit(f"{tool}: {g['GroupId']} in {account} {region} is still open on 22")
+                checked += 1
+                closed += dict(groups)[g["GroupId"]]
+        web_rules = 0
+        for i in range(0, len(ids), 200):
+            for g in ec2.describe_security_groups(GroupIds=ids[i:i + 200])["SecurityGroups"]:
+                web_rules += sum(1 for p in g["IpPermissions"] if p.get("FromPort") == 443)
+        expected = sum(1 for _, o in groups if not o)
+        if web_rules != expected:
+            sys.exit(f"{tool}: {account} {region} has {web_rules} rules on 443, expected {expected}")
+    return checked, closed
+
+
+def moto_requests():
+    log = HOME / "sandbox/moto.log"
+    # One werkzeug access-log line per request served.
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if ' HTTP/1.1" ' in line)
+
+
+def run_custodian(org, accounts, regions):
+    work = HOME / "c7n"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "policy.yml").write_text(POLICY)
+    (work / "accounts.yml").write_text(json.dumps({"accounts": [
+        {"account_id": a, "name": f"acct-{a}", "role": f"arn:aws:iam::{a}:role/OrganizationAccountAccessRole", "regions": regions}
+        for a in accounts
+    ]}))
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT_URL=org.endpoint,
+        AWS_ACCESS_KEY_ID=org.state["admin"]["access_key_id"],
+        AWS_SECRET_ACCESS_KEY=org.state["admin"]["secret_access_key"],
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    before = moto_requests()
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(C7N_ORG), "run", "-c", str(work / "accounts.yml"), "-s", str(work / "out"), "-u", str(work / "policy.yml"),
+         # No cached resource lists: both tools must read what is there now.
+         "--cache-period", "0"],
+        env=env, capture_output=True, text=True,
+    )
+    wall = time.monotonic() - started
+    if out.returncode != 0:
+        sys.exit(f"c7n-org failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return wall, moto_requests() - before
+
+
+def run_quell():
+    log = HOME / "sandbox/responder.log"
+    seen = len(log.read_text(errors="replace").splitlines()) if log.exists() else 0
+    wall, out = quell("--sandbox", "--output", "json", "sweep", "--yes", "--config", str(HOME / "sandbox/quell.yaml"))
+    report = json.loads(out)
+    if report["status"] != "succeeded":
+        sys.exit(f"the sweep ended {report['status']}")
+    calls, handler_ms = 0, 0
+    for line in log.read_text(errors="replace").splitlines()[seen:]:
+        if '"invocation"' in line and report["request_id"] in line:
+            fields = json.loads(line)["fields"]
+            calls += fields["aws_calls"]
+            handler_ms += fields["handler_ms"]
+    fixed = sum(sum(1 for g in (s.get("new") or []) if g.get("outcome") == "fixed") for s in report["record"]["steps"])
+    return wall, calls, handler_ms, fixed
+
+
+def main():
+    quell("sandbox", "down")
+    quell("sandbox", "up")
+    rows = []
+    try:
+        state = json.loads((HOME / "sandbox/state.json").read_text())
+        org = Org(state)
+        members = org.grow(MEMBERS)[:MEMBERS]
+        quell("--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes")
+        regions = state["regions"]
+        security = state["security_account"]
+        swept = sorted(set(members + [security]))
+        # The seeded groups open on 22 are fixed first, so both tools start from the same state.
+        run_quell()
+        scenarios = [
+            ("1,000 groups in one account and Region", [(members[0], regions[0])]),
+            (f"1,000 groups over {len(members)} accounts x {len(regions)} Regions", [(a, r) for a in members for r in regions]),
+        ]
+        for n, (name, places) in enumerate(scenarios):
+            made = create_groups(org, places, f"s{n}")
+            wall, requests = run_custodian(org, swept, regions)
+            checked, closed = verify(org, made, "custodian")
+            rows.append((name, "Cloud Custodian (c7n-org)", wall, requests, closed, checked))
+            print(f"{name}: Custodian {wall:.1f} s, {requests} requests", flush=True)
+            reopen(org, made)
+            wall, calls, handler_ms, fixed = run_quell()
+            checked, closed = verify(org, made, "quell")
+            if closed != fixed:
+                sys.exit(f"quell reported {fixed} groups fixed, {closed} were read back closed")
+            rows.append((name, f"Quell sweep (responder {handler_ms / 1000:.1f} s)", wall, calls, closed, checked))
+            print(f"{name}: Quell {wall:.1f} s ({handler_ms} ms in the responder), {calls} calls, {fixed} fixed", flush=True)
+    finally:
+        quell("sandbox", "down")
+    lines = [
+        "# Sweep benchmark: Quell and Cloud Custodian",
+        "",
+        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `bench/sweep` on {os.cpu_count()} cores "
+        f"({platform.machine()}), sandbox moto 5.2.5, debug `quell` and `bootstrap`, c7n 0.9.53 / c7n-org 0.6.52.",
+        f"Both tools cover the same {len(swept)} accounts x {len(regions)} Regions; half of the 1,000 groups are open on port 22 "
+        "from 0.0.0.0/0, the other half on 443. Every group is read back after each run: no open SSH rule left, every 443 rule kept.",
+        "AWS calls: Custodian's are the requests the sandbox served during its run; Quell's are the responder's own count "
+        "(the sweep, the ledger, the audit message), without the CLI's publish and polling.",
+        "",
+        "| scenario | tool | wall s | AWS calls | open groups read back closed | groups read back |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, tool, wall, calls, fixed, checked in rows:
+        lines.append(f"| {name} | {tool} | {wall:.1f} | {calls} | {fixed} | {checked} |")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"results written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
