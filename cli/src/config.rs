@@ -628,6 +628,36 @@ targets:
     }
 
     #[test]
+    fn bad_playbook_exemption_and_sweep_settings_are_refused() {
+        let e = parse(&format!(
+            "{GOOD}playbooks:\n  open_security_group:\n    ports: [22, 0]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "playbooks.open_security_group.ports");
+        let e = parse(&format!(
+            "{GOOD}playbooks:\n  open_security_group:\n    mode: sometimes\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = parse(&format!("{GOOD}exemptions:\n  accounts: [\"12345\"]\n")).unwrap_err();
+        assert_eq!(e.key, "exemptions.accounts[0]");
+        let e = parse(&format!("{GOOD}exemptions:\n  tag: \"  \"\n")).unwrap_err();
+        assert_eq!(e.key, "exemptions.tag");
+        let e = parse(&format!("{GOOD}sweep:\n  schedule: every day\n")).unwrap_err();
+        assert_eq!(e.key, "sweep.schedule");
+        assert!(e.problem.contains("rate(12 hours)"), "{e}");
+        let e = parse(&format!("{GOOD}sweep:\n  concurrency: 0\n")).unwrap_err();
+        assert_eq!(e.key, "sweep.concurrency");
+        let ok = parse(&format!(
+            "{GOOD}playbooks:\n  open_security_group:\n    mode: notify\n    ports: [8080]\nsweep:\n  schedule: cron(0 3 * * ? *)\n"
+        ))
+        .unwrap();
+        let settings = ok.playbook_settings();
+        assert_eq!(settings.open_security_group.ports, [8080]);
+        assert_eq!(settings.sweep.regions, ok.all_regions());
+    }
+
+    #[test]
     fn bad_ou_ids_and_preferences_are_refused() {
         let e = parse(&GOOD.replace("ou-ab12-cdef3456", "Workloads")).unwrap_err();
         assert_eq!(e.key, "targets.organizational_units[0]");
