@@ -196,6 +196,20 @@ async fn malformed_message_json_is_refused(s: Arc<Sandbox>) -> Result<()> {
         "malformed_message",
         "unknown field",
     )
+    .await?;
+    // A dry run exists for sweeps only: a containment never half-happens.
+    let dry = json!({"version": "1", "request_id": "x2", "action": "contain", "entity": arn, "reason": "r", "requester": "q", "options": {"dry_run": true}}).to_string();
+    let id = publish(&s, &dry, Some(&ext)).await?;
+    expect_refused(&s, &refusal(&s, &id).await?, "malformed_message", "dry_run").await?;
+    // A sweep covers the organization, nothing narrower.
+    let narrow = json!({"version": "1", "request_id": "x3", "action": "sweep", "entity": arn, "reason": "r", "requester": "q"}).to_string();
+    let id = publish(&s, &narrow, Some(&ext)).await?;
+    expect_refused(
+        &s,
+        &refusal(&s, &id).await?,
+        "malformed_message",
+        "whole organization",
+    )
     .await
 }
 

@@ -176,6 +176,12 @@ impl Responder {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
+        if message.options.dry_run && message.action != Action::Sweep {
+            let why = "options.dry_run applies to a sweep only; a containment or release is never a dry run";
+            return self
+                .reject_delivery(d, Some(&message), refuse("malformed_message", why))
+                .await;
+        }
         if message.action == Action::Sweep {
             if message.entity != contract::SWEEP_ENTITY {
                 let why = format!(
