@@ -13,7 +13,7 @@ use crate::error::ResponderError;
 use crate::inbound::QueueDelivery;
 use crate::ledger::{Claim, Record, Rejection, Status, Step, StepStatus};
 use crate::playbooks::event::{self, Malformed, Parsed, Resource, Trigger};
-use crate::playbooks::{security_group, Mode};
+use crate::playbooks::{security_group, Mode, TagExemption};
 
 pub(super) fn partition_of(region: &str) -> &'static str {
     if region.starts_with("cn-") {
@@ -181,6 +181,20 @@ impl Responder {
         })
     }
 
+    /// Why every resource of `account` is left alone, when it is (exempt account or OU).
+    pub(super) async fn account_exemption(
+        &self,
+        account: &str,
+    ) -> Result<Option<String>, CallError> {
+        let exemptions = &self.settings.playbooks.exemptions;
+        let ancestors = if exemptions.organizational_units.is_empty() {
+            Vec::new()
+        } else {
+            self.ancestors(account).await?
+        };
+        Ok(exemptions.for_account(account, &ancestors))
+    }
+
     async fn run_playbook(&self, t: &Trigger, partition: &str, record: &mut Record) -> Ending {
         let playbooks = &self.settings.playbooks;
         let exemptions = &playbooks.exemptions;
@@ -197,27 +211,10 @@ impl Responder {
             }
             Err(e) => return failed(&e),
         }
-        if exemptions.accounts.contains(&t.account) {
-            return Ending::Skipped(format!(
-                "account {} is exempt (exemptions.accounts)",
-                t.account
-            ));
-        }
-        if !exemptions.organizational_units.is_empty() {
-            match self.ancestors(&t.account).await {
-                Ok(ancestors) => {
-                    if let Some(ou) = ancestors
-                        .iter()
-                        .find(|a| exemptions.organizational_units.contains(a))
-                    {
-                        return Ending::Skipped(format!(
-                            "account {} is in exempt OU {ou} (exemptions.organizational_units)",
-                            t.account
-                        ));
-                    }
-                }
-                Err(e) => return failed(&e),
-            }
+        match self.account_exemption(&t.account).await {
+            Ok(Some(why)) => return Ending::Skipped(why),
+            Ok(None) => {}
+            Err(e) => return failed(&e),
         }
         let Resource::SecurityGroup { group_id } = &t.resource;
         let clients = match self
@@ -240,14 +237,9 @@ impl Responder {
             }
             Err(e) => return failed(&e),
         };
-        match group.tags.get(&exemptions.tag).map(|v| v.trim()) {
-            Some(reason) if !reason.is_empty() => {
-                return Ending::Skipped(format!(
-                    "{group_id} is exempt by tag {}: {reason}",
-                    exemptions.tag
-                ));
-            }
-            Some(_) => record.steps.push(step(
+        match exemptions.for_tags(&group.tags) {
+            TagExemption::Exempt(why) => return Ending::Skipped(format!("{group_id}: {why}")),
+            TagExemption::Unexplained => record.steps.push(step(
                 "exemption",
                 StepStatus::Skipped,
                 format!(
@@ -257,7 +249,7 @@ impl Responder {
                 Value::Null,
                 Value::Null,
             )),
-            None => {}
+            TagExemption::None => {}
         }
         let settings = &playbooks.open_security_group;
         let offending = group.offending(&settings.ports);

@@ -14,7 +14,7 @@ use crate::contract::{Action, Options, SWEEP_ENTITY};
 use crate::error::ResponderError;
 use crate::ledger::{Claim, Record, Status, Step, StepStatus};
 use crate::playbooks::exposure::Rule;
-use crate::playbooks::{security_group, Mode};
+use crate::playbooks::{security_group, Mode, TagExemption};
 
 /// Revoke calls in flight at once within one account and Region.
 const REVOKES_AT_ONCE: usize = 16;
@@ -204,32 +204,19 @@ impl Responder {
             .await?;
         let groups = security_group::scan(&clients.ec2).await?;
         place.groups = groups.len();
-        let account_exempt = exemptions.accounts.contains(&place.account);
-        let ou_exempt = if exemptions.organizational_units.is_empty() {
-            None
-        } else {
-            self.ancestors(&place.account)
-                .await?
-                .into_iter()
-                .find(|a| exemptions.organizational_units.contains(a))
-        };
+        let account_exempt = self.account_exemption(&place.account).await?;
         let mut to_fix: Vec<usize> = Vec::new();
         for g in groups {
             let rules = g.offending(&settings.ports);
             if rules.is_empty() {
                 continue;
             }
-            let tag_reason = g
-                .tags
-                .get(&exemptions.tag)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty());
-            let outcome = if account_exempt {
-                "exempt: account in exemptions.accounts".to_owned()
-            } else if let Some(ou) = &ou_exempt {
-                format!("exempt: account in OU {ou}")
-            } else if let Some(reason) = tag_reason {
-                format!("exempt by tag {}: {reason}", exemptions.tag)
+            let tag_exempt = match exemptions.for_tags(&g.tags) {
+                TagExemption::Exempt(why) => Some(why),
+                TagExemption::None | TagExemption::Unexplained => None,
+            };
+            let outcome = if let Some(why) = account_exempt.clone().or(tag_exempt) {
+                why
             } else if dry_run {
                 "dry run".to_owned()
             } else if settings.mode == Mode::Notify {

@@ -6,6 +6,8 @@ pub mod event;
 pub mod exposure;
 pub mod security_group;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ResponderError;
@@ -61,6 +63,41 @@ pub struct Exemptions {
 
 fn default_tag() -> String {
     "quell:exempt".into()
+}
+
+/// What a resource's tags say about exempting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagExemption {
+    None,
+    /// Exempt, with the reason the tag gives.
+    Exempt(String),
+    /// The tag is there without a reason: it does not exempt, and the record says so.
+    Unexplained,
+}
+
+impl Exemptions {
+    /// Why `account` is exempt, given the OUs above it; `None` when it is not.
+    pub fn for_account(&self, account: &str, ancestors: &[String]) -> Option<String> {
+        if self.accounts.iter().any(|a| a == account) {
+            return Some(format!(
+                "exempt: account {account} is in exemptions.accounts"
+            ));
+        }
+        ancestors
+            .iter()
+            .find(|a| self.organizational_units.contains(a))
+            .map(|ou| {
+                format!("exempt: account {account} is in OU {ou} (exemptions.organizational_units)")
+            })
+    }
+
+    pub fn for_tags(&self, tags: &HashMap<String, String>) -> TagExemption {
+        match tags.get(&self.tag).map(|v| v.trim()) {
+            Some("") => TagExemption::Unexplained,
+            Some(reason) => TagExemption::Exempt(format!("exempt by tag {}: {reason}", self.tag)),
+            None => TagExemption::None,
+        }
+    }
 }
 
 impl Default for Exemptions {
@@ -124,5 +161,35 @@ impl PlaybookSettings {
                 "QUELL_PLAYBOOKS is not the playbook settings the security stack writes: {e}"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exemptions_say_why_and_a_tag_without_a_reason_does_not_exempt() {
+        let ex = Exemptions {
+            accounts: vec!["111122223333".into()],
+            organizational_units: vec!["ou-ab12-sandbox1".into()],
+            ..Exemptions::default()
+        };
+        assert!(ex
+            .for_account("111122223333", &[])
+            .unwrap()
+            .contains("exemptions.accounts"));
+        let via_ou = ex.for_account(
+            "444455556666",
+            &["ou-ab12-sandbox1".into(), "r-ab12".into()],
+        );
+        assert!(via_ou.unwrap().contains("ou-ab12-sandbox1"));
+        assert_eq!(ex.for_account("444455556666", &["r-ab12".into()]), None);
+        let tags = |v: &str| HashMap::from([("quell:exempt".to_owned(), v.to_owned())]);
+        assert_eq!(ex.for_tags(&tags("  ")), TagExemption::Unexplained);
+        assert!(
+            matches!(ex.for_tags(&tags("drill")), TagExemption::Exempt(r) if r.ends_with(": drill"))
+        );
+        assert_eq!(ex.for_tags(&HashMap::new()), TagExemption::None);
     }
 }
