@@ -19,6 +19,22 @@ pub fn management_stack(prefix: &str) -> String {
 pub fn ledger_table(prefix: &str) -> String {
     format!("{prefix}-ledger")
 }
+
+/// Whether the ledger table exists. It outlives the security stack (it is evidence), so it can
+/// be there without a deployment.
+pub async fn ledger_exists(security: &SdkConfig, prefix: &str) -> anyhow::Result<bool> {
+    match crate::calls::client!(aws_sdk_dynamodb, security)
+        .describe_table()
+        .table_name(ledger_table(prefix))
+        .send()
+        .await
+        .described("dynamodb:DescribeTable")
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_code("ResourceNotFoundException") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
 pub fn secret_name(prefix: &str) -> String {
     format!("{prefix}/external-ids")
 }

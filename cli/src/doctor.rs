@@ -13,7 +13,7 @@ use crate::calls::client;
 use crate::config::Config;
 use crate::converge::org_tree::OrgTree;
 use crate::converge::organization::{self, STACKSETS_PRINCIPAL};
-use crate::converge::plan::Target;
+use crate::converge::plan::{self, Target};
 use crate::exit;
 use crate::printer::{Printer, Tone};
 
@@ -147,26 +147,13 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
     }
 
     let tree = OrgTree::read(&client!(aws_sdk_organizations, aws.base())).await?;
-    let mut accounts: Vec<String> = Target::resolve(
+    let targets = Target::resolve(
         &org.targets.organizational_units,
         &org.targets.accounts,
         &tree,
         &org.management_account,
-    )
-    .into_iter()
-    .flat_map(|t| t.accounts)
-    .collect();
-    accounts.sort();
-    accounts.dedup();
-    let places: Vec<(String, String)> = accounts
-        .iter()
-        .flat_map(|a| {
-            config
-                .all_regions()
-                .into_iter()
-                .map(move |r| (a.clone(), r))
-        })
-        .collect();
+    );
+    let places = plan::places(&targets, &config.all_regions());
     let task = printer.task(&format!(
         "checking AWS Config, CloudTrail and Security Hub in {} accounts x Regions",
         places.len()

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::args::{GlobalArgs, UninstallArgs};
 use crate::calls::client;
 use crate::contain::{self, Request};
-use crate::converge::plan::instance_changes;
+use crate::converge::plan::{self, instance_changes};
 use crate::converge::{Context, StackKind};
 use crate::deployment;
 use crate::printer::{confirm, Printer, Tone};
@@ -50,7 +50,7 @@ pub async fn run(
 ) -> anyhow::Result<u8> {
     let ctx = Context::connect(global, &args.config, args.delegated_admin).await?;
     let table = deployment::ledger_table(&ctx.config.name);
-    let ledger_exists = table_exists(&ctx, &table).await?;
+    let ledger_exists = deployment::ledger_exists(&ctx.security, &ctx.config.name).await?;
     let contained = if ledger_exists {
         still_contained(&ctx, &table).await?
     } else {
@@ -289,20 +289,6 @@ async fn delete_secret(ctx: &Context) -> anyhow::Result<bool> {
     }
 }
 
-async fn table_exists(ctx: &Context, table: &str) -> anyhow::Result<bool> {
-    match client!(aws_sdk_dynamodb, &ctx.security)
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .described("dynamodb:DescribeTable")
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_code("ResourceNotFoundException") => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 async fn ledger(
     ctx: &Context,
     table: &str,
@@ -352,18 +338,7 @@ async fn leftover_groups(
     printer: &Printer,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut accounts: Vec<String> = ctx.targets().into_iter().flat_map(|t| t.accounts).collect();
-    accounts.sort();
-    accounts.dedup();
-    let places: Vec<(String, String)> = accounts
-        .iter()
-        .flat_map(|a| {
-            ctx.config
-                .all_regions()
-                .into_iter()
-                .map(move |r| (a.clone(), r))
-        })
-        .collect();
+    let places = plan::places(&ctx.targets(), &ctx.config.all_regions());
     let task = printer.task(&format!(
         "looking for Quell's security groups in {} accounts x Regions",
         places.len()

@@ -337,21 +337,14 @@ async fn is_uploaded(security: &SdkConfig, bucket: &str, key: &str) -> anyhow::R
 
 /// A ledger kept by an earlier uninstall would make the new security stack fail half-way.
 async fn refuse_orphan_ledger(ctx: &Context) -> anyhow::Result<()> {
-    let table = deployment::ledger_table(&ctx.config.name);
-    match client!(aws_sdk_dynamodb, &ctx.security)
-        .describe_table()
-        .table_name(&table)
-        .send()
-        .await
-        .described("dynamodb:DescribeTable")
-    {
-        Ok(_) => Err(exit::refused(format!(
-            "ledger table {table} from an earlier installation is still in security account {}: keep its records with `quell uninstall --delete-ledger --config ...` (exports them to a file, then deletes the table), or choose another `name` in the configuration"
-            , ctx.config.security_account
-        ))),
-        Err(e) if e.is_code("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(e.into()),
+    if !deployment::ledger_exists(&ctx.security, &ctx.config.name).await? {
+        return Ok(());
     }
+    Err(exit::refused(format!(
+        "ledger table {} from an earlier installation is still in security account {}: keep its records with `quell uninstall --delete-ledger --config ...` (exports them to a file, then deletes the table), or choose another `name` in the configuration",
+        deployment::ledger_table(&ctx.config.name),
+        ctx.config.security_account
+    )))
 }
 
 pub async fn run(

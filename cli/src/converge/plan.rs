@@ -168,6 +168,15 @@ impl Target {
     }
 }
 
+/// Every account of the targets in every Region, each account once: where the member stacks are.
+pub fn places(targets: &[Target], regions: &[String]) -> Vec<(String, String)> {
+    let accounts: BTreeSet<&String> = targets.iter().flat_map(|t| &t.accounts).collect();
+    accounts
+        .into_iter()
+        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+        .collect()
+}
+
 /// Stack instances to add, remove and retry, one operation each.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct InstanceChanges {
@@ -584,6 +593,20 @@ mod tests {
             targets[0].accounts,
             ALL.iter().map(|s| (*s).to_owned()).collect()
         );
+    }
+
+    #[test]
+    fn places_name_each_account_once_in_every_region() {
+        let t = tree();
+        let mut targets = ou_targets(&t);
+        targets.push(Target {
+            organizational_unit: OU.into(),
+            whole_ou: false,
+            accounts: BTreeSet::from(["111111111111".to_owned()]),
+        });
+        let p = places(&targets, &regions(&["us-east-1", "eu-west-1"]));
+        assert_eq!(p.len(), 6, "three accounts x two Regions, 111 once: {p:?}");
+        assert_eq!(p[0], ("111111111111".to_owned(), "us-east-1".to_owned()));
     }
 
     #[test]
