@@ -59,6 +59,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run the playbooks over every target account and Region now, and report per place.
     Sweep(SweepArgs),
+    /// Carry out a fix a playbook in approve mode is holding (ID from the audit message or `quell history`).
+    Approve(DecisionArgs),
+    /// Drop a fix a playbook in approve mode is holding: it is recorded as denied and never done.
+    Deny(DecisionArgs),
     /// Contain a compromised entity: publish a containment request and wait for its outcome.
     Contain(ContainArgs),
     /// Undo a containment from the prior state recorded in the ledger.
@@ -152,6 +156,22 @@ pub struct SweepArgs {
     pub config: Option<PathBuf>,
     /// Seconds to wait for the sweep to end.
     #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// The remediation's ledger id, e.g. remediation:<event id>:<resource>.
+    pub id: String,
+    /// Why: recorded in the ledger and every audit message.
+    #[arg(long, short)]
+    pub reason: String,
+    #[arg(long, short)]
+    pub yes: bool,
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the responder's outcome.
+    #[arg(long, default_value_t = 300)]
     pub timeout: u64,
 }
 

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use quell_responder::entity::is_account_id;
 use quell_responder::playbooks::{
-    Exemptions, PlaybookSettings, SecurityGroupPlaybook, SweepSettings,
+    EncryptionPlaybook, Exemptions, ModeOnly, PlaybookSettings, SecurityGroupPlaybook,
+    SweepSettings,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +83,12 @@ impl Default for SweepConfig {
 pub struct Playbooks {
     #[serde(default)]
     pub open_security_group: SecurityGroupPlaybook,
+    #[serde(default)]
+    pub public_bucket: ModeOnly,
+    #[serde(default)]
+    pub public_snapshot: ModeOnly,
+    #[serde(default)]
+    pub unencrypted_snapshot: EncryptionPlaybook,
 }
 
 impl Config {
@@ -89,6 +96,9 @@ impl Config {
     pub fn playbook_settings(&self) -> PlaybookSettings {
         PlaybookSettings {
             open_security_group: self.playbooks.open_security_group.clone(),
+            public_bucket: self.playbooks.public_bucket.clone(),
+            public_snapshot: self.playbooks.public_snapshot.clone(),
+            unencrypted_snapshot: self.playbooks.unencrypted_snapshot.clone(),
             exemptions: self.exemptions.clone(),
             sweep: SweepSettings {
                 organizational_units: self.targets.organizational_units.clone(),
@@ -406,6 +416,17 @@ impl Config {
                 "expected a list of ports from 1 to 65535, e.g. [22, 3389]".into(),
             ));
         }
+        if let Some(key) = &self.playbooks.unencrypted_snapshot.kms_key_id {
+            let ok = key.starts_with("arn:")
+                || key.starts_with("alias/")
+                || (key.len() == 36 && key.chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
+            if !ok {
+                return Err(err(
+                    "playbooks.unencrypted_snapshot.kms_key_id".into(),
+                    format!("'{key}' is not a KMS key; expected a key id, a key ARN or alias/NAME"),
+                ));
+            }
+        }
         let sw = &self.sweep;
         let schedule_ok = (sw.schedule.starts_with("rate(") || sw.schedule.starts_with("cron("))
             && sw.schedule.ends_with(')');
@@ -655,6 +676,32 @@ targets:
         let settings = ok.playbook_settings();
         assert_eq!(settings.open_security_group.ports, [8080]);
         assert_eq!(settings.sweep.regions, ok.all_regions());
+    }
+
+    #[test]
+    fn storage_playbooks_take_a_mode_and_a_kms_key() {
+        let e = parse(&format!(
+            "{GOOD}playbooks:\n  unencrypted_snapshot:\n    kms_key_id: my key\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "playbooks.unencrypted_snapshot.kms_key_id");
+        assert!(e.problem.contains("alias/NAME"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}playbooks:\n  public_bucket:\n    mode: auto\n    ports: [22]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("ports"), "{e}");
+        let ok = parse(&format!(
+            "{GOOD}playbooks:\n  public_bucket:\n    mode: approve\n  unencrypted_snapshot:\n    kms_key_id: alias/backups\n"
+        ))
+        .unwrap();
+        let settings = ok.playbook_settings();
+        assert_eq!(settings.public_bucket.mode, quell_responder::playbooks::Mode::Approve);
+        assert_eq!(settings.public_snapshot.mode, quell_responder::playbooks::Mode::Auto);
+        assert_eq!(
+            settings.unencrypted_snapshot.kms_key_id.as_deref(),
+            Some("alias/backups")
+        );
     }
 
     #[test]

@@ -179,9 +179,37 @@ pub async fn sweep(
     Ok(report(&send(global, &request, printer).await?, printer))
 }
 
+/// `quell approve ID` and `quell deny ID`: the responder carries out or drops the pending fix.
+pub async fn decide(
+    global: &GlobalArgs,
+    args: &crate::args::DecisionArgs,
+    action: Action,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    if !args.id.starts_with("remediation:") {
+        return Err(exit::refused(format!(
+            "{:?} is not a remediation id; ids look like remediation:<event id>:<resource> (see `quell history`)",
+            args.id
+        )));
+    }
+    let request = Request {
+        arn: &args.id,
+        reason: &args.reason,
+        request_id: None,
+        action,
+        options: Options::default(),
+        yes: args.yes,
+        config: args.config.as_ref(),
+        timeout: args.timeout,
+    };
+    Ok(report(&send(global, &request, printer).await?, printer))
+}
+
 pub fn exit_code(status: Status) -> u8 {
     match status {
-        Status::Succeeded | Status::Skipped => exit::SUCCESS,
+        Status::Succeeded | Status::Skipped | Status::AwaitingApproval | Status::Denied => {
+            exit::SUCCESS
+        }
         Status::Rejected => exit::REFUSED,
         Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
     }
@@ -219,6 +247,9 @@ pub async fn send(
         "Contain"
     };
     let question = match Entity::parse(req.arn) {
+        _ if matches!(req.action, Action::Approve | Action::Deny) => {
+            format!("{} the pending fix {}?", req.action.as_str(), req.arn)
+        }
         Ok(entity) => format!(
             "{verb} {} {} in account {}?",
             entity.kind(),
@@ -340,6 +371,10 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         (Status::Succeeded, Action::Remediate) => ("REMEDIATED", Tone::Good),
         (Status::Succeeded, Action::Sweep) => ("SWEPT", Tone::Good),
         (Status::Skipped, _) => ("SKIPPED", Tone::Dim),
+        (Status::Succeeded, Action::Approve) => ("APPROVED AND FIXED", Tone::Good),
+        (Status::Succeeded, Action::Deny) => ("DENIED", Tone::Change),
+        (Status::AwaitingApproval, _) => ("AWAITING APPROVAL", Tone::Change),
+        (Status::Denied, _) => ("DENIED", Tone::Change),
     };
     let _ = writeln!(
         t,

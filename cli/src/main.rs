@@ -21,6 +21,7 @@ mod uninstall;
 use clap::Parser;
 
 use crate::args::{Cli, Command, SandboxCommand};
+use quell_responder::contract::Action;
 use crate::printer::Printer;
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +73,10 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::Uninstall(args) => Box::pin(uninstall::run(&global, &args, printer)).await,
         Command::Doctor(args) => Box::pin(doctor::run(&global, &args, printer)).await,
         Command::Sweep(args) => Box::pin(contain::sweep(&global, &args, printer)).await,
+        Command::Approve(args) => {
+            Box::pin(contain::decide(&global, &args, Action::Approve, printer)).await
+        }
+        Command::Deny(args) => Box::pin(contain::decide(&global, &args, Action::Deny, printer)).await,
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,

@@ -19,6 +19,9 @@ pub enum AuditEvent {
     Released,
     /// A playbook left something alone on purpose (exempt, notify mode).
     Skipped,
+    /// A playbook in approve mode waits for `quell approve ID` or `quell deny ID`.
+    AwaitingApproval,
+    Denied,
 }
 
 impl AuditEvent {
@@ -30,6 +33,8 @@ impl AuditEvent {
             AuditEvent::Rejected => "REJECTED",
             AuditEvent::Released => "RELEASED",
             AuditEvent::Skipped => "SKIPPED",
+            AuditEvent::AwaitingApproval => "AWAITING APPROVAL",
+            AuditEvent::Denied => "DENIED",
         }
     }
 }
@@ -134,6 +139,10 @@ pub fn email_text(event: AuditEvent, record: &Record) -> String {
     field(&mut t, "Requester:", record.requester.as_deref());
     field(&mut t, "Reason:", record.reason.as_deref());
     let _ = writeln!(t, "{:<11} {}", "Received:", record.received_at.to_rfc3339());
+    if event == AuditEvent::AwaitingApproval {
+        let _ = writeln!(t, "{:<11} quell approve {}", "Approve:", record.key);
+        let _ = writeln!(t, "{:<11} quell deny {}", "Deny:", record.key);
+    }
     if let Some(r) = &record.rejection {
         let _ = writeln!(t, "{:<11} {} ({})", "Refused:", r.message, r.code);
     }

@@ -68,6 +68,17 @@ pub struct CallError {
 }
 
 impl CallError {
+    /// A failure found in what a call returned, rather than reported by the service.
+    pub fn local(call: &str, message: String) -> CallError {
+        CallError {
+            call: call.into(),
+            failure: AwsFailure {
+                code: Some("QuellInvalidResponse".into()),
+                message,
+            },
+        }
+    }
+
     pub fn is_code(&self, code: &str) -> bool {
         self.failure.is_code(code)
     }

@@ -54,6 +54,7 @@ pub struct MemberClients {
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub s3: aws_sdk_s3::Client,
     pub organizations: aws_sdk_organizations::Client,
 }
 
@@ -63,6 +64,7 @@ impl MemberClients {
             iam: counted!(aws_sdk_iam, config, counter),
             lambda: counted!(aws_sdk_lambda, config, counter),
             ec2: counted!(aws_sdk_ec2, config, counter),
+            s3: counted!(aws_sdk_s3, config, counter),
             organizations: counted!(aws_sdk_organizations, config, counter),
         }
     }
@@ -81,6 +83,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sts: aws_sdk_sts::Client,
+    /// Finding updates, made from the security account (the Security Hub administrator).
+    pub security_hub: aws_sdk_securityhub::Client,
     pub member: MemberFactory,
     pub counter: CallCounter,
 }
@@ -102,6 +106,7 @@ impl Clients {
             sqs: counted!(aws_sdk_sqs, config, counter),
             secrets: counted!(aws_sdk_secretsmanager, config, counter),
             sts: counted!(aws_sdk_sts, config, counter),
+            security_hub: counted!(aws_sdk_securityhub, config, counter),
             member: Arc::new(move |c| MemberClients::from_config(c, &member_counter)),
             counter,
         }

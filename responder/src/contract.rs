@@ -22,6 +22,10 @@ pub enum Action {
     Remediate,
     /// Run the playbooks over every target account and Region (`entity` is `organization`).
     Sweep,
+    /// Carry out a fix awaiting approval (`entity` is the remediation's ledger key).
+    Approve,
+    /// Drop a fix awaiting approval (`entity` is the remediation's ledger key).
+    Deny,
 }
 
 impl Action {
@@ -31,6 +35,8 @@ impl Action {
             Action::Release => "release",
             Action::Remediate => "remediate",
             Action::Sweep => "sweep",
+            Action::Approve => "approve",
+            Action::Deny => "deny",
         }
     }
 }

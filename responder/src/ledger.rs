@@ -30,6 +30,11 @@ pub enum Status {
     Rejected,
     /// Nothing done, on purpose (an exemption, notify mode, nothing exposed); the record says why.
     Skipped,
+    /// A playbook in approve mode found something: `pending` says what, and `quell approve` or
+    /// `quell deny` decides.
+    AwaitingApproval,
+    /// Someone ran `quell deny` on a pending fix: nothing more will be done.
+    Denied,
 }
 
 impl Status {
@@ -40,6 +45,8 @@ impl Status {
             Status::Failed => "failed",
             Status::Rejected => "rejected",
             Status::Skipped => "skipped",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Denied => "denied",
         }
     }
 
@@ -112,6 +119,12 @@ pub struct Record {
     /// A release: the containment request it undid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releases: Option<String>,
+    /// A remediation awaiting approval: the trigger to act on when approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::playbooks::event::Trigger>,
+    /// An approval or denial: who decided, and the request that carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }
 
 impl Record {
@@ -138,6 +151,8 @@ impl Record {
             rejection: None,
             isolation_due_at: None,
             released_by: None,
+            pending: None,
+            decided_by: None,
             releases: None,
         }
     }
@@ -206,9 +221,11 @@ impl Ledger {
             };
             let stale = existing.updated_at + Duration::minutes(STALE_AFTER_MINUTES) < now;
             match existing.status {
-                Status::Succeeded | Status::Rejected | Status::Skipped => {
-                    return Ok(Claim::Finished(existing))
-                }
+                Status::Succeeded
+                | Status::Rejected
+                | Status::Skipped
+                | Status::AwaitingApproval
+                | Status::Denied => return Ok(Claim::Finished(existing)),
                 Status::InProgress if !stale => return Ok(Claim::Busy(existing)),
                 Status::InProgress | Status::Failed => {
                     let mut resumed = existing.clone();
@@ -353,6 +370,20 @@ impl Ledger {
     }
 
     /// Records a refused delivery, unless one is already recorded under the same key.
+    /// Saves `record` only if nobody saved it since `seen` (its `updated_at` when read): `false`
+    /// when someone did, and this caller must not act on it.
+    pub async fn save_if_unchanged(
+        &self,
+        record: &Record,
+        seen: DateTime<Utc>,
+    ) -> Result<bool, CallError> {
+        match self.put(record, Condition::UpdatedAt(seen)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_code("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn record_rejection(&self, record: &Record) -> Result<(), CallError> {
         match self.put(record, Condition::Absent).await {
             Err(e) if e.is_code("ConditionalCheckFailedException") => Ok(()),

@@ -14,6 +14,9 @@ use quell_responder::settings::Settings;
 use quell_responder::Responder;
 use serde_json::{json, Value};
 
+#[path = "mocked/playbooks.rs"]
+mod playbooks;
+
 const ACCOUNT: &str = "111122223333";
 const EXTERNAL_ID: &str = "message-secret";
 
@@ -37,6 +40,9 @@ struct World {
     role: Principal,
     execution_role: Principal,
     concurrency: Option<i32>,
+    /// EBS snapshots of the member account, and finding updates sent to Security Hub.
+    snapshots: HashMap<String, playbooks::Snap>,
+    finding_updates: Vec<playbooks::FindingUpdate>,
     /// Operation name -> error codes to answer with, one per call, before answering normally.
     failures: HashMap<&'static str, VecDeque<&'static str>>,
     calls: HashMap<&'static str, usize>,
@@ -60,7 +66,12 @@ fn meta(code: &str) -> ErrorMetadata {
 }
 
 fn settings() -> Settings {
-    let env: HashMap<&str, &str> = HashMap::from([
+    settings_with(&[])
+}
+
+/// The settings, with some variables added or replaced.
+fn settings_with(extra: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<&str, &str> = HashMap::from([
         ("QUELL_LEDGER_TABLE", "quell-ledger"),
         (
             "QUELL_AUDIT_TOPIC_ARN",
@@ -92,6 +103,7 @@ fn settings() -> Settings {
             "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq",
         ),
     ]);
+    env.extend(extra.iter().copied());
     Settings::from_lookup(|k| env.get(k).map(|v| (*v).to_owned())).expect("settings")
 }
 
@@ -701,6 +713,17 @@ fn responder_with(w: &Shared, first_iam: Vec<Rule>) -> Responder {
 }
 
 fn responder_with_ec2(w: &Shared, first_iam: Vec<Rule>, ec2: aws_sdk_ec2::Client) -> Responder {
+    responder_full(w, first_iam, ec2, None, settings())
+}
+
+/// Every client, with the S3 and Security Hub ones given (empty mocks when `None`).
+fn responder_full(
+    w: &Shared,
+    first_iam: Vec<Rule>,
+    ec2: aws_sdk_ec2::Client,
+    s3: Option<aws_sdk_s3::Client>,
+    settings: Settings,
+) -> Responder {
     let base = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -709,6 +732,7 @@ fn responder_with_ec2(w: &Shared, first_iam: Vec<Rule>, ec2: aws_sdk_ec2::Client
         iam: iam(w, first_iam),
         lambda: lambda(w),
         ec2,
+        s3: s3.unwrap_or_else(|| mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[])),
         organizations: organizations(),
     };
     let clients = Clients {
@@ -718,10 +742,11 @@ fn responder_with_ec2(w: &Shared, first_iam: Vec<Rule>, ec2: aws_sdk_ec2::Client
         sqs: sqs(w),
         secrets: secrets(),
         sts: sts(),
+        security_hub: playbooks::security_hub(w),
         member: Arc::new(move |_| member.clone()),
         counter: quell_responder::clients::CallCounter::default(),
     };
-    Responder::with_clients(clients, settings())
+    Responder::with_clients(clients, settings)
 }
 
 fn world() -> Shared {

@@ -4,7 +4,9 @@
 //! membership) runs before anything is written in a member account, and a refusal is recorded and
 //! audited like any other outcome.
 
+mod approval;
 mod contain;
+mod findings;
 mod release;
 mod remediate;
 mod sweep;
@@ -55,6 +57,7 @@ pub struct Responder {
     membership: Membership,
     protection: Protection,
     member_clients: MemberFactory,
+    security_hub: aws_sdk_securityhub::Client,
     calls: crate::clients::CallCounter,
 }
 
@@ -98,6 +101,7 @@ impl Responder {
             membership: Membership::new(&settings.org_reader_role_arn),
             protection: Protection::new(&settings.protected_principals, &settings.name_prefix),
             member_clients: clients.member,
+            security_hub: clients.security_hub,
             calls: clients.counter,
             settings,
         }
@@ -176,6 +180,16 @@ impl Responder {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
+        self.handle_request(d, &message).await
+    }
+
+    /// An authenticated request, from a containment message or a Security Hub custom action.
+    async fn handle_request(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+    ) -> Result<Outcome, ResponderError> {
+        let message = message.clone();
         if message.options.dry_run && message.action != Action::Sweep {
             let why = "options.dry_run applies to a sweep only; a containment or release is never a dry run";
             return self
@@ -202,6 +216,9 @@ impl Responder {
                 )
                 .await;
         }
+        if matches!(message.action, Action::Approve | Action::Deny) {
+            return self.decide(d, &message).await;
+        }
         // Protection first, on the ARN as given: Quell's own roles are refused as protected, not
         // merely as a type it does not contain.
         if let Some(pattern) = self.protection.protecting(&message.entity) {
@@ -226,16 +243,7 @@ impl Responder {
                     .await;
             }
         };
-        match self
-            .membership
-            .is_member(
-                &self.sessions,
-                &self.member_clients,
-                &ids.role_external_id,
-                entity.account(),
-            )
-            .await
-        {
+        match self.is_member(entity.account()).await {
             Ok(true) => {}
             Ok(false) => {
                 let why = format!(
@@ -256,7 +264,7 @@ impl Responder {
         match message.action {
             Action::Contain => self.contain(d, &message, &entity).await,
             Action::Release => self.release(d, &message, &entity).await,
-            Action::Remediate | Action::Sweep => {
+            Action::Remediate | Action::Sweep | Action::Approve | Action::Deny => {
                 let why = "remediations come from events, not from containment messages; use action contain or release";
                 self.reject_delivery(d, Some(&message), refuse("action_not_accepted", why))
                     .await
@@ -560,10 +568,11 @@ impl Responder {
         event: AuditEvent,
     ) -> Result<Outcome, ResponderError> {
         self.finish(record, Status::Succeeded, event).await?;
-        let verb = if record.action == Action::Release {
-            "released"
-        } else {
-            "contained"
+        let verb = match record.action {
+            Action::Release => "released",
+            Action::Approve => "approved",
+            Action::Deny => "denied",
+            Action::Contain | Action::Remediate | Action::Sweep => "contained",
         };
         Ok(Outcome {
             key: record.key.clone(),

@@ -8,12 +8,13 @@ use serde_json::{json, Value};
 use super::{is_transient, refuse, Outcome, Refusal, Responder};
 use crate::audit::AuditEvent;
 use crate::aws_error::CallError;
+use crate::clients::MemberClients;
 use crate::contract::Action;
 use crate::error::ResponderError;
 use crate::inbound::QueueDelivery;
 use crate::ledger::{Claim, Record, Rejection, Status, Step, StepStatus};
 use crate::playbooks::event::{self, Malformed, Parsed, Resource, Trigger};
-use crate::playbooks::{security_group, Mode, TagExemption};
+use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
 
 pub(super) fn partition_of(region: &str) -> &'static str {
     if region.starts_with("cn-") {
@@ -25,12 +26,74 @@ pub(super) fn partition_of(region: &str) -> &'static str {
     }
 }
 
+/// How a fix was asked for: whether the playbook's mode applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intent {
+    /// An event or the sweep found it: the playbook's mode decides.
+    Found,
+    /// A person asked for it (a Security Hub custom action): fixed whatever the mode, except what
+    /// always waits for approval (deleting an original snapshot).
+    Requested,
+    /// `quell approve` on a pending fix: everything it waited for is done.
+    Approved,
+}
+
 /// How one trigger ended, before it is recorded.
-enum Ending {
+pub(super) enum Ending {
+    /// Fixed, and the fix read back as in place.
     Fixed(String),
+    /// Read, and nothing is exposed (any more).
+    Clean(String),
+    /// Left alone on purpose: exempt, notify mode.
     Skipped(String),
+    AwaitingApproval(String),
     Refused(Refusal),
     Failed { message: String, transient: bool },
+}
+
+impl Ending {
+    /// Several playbooks on one resource end as the most pressing of their endings.
+    fn rank(&self) -> u8 {
+        match self {
+            Ending::Clean(_) => 0,
+            Ending::Skipped(_) => 1,
+            Ending::Fixed(_) => 2,
+            Ending::AwaitingApproval(_) => 3,
+            Ending::Refused(_) => 4,
+            Ending::Failed { .. } => 5,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Ending::Fixed(m)
+            | Ending::Clean(m)
+            | Ending::Skipped(m)
+            | Ending::AwaitingApproval(m)
+            | Ending::Failed { message: m, .. } => m,
+            Ending::Refused(r) => &r.message,
+        }
+    }
+
+    fn combine(endings: Vec<Ending>) -> Ending {
+        let message = endings
+            .iter()
+            .map(Ending::message)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let worst = endings
+            .into_iter()
+            .max_by_key(Ending::rank)
+            .expect("at least one playbook ran");
+        match worst {
+            Ending::Fixed(_) => Ending::Fixed(message),
+            Ending::Clean(_) => Ending::Clean(message),
+            Ending::Skipped(_) => Ending::Skipped(message),
+            Ending::AwaitingApproval(_) => Ending::AwaitingApproval(message),
+            Ending::Refused(r) => Ending::Refused(r),
+            Ending::Failed { transient, .. } => Ending::Failed { message, transient },
+        }
+    }
 }
 
 impl Responder {
@@ -69,10 +132,22 @@ impl Responder {
                     transient: false,
                 }])
             }
+            Parsed::Contain(requests) => {
+                let mut out = Vec::new();
+                for r in &requests {
+                    out.push(Box::pin(self.contain_finding(q, r)).await?);
+                }
+                Ok(out)
+            }
             Parsed::Triggers(triggers) => {
                 let mut out = Vec::new();
                 for t in &triggers {
-                    out.push(self.remediate_one(q, t).await?);
+                    let intent = if t.source.is_request() {
+                        Intent::Requested
+                    } else {
+                        Intent::Found
+                    };
+                    out.push(self.remediate_one(&q.message_id, t, intent).await?);
                 }
                 Ok(out)
             }
@@ -108,17 +183,19 @@ impl Responder {
         })
     }
 
-    async fn remediate_one(
+    /// One trigger under its own ledger record: claimed once, run, recorded, audited.
+    pub(super) async fn remediate_one(
         &self,
-        q: &QueueDelivery,
+        message_id: &str,
         t: &Trigger,
+        intent: Intent,
     ) -> Result<Outcome, ResponderError> {
         let key = format!("remediation:{}:{}", t.event_id, t.resource.id());
         let partition = partition_of(&t.region);
-        let mut fresh = Record::new(key.clone(), Utc::now(), &q.message_id);
+        let mut fresh = Record::new(key.clone(), Utc::now(), message_id);
         fresh.action = Action::Remediate;
         fresh.entity = Some(t.resource.arn(partition, &t.account, &t.region));
-        fresh.entity_kind = Some("security_group".into());
+        fresh.entity_kind = Some(t.resource.kind().into());
         fresh.account = Some(t.account.clone());
         fresh.requester = Some(t.source.describe());
         fresh.reason = Some(serde_json::to_string(&t.source).unwrap_or_default());
@@ -138,13 +215,37 @@ impl Responder {
                     transient: false,
                 }),
             };
-        let ending = self.run_playbook(t, partition, &mut record).await;
+        let ending = self.run_playbook(t, &mut record, intent).await;
+        self.finish_remediation(&mut record, t, ending).await
+    }
+
+    /// Records how a remediation ended, tells the finding it came from, and audits it.
+    pub(super) async fn finish_remediation(
+        &self,
+        record: &mut Record,
+        t: &Trigger,
+        ending: Ending,
+    ) -> Result<Outcome, ResponderError> {
         let now = Utc::now();
         record.updated_at = now;
         record.finished_at = Some(now);
+        record.pending = None;
+        let resolved = matches!(ending, Ending::Fixed(_) | Ending::Clean(_));
         let (status, event, code, message, transient) = match ending {
             Ending::Fixed(m) => (Status::Succeeded, AuditEvent::Succeeded, None, m, false),
-            Ending::Skipped(m) => (Status::Skipped, AuditEvent::Skipped, None, m, false),
+            Ending::Clean(m) | Ending::Skipped(m) => {
+                (Status::Skipped, AuditEvent::Skipped, None, m, false)
+            }
+            Ending::AwaitingApproval(m) => {
+                record.pending = Some(t.clone());
+                (
+                    Status::AwaitingApproval,
+                    AuditEvent::AwaitingApproval,
+                    None,
+                    m,
+                    false,
+                )
+            }
             Ending::Refused(r) => {
                 record.rejection = Some(Rejection {
                     code: r.code.into(),
@@ -164,16 +265,25 @@ impl Responder {
             }
         };
         record.status = status;
-        if status == Status::Skipped {
+        if matches!(status, Status::Skipped | Status::AwaitingApproval) {
             record.reason = Some(message.clone());
         }
+        if let Some(finding) = t.source.finding() {
+            let note = format!(
+                "Quell {}: {message} (ledger {})",
+                status.as_str(),
+                record.key
+            );
+            let step = self.update_finding(finding, &note, resolved).await;
+            record.steps.push(step);
+        }
         self.ledger
-            .save(&record)
+            .save(record)
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot record the remediation: {e}")))?;
-        self.audit_or_log(event, &record).await;
+        self.audit_or_log(event, record).await;
         Ok(Outcome {
-            key,
+            key: record.key.clone(),
             status,
             code,
             message,
@@ -195,9 +305,12 @@ impl Responder {
         Ok(exemptions.for_account(account, &ancestors))
     }
 
-    async fn run_playbook(&self, t: &Trigger, partition: &str, record: &mut Record) -> Ending {
-        let playbooks = &self.settings.playbooks;
-        let exemptions = &playbooks.exemptions;
+    pub(super) async fn run_playbook(
+        &self,
+        t: &Trigger,
+        record: &mut Record,
+        intent: Intent,
+    ) -> Ending {
         match self.is_member(&t.account).await {
             Ok(true) => {}
             Ok(false) => {
@@ -216,65 +329,64 @@ impl Responder {
             Ok(None) => {}
             Err(e) => return failed(&e),
         }
-        let Resource::SecurityGroup { group_id } = &t.resource;
         let clients = match self
-            .session_in(partition, &t.account, Some(&t.region))
+            .session_in(partition_of(&t.region), &t.account, Some(&t.region))
             .await
         {
             Ok(c) => c,
             Err(e) => return failed(&e),
         };
-        let group = match security_group::read(&clients.ec2, group_id).await {
-            Ok(Some(g)) => g,
-            Ok(None) => {
-                return Ending::Refused(refuse(
-                    "resource_gone",
-                    format!(
-                        "security group {group_id} no longer exists in {} {}; nothing to do",
-                        t.account, t.region
-                    ),
-                ))
+        let run = Run {
+            t,
+            clients: &clients,
+            intent,
+            exemptions: &self.settings.playbooks.exemptions,
+        };
+        match &t.resource {
+            Resource::SecurityGroup { group_id } => {
+                self.fix_group(&run, group_id, record).await
             }
+            Resource::Bucket { name } => self.fix_bucket(&run, name, record).await,
+            Resource::Snapshot { snapshot_id } => {
+                self.fix_snapshot(&run, snapshot_id, record).await
+            }
+        }
+    }
+
+    async fn fix_group(&self, run: &Run<'_>, group_id: &str, record: &mut Record) -> Ending {
+        let settings = &self.settings.playbooks.open_security_group;
+        let ec2 = &run.clients.ec2;
+        let group = match security_group::read(ec2, group_id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => return run.gone(),
             Err(e) => return failed(&e),
         };
-        match exemptions.for_tags(&group.tags) {
-            TagExemption::Exempt(why) => return Ending::Skipped(format!("{group_id}: {why}")),
-            TagExemption::Unexplained => record.steps.push(step(
-                "exemption",
-                StepStatus::Skipped,
-                format!(
-                    "tag {} has no reason, so it does not exempt {group_id}",
-                    exemptions.tag
-                ),
-                Value::Null,
-                Value::Null,
-            )),
-            TagExemption::None => {}
+        if let Some(skip) = run.tag_gate(&group.tags, record) {
+            return skip;
         }
-        let settings = &playbooks.open_security_group;
         let offending = group.offending(&settings.ports);
         if offending.is_empty() {
-            return Ending::Skipped(format!(
+            return Ending::Clean(format!(
                 "{group_id} has no ingress rule open to the world on ports {:?}",
                 settings.ports
             ));
         }
-        let described: Vec<String> = offending.iter().map(exposure_text).collect();
-        if settings.mode == Mode::Notify {
-            record.steps.push(step(
-                "revoke_ingress",
-                StepStatus::Skipped,
-                format!("notify mode: would revoke {}", described.join(", ")),
-                json!(offending),
-                Value::Null,
-            ));
-            return Ending::Skipped(format!(
-                "notify mode: {group_id} is open ({}); nothing changed",
-                described.join(", ")
-            ));
+        let described = offending
+            .iter()
+            .map(|r| r.describe())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(wait) = run.mode_gate(
+            settings.mode,
+            "revoke_ingress",
+            &format!("revoke {described} on {group_id}"),
+            json!(offending),
+            record,
+        ) {
+            return wait;
         }
         let started = Utc::now();
-        if let Err(e) = security_group::revoke(&clients.ec2, group_id, &offending).await {
+        if let Err(e) = security_group::revoke(ec2, group_id, &offending).await {
             record.steps.push(step(
                 "revoke_ingress",
                 StepStatus::Failed,
@@ -286,43 +398,33 @@ impl Responder {
             return failed(&e);
         }
         // Read back: nothing is reported fixed that was not seen fixed.
-        let after = match security_group::read(&clients.ec2, group_id).await {
+        let after = match security_group::read(ec2, group_id).await {
             Ok(Some(g)) => g,
-            Ok(None) => {
-                return Ending::Failed {
-                    message: format!("{group_id} vanished while it was being fixed"),
-                    transient: false,
-                }
-            }
+            Ok(None) => return vanished(group_id),
             Err(e) => return failed(&e),
         };
         let still = after.offending(&settings.ports);
-        record.steps.push(Step {
-            name: "revoke_ingress".into(),
-            status: if still.is_empty() {
-                StepStatus::Done
-            } else {
-                StepStatus::Failed
-            },
-            detail: format!(
-                "revoked {}; {} other ingress rules kept",
-                described.join(", "),
+        let mut done = step(
+            "revoke_ingress",
+            done_if(still.is_empty()),
+            format!(
+                "revoked {described}; {} other ingress rules kept",
                 after.ingress.len()
             ),
-            prior: json!(offending),
-            new: json!(after.ingress),
-            started_at: started,
-            finished_at: Utc::now(),
-        });
+            json!(offending),
+            json!(after.ingress),
+        );
+        done.started_at = started;
+        record.steps.push(done);
         if still.is_empty() {
-            Ending::Fixed(format!("revoked {} on {group_id}", described.join(", ")))
+            Ending::Fixed(format!("revoked {described} on {group_id}"))
         } else {
             Ending::Failed {
                 message: format!(
                     "{group_id} is still open after the revoke: {}",
                     still
                         .iter()
-                        .map(exposure_text)
+                        .map(|r| r.describe())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -330,20 +432,364 @@ impl Responder {
             }
         }
     }
+
+    async fn fix_bucket(&self, run: &Run<'_>, name: &str, record: &mut Record) -> Ending {
+        let mode = self.settings.playbooks.public_bucket.mode;
+        let s3 = &run.clients.s3;
+        let found = match bucket::read(s3, name).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return run.gone(),
+            Err(e) => return failed(&e),
+        };
+        if let Some(skip) = run.tag_gate(&found.tags, record) {
+            return skip;
+        }
+        let exposure = found.exposure();
+        if !exposure.is_public() {
+            return Ending::Clean(format!(
+                "bucket {name} has no public ACL grant or policy statement"
+            ));
+        }
+        let described = exposure.describe();
+        if let Some(wait) = run.mode_gate(
+            mode,
+            "make_bucket_private",
+            &format!("block public access to {name} and remove {described}"),
+            json!(exposure),
+            record,
+        ) {
+            return wait;
+        }
+        let started = Utc::now();
+        let fixed = bucket::make_private(s3, &found, &exposure).await;
+        let after = match fixed {
+            Ok(()) => bucket::read(s3, name).await,
+            Err(e) => Err(e),
+        };
+        let after = match after {
+            Ok(Some(b)) => b,
+            Ok(None) => return vanished(name),
+            Err(e) => {
+                let mut s = step(
+                    "make_bucket_private",
+                    StepStatus::Failed,
+                    e.to_string(),
+                    json!(exposure),
+                    Value::Null,
+                );
+                s.started_at = started;
+                record.steps.push(s);
+                return failed(&e);
+            }
+        };
+        let still = after.exposure();
+        let private = !still.is_public() && after.blocked();
+        let mut s = step(
+            "make_bucket_private",
+            done_if(private),
+            format!("public access block on; removed {described}"),
+            json!(exposure),
+            json!({"block": after.block, "policy": after.policy, "still_public": still}),
+        );
+        s.started_at = started;
+        record.steps.push(s);
+        if private {
+            Ending::Fixed(format!(
+                "bucket {name} made private: public access block on, removed {described}"
+            ))
+        } else {
+            Ending::Failed {
+                message: format!(
+                    "bucket {name} still reads back public ({}) or without its public access block",
+                    still.describe()
+                ),
+                transient: true,
+            }
+        }
+    }
+
+    async fn fix_snapshot(&self, run: &Run<'_>, id: &str, record: &mut Record) -> Ending {
+        let ec2 = &run.clients.ec2;
+        let found = match snapshot::read(ec2, id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return run.gone(),
+            Err(e) => return failed(&e),
+        };
+        if let Some(skip) = run.tag_gate(&found.tags, record) {
+            return skip;
+        }
+        let mut endings = Vec::new();
+        if found.public {
+            endings.push(self.make_snapshot_private(run, id, record).await);
+        }
+        if !found.encrypted {
+            endings.push(self.encrypt_snapshot(run, &found, record).await);
+        }
+        if endings.is_empty() {
+            return Ending::Clean(format!("snapshot {id} is private and encrypted"));
+        }
+        Ending::combine(endings)
+    }
+
+    async fn make_snapshot_private(&self, run: &Run<'_>, id: &str, record: &mut Record) -> Ending {
+        let mode = self.settings.playbooks.public_snapshot.mode;
+        let what = format!("remove the create-volume permission for everyone from {id}");
+        if let Some(wait) = run.mode_gate(mode, "make_snapshot_private", &what, json!({"group": "all"}), record) {
+            return wait;
+        }
+        let ec2 = &run.clients.ec2;
+        let after = match snapshot::make_private(ec2, id).await {
+            Ok(()) => snapshot::read(ec2, id).await,
+            Err(e) => Err(e),
+        };
+        let after = match after {
+            Ok(Some(s)) => s,
+            Ok(None) => return vanished(id),
+            Err(e) => {
+                record.steps.push(step(
+                    "make_snapshot_private",
+                    StepStatus::Failed,
+                    e.to_string(),
+                    json!({"group": "all"}),
+                    Value::Null,
+                ));
+                return failed(&e);
+            }
+        };
+        record.steps.push(step(
+            "make_snapshot_private",
+            done_if(!after.public),
+            format!("removed the create-volume permission for all from {id}; other shares kept"),
+            json!({"public": true}),
+            json!({"public": after.public}),
+        ));
+        if after.public {
+            Ending::Failed {
+                message: format!("snapshot {id} is still restorable by everyone after the change"),
+                transient: true,
+            }
+        } else {
+            Ending::Fixed(format!("snapshot {id} is no longer public"))
+        }
+    }
+
+    /// The encrypted copy in `auto` mode (or on request); the original's deletion only on approval.
+    async fn encrypt_snapshot(
+        &self,
+        run: &Run<'_>,
+        original: &snapshot::Snapshot,
+        record: &mut Record,
+    ) -> Ending {
+        let settings = &self.settings.playbooks.unencrypted_snapshot;
+        let id = &original.id;
+        let what = format!("make an encrypted copy of {id}, then delete {id} once approved");
+        if let Some(wait) = run.mode_gate(settings.mode, "encrypted_copy", &what, Value::Null, record) {
+            return wait;
+        }
+        if !original.completed() {
+            return Ending::Failed {
+                message: format!(
+                    "snapshot {id} is still {}; it is copied once completed (the event is retried)",
+                    original.state
+                ),
+                transient: true,
+            };
+        }
+        let ec2 = &run.clients.ec2;
+        let copy_id = if let Some(copy) = original.copy_id() {
+            copy.to_owned()
+        } else {
+            match snapshot::encrypted_copy(ec2, original, &run.t.region, settings.kms_key_id.as_deref())
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    record.steps.push(step("encrypted_copy", StepStatus::Failed, e.to_string(), Value::Null, Value::Null));
+                    return failed(&e);
+                }
+            }
+        };
+        let copy = match snapshot::read(ec2, &copy_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Ending::Failed {
+                    message: format!("the encrypted copy {copy_id} of {id} is gone; remove tag {} from {id} to copy again", snapshot::COPY_TAG),
+                    transient: false,
+                }
+            }
+            Err(e) => return failed(&e),
+        };
+        record.steps.push(step(
+            "encrypted_copy",
+            done_if(copy.encrypted),
+            format!(
+                "{copy_id} ({}{}), tagged {}={id}; {id} tagged {}={copy_id}",
+                if copy.encrypted { "encrypted" } else { "NOT encrypted" },
+                if copy.completed() { ", completed" } else { ", copying" },
+                snapshot::ORIGINAL_TAG,
+                snapshot::COPY_TAG
+            ),
+            json!({"snapshot": id, "encrypted": false}),
+            json!({"snapshot": copy_id, "encrypted": copy.encrypted, "state": copy.state}),
+        ));
+        if !copy.encrypted {
+            return Ending::Failed {
+                message: format!("the copy {copy_id} of {id} reads back unencrypted; {id} is kept"),
+                transient: false,
+            };
+        }
+        if run.intent != Intent::Approved {
+            return Ending::AwaitingApproval(format!(
+                "encrypted copy {copy_id} made; deleting the unencrypted original {id} waits for approval"
+            ));
+        }
+        if !copy.completed() {
+            return Ending::AwaitingApproval(format!(
+                "the encrypted copy {copy_id} is still {}; approve again once it is completed to delete {id}",
+                copy.state
+            ));
+        }
+        let gone = match snapshot::delete(ec2, id).await {
+            Ok(()) => snapshot::read(ec2, id).await.map(|s| s.is_none()),
+            Err(e) => Err(e),
+        };
+        match gone {
+            Ok(true) => {
+                record.steps.push(step(
+                    "delete_original",
+                    StepStatus::Done,
+                    format!("deleted the unencrypted {id}; {copy_id} replaces it"),
+                    json!({"snapshot": id}),
+                    Value::Null,
+                ));
+                Ending::Fixed(format!("{id} replaced by its encrypted copy {copy_id}"))
+            }
+            Ok(false) => Ending::Failed {
+                message: format!("{id} still exists after its deletion"),
+                transient: true,
+            },
+            Err(e) => {
+                record.steps.push(step("delete_original", StepStatus::Failed, e.to_string(), json!({"snapshot": id}), Value::Null));
+                failed(&e)
+            }
+        }
+    }
 }
 
-fn exposure_text(r: &crate::playbooks::exposure::Rule) -> String {
-    r.describe()
+/// One playbook run: the trigger, a session where its resource is, and why it runs.
+pub(super) struct Run<'a> {
+    t: &'a Trigger,
+    clients: &'a MemberClients,
+    intent: Intent,
+    exemptions: &'a crate::playbooks::Exemptions,
 }
 
-fn failed(e: &CallError) -> Ending {
+impl Run<'_> {
+    fn gone(&self) -> Ending {
+        Ending::Refused(refuse(
+            "resource_gone",
+            format!(
+                "{} {} no longer exists in {} {}; nothing to do",
+                self.t.resource.kind(),
+                self.t.resource.id(),
+                self.t.account,
+                self.t.region
+            ),
+        ))
+    }
+
+    /// The resource's exemption tag: `Some` ending when it is exempt.
+    fn tag_gate(
+        &self,
+        tags: &std::collections::HashMap<String, String>,
+        record: &mut Record,
+    ) -> Option<Ending> {
+        let id = self.t.resource.id();
+        match self.exemptions.for_tags(tags) {
+            TagExemption::Exempt(why) => Some(Ending::Skipped(format!("{id}: {why}"))),
+            TagExemption::Unexplained => {
+                record.steps.push(step(
+                    "exemption",
+                    StepStatus::Skipped,
+                    format!(
+                        "tag {} has no reason, so it does not exempt {id}",
+                        self.exemptions.tag
+                    ),
+                    Value::Null,
+                    Value::Null,
+                ));
+                None
+            }
+            TagExemption::None => None,
+        }
+    }
+
+    /// Whether the fix happens now: `Some` ending when the mode says only tell, or wait.
+    fn mode_gate(
+        &self,
+        mode: Mode,
+        step_name: &str,
+        what: &str,
+        prior: Value,
+        record: &mut Record,
+    ) -> Option<Ending> {
+        let mode = match self.intent {
+            Intent::Found => mode,
+            Intent::Requested | Intent::Approved => Mode::Auto,
+        };
+        match mode {
+            Mode::Auto => None,
+            Mode::Notify => {
+                record.steps.push(step(
+                    step_name,
+                    StepStatus::Skipped,
+                    format!("notify mode: would {what}"),
+                    prior,
+                    Value::Null,
+                ));
+                Some(Ending::Skipped(format!(
+                    "notify mode: would {what}; nothing changed"
+                )))
+            }
+            Mode::Approve => {
+                record.steps.push(step(
+                    step_name,
+                    StepStatus::Skipped,
+                    format!("approve mode: will {what} once approved"),
+                    prior,
+                    Value::Null,
+                ));
+                Some(Ending::AwaitingApproval(format!(
+                    "approve mode: will {what} once approved"
+                )))
+            }
+        }
+    }
+}
+
+fn done_if(ok: bool) -> StepStatus {
+    if ok {
+        StepStatus::Done
+    } else {
+        StepStatus::Failed
+    }
+}
+
+fn vanished(id: &str) -> Ending {
+    Ending::Failed {
+        message: format!("{id} vanished while it was being fixed"),
+        transient: false,
+    }
+}
+
+pub(super) fn failed(e: &CallError) -> Ending {
     Ending::Failed {
         message: e.to_string(),
         transient: is_transient(e),
     }
 }
 
-fn step(name: &str, status: StepStatus, detail: String, prior: Value, new: Value) -> Step {
+pub(super) fn step(name: &str, status: StepStatus, detail: String, prior: Value, new: Value) -> Step {
     let now = Utc::now();
     Step {
         name: name.into(),

@@ -13,8 +13,19 @@ use crate::aws_error::CallError;
 use crate::contract::{Action, Options, SWEEP_ENTITY};
 use crate::error::ResponderError;
 use crate::ledger::{Claim, Record, Status, Step, StepStatus};
+use super::remediate::Intent;
+use crate::playbooks::event::{Resource, Source, Trigger};
 use crate::playbooks::exposure::Rule;
-use crate::playbooks::{security_group, Mode, TagExemption};
+use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
+
+/// What every place of one sweep shares.
+struct SweepRun<'a> {
+    key: &'a str,
+    message_id: &'a str,
+    dry_run: bool,
+    /// Buckets are global: each account's are swept once, in this Region's place.
+    bucket_region: Option<&'a str>,
+}
 
 /// Revoke calls in flight at once within one account and Region.
 const REVOKES_AT_ONCE: usize = 16;
@@ -26,8 +37,23 @@ struct Place {
     region: String,
     groups: usize,
     open: Vec<OpenGroup>,
+    /// Snapshots in this place, and the account's buckets (swept in its first Region).
+    snapshots: usize,
+    buckets: usize,
+    /// Public buckets, public or unencrypted snapshots: each fixed under its own ledger record.
+    exposed: Vec<Exposed>,
     error: Option<String>,
     transient: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Exposed {
+    resource: String,
+    problem: String,
+    /// dry run, exempt: <why>, or the status of its own remediation record and what it says.
+    outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,11 +132,15 @@ impl Responder {
             .iter()
             .flat_map(|a| sweep.regions.iter().map(move |r| (a.clone(), r.clone())))
             .collect();
-        let dry_run = options.dry_run;
+        let run = SweepRun {
+            key,
+            message_id,
+            dry_run: options.dry_run,
+            bucket_region: sweep.regions.first().map(String::as_str),
+        };
+        let run = &run;
         let results: Vec<Place> = futures::stream::iter(places)
-            .map(
-                |(account, region)| async move { self.sweep_place(account, region, dry_run).await },
-            )
+            .map(|(account, region)| async move { self.sweep_place(account, region, run).await })
             .buffer_unordered(sweep.concurrency.max(1))
             .collect()
             .await;
@@ -118,7 +148,10 @@ impl Responder {
         results.sort_by(|a, b| (&a.account, &a.region).cmp(&(&b.account, &b.region)));
         let now = Utc::now();
         let (mut fixed, mut open, mut failed_places) = (0, 0, 0);
+        let (mut exposed, mut exposed_fixed) = (0, 0);
         for p in &results {
+            exposed += p.exposed.len();
+            exposed_fixed += p.exposed.iter().filter(|e| e.outcome.starts_with("succeeded")).count();
             open += p.open.len();
             fixed += p.open.iter().filter(|g| g.outcome == "fixed").count();
             failed_places += usize::from(p.error.is_some());
@@ -134,20 +167,23 @@ impl Responder {
                 detail: match &p.error {
                     Some(e) => format!("not swept: {e}"),
                     None => format!(
-                        "{} groups, {} open to the world on a sensitive port, {} fixed",
+                        "{} groups, {} open to the world on a sensitive port, {} fixed; {} snapshots, {} buckets, {} exposed",
                         p.groups,
                         p.open.len(),
-                        p.open.iter().filter(|g| g.outcome == "fixed").count()
+                        p.open.iter().filter(|g| g.outcome == "fixed").count(),
+                        p.snapshots,
+                        p.buckets,
+                        p.exposed.len()
                     ),
                 },
-                prior: json!({"groups": p.groups}),
-                new: json!(p.open),
+                prior: json!({"groups": p.groups, "snapshots": p.snapshots, "buckets": p.buckets}),
+                new: json!({"open_groups": p.open, "exposed": p.exposed}),
                 started_at: now,
                 finished_at: now,
             });
         }
         let summary = format!(
-            "{} accounts x Regions swept: {open} open groups found, {fixed} fixed, {failed_places} places not swept",
+            "{} accounts x Regions swept: {open} open groups found, {fixed} fixed; {exposed} public or unencrypted buckets and snapshots found, {exposed_fixed} fixed; {failed_places} places not swept",
             results.len()
         );
         if failed_places > 0 {
@@ -178,20 +214,100 @@ impl Responder {
         })
     }
 
-    async fn sweep_place(&self, account: String, region: String, dry_run: bool) -> Place {
+    async fn sweep_place(&self, account: String, region: String, run: &SweepRun<'_>) -> Place {
         let mut place = Place {
             account,
             region,
             groups: 0,
             open: Vec::new(),
+            snapshots: 0,
+            buckets: 0,
+            exposed: Vec::new(),
             error: None,
             transient: false,
         };
-        if let Err(e) = self.sweep_into(&mut place, dry_run).await {
+        let swept = match self.sweep_into(&mut place, run.dry_run).await {
+            Ok(()) => self.sweep_storage(&mut place, run).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = swept {
             place.transient = is_transient(&e);
             place.error = Some(e.to_string());
         }
         place
+    }
+
+    /// Snapshots of the place and, in the account's first Region, its buckets: what is exposed is
+    /// fixed through the same per-resource playbook an event runs, each with its own record.
+    async fn sweep_storage(&self, place: &mut Place, run: &SweepRun<'_>) -> Result<(), CallError> {
+        let partition = super::remediate::partition_of(&place.region);
+        let clients = self
+            .session_in(partition, &place.account, Some(&place.region))
+            .await?;
+        let mut found: Vec<(Resource, String, String)> = Vec::new();
+        let snapshots = snapshot::scan(&clients.ec2).await?;
+        place.snapshots = snapshots.len();
+        for s in snapshots {
+            let mut problems = Vec::new();
+            if s.public {
+                problems.push("restorable by everyone");
+            }
+            if !s.encrypted {
+                problems.push("unencrypted");
+            }
+            if !problems.is_empty() {
+                found.push((
+                    Resource::Snapshot {
+                        snapshot_id: s.id.clone(),
+                    },
+                    place.region.clone(),
+                    problems.join(", "),
+                ));
+            }
+        }
+        if run.bucket_region == Some(place.region.as_str()) {
+            let names = bucket::list(&clients.s3).await?;
+            place.buckets = names.len();
+            for name in names {
+                let Some(b) = bucket::read(&clients.s3, &name).await? else {
+                    continue;
+                };
+                let exposure = b.exposure();
+                if exposure.is_public() {
+                    found.push((Resource::Bucket { name }, b.region.clone(), exposure.describe()));
+                }
+            }
+        }
+        let account_exempt = self.account_exemption(&place.account).await?;
+        for (resource, region, problem) in found {
+            let label = format!("{} {}", resource.kind(), resource.id());
+            let (outcome, record) = if let Some(why) = &account_exempt {
+                (why.clone(), None)
+            } else if run.dry_run {
+                ("dry run".to_owned(), None)
+            } else {
+                let trigger = Trigger {
+                    event_id: run.key.to_owned(),
+                    account: place.account.clone(),
+                    region,
+                    resource,
+                    source: Source::Sweep {
+                        sweep: run.key.to_owned(),
+                    },
+                };
+                match Box::pin(self.remediate_one(run.message_id, &trigger, Intent::Found)).await {
+                    Ok(o) => (format!("{}: {}", o.status.as_str(), o.message), Some(o.key)),
+                    Err(e) => (format!("failed: {e}"), None),
+                }
+            };
+            place.exposed.push(Exposed {
+                resource: label,
+                problem,
+                outcome,
+                record,
+            });
+        }
+        Ok(())
     }
 
     async fn sweep_into(&self, place: &mut Place, dry_run: bool) -> Result<(), CallError> {

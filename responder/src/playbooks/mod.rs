@@ -2,9 +2,11 @@
 //! and what it records. Events are parsed once (`event`) into triggers; the engine checks
 //! membership, exemptions and the playbook's mode, then runs the playbook.
 
+pub mod bucket;
 pub mod event;
 pub mod exposure;
 pub mod security_group;
+pub mod snapshot;
 
 use std::collections::HashMap;
 
@@ -19,8 +21,41 @@ pub enum Mode {
     /// Fix it.
     #[default]
     Auto,
+    /// Record what would be fixed, tell the audit topic, and wait for `quell approve ID` (act) or
+    /// `quell deny ID` (drop).
+    Approve,
     /// Only tell: record what would be fixed and publish it to the audit topic.
     Notify,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Approve => "approve",
+            Mode::Notify => "notify",
+        }
+    }
+}
+
+/// A playbook whose only setting is its mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeOnly {
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Unencrypted EBS snapshots: the encrypted copy is made in `auto` mode; deleting the original
+/// always waits for approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionPlaybook {
+    #[serde(default)]
+    pub mode: Mode,
+    /// KMS key (id, ARN or alias) for the copies; the account's default EBS key when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +183,12 @@ impl Default for SweepSettings {
 pub struct PlaybookSettings {
     #[serde(default)]
     pub open_security_group: SecurityGroupPlaybook,
+    #[serde(default)]
+    pub public_bucket: ModeOnly,
+    #[serde(default)]
+    pub public_snapshot: ModeOnly,
+    #[serde(default)]
+    pub unencrypted_snapshot: EncryptionPlaybook,
     #[serde(default)]
     pub exemptions: Exemptions,
     #[serde(default)]

@@ -1,0 +1,128 @@
+//! `quell approve ID` and `quell deny ID`: a fix a playbook left awaiting approval is carried out or
+//! dropped. The decision is a request of its own (recorded, audited, acted on once); the
+//! remediation's record says who decided and what was done.
+
+use chrono::Utc;
+
+use super::remediate::Intent;
+use super::{refuse, Outcome, Responder};
+use crate::audit::AuditEvent;
+use crate::contract::{Action, ContainmentMessage};
+use crate::error::ResponderError;
+use crate::inbound::SnsDelivery;
+use crate::ledger::{Claim, Record, Status};
+
+impl Responder {
+    pub(super) async fn decide(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+    ) -> Result<Outcome, ResponderError> {
+        let mut fresh = Record::new(message.request_id.clone(), Utc::now(), &d.message_id);
+        fresh.request_id = Some(message.request_id.clone());
+        fresh.action = message.action;
+        fresh.entity = Some(message.entity.clone());
+        fresh.entity_kind = Some("remediation".into());
+        fresh.requester = Some(message.requester.clone());
+        fresh.reason = Some(message.reason.clone());
+        let mut request = match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
+            ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
+        })? {
+            Claim::Fresh(r) | Claim::Resumed(r) => r,
+            Claim::Busy(existing) | Claim::Finished(existing) => {
+                let why = format!(
+                    "request {} was already received (status {}); it is not acted on twice",
+                    message.request_id,
+                    existing.status.as_str()
+                );
+                return self
+                    .reject_delivery(d, Some(message), refuse("duplicate", why))
+                    .await;
+            }
+        };
+        let key = &message.entity;
+        let target = self
+            .ledger
+            .get(key)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot read {key} from the ledger: {e}")))?;
+        let Some(mut target) = target.filter(|r| r.action == Action::Remediate) else {
+            let why = format!(
+                "no remediation {key} in the ledger; `quell history` lists them with their ids"
+            );
+            return self
+                .finish_rejected(&mut request, refuse("unknown_remediation", why))
+                .await;
+        };
+        let Some(trigger) = target.pending.clone().filter(|_| target.status == Status::AwaitingApproval)
+        else {
+            let why = format!(
+                "remediation {key} is {}, not awaiting approval; nothing to {}",
+                target.status.as_str(),
+                message.action.as_str()
+            );
+            return self
+                .finish_rejected(&mut request, refuse("not_awaiting_approval", why))
+                .await;
+        };
+        request.account = target.account.clone();
+        // Taken from "awaiting approval" in one conditional write: of two decisions sent at once,
+        // one acts and the other is refused.
+        let seen = target.updated_at;
+        let now = Utc::now();
+        target.status = Status::InProgress;
+        target.updated_at = now;
+        target.decided_by = Some(format!(
+            "{} by {} (request {})",
+            message.action.as_str(),
+            message.requester,
+            message.request_id
+        ));
+        target.message_ids.push(d.message_id.clone());
+        let taken = self.ledger.save_if_unchanged(&target, seen).await.map_err(|e| {
+            ResponderError::Aws(format!("cannot take {key} from the ledger: {e}"))
+        })?;
+        if !taken {
+            let why = format!("remediation {key} was decided by someone else a moment ago");
+            return self
+                .finish_rejected(&mut request, refuse("not_awaiting_approval", why))
+                .await;
+        }
+        if message.action == Action::Deny {
+            target.status = Status::Denied;
+            target.pending = None;
+            target.finished_at = Some(now);
+            target.reason = Some(format!(
+                "denied by {}: {}",
+                message.requester, message.reason
+            ));
+            self.ledger
+                .save(&target)
+                .await
+                .map_err(|e| ResponderError::Aws(format!("cannot record the denial: {e}")))?;
+            self.audit_or_log(AuditEvent::Denied, &target).await;
+            request.reason = Some(format!("{}; {key} will not be fixed", message.reason));
+            return self.finish_succeeded(&mut request, AuditEvent::Succeeded).await;
+        }
+        let already = target.steps.len();
+        let ending = self.run_playbook(&trigger, &mut target, Intent::Approved).await;
+        let outcome = self.finish_remediation(&mut target, &trigger, ending).await?;
+        // The approval's own record shows what the approval did.
+        request.steps = target.steps[already..].to_vec();
+        request.entity = Some(key.clone());
+        let now = Utc::now();
+        request.status = outcome.status;
+        request.updated_at = now;
+        request.finished_at = Some(now);
+        request.error = (outcome.status == Status::Failed).then(|| outcome.message.clone());
+        request.reason = Some(format!("{}; {}", message.reason, outcome.message));
+        self.ledger
+            .save(&request)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot record the approval: {e}")))?;
+        Ok(Outcome {
+            key: request.key.clone(),
+            ..outcome
+        })
+    }
+}
