@@ -696,8 +696,14 @@ targets:
         ))
         .unwrap();
         let settings = ok.playbook_settings();
-        assert_eq!(settings.public_bucket.mode, quell_responder::playbooks::Mode::Approve);
-        assert_eq!(settings.public_snapshot.mode, quell_responder::playbooks::Mode::Auto);
+        assert_eq!(
+            settings.public_bucket.mode,
+            quell_responder::playbooks::Mode::Approve
+        );
+        assert_eq!(
+            settings.public_snapshot.mode,
+            quell_responder::playbooks::Mode::Auto
+        );
         assert_eq!(
             settings.unencrypted_snapshot.kms_key_id.as_deref(),
             Some("alias/backups")

@@ -372,9 +372,8 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         (Status::Succeeded, Action::Sweep) => ("SWEPT", Tone::Good),
         (Status::Skipped, _) => ("SKIPPED", Tone::Dim),
         (Status::Succeeded, Action::Approve) => ("APPROVED AND FIXED", Tone::Good),
-        (Status::Succeeded, Action::Deny) => ("DENIED", Tone::Change),
+        (Status::Succeeded, Action::Deny) | (Status::Denied, _) => ("DENIED", Tone::Change),
         (Status::AwaitingApproval, _) => ("AWAITING APPROVAL", Tone::Change),
-        (Status::Denied, _) => ("DENIED", Tone::Change),
     };
     let _ = writeln!(
         t,

@@ -21,8 +21,8 @@ mod uninstall;
 use clap::Parser;
 
 use crate::args::{Cli, Command, SandboxCommand};
-use quell_responder::contract::Action;
 use crate::printer::Printer;
+use quell_responder::contract::Action;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -76,7 +76,9 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::Approve(args) => {
             Box::pin(contain::decide(&global, &args, Action::Approve, printer)).await
         }
-        Command::Deny(args) => Box::pin(contain::decide(&global, &args, Action::Deny, printer)).await,
+        Command::Deny(args) => {
+            Box::pin(contain::decide(&global, &args, Action::Deny, printer)).await
+        }
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,

@@ -179,6 +179,18 @@ mod tests {
     }
 
     #[test]
+    fn the_custom_action_rule_names_the_actions_install_creates() {
+        let r = render_all(&config()).unwrap();
+        for (id, _, _) in crate::converge::custom_actions::ACTIONS {
+            assert!(
+                r["security.yaml"].contains(&format!("action/custom/{id}\"")),
+                "{id}"
+            );
+        }
+        assert!(r["member-regional.yaml"].contains("- CreateSnapshot"));
+    }
+
+    #[test]
     fn config_rules_can_be_left_out() {
         let mut c = config();
         c.config_rules = false;

@@ -19,7 +19,7 @@ use crate::args::{GlobalArgs, UninstallArgs};
 use crate::calls::client;
 use crate::contain::{self, Request};
 use crate::converge::plan::{self, instance_changes};
-use crate::converge::{Context, StackKind};
+use crate::converge::{custom_actions, Context, StackKind};
 use crate::deployment;
 use crate::printer::{confirm, Printer, Tone};
 use crate::{exit, sandbox};
@@ -180,6 +180,14 @@ pub async fn run(
         report.removed.push(format!(
             "bucket {bucket} with {objects} responder package versions"
         ));
+    }
+    let hub = custom_actions::client(&ctx.security);
+    let actions =
+        custom_actions::read(&hub, &ctx.config.security_account, &ctx.config.home_region).await?;
+    for id in custom_actions::delete(&hub, &actions).await? {
+        report
+            .removed
+            .push(format!("Security Hub custom action {id}"));
     }
     if delete_secret(&ctx).await? {
         report.removed.push(format!(

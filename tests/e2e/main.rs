@@ -8,6 +8,7 @@ mod contain;
 mod entities;
 mod install;
 mod remediate;
+mod storage;
 mod support;
 mod upgrade;
 
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         entities::tests(),
         cli::online(),
         remediate::tests(),
+        storage::tests(),
         // Last: it ends with an uninstall and a fresh install.
         upgrade::tests(),
     ]

@@ -68,7 +68,7 @@ async fn group_with(
     Ok(id)
 }
 
-fn uuid_like() -> String {
+pub fn uuid_like() -> String {
     format!(
         "{:x}",
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
@@ -113,7 +113,7 @@ async fn ingress(
 }
 
 /// Puts an event on the member's default bus, as the AWS service would.
-async fn put_event(
+pub async fn put_event(
     s: &Sandbox,
     account: &str,
     region: &str,
@@ -161,12 +161,12 @@ async fn cloudtrail_authorize(s: &Sandbox, account: &str, region: &str, group: &
     .await
 }
 
-fn ledger_of(config: &aws_config::SdkConfig) -> Ledger {
+pub fn ledger_of(config: &aws_config::SdkConfig) -> Ledger {
     Ledger::new(aws_sdk_dynamodb::Client::new(config), "quell-ledger")
 }
 
 /// The finished remediation record about `arn`, waiting up to 30 s.
-async fn remediation_for(s: &Sandbox, arn: &str) -> Result<Record> {
+pub async fn remediation_for(s: &Sandbox, arn: &str) -> Result<Record> {
     let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
     for _ in 0..60 {
         if let Some(r) = ledger
@@ -408,7 +408,7 @@ fn place<'a>(sweep: &'a Value, account: &str, region: &str) -> Result<&'a Value>
 }
 
 fn outcome_of<'a>(step: &'a Value, group: &str) -> Option<&'a str> {
-    step["new"]
+    step["new"]["open_groups"]
         .as_array()?
         .iter()
         .find(|g| g["group"] == group)

@@ -292,6 +292,23 @@ pub async fn apply(
     .await?;
     inputs.responder_role_arn = output(&outputs, "ResponderRoleArn", &name)?;
     inputs.central_bus_arn = output(&outputs, "CentralBusArn", &name)?;
+    // After the security stack: its rule is what sends the actions' events to the responder.
+    if !plan.custom_actions.is_empty() {
+        let task = printer.task("Security Hub custom actions");
+        super::custom_actions::create(
+            &super::custom_actions::client(&ctx.security),
+            &plan.custom_actions,
+        )
+        .await?;
+        task.done(&format!(
+            "Security Hub custom actions created: {}",
+            plan.custom_actions
+                .iter()
+                .map(|(_, name, _)| format!("{name:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     converge_stack(
         ctx,
         StackKind::Management,

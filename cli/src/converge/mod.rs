@@ -3,6 +3,7 @@
 //! instances, each operation followed to its end. A run with nothing to change writes nothing.
 
 mod apply;
+pub mod custom_actions;
 mod inputs;
 pub mod org_tree;
 pub mod organization;
@@ -76,6 +77,7 @@ pub struct Observed {
     pub management: Option<DeployedStack>,
     pub artifact_uploaded: bool,
     pub stack_sets: Vec<Option<stack_set::Deployed>>,
+    pub custom_actions: custom_actions::Observed,
 }
 
 /// The three plain stacks, in the order they depend on each other.
@@ -235,6 +237,12 @@ impl Context {
             management: self.stack(StackKind::Management).read().await?,
             artifact_uploaded,
             stack_sets,
+            custom_actions: custom_actions::read(
+                &custom_actions::client(&self.security),
+                &self.config.security_account,
+                &self.config.home_region,
+            )
+            .await?,
         })
     }
 
@@ -298,6 +306,11 @@ impl Context {
             organization_id: self.org.id.clone(),
             trusted_access: !observed.trusted_access,
             create_secret: observed.secret.is_none(),
+            custom_actions: observed.custom_actions.missing(),
+            custom_actions_unavailable: match &observed.custom_actions {
+                custom_actions::Observed::Unavailable { reason } => Some(reason.clone()),
+                custom_actions::Observed::Available { .. } => None,
+            },
             artifact_key: self.package().key(),
             upload_artifact: !observed.artifact_uploaded,
             stacks,

@@ -354,6 +354,10 @@ pub struct Plan {
     pub organization_id: String,
     pub trusted_access: bool,
     pub create_secret: bool,
+    /// Security Hub custom actions to create: (id, name, description).
+    pub custom_actions: Vec<(&'static str, &'static str, &'static str)>,
+    /// Why custom actions cannot be created, when they cannot.
+    pub custom_actions_unavailable: Option<String>,
     pub artifact_key: String,
     pub upload_artifact: bool,
     pub stacks: Vec<StackPlan>,
@@ -364,6 +368,7 @@ impl Plan {
     pub fn changes_anything(&self) -> bool {
         self.trusted_access
             || self.create_secret
+            || !self.custom_actions.is_empty()
             || self.upload_artifact
             || self
                 .stacks
@@ -377,7 +382,9 @@ impl Plan {
 
     /// Counts of (add, change, remove), as the closing line says them.
     fn totals(&self) -> (usize, usize, usize) {
-        let mut add = usize::from(self.create_secret) + usize::from(self.upload_artifact);
+        let mut add = usize::from(self.create_secret)
+            + usize::from(self.upload_artifact)
+            + self.custom_actions.len();
         let mut change = usize::from(self.trusted_access);
         let mut remove = 0;
         let changes = self
@@ -484,6 +491,20 @@ impl Plan {
                     f.reason.as_deref().unwrap_or("no reason given")
                 );
             }
+        }
+        for (_, name, _) in &self.custom_actions {
+            let _ = writeln!(
+                t,
+                "  {} Security Hub custom action {name:?}: create",
+                add("+")
+            );
+        }
+        if let Some(why) = &self.custom_actions_unavailable {
+            let _ = writeln!(
+                t,
+                "  {} Security Hub custom actions: not available: {why}",
+                remove("!")
+            );
         }
         let (a, c, r) = self.totals();
         if self.changes_anything() {

@@ -41,11 +41,10 @@ impl Responder {
             }
         };
         let key = &message.entity;
-        let target = self
-            .ledger
-            .get(key)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot read {key} from the ledger: {e}")))?;
+        let target =
+            self.ledger.get(key).await.map_err(|e| {
+                ResponderError::Aws(format!("cannot read {key} from the ledger: {e}"))
+            })?;
         let Some(mut target) = target.filter(|r| r.action == Action::Remediate) else {
             let why = format!(
                 "no remediation {key} in the ledger; `quell history` lists them with their ids"
@@ -54,7 +53,10 @@ impl Responder {
                 .finish_rejected(&mut request, refuse("unknown_remediation", why))
                 .await;
         };
-        let Some(trigger) = target.pending.clone().filter(|_| target.status == Status::AwaitingApproval)
+        let Some(trigger) = target
+            .pending
+            .clone()
+            .filter(|_| target.status == Status::AwaitingApproval)
         else {
             let why = format!(
                 "remediation {key} is {}, not awaiting approval; nothing to {}",
@@ -79,9 +81,11 @@ impl Responder {
             message.request_id
         ));
         target.message_ids.push(d.message_id.clone());
-        let taken = self.ledger.save_if_unchanged(&target, seen).await.map_err(|e| {
-            ResponderError::Aws(format!("cannot take {key} from the ledger: {e}"))
-        })?;
+        let taken = self
+            .ledger
+            .save_if_unchanged(&target, seen)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot take {key} from the ledger: {e}")))?;
         if !taken {
             let why = format!("remediation {key} was decided by someone else a moment ago");
             return self
@@ -102,11 +106,17 @@ impl Responder {
                 .map_err(|e| ResponderError::Aws(format!("cannot record the denial: {e}")))?;
             self.audit_or_log(AuditEvent::Denied, &target).await;
             request.reason = Some(format!("{}; {key} will not be fixed", message.reason));
-            return self.finish_succeeded(&mut request, AuditEvent::Succeeded).await;
+            return self
+                .finish_succeeded(&mut request, AuditEvent::Succeeded)
+                .await;
         }
         let already = target.steps.len();
-        let ending = self.run_playbook(&trigger, &mut target, Intent::Approved).await;
-        let outcome = self.finish_remediation(&mut target, &trigger, ending).await?;
+        let ending = self
+            .run_playbook(&trigger, &mut target, Intent::Approved)
+            .await;
+        let outcome = self
+            .finish_remediation(&mut target, &trigger, ending)
+            .await?;
         // The approval's own record shows what the approval did.
         request.steps = target.steps[already..].to_vec();
         request.entity = Some(key.clone());

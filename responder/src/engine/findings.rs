@@ -165,7 +165,10 @@ mod tests {
     #[test]
     fn request_ids_are_stable_valid_and_distinct_per_entity() {
         let a = request_id("ev-1", "arn:aws:iam::111122223333:user/alice");
-        assert_eq!(a, request_id("ev-1", "arn:aws:iam::111122223333:user/alice"));
+        assert_eq!(
+            a,
+            request_id("ev-1", "arn:aws:iam::111122223333:user/alice")
+        );
         assert_ne!(a, request_id("ev-1", "arn:aws:iam::111122223333:user/bob"));
         assert!(ContainmentMessage::request_id_is_valid(&a), "{a}");
     }

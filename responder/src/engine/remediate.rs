@@ -48,7 +48,10 @@ pub(super) enum Ending {
     Skipped(String),
     AwaitingApproval(String),
     Refused(Refusal),
-    Failed { message: String, transient: bool },
+    Failed {
+        message: String,
+        transient: bool,
+    },
 }
 
 impl Ending {
@@ -343,9 +346,7 @@ impl Responder {
             exemptions: &self.settings.playbooks.exemptions,
         };
         match &t.resource {
-            Resource::SecurityGroup { group_id } => {
-                self.fix_group(&run, group_id, record).await
-            }
+            Resource::SecurityGroup { group_id } => self.fix_group(&run, group_id, record).await,
             Resource::Bucket { name } => self.fix_bucket(&run, name, record).await,
             Resource::Snapshot { snapshot_id } => {
                 self.fix_snapshot(&run, snapshot_id, record).await
@@ -373,7 +374,7 @@ impl Responder {
         }
         let described = offending
             .iter()
-            .map(|r| r.describe())
+            .map(crate::playbooks::exposure::Rule::describe)
             .collect::<Vec<_>>()
             .join(", ");
         if let Some(wait) = run.mode_gate(
@@ -424,7 +425,7 @@ impl Responder {
                     "{group_id} is still open after the revoke: {}",
                     still
                         .iter()
-                        .map(|r| r.describe())
+                        .map(crate::playbooks::exposure::Rule::describe)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -534,7 +535,13 @@ impl Responder {
     async fn make_snapshot_private(&self, run: &Run<'_>, id: &str, record: &mut Record) -> Ending {
         let mode = self.settings.playbooks.public_snapshot.mode;
         let what = format!("remove the create-volume permission for everyone from {id}");
-        if let Some(wait) = run.mode_gate(mode, "make_snapshot_private", &what, json!({"group": "all"}), record) {
+        if let Some(wait) = run.mode_gate(
+            mode,
+            "make_snapshot_private",
+            &what,
+            json!({"group": "all"}),
+            record,
+        ) {
             return wait;
         }
         let ec2 = &run.clients.ec2;
@@ -583,7 +590,9 @@ impl Responder {
         let settings = &self.settings.playbooks.unencrypted_snapshot;
         let id = &original.id;
         let what = format!("make an encrypted copy of {id}, then delete {id} once approved");
-        if let Some(wait) = run.mode_gate(settings.mode, "encrypted_copy", &what, Value::Null, record) {
+        if let Some(wait) =
+            run.mode_gate(settings.mode, "encrypted_copy", &what, Value::Null, record)
+        {
             return wait;
         }
         if !original.completed() {
@@ -599,12 +608,23 @@ impl Responder {
         let copy_id = if let Some(copy) = original.copy_id() {
             copy.to_owned()
         } else {
-            match snapshot::encrypted_copy(ec2, original, &run.t.region, settings.kms_key_id.as_deref())
-                .await
+            match snapshot::encrypted_copy(
+                ec2,
+                original,
+                &run.t.region,
+                settings.kms_key_id.as_deref(),
+            )
+            .await
             {
                 Ok(c) => c,
                 Err(e) => {
-                    record.steps.push(step("encrypted_copy", StepStatus::Failed, e.to_string(), Value::Null, Value::Null));
+                    record.steps.push(step(
+                        "encrypted_copy",
+                        StepStatus::Failed,
+                        e.to_string(),
+                        Value::Null,
+                        Value::Null,
+                    ));
                     return failed(&e);
                 }
             }
@@ -624,8 +644,16 @@ impl Responder {
             done_if(copy.encrypted),
             format!(
                 "{copy_id} ({}{}), tagged {}={id}; {id} tagged {}={copy_id}",
-                if copy.encrypted { "encrypted" } else { "NOT encrypted" },
-                if copy.completed() { ", completed" } else { ", copying" },
+                if copy.encrypted {
+                    "encrypted"
+                } else {
+                    "NOT encrypted"
+                },
+                if copy.completed() {
+                    ", completed"
+                } else {
+                    ", copying"
+                },
                 snapshot::ORIGINAL_TAG,
                 snapshot::COPY_TAG
             ),
@@ -669,7 +697,13 @@ impl Responder {
                 transient: true,
             },
             Err(e) => {
-                record.steps.push(step("delete_original", StepStatus::Failed, e.to_string(), json!({"snapshot": id}), Value::Null));
+                record.steps.push(step(
+                    "delete_original",
+                    StepStatus::Failed,
+                    e.to_string(),
+                    json!({"snapshot": id}),
+                    Value::Null,
+                ));
                 failed(&e)
             }
         }
@@ -789,7 +823,13 @@ pub(super) fn failed(e: &CallError) -> Ending {
     }
 }
 
-pub(super) fn step(name: &str, status: StepStatus, detail: String, prior: Value, new: Value) -> Step {
+pub(super) fn step(
+    name: &str,
+    status: StepStatus,
+    detail: String,
+    prior: Value,
+    new: Value,
+) -> Step {
     let now = Utc::now();
     Step {
         name: name.into(),

@@ -7,13 +7,13 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
+use super::remediate::Intent;
 use super::{is_transient, Outcome, Responder};
 use crate::audit::AuditEvent;
 use crate::aws_error::CallError;
 use crate::contract::{Action, Options, SWEEP_ENTITY};
 use crate::error::ResponderError;
 use crate::ledger::{Claim, Record, Status, Step, StepStatus};
-use super::remediate::Intent;
 use crate::playbooks::event::{Resource, Source, Trigger};
 use crate::playbooks::exposure::Rule;
 use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
@@ -151,7 +151,11 @@ impl Responder {
         let (mut exposed, mut exposed_fixed) = (0, 0);
         for p in &results {
             exposed += p.exposed.len();
-            exposed_fixed += p.exposed.iter().filter(|e| e.outcome.starts_with("succeeded")).count();
+            exposed_fixed += p
+                .exposed
+                .iter()
+                .filter(|e| e.outcome.starts_with("succeeded"))
+                .count();
             open += p.open.len();
             fixed += p.open.iter().filter(|g| g.outcome == "fixed").count();
             failed_places += usize::from(p.error.is_some());
@@ -274,7 +278,11 @@ impl Responder {
                 };
                 let exposure = b.exposure();
                 if exposure.is_public() {
-                    found.push((Resource::Bucket { name }, b.region.clone(), exposure.describe()));
+                    found.push((
+                        Resource::Bucket { name },
+                        b.region.clone(),
+                        exposure.describe(),
+                    ));
                 }
             }
         }

@@ -180,7 +180,10 @@ pub async fn read(s3: &aws_sdk_s3::Client, name: &str) -> Result<Option<Bucket>,
         Err(e) if e.is_code("NoSuchBucket") => return Ok(None),
         Err(e) => return Err(e),
     };
-    let region = match location.location_constraint().map(|c| c.as_str()) {
+    let region = match location
+        .location_constraint()
+        .map(aws_sdk_s3::types::BucketLocationConstraint::as_str)
+    {
         None | Some("") => "us-east-1".to_owned(),
         Some("EU") => "eu-west-1".to_owned(),
         Some(r) => r.to_owned(),

@@ -202,7 +202,9 @@ fn cloudtrail_resource(name: &str, event: &Value) -> Result<Option<Resource>, Ma
                 "security group (requestParameters.groupId)",
             )?)?,
         },
-        "PutBucketAcl" | "PutBucketPolicy" | "DeleteBucketPublicAccessBlock"
+        "PutBucketAcl"
+        | "PutBucketPolicy"
+        | "DeleteBucketPublicAccessBlock"
         | "PutBucketPublicAccessBlock" => Resource::Bucket {
             name: checked_bucket(named(
                 &["/detail/requestParameters/bucketName"],
@@ -315,7 +317,12 @@ fn finding_ref(f: &Value) -> Result<FindingRef, Malformed> {
 fn finding_resources(f: &Value) -> Result<&Vec<Value>, Malformed> {
     f.pointer("/Resources")
         .and_then(Value::as_array)
-        .ok_or_else(|| Malformed(format!("finding {} has no Resources", text(f, "/Id").unwrap_or("?"))))
+        .ok_or_else(|| {
+            Malformed(format!(
+                "finding {} has no Resources",
+                text(f, "/Id").unwrap_or("?")
+            ))
+        })
 }
 
 /// A finding resource a playbook fixes, or `None` when it is of another kind.
@@ -449,9 +456,7 @@ fn containable(r: &Value, account: &str) -> Result<Option<String>, Malformed> {
     let id = need(r, "/Id", "a finding resource")?;
     let partition = text(r, "/Partition").unwrap_or("aws");
     Ok(match text(r, "/Type").unwrap_or("") {
-        "AwsIamUser" | "AwsIamRole" | "AwsLambdaFunction" | "AwsEc2Instance" => {
-            Some(id.to_owned())
-        }
+        "AwsIamUser" | "AwsIamRole" | "AwsLambdaFunction" | "AwsEc2Instance" => Some(id.to_owned()),
         // GuardDuty's credential findings name the key's owner, not an ARN.
         "AwsIamAccessKey" => {
             let name = need(
@@ -481,9 +486,8 @@ fn checked(id: &str, ok: bool, what: &str) -> Result<String, Malformed> {
 }
 
 fn hex_id(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix).is_some_and(|h| {
-        !h.is_empty() && h.len() <= 32 && h.chars().all(|c| c.is_ascii_hexdigit())
-    })
+    id.strip_prefix(prefix)
+        .is_some_and(|h| !h.is_empty() && h.len() <= 32 && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Ids become ledger keys and API arguments: only the characters each kind of id can have.
@@ -632,7 +636,8 @@ mod tests {
     #[test]
     fn custom_actions_contain_entities_and_remediate_resources_of_each_finding() {
         let mut key = finding("AwsIamAccessKey", "AKIAEXAMPLE", "");
-        key["Resources"][0]["Details"] = json!({"AwsIamAccessKey": {"PrincipalName": "alice", "PrincipalType": "IAMUser"}});
+        key["Resources"][0]["Details"] =
+            json!({"AwsIamAccessKey": {"PrincipalName": "alice", "PrincipalType": "IAMUser"}});
         let role = finding("AwsIamRole", "arn:aws:iam::111122223333:role/app", "");
         let Parsed::Contain(c) = parse(&action_event("QuellContain", &[key, role])).unwrap() else {
             panic!("a containment")

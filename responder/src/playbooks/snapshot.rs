@@ -43,10 +43,7 @@ impl Snapshot {
 fn of(s: &aws_sdk_ec2::types::Snapshot, public: bool) -> Snapshot {
     Snapshot {
         id: s.snapshot_id().unwrap_or_default().to_owned(),
-        state: s
-            .state()
-            .map(|x| x.as_str().to_owned())
-            .unwrap_or_default(),
+        state: s.state().map(|x| x.as_str().to_owned()).unwrap_or_default(),
         encrypted: s.encrypted() == Some(true),
         public,
         tags: s

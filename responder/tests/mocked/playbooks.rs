@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use aws_smithy_mocks::{mock, mock_client, MockResponse, RuleMode};
 use serde_json::{json, Value};
 
-use super::{calls, meta, record, responder_full, settings_with, world, Shared, ACCOUNT, EXTERNAL_ID};
+use super::{
+    calls, meta, record, responder_full, settings_with, world, Shared, ACCOUNT, EXTERNAL_ID,
+};
 use quell_responder::ledger::{Status, StepStatus};
 
 const EVENTS_QUEUE: &str = "arn:aws:sqs:us-east-1:222233334444:quell-events";
@@ -43,8 +45,8 @@ pub fn security_hub(w: &Shared) -> aws_sdk_securityhub::Client {
     use aws_sdk_securityhub::operation::batch_update_findings::BatchUpdateFindingsOutput;
     use aws_sdk_securityhub::types::BatchUpdateFindingsUnprocessedFinding;
     let w = w.clone();
-    let update = mock!(aws_sdk_securityhub::Client::batch_update_findings).then_compute_output(
-        move |req| {
+    let update =
+        mock!(aws_sdk_securityhub::Client::batch_update_findings).then_compute_output(move |req| {
             let mut world = w.lock().unwrap();
             let ids = req.finding_identifiers().to_vec();
             if let Some(code) = world.call("BatchUpdateFindings") {
@@ -82,8 +84,7 @@ pub fn security_hub(w: &Shared) -> aws_sdk_securityhub::Client {
                 .set_processed_findings(Some(ids))
                 .set_unprocessed_findings(Some(Vec::new()))
                 .build()
-        },
-    );
+        });
     mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&update])
 }
 
@@ -126,7 +127,11 @@ fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
                     "InvalidSnapshot.NotFound",
                 )));
             }
-            MockResponse::Output(DescribeSnapshotsOutput::builder().set_snapshots(Some(found)).build())
+            MockResponse::Output(
+                DescribeSnapshotsOutput::builder()
+                    .set_snapshots(Some(found))
+                    .build(),
+            )
         })
     };
     let attribute = {
@@ -138,7 +143,9 @@ fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
                 .get(req.snapshot_id().unwrap_or_default())
                 .is_some_and(|s| s.public);
             let permissions = if public {
-                vec![CreateVolumePermission::builder().group(PermissionGroup::All).build()]
+                vec![CreateVolumePermission::builder()
+                    .group(PermissionGroup::All)
+                    .build()]
             } else {
                 Vec::new()
             };
@@ -152,10 +159,16 @@ fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
         mock!(aws_sdk_ec2::Client::modify_snapshot_attribute).then_compute_output(move |req| {
             let mut world = w.lock().unwrap();
             world.call("ModifySnapshotAttribute");
-            let removes_all = req.operation_type().map(|o| o.as_str()) == Some("remove")
+            let removes_all = req
+                .operation_type()
+                .map(aws_sdk_ec2::types::OperationType::as_str)
+                == Some("remove")
                 && req.group_names().iter().any(|g| g == "all");
             if removes_all && !ignore_modify {
-                if let Some(s) = world.snapshots.get_mut(req.snapshot_id().unwrap_or_default()) {
+                if let Some(s) = world
+                    .snapshots
+                    .get_mut(req.snapshot_id().unwrap_or_default())
+                {
                     s.public = false;
                 }
             }
@@ -170,7 +183,7 @@ fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
             let tags = req
                 .tag_specifications()
                 .iter()
-                .flat_map(|t| t.tags())
+                .flat_map(aws_sdk_ec2::types::TagSpecification::tags)
                 .map(|t| {
                     (
                         t.key().unwrap_or_default().to_owned(),
@@ -214,7 +227,9 @@ fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
         mock!(aws_sdk_ec2::Client::delete_snapshot).then_compute_output(move |req| {
             let mut world = w.lock().unwrap();
             world.call("DeleteSnapshot");
-            world.snapshots.remove(req.snapshot_id().unwrap_or_default());
+            world
+                .snapshots
+                .remove(req.snapshot_id().unwrap_or_default());
             DeleteSnapshotOutput::builder().build()
         })
     };
@@ -257,7 +272,12 @@ fn create_snapshot_event(id: &str) -> Value {
                    "recipientAccountId": ACCOUNT, "responseElements": {"snapshotId": id}}})
 }
 
-fn responder_for(w: &Shared, ec2: aws_sdk_ec2::Client, s3: Option<aws_sdk_s3::Client>, playbooks: &Value) -> quell_responder::Responder {
+fn responder_for(
+    w: &Shared,
+    ec2: aws_sdk_ec2::Client,
+    s3: Option<aws_sdk_s3::Client>,
+    playbooks: &Value,
+) -> quell_responder::Responder {
     let json = playbooks.to_string();
     responder_full(
         w,
@@ -293,7 +313,10 @@ async fn an_unencrypted_snapshot_is_copied_encrypted_and_the_original_goes_only_
     {
         let world = w.lock().unwrap();
         let original = &world.snapshots["snap-0a1"];
-        assert!(!original.public, "the public permission went at once (auto)");
+        assert!(
+            !original.public,
+            "the public permission went at once (auto)"
+        );
         let copy_id = original.tags["quell:encrypted-copy"].clone();
         let copy = &world.snapshots[&copy_id];
         assert!(copy.encrypted);
@@ -302,7 +325,11 @@ async fn an_unencrypted_snapshot_is_copied_encrypted_and_the_original_goes_only_
         let audit = world.published.last().unwrap();
         assert_eq!(audit["event"], "awaiting_approval");
     }
-    assert_eq!(calls(&w, "DeleteSnapshot"), 0, "nothing deleted before approval");
+    assert_eq!(
+        calls(&w, "DeleteSnapshot"),
+        0,
+        "nothing deleted before approval"
+    );
 
     // The same event again does nothing more.
     r.handle(event_delivery("m-2", &create_snapshot_event("snap-0a1")))
@@ -313,9 +340,19 @@ async fn an_unencrypted_snapshot_is_copied_encrypted_and_the_original_goes_only_
     r.handle(decision("m-3", "approve", key)).await.unwrap();
     let done = record(&w, key);
     assert_eq!(done.status, Status::Succeeded, "{done:?}");
-    assert!(done.decided_by.as_deref().unwrap().starts_with("approve by arn:aws:iam::222233334444:user/lead"));
-    assert_eq!(done.step("delete_original").unwrap().status, StepStatus::Done);
-    assert!(!w.lock().unwrap().snapshots.contains_key("snap-0a1"), "read back as gone");
+    assert!(done
+        .decided_by
+        .as_deref()
+        .unwrap()
+        .starts_with("approve by arn:aws:iam::222233334444:user/lead"));
+    assert_eq!(
+        done.step("delete_original").unwrap().status,
+        StepStatus::Done
+    );
+    assert!(
+        !w.lock().unwrap().snapshots.contains_key("snap-0a1"),
+        "read back as gone"
+    );
     assert_eq!(record(&w, "decision-m-3").status, Status::Succeeded);
 
     // A second approval finds nothing pending and deletes nothing.
@@ -344,7 +381,11 @@ async fn deny_drops_a_pending_fix_and_an_unknown_id_is_refused() {
         .unwrap();
     let key = "remediation:ev-snap:snap-0b2";
     assert_eq!(record(&w, key).status, Status::AwaitingApproval);
-    assert_eq!(calls(&w, "CopySnapshot"), 0, "approve mode copies nothing yet");
+    assert_eq!(
+        calls(&w, "CopySnapshot"),
+        0,
+        "approve mode copies nothing yet"
+    );
     r.handle(decision("m-2", "deny", key)).await.unwrap();
     let denied = record(&w, key);
     assert_eq!(denied.status, Status::Denied);
@@ -353,19 +394,23 @@ async fn deny_drops_a_pending_fix_and_an_unknown_id_is_refused() {
     assert_eq!(calls(&w, "CopySnapshot") + calls(&w, "DeleteSnapshot"), 0);
     assert!(w.lock().unwrap().snapshots.contains_key("snap-0b2"));
 
-    r.handle(decision("m-3", "approve", "remediation:nope:snap-0")).await.unwrap();
+    r.handle(decision("m-3", "approve", "remediation:nope:snap-0"))
+        .await
+        .unwrap();
     let unknown = record(&w, "decision-m-3");
     assert_eq!(unknown.rejection.unwrap().code, "unknown_remediation");
 }
 
-fn finding_event(detail_type: &str, action: Option<&str>, resource: Value) -> Value {
+fn finding_event(detail_type: &str, action: Option<&str>, resource: &Value) -> Value {
     let mut e = json!({"id": "ev-hub", "detail-type": detail_type, "source": "aws.securityhub",
         "detail": {"findings": [{"Id": "finding-1", "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
             "AwsAccountId": ACCOUNT, "Region": "us-east-1", "RecordState": "ACTIVE",
             "Compliance": {"Status": "FAILED", "SecurityControlId": "EC2.1"},
-            "Resources": [resource]}]}});
+            "Resources": [resource.clone()]}]}});
     if let Some(a) = action {
-        e["resources"] = json!([format!("arn:aws:securityhub:us-east-1:222233334444:action/custom/{a}")]);
+        e["resources"] = json!([format!(
+            "arn:aws:securityhub:us-east-1:222233334444:action/custom/{a}"
+        )]);
         e["detail"]["actionName"] = json!(a);
     }
     e
@@ -381,7 +426,10 @@ async fn a_finding_is_resolved_only_when_the_fix_reads_back_and_is_noted_otherwi
         let w = world();
         let mut encrypted = Snap::plain(true);
         encrypted.encrypted = true;
-        w.lock().unwrap().snapshots.insert("snap-0c3".into(), encrypted);
+        w.lock()
+            .unwrap()
+            .snapshots
+            .insert("snap-0c3".into(), encrypted);
         // Notify mode: the custom action is a person asking, so it acts anyway.
         let r = responder_for(
             &w,
@@ -389,16 +437,27 @@ async fn a_finding_is_resolved_only_when_the_fix_reads_back_and_is_noted_otherwi
             None,
             &json!({"public_snapshot": {"mode": "notify"}}),
         );
-        let event = finding_event("Security Hub Findings - Custom Action", Some("QuellRemediate"), snapshot.clone());
+        let event = finding_event(
+            "Security Hub Findings - Custom Action",
+            Some("QuellRemediate"),
+            &snapshot,
+        );
         let _ = r.handle(event_delivery("m-1", &event)).await;
         let rec = record(&w, "remediation:ev-hub:snap-0c3");
         assert_eq!(rec.status, status, "{rec:?}");
         assert_eq!(calls(&w, "ModifySnapshotAttribute"), 1);
         let world = w.lock().unwrap();
-        let update = world.finding_updates.last().expect("the finding was updated");
+        let update = world
+            .finding_updates
+            .last()
+            .expect("the finding was updated");
         assert_eq!(update.id, "finding-1");
         assert_eq!(update.workflow, workflow, "ignore_modify={ignore_modify}");
-        assert!(update.note.contains("remediation:ev-hub:snap-0c3"), "{}", update.note);
+        assert!(
+            update.note.contains("remediation:ev-hub:snap-0c3"),
+            "{}",
+            update.note
+        );
         assert_eq!(rec.step("update_finding").unwrap().status, StepStatus::Done);
     }
 }
@@ -408,7 +467,10 @@ async fn a_finding_security_hub_will_not_update_is_recorded_and_the_fix_stands()
     let w = world();
     let mut encrypted = Snap::plain(true);
     encrypted.encrypted = true;
-    w.lock().unwrap().snapshots.insert("snap-0d4".into(), encrypted);
+    w.lock()
+        .unwrap()
+        .snapshots
+        .insert("snap-0d4".into(), encrypted);
     w.lock()
         .unwrap()
         .failures
@@ -417,14 +479,18 @@ async fn a_finding_security_hub_will_not_update_is_recorded_and_the_fix_stands()
     let event = finding_event(
         "Security Hub Findings - Custom Action",
         Some("QuellRemediate"),
-        json!({"Type": "Other", "Id": format!("arn:aws:ec2:us-east-1:{ACCOUNT}:snapshot/snap-0d4")}),
+        &json!({"Type": "Other", "Id": format!("arn:aws:ec2:us-east-1:{ACCOUNT}:snapshot/snap-0d4")}),
     );
     r.handle(event_delivery("m-1", &event)).await.unwrap();
     let rec = record(&w, "remediation:ev-hub:snap-0d4");
     assert_eq!(rec.status, Status::Succeeded);
     let step = rec.step("update_finding").unwrap();
     assert_eq!(step.status, StepStatus::Failed);
-    assert!(step.detail.contains("AccessDeniedException"), "{}", step.detail);
+    assert!(
+        step.detail.contains("AccessDeniedException"),
+        "{}",
+        step.detail
+    );
     assert!(!w.lock().unwrap().snapshots["snap-0d4"].public);
 }
 
@@ -435,25 +501,36 @@ async fn the_contain_action_contains_the_findings_user_and_notes_the_finding_unr
     let event = finding_event(
         "Security Hub Findings - Custom Action",
         Some("QuellContain"),
-        json!({"Type": "AwsIamAccessKey", "Id": "AKIAOLD",
+        &json!({"Type": "AwsIamAccessKey", "Id": "AKIAOLD",
                "Details": {"AwsIamAccessKey": {"PrincipalName": "alice", "PrincipalType": "IAMUser"}}}),
     );
     let out = r.handle(event_delivery("m-1", &event)).await.unwrap();
     let key = out[0]["key"].as_str().unwrap().to_owned();
     let rec = record(&w, &key);
     assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
-    assert_eq!(rec.entity.as_deref(), Some(format!("arn:aws:iam::{ACCOUNT}:user/alice").as_str()));
-    assert!(rec.requester.unwrap().contains("Quell: contain"));
-    let world = w.lock().unwrap();
-    assert!(
-        world.user.attached.iter().any(|p| p.ends_with("/AWSDenyAll")),
-        "{:?}",
-        world.user.attached
+    assert_eq!(
+        rec.entity.as_deref(),
+        Some(format!("arn:aws:iam::{ACCOUNT}:user/alice").as_str())
     );
-    let update = world.finding_updates.last().unwrap();
-    assert_eq!(update.workflow, "NOTIFIED", "a contained principal still needs investigating");
-    assert!(update.note.contains("contain succeeded"), "{}", update.note);
-    drop(world);
+    assert!(rec.requester.unwrap().contains("Quell: contain"));
+    {
+        let world = w.lock().unwrap();
+        assert!(
+            world
+                .user
+                .attached
+                .iter()
+                .any(|p| p.ends_with("/AWSDenyAll")),
+            "{:?}",
+            world.user.attached
+        );
+        let update = world.finding_updates.last().unwrap();
+        assert_eq!(
+            update.workflow, "NOTIFIED",
+            "a contained principal still needs investigating"
+        );
+        assert!(update.note.contains("contain succeeded"), "{}", update.note);
+    }
     // The same event delivered again contains nothing twice.
     r.handle(event_delivery("m-2", &event)).await.unwrap();
     assert_eq!(calls(&w, "AttachUserPolicy"), 1);
@@ -479,9 +556,8 @@ fn public_bucket_s3(w: &Shared) -> aws_sdk_s3::Client {
             )
             .build()
     });
-    let policy = mock!(aws_sdk_s3::Client::get_bucket_policy).then_error(|| {
-        GetBucketPolicyError::generic(meta("NoSuchBucketPolicy"))
-    });
+    let policy = mock!(aws_sdk_s3::Client::get_bucket_policy)
+        .then_error(|| GetBucketPolicyError::generic(meta("NoSuchBucketPolicy")));
     let block = mock!(aws_sdk_s3::Client::get_public_access_block).then_error(|| {
         GetPublicAccessBlockError::generic(meta("NoSuchPublicAccessBlockConfiguration"))
     });
@@ -511,17 +587,36 @@ fn public_bucket_s3(w: &Shared) -> aws_sdk_s3::Client {
 #[tokio::test]
 async fn a_bucket_whose_public_access_block_is_denied_is_left_as_it_was_and_the_failure_named() {
     let w = world();
-    let r = responder_for(&w, snapshots_ec2(&w, false), Some(public_bucket_s3(&w)), &json!({}));
+    let r = responder_for(
+        &w,
+        snapshots_ec2(&w, false),
+        Some(public_bucket_s3(&w)),
+        &json!({}),
+    );
     let event = json!({"id": "ev-s3", "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
         "detail": {"eventSource": "s3.amazonaws.com", "eventName": "PutBucketAcl", "awsRegion": "us-east-1",
                    "recipientAccountId": ACCOUNT, "requestParameters": {"bucketName": "open-reports"}}});
     let _ = r.handle(event_delivery("m-1", &event)).await;
     let rec = record(&w, "remediation:ev-s3:open-reports");
     assert_eq!(rec.status, Status::Failed);
-    assert!(rec.error.as_deref().unwrap().contains("s3:PutPublicAccessBlock"), "{:?}", rec.error);
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap()
+            .contains("s3:PutPublicAccessBlock"),
+        "{:?}",
+        rec.error
+    );
     let step = rec.step("make_bucket_private").unwrap();
     assert_eq!(step.status, StepStatus::Failed);
-    assert_eq!(step.prior["grants"][0]["permission"], "READ", "what was public is recorded");
+    assert_eq!(
+        step.prior["grants"][0]["permission"], "READ",
+        "what was public is recorded"
+    );
     assert_eq!(calls(&w, "PutPublicAccessBlock"), 1);
-    assert_eq!(calls(&w, "PutBucketAcl"), 0, "no ACL change after the block failed");
+    assert_eq!(
+        calls(&w, "PutBucketAcl"),
+        0,
+        "no ACL change after the block failed"
+    );
 }

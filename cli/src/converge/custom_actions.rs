@@ -1,0 +1,289 @@
+//! Security Hub custom actions "Quell: contain" and "Quell: remediate", in the security account's
+//! home Region. CloudFormation has no resource for them, so install creates them and uninstall
+//! deletes them; the security stack's rule sends their events to the responder.
+
+/// The Security Hub client for the security account's home Region.
+pub fn client(security: &aws_config::SdkConfig) -> aws_sdk_securityhub::Client {
+    crate::calls::client!(aws_sdk_securityhub, security)
+}
+
+use aws_sdk_securityhub::error::SdkError;
+use quell_responder::aws_error::Described;
+use quell_responder::playbooks::event::{CONTAIN_ACTION, REMEDIATE_ACTION};
+use serde::Serialize;
+
+/// (id, name, description) of each action Quell owns.
+pub const ACTIONS: [(&str, &str, &str); 2] = [CONTAIN_ACTION, REMEDIATE_ACTION];
+
+/// What the security account has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Observed {
+    /// Quell's actions there now: (id, ARN).
+    Available { present: Vec<(String, String)> },
+    /// Custom actions cannot be made here; the reason says why and what to do.
+    Unavailable { reason: String },
+}
+
+impl Observed {
+    /// The actions to create: (id, name, description).
+    pub fn missing(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        match self {
+            Observed::Available { present } => ACTIONS
+                .iter()
+                .filter(|(id, _, _)| !present.iter().any(|(p, _)| p == id))
+                .copied()
+                .collect(),
+            Observed::Unavailable { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The HTTP status of a failed call, when the service answered at all.
+fn status<E, R: HttpStatus>(e: &SdkError<E, R>) -> Option<u16> {
+    e.raw_response().map(HttpStatus::code)
+}
+
+trait HttpStatus {
+    fn code(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+pub async fn read(
+    hub: &aws_sdk_securityhub::Client,
+    account: &str,
+    region: &str,
+) -> anyhow::Result<Observed> {
+    let mut present = Vec::new();
+    let mut pages = hub.describe_action_targets().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) if status(&e) == Some(404) => {
+                return Ok(Observed::Unavailable {
+                    reason: format!(
+                        "the Security Hub endpoint for {account} {region} has no custom actions (HTTP 404; the local sandbox's emulator lacks them)"
+                    ),
+                })
+            }
+            Err(e) => {
+                let e = Err::<(), _>(e)
+                    .described("securityhub:DescribeActionTargets")
+                    .unwrap_err();
+                if e.is_code("InvalidAccessException") {
+                    return Ok(Observed::Unavailable {
+                        reason: format!(
+                            "Security Hub is not enabled in {account} {region}: enable it (aws securityhub enable-security-hub), then run `quell upgrade`"
+                        ),
+                    });
+                }
+                return Err(e.into());
+            }
+        };
+        for t in page.action_targets() {
+            let arn = t.action_target_arn().unwrap_or_default();
+            let id = arn.rsplit('/').next().unwrap_or_default();
+            if ACTIONS.iter().any(|(ours, _, _)| *ours == id) {
+                present.push((id.to_owned(), arn.to_owned()));
+            }
+        }
+    }
+    Ok(Observed::Available { present })
+}
+
+pub async fn create(
+    hub: &aws_sdk_securityhub::Client,
+    missing: &[(&str, &str, &str)],
+) -> anyhow::Result<()> {
+    for (id, name, description) in missing {
+        match hub
+            .create_action_target()
+            .id(*id)
+            .name(*name)
+            .description(*description)
+            .send()
+            .await
+            .described("securityhub:CreateActionTarget")
+        {
+            // Made by a run that stopped before it could say so.
+            Err(e) if e.is_code("ResourceConflictException") => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes Quell's actions; returns the ids deleted.
+pub async fn delete(
+    hub: &aws_sdk_securityhub::Client,
+    observed: &Observed,
+) -> anyhow::Result<Vec<String>> {
+    let Observed::Available { present } = observed else {
+        return Ok(Vec::new());
+    };
+    let mut deleted = Vec::new();
+    for (id, arn) in present {
+        match hub
+            .delete_action_target()
+            .action_target_arn(arn)
+            .send()
+            .await
+            .described("securityhub:DeleteActionTarget")
+        {
+            Err(e) if e.is_code("ResourceNotFoundException") => {}
+            other => {
+                other?;
+                deleted.push(id.clone());
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_securityhub::operation::create_action_target::{
+        CreateActionTargetError, CreateActionTargetOutput,
+    };
+    use aws_sdk_securityhub::operation::delete_action_target::DeleteActionTargetOutput;
+    use aws_sdk_securityhub::operation::describe_action_targets::{
+        DescribeActionTargetsError, DescribeActionTargetsOutput,
+    };
+    use aws_sdk_securityhub::types::ActionTarget;
+    use aws_smithy_mocks::{mock, mock_client, MockResponse, RuleMode};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:securityhub:us-east-1:222233334444:action/custom/";
+
+    /// Security Hub holding `existing` action ids; records what was created and deleted.
+    fn hub(
+        existing: &[&str],
+        created: &Arc<Mutex<Vec<(String, String)>>>,
+        deleted: &Arc<Mutex<Vec<String>>>,
+    ) -> aws_sdk_securityhub::Client {
+        let listed: Vec<ActionTarget> = existing
+            .iter()
+            .chain(["SomeoneElses"].iter())
+            .map(|id| {
+                ActionTarget::builder()
+                    .action_target_arn(format!("{ARN}{id}"))
+                    .name(*id)
+                    .description("d")
+                    .build()
+            })
+            .collect();
+        let describe =
+            mock!(aws_sdk_securityhub::Client::describe_action_targets).then_output(move || {
+                DescribeActionTargetsOutput::builder()
+                    .set_action_targets(Some(listed.clone()))
+                    .build()
+            });
+        let existing: Vec<String> = existing.iter().map(|s| (*s).to_owned()).collect();
+        let create = {
+            let created = created.clone();
+            mock!(aws_sdk_securityhub::Client::create_action_target).then_compute_response(
+                move |req| {
+                    let id = req.id().unwrap_or_default().to_owned();
+                    if existing.contains(&id) {
+                        return MockResponse::Error(CreateActionTargetError::generic(
+                            ErrorMetadata::builder()
+                                .code("ResourceConflictException")
+                                .build(),
+                        ));
+                    }
+                    created
+                        .lock()
+                        .unwrap()
+                        .push((id.clone(), req.name().unwrap_or_default().to_owned()));
+                    MockResponse::Output(
+                        CreateActionTargetOutput::builder()
+                            .action_target_arn(format!("{ARN}{id}"))
+                            .build(),
+                    )
+                },
+            )
+        };
+        let delete = {
+            let deleted = deleted.clone();
+            mock!(aws_sdk_securityhub::Client::delete_action_target).then_compute_output(
+                move |req| {
+                    let arn = req.action_target_arn().unwrap_or_default().to_owned();
+                    deleted.lock().unwrap().push(arn.clone());
+                    DeleteActionTargetOutput::builder()
+                        .action_target_arn(arn)
+                        .build()
+                },
+            )
+        };
+        mock_client!(
+            aws_sdk_securityhub,
+            RuleMode::MatchAny,
+            &[&describe, &create, &delete]
+        )
+    }
+
+    #[tokio::test]
+    async fn install_creates_the_missing_action_and_uninstall_deletes_only_quells() {
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let hub = hub(&["QuellContain"], &created, &deleted);
+        let observed = read(&hub, "222233334444", "us-east-1").await.unwrap();
+        let missing = observed.missing();
+        assert_eq!(
+            missing.iter().map(|m| m.1).collect::<Vec<_>>(),
+            ["Quell: remediate"]
+        );
+        create(&hub, &missing).await.unwrap();
+        assert_eq!(
+            created.lock().unwrap().as_slice(),
+            [("QuellRemediate".to_owned(), "Quell: remediate".to_owned())]
+        );
+        // A run that stopped after creating it finds it there: no error, nothing twice.
+        create(&hub, &[CONTAIN_ACTION]).await.unwrap();
+        assert_eq!(created.lock().unwrap().len(), 1);
+        assert!(
+            ACTIONS.iter().all(|(_, name, _)| name.len() < 20),
+            "Security Hub's limit"
+        );
+
+        let removed = delete(&hub, &observed).await.unwrap();
+        assert_eq!(removed, ["QuellContain"]);
+        assert_eq!(
+            deleted.lock().unwrap().as_slice(),
+            [format!("{ARN}QuellContain")],
+            "the other custom action stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_security_hub_the_plan_says_how_to_enable_it_and_nothing_is_written() {
+        let describe =
+            mock!(aws_sdk_securityhub::Client::describe_action_targets).then_error(|| {
+                DescribeActionTargetsError::generic(
+                    ErrorMetadata::builder()
+                        .code("InvalidAccessException")
+                        .message("Account 222233334444 is not subscribed to AWS Security Hub")
+                        .build(),
+                )
+            });
+        let hub = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&describe]);
+        let observed = read(&hub, "222233334444", "us-east-1").await.unwrap();
+        let Observed::Unavailable { reason } = &observed else {
+            panic!("{observed:?}")
+        };
+        assert!(reason.contains("enable-security-hub"), "{reason}");
+        assert!(observed.missing().is_empty());
+        assert!(delete(&hub, &observed).await.unwrap().is_empty());
+    }
+}
