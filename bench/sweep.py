@@ -194,7 +194,9 @@ def run_custodian(org, accounts, regions):
 def run_quell():
     log = HOME / "sandbox/responder.log"
     seen = len(log.read_text(errors="replace").splitlines()) if log.exists() else 0
-    wall, out = quell("--sandbox", "--output", "json", "sweep", "--yes", "--config", str(HOME / "sandbox/quell.yaml"))
+    # Security groups only: the scope of the Custodian policy it is compared with.
+    wall, out = quell("--sandbox", "--output", "json", "sweep", "--yes", "--only", "security_group",
+                      "--config", str(HOME / "sandbox/quell.yaml"))
     report = json.loads(out)
     if report["status"] != "succeeded":
         sys.exit(f"the sweep ended {report['status']}")
@@ -204,7 +206,8 @@ def run_quell():
             fields = json.loads(line)["fields"]
             calls += fields["aws_calls"]
             handler_ms += fields["handler_ms"]
-    fixed = sum(sum(1 for g in (s.get("new") or []) if g.get("outcome") == "fixed") for s in report["record"]["steps"])
+    fixed = sum(sum(1 for g in ((s.get("new") or {}).get("open_groups") or []) if g.get("outcome") == "fixed")
+                for s in report["record"]["steps"])
     return wall, calls, handler_ms, fixed
 
 

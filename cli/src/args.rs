@@ -150,6 +150,9 @@ pub struct SweepArgs {
     /// Find and record, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only these kinds of resource (comma-separated); every kind when absent.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<SweepKind>,
     #[arg(long, short)]
     pub yes: bool,
     #[arg(long, short)]
@@ -157,6 +160,25 @@ pub struct SweepArgs {
     /// Seconds to wait for the sweep to end.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+}
+
+/// What `quell sweep --only` can limit a sweep to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SweepKind {
+    SecurityGroup,
+    S3Bucket,
+    EbsSnapshot,
+}
+
+impl SweepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepKind::SecurityGroup => "security_group",
+            SweepKind::S3Bucket => "s3_bucket",
+            SweepKind::EbsSnapshot => "ebs_snapshot",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -274,4 +296,26 @@ pub struct IamArgs {
 pub enum Switch {
     On,
     Off,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_kinds_are_the_ones_the_responder_knows() {
+        let kinds: Vec<&str> = SweepKind::value_variants()
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(kinds, quell_responder::contract::SWEEP_KINDS);
+        let parsed = Cli::try_parse_from(["quell", "sweep", "--only", "s3_bucket,ebs_snapshot"])
+            .expect("parses");
+        let Command::Sweep(args) = parsed.command else {
+            panic!("a sweep")
+        };
+        assert_eq!(args.only, [SweepKind::S3Bucket, SweepKind::EbsSnapshot]);
+        let e = Cli::try_parse_from(["quell", "sweep", "--only", "rds"]).unwrap_err();
+        assert!(e.to_string().contains("security_group"), "{e}");
+    }
 }

@@ -107,8 +107,7 @@ pub async fn run(global: &GlobalArgs, args: &ContainArgs, printer: &Printer) -> 
         action: Action::Contain,
         options: Options {
             snapshot: args.snapshot,
-            reactivate_keys: false,
-            dry_run: false,
+            ..Options::default()
         },
         yes: args.yes,
         config: args.config.as_ref(),
@@ -130,7 +129,7 @@ pub async fn release(
         options: Options {
             snapshot: false,
             reactivate_keys: args.reactivate_keys,
-            dry_run: false,
+            ..Options::default()
         },
         yes: args.yes,
         config: args.config.as_ref(),
@@ -170,6 +169,7 @@ pub async fn sweep(
         action: Action::Sweep,
         options: Options {
             dry_run: args.dry_run,
+            only: args.only.iter().map(|k| k.as_str().to_owned()).collect(),
             ..Options::default()
         },
         yes: args.yes || args.dry_run,

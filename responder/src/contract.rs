@@ -53,6 +53,19 @@ pub struct Options {
     /// Sweep: find and record, change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Sweep: only these kinds of resource (`SWEEP_KINDS`); every kind when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+}
+
+/// The kinds of resource a sweep can be limited to.
+pub const SWEEP_KINDS: &[&str] = &["security_group", "s3_bucket", "ebs_snapshot"];
+
+impl Options {
+    /// Whether a sweep with these options covers `kind`.
+    pub fn sweeps(&self, kind: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|k| k == kind)
+    }
 }
 
 /// Body of a containment message.

@@ -190,8 +190,23 @@ impl Responder {
         message: &ContainmentMessage,
     ) -> Result<Outcome, ResponderError> {
         let message = message.clone();
-        if message.options.dry_run && message.action != Action::Sweep {
-            let why = "options.dry_run applies to a sweep only; a containment or release is never a dry run";
+        if let Some(kind) = message
+            .options
+            .only
+            .iter()
+            .find(|k| !contract::SWEEP_KINDS.contains(&k.as_str()))
+        {
+            let why = format!(
+                "options.only names {kind:?}, which is not a kind of resource the sweep covers ({})",
+                contract::SWEEP_KINDS.join(", ")
+            );
+            return self
+                .reject_delivery(d, Some(&message), refuse("malformed_message", why))
+                .await;
+        }
+        let sweep_only = message.options.dry_run || !message.options.only.is_empty();
+        if sweep_only && message.action != Action::Sweep {
+            let why = "options.dry_run and options.only apply to a sweep only; a containment or release is never a dry run";
             return self
                 .reject_delivery(d, Some(&message), refuse("malformed_message", why))
                 .await;

@@ -22,7 +22,7 @@ use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
 struct SweepRun<'a> {
     key: &'a str,
     message_id: &'a str,
-    dry_run: bool,
+    options: &'a Options,
     /// Buckets are global: each account's are swept once, in this Region's place.
     bucket_region: Option<&'a str>,
 }
@@ -135,7 +135,7 @@ impl Responder {
         let run = SweepRun {
             key,
             message_id,
-            dry_run: options.dry_run,
+            options,
             bucket_region: sweep.regions.first().map(String::as_str),
         };
         let run = &run;
@@ -230,7 +230,12 @@ impl Responder {
             error: None,
             transient: false,
         };
-        let swept = match self.sweep_into(&mut place, run.dry_run).await {
+        let groups = if run.options.sweeps("security_group") {
+            self.sweep_into(&mut place, run.options.dry_run).await
+        } else {
+            Ok(())
+        };
+        let swept = match groups {
             Ok(()) => self.sweep_storage(&mut place, run).await,
             Err(e) => Err(e),
         };
@@ -249,7 +254,11 @@ impl Responder {
             .session_in(partition, &place.account, Some(&place.region))
             .await?;
         let mut found: Vec<(Resource, String, String)> = Vec::new();
-        let snapshots = snapshot::scan(&clients.ec2).await?;
+        let snapshots = if run.options.sweeps("ebs_snapshot") {
+            snapshot::scan(&clients.ec2).await?
+        } else {
+            Vec::new()
+        };
         place.snapshots = snapshots.len();
         for s in snapshots {
             let mut problems = Vec::new();
@@ -269,7 +278,7 @@ impl Responder {
                 ));
             }
         }
-        if run.bucket_region == Some(place.region.as_str()) {
+        if run.options.sweeps("s3_bucket") && run.bucket_region == Some(place.region.as_str()) {
             let names = bucket::list(&clients.s3).await?;
             place.buckets = names.len();
             for name in names {
@@ -291,7 +300,7 @@ impl Responder {
             let label = format!("{} {}", resource.kind(), resource.id());
             let (outcome, record) = if let Some(why) = &account_exempt {
                 (why.clone(), None)
-            } else if run.dry_run {
+            } else if run.options.dry_run {
                 ("dry run".to_owned(), None)
             } else {
                 let trigger = Trigger {
@@ -326,8 +335,8 @@ impl Responder {
         let clients = self
             .session_in(partition, &place.account, Some(&place.region))
             .await?;
-        let groups = security_group::scan(&clients.ec2).await?;
-        place.groups = groups.len();
+        let (groups, count) = security_group::scan(&clients.ec2, &exemptions.tag).await?;
+        place.groups = count;
         let account_exempt = self.account_exemption(&place.account).await?;
         let mut to_fix: Vec<usize> = Vec::new();
         for g in groups {
@@ -379,12 +388,11 @@ impl Responder {
             .filter(|g| g.outcome == "fixed")
             .collect();
         if !fixed.is_empty() {
-            let after = security_group::scan(&clients.ec2).await?;
+            let (after, _) = security_group::ingress_by_group(&clients.ec2).await?;
             for g in fixed {
-                let still = after
-                    .iter()
-                    .find(|a| a.id == g.group)
-                    .map(|a| a.offending(&settings.ports))
+                let still: Vec<&Rule> = after
+                    .get(&g.group)
+                    .map(|rules| crate::playbooks::exposure::offending(rules, &settings.ports))
                     .unwrap_or_default();
                 if !still.is_empty() {
                     g.outcome = format!(

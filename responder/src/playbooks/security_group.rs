@@ -106,27 +106,13 @@ pub async fn revoke(
     Ok(())
 }
 
-/// Every group of the account and Region with its ingress rules and tags: two paginated listings,
-/// however many groups there are.
-pub async fn scan(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Group>, CallError> {
-    let mut groups: HashMap<String, Group> = HashMap::new();
-    let mut pages = ec2.describe_security_groups().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        for g in page
-            .described("ec2:DescribeSecurityGroups")?
-            .security_groups()
-        {
-            let id = g.group_id().unwrap_or_default().to_owned();
-            groups.insert(
-                id.clone(),
-                Group {
-                    id,
-                    tags: tags_of(g.tags()),
-                    ingress: Vec::new(),
-                },
-            );
-        }
-    }
+/// Every ingress rule of the account and Region, by group, and how many groups there are (every
+/// group has at least its egress rule): one paginated listing, however many groups there are.
+pub async fn ingress_by_group(
+    ec2: &aws_sdk_ec2::Client,
+) -> Result<(HashMap<String, Vec<Rule>>, usize), CallError> {
+    let mut ingress: HashMap<String, Vec<Rule>> = HashMap::new();
+    let mut groups = std::collections::HashSet::new();
     let mut pages = ec2
         .describe_security_group_rules()
         .max_results(1000)
@@ -137,15 +123,63 @@ pub async fn scan(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Group>, CallError> {
             .described("ec2:DescribeSecurityGroupRules")?
             .security_group_rules()
         {
-            if r.is_egress() == Some(true) {
-                continue;
-            }
-            if let Some(g) = r.group_id().and_then(|id| groups.get_mut(id)) {
-                g.ingress.push(rule_of(r));
+            let Some(group) = r.group_id() else { continue };
+            groups.insert(group.to_owned());
+            if r.is_egress() != Some(true) {
+                ingress.entry(group.to_owned()).or_default().push(rule_of(r));
             }
         }
     }
-    let mut out: Vec<Group> = groups.into_values().collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((ingress, groups.len()))
+}
+
+/// The groups carrying tag `key`, with its value: one filtered listing instead of reading every
+/// group's tags.
+pub async fn tagged(
+    ec2: &aws_sdk_ec2::Client,
+    key: &str,
+) -> Result<HashMap<String, String>, CallError> {
+    let mut out = HashMap::new();
+    let mut pages = ec2
+        .describe_tags()
+        .filters(
+            Filter::builder()
+                .name("resource-type")
+                .values("security-group")
+                .build(),
+        )
+        .filters(Filter::builder().name("key").values(key).build())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for t in page.described("ec2:DescribeTags")?.tags() {
+            if let Some(id) = t.resource_id() {
+                out.insert(id.to_owned(), t.value().unwrap_or_default().to_owned());
+            }
+        }
+    }
     Ok(out)
+}
+
+/// Every group of the account and Region that has ingress rules, with those rules and the
+/// exemption tag `tag` when it carries it. Returns the groups and how many groups there are.
+pub async fn scan(
+    ec2: &aws_sdk_ec2::Client,
+    tag: &str,
+) -> Result<(Vec<Group>, usize), CallError> {
+    let (ingress, count) = ingress_by_group(ec2).await?;
+    let tags = tagged(ec2, tag).await?;
+    let mut out: Vec<Group> = ingress
+        .into_iter()
+        .map(|(id, rules)| Group {
+            tags: tags
+                .get(&id)
+                .map(|v| HashMap::from([(tag.to_owned(), v.clone())]))
+                .unwrap_or_default(),
+            id,
+            ingress: rules,
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((out, count))
 }
