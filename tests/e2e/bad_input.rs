@@ -204,7 +204,13 @@ async fn malformed_message_json_is_refused(s: Arc<Sandbox>) -> Result<()> {
     // A sweep limited to a kind of resource it does not know changes nothing.
     let unknown = json!({"version": "1", "request_id": "x4", "action": "sweep", "entity": "organization", "reason": "r", "requester": "q", "options": {"only": ["rds_instance"]}}).to_string();
     let id = publish(&s, &unknown, Some(&ext)).await?;
-    expect_refused(&s, &refusal(&s, &id).await?, "malformed_message", "rds_instance").await?;
+    expect_refused(
+        &s,
+        &refusal(&s, &id).await?,
+        "malformed_message",
+        "rds_instance",
+    )
+    .await?;
     // A sweep covers the organization, nothing narrower.
     let narrow = json!({"version": "1", "request_id": "x3", "action": "sweep", "entity": arn, "reason": "r", "requester": "q"}).to_string();
     let id = publish(&s, &narrow, Some(&ext)).await?;

@@ -1,6 +1,7 @@
 //! `quell sandbox demo`: the main job end to end on this machine. A simulated organization, Quell
 //! installed across it, a compromised user contained (its key shown working before and denied
-//! after, with IAM enforcement on), a forbidden request refused, and a report a person can read.
+//! after, with IAM enforcement on), an instance isolated, a forbidden request refused, an open
+//! security group and a public bucket fixed from their events, and a report a person can read.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use quell_responder::ledger::{Record, Status};
 use serde::Serialize;
 
 use super::state::{sandbox_dir, SandboxState};
-use super::{moto, seed};
+use super::{demo_exposure, moto, seed};
 use crate::args::{ConvergeArgs, GlobalArgs, OutputFormat, SandboxUpArgs};
 use crate::aws::sandbox_config;
 use crate::printer::{Printer, Tone};
@@ -177,6 +178,36 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
     )
     .await?;
 
+    let security = quell_responder::sessions::Sessions::new(&mgmt, "quell-demo")
+        .assume(&seed::account_role(&state.security_account), None)
+        .await?;
+    let name = crate::config::Config::load(&state.config_path)?.name;
+    let ledger = quell_responder::ledger::Ledger::new(
+        aws_sdk_dynamodb::Client::new(&security),
+        &crate::deployment::ledger_table(&name),
+    );
+    printer.status("incident 4: a developer opens SSH to the world on a web server's group");
+    let ssh =
+        demo_exposure::open_ssh(&member, &instance.account, seed::HOME_REGION, &ledger).await?;
+    printer.status("incident 5: a reports bucket is made readable by everyone");
+    let bucket =
+        demo_exposure::public_bucket(&member, &instance.account, seed::HOME_REGION, &ledger)
+            .await?;
+    let remediated = |title: &str, r: demo_exposure::Remediated| Incident {
+        title: title.into(),
+        entity: r.entity,
+        request_id: r.record.key.clone(),
+        status: if r.fixed {
+            r.record.status
+        } else {
+            Status::Failed
+        },
+        record: r.record,
+        before: Vec::new(),
+        after: Vec::new(),
+        observed: r.observed,
+    };
+
     let incidents = vec![
         Incident {
             title: "Leaked access key: contain the IAM user".into(),
@@ -217,13 +248,16 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
             after: Vec::new(),
             observed: Vec::new(),
         },
+        remediated("SSH opened to the world: only that rule is revoked", ssh),
+        remediated("Bucket made public: made private again", bucket),
     ];
     let passed = incidents[0].status == Status::Succeeded
         && incidents[0].before.iter().all(|p| p.allowed)
         && incidents[0].after.iter().all(|p| !p.allowed)
         && incidents[1].status == Status::Succeeded
         && isolated_everywhere
-        && incidents[2].status == Status::Rejected;
+        && incidents[2].status == Status::Rejected
+        && incidents[3..].iter().all(|i| i.status == Status::Succeeded);
     let report_file = sandbox_dir().join("report.md");
     let mut report = DemoReport {
         endpoint: state.endpoint.clone(),
@@ -398,7 +432,7 @@ fn report_text(r: &DemoReport, printer: &Printer) -> String {
     }
     let verdict = if r.passed {
         printer.paint(
-            "PASSED: the leaked key is denied everywhere, the instance is isolated, and Quell refused to act against itself.",
+            "PASSED: the leaked key is denied everywhere, the instance is isolated, Quell refused to act against itself, and the open group and the public bucket were fixed and read back.",
             Tone::Good,
         )
     } else {

@@ -2,6 +2,7 @@
 //! host that runs the real `bootstrap` where AWS would invoke the function.
 
 pub mod demo;
+mod demo_exposure;
 pub mod host;
 pub mod moto;
 pub mod process;

@@ -126,7 +126,10 @@ pub async fn ingress_by_group(
             let Some(group) = r.group_id() else { continue };
             groups.insert(group.to_owned());
             if r.is_egress() != Some(true) {
-                ingress.entry(group.to_owned()).or_default().push(rule_of(r));
+                ingress
+                    .entry(group.to_owned())
+                    .or_default()
+                    .push(rule_of(r));
             }
         }
     }
@@ -163,10 +166,7 @@ pub async fn tagged(
 
 /// Every group of the account and Region that has ingress rules, with those rules and the
 /// exemption tag `tag` when it carries it. Returns the groups and how many groups there are.
-pub async fn scan(
-    ec2: &aws_sdk_ec2::Client,
-    tag: &str,
-) -> Result<(Vec<Group>, usize), CallError> {
+pub async fn scan(ec2: &aws_sdk_ec2::Client, tag: &str) -> Result<(Vec<Group>, usize), CallError> {
     let (ingress, count) = ingress_by_group(ec2).await?;
     let tags = tagged(ec2, tag).await?;
     let mut out: Vec<Group> = ingress
