@@ -25,6 +25,8 @@ struct Status {
     responder_build: Option<String>,
     stack_sets: Vec<StackSetStatus>,
     containments: Vec<Record>,
+    /// Fixes a playbook in approve mode is holding.
+    awaiting_approval: Vec<Record>,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,20 +128,24 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> a
         });
     }
 
-    let containments = match Deployment::find(&ctx.security, &ctx.config.name).await? {
-        Some(d) => {
-            Ledger::new(client!(aws_sdk_dynamodb, &ctx.security), &d.ledger_table)
-                .recent(args.containments)
-                .await?
-        }
-        None => Vec::new(),
-    };
+    let (containments, awaiting_approval) =
+        match Deployment::find(&ctx.security, &ctx.config.name).await? {
+            Some(d) => {
+                let ledger = Ledger::new(client!(aws_sdk_dynamodb, &ctx.security), &d.ledger_table);
+                (
+                    ledger.recent(args.containments).await?,
+                    ledger.awaiting_approval().await?,
+                )
+            }
+            None => (Vec::new(), Vec::new()),
+        };
     let status = Status {
         organization_id: ctx.org.id.clone(),
         stacks,
         responder_build,
         stack_sets,
         containments,
+        awaiting_approval,
     };
     printer.result(&status, || text(&status, printer));
     let healthy = status.stacks.iter().all(|s| s.status.is_some())
@@ -254,6 +260,22 @@ fn text(s: &Status, printer: &Printer) -> String {
             r.status.as_str(),
             r.entity.as_deref().unwrap_or("?")
         );
+    }
+    if !s.awaiting_approval.is_empty() {
+        let _ = writeln!(
+            t,
+            "{} (`quell approve ID` or `quell deny ID`):",
+            printer.paint("Awaiting approval", Tone::Change)
+        );
+        for r in &s.awaiting_approval {
+            let _ = writeln!(
+                t,
+                "  {}  {}\n      {}",
+                r.key,
+                r.entity.as_deref().unwrap_or("?"),
+                r.reason.as_deref().unwrap_or_default()
+            );
+        }
     }
     t
 }

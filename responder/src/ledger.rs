@@ -297,6 +297,30 @@ impl Ledger {
         Ok(records)
     }
 
+    /// Every remediation waiting for `quell approve` or `quell deny`, oldest first.
+    pub async fn awaiting_approval(&self) -> Result<Vec<Record>, CallError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("#s = :waiting")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(
+                ":waiting",
+                AttributeValue::S(Status::AwaitingApproval.as_str().to_owned()),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for item in page.described("dynamodb:Scan")?.items() {
+                records.push(decode(item)?);
+            }
+        }
+        records.sort_by_key(|r| r.received_at);
+        Ok(records)
+    }
+
     /// Takes the entity's lock for `owner` until `expires`. Returns the current holder when taken.
     pub async fn lock(
         &self,

@@ -407,6 +407,14 @@ fn place<'a>(sweep: &'a Value, account: &str, region: &str) -> Result<&'a Value>
         })
 }
 
+fn exposed_outcome<'a>(step: &'a Value, snapshot: &str) -> Option<&'a str> {
+    step["new"]["exposed"]
+        .as_array()?
+        .iter()
+        .find(|e| e["resource"] == format!("ebs_snapshot {snapshot}"))
+        .and_then(|e| e["outcome"].as_str())
+}
+
 fn outcome_of<'a>(step: &'a Value, group: &str) -> Option<&'a str> {
     step["new"]["open_groups"]
         .as_array()?
@@ -441,6 +449,7 @@ async fn the_sweep_finds_what_no_event_reported_and_fixes_it_unless_dry_run(
         vec![ec2_rule("tcp", 22, "0.0.0.0/0")],
     )
     .await?;
+    let snapshot = crate::storage::public_snapshot(&s, &account, SECOND, None).await?;
     let config = s.config_path();
     let config = config.to_str().unwrap_or_default();
 
@@ -464,6 +473,11 @@ async fn the_sweep_finds_what_no_event_reported_and_fixes_it_unless_dry_run(
         ingress(&s, &account, SECOND, &quiet).await?.len() == 2,
         "a dry run changes nothing"
     );
+    ensure!(
+        exposed_outcome(step, &snapshot) == Some("dry run"),
+        "the public snapshot is found: {step}"
+    );
+    ensure!(crate::storage::snapshot_is_public(&s, &account, SECOND, &snapshot).await?);
 
     let swept = s.must(&[
         "--sandbox",
@@ -489,6 +503,14 @@ async fn the_sweep_finds_what_no_event_reported_and_fixes_it_unless_dry_run(
     ensure!(
         ingress(&s, &account, SECOND, &exempt).await?.len() == 1,
         "the exempt group stays open"
+    );
+    ensure!(
+        exposed_outcome(step, &snapshot).is_some_and(|o| o.starts_with("succeeded")),
+        "the snapshot is fixed under its own record: {step}"
+    );
+    ensure!(
+        !crate::storage::snapshot_is_public(&s, &account, SECOND, &snapshot).await?,
+        "read back private"
     );
     let places = swept["record"]["steps"].as_array().map_or(0, Vec::len);
     ensure!(places == 8, "4 accounts x 2 Regions swept, got {places}");

@@ -20,6 +20,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         a_security_hub_finding_of_a_public_bucket_is_remediated,
         the_contain_custom_action_contains_the_findings_user,
         approve_mode_waits_for_approve_and_deny_and_refuses_a_second_decision,
+        an_unknown_rule_and_a_malformed_finding_are_refused_with_no_write,
     ]
 }
 
@@ -148,32 +149,7 @@ async fn a_public_snapshot_loses_only_the_everyone_permission(s: Arc<Sandbox>) -
     let account = members.first().context("a member")?.clone();
     let partner = members.get(1).context("a second member")?.clone();
     let ec2 = aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?);
-    // Encrypted, so that only the public-snapshot playbook has something to do.
-    let volume = ec2
-        .create_volume()
-        .availability_zone(format!("{HOME}a"))
-        .size(1)
-        .encrypted(true)
-        .send()
-        .await?;
-    let snap = ec2
-        .create_snapshot()
-        .volume_id(volume.volume_id().unwrap_or_default())
-        .send()
-        .await?
-        .snapshot_id()
-        .unwrap_or_default()
-        .to_owned();
-    for (groups, users) in [(Some("all"), None), (None, Some(partner.as_str()))] {
-        ec2.modify_snapshot_attribute()
-            .snapshot_id(&snap)
-            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-            .operation_type(aws_sdk_ec2::types::OperationType::Add)
-            .set_group_names(groups.map(|g| vec![g.to_owned()]))
-            .set_user_ids(users.map(|u| vec![u.to_owned()]))
-            .send()
-            .await?;
-    }
+    let snap = public_snapshot(&s, &account, HOME, Some(&partner)).await?;
     let detail = json!({
         "eventSource": "ec2.amazonaws.com", "eventName": "ModifySnapshotAttribute",
         "awsRegion": HOME, "recipientAccountId": account,
@@ -200,13 +176,104 @@ async fn a_public_snapshot_loses_only_the_everyone_permission(s: Arc<Sandbox>) -
     let perms = attr.create_volume_permissions();
     ensure!(
         perms.iter().all(|p| p.group().is_none()),
-        "nobody-in-particular can no longer restore it: {perms:?}"
+        "everyone can no longer restore it: {perms:?}"
     );
     ensure!(
         perms.iter().any(|p| p.user_id() == Some(partner.as_str())),
         "the share with {partner} stays: {perms:?}"
     );
+
+    // The Config rule judges the account as a whole: each of its snapshots there is checked.
+    let quiet = public_snapshot(&s, &account, HOME, None).await?;
+    let rule = "quell-ebs-snapshot-public-restorable";
+    let verdict = json!({
+        "resourceId": account, "awsRegion": HOME, "awsAccountId": account,
+        "configRuleName": rule, "resourceType": "AWS::::Account",
+        "newEvaluationResult": {"complianceType": "NON_COMPLIANT"},
+        "messageType": "ComplianceChangeNotification"
+    });
+    put_event(
+        &s,
+        &account,
+        HOME,
+        "aws.config",
+        "Config Rules Compliance Change",
+        &verdict,
+    )
+    .await?;
+    let record = remediation_for(&s, &format!("arn:aws:ec2:{HOME}::snapshot/{quiet}")).await?;
+    ensure!(record.status == Status::Succeeded, "fixed: {record:?}");
+    ensure!(
+        record.requester.as_deref() == Some(&format!("AWS Config rule {rule}")[..]),
+        "{:?}",
+        record.requester
+    );
+    ensure!(
+        !snapshot_is_public(&s, &account, HOME, &quiet).await?,
+        "read back private"
+    );
     Ok(())
+}
+
+/// An encrypted snapshot (so that only the public-snapshot playbook has something to do) that
+/// everyone may restore, and `partner` too when given.
+pub async fn public_snapshot(
+    s: &Sandbox,
+    account: &str,
+    region: &str,
+    partner: Option<&str>,
+) -> Result<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&s.in_account(account, region).await?);
+    let volume = ec2
+        .create_volume()
+        .availability_zone(format!("{region}a"))
+        .size(1)
+        .encrypted(true)
+        .send()
+        .await?;
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().unwrap_or_default())
+        .send()
+        .await?
+        .snapshot_id()
+        .unwrap_or_default()
+        .to_owned();
+    let shares = [(Some("all"), None), (None, partner)];
+    for (groups, users) in shares
+        .into_iter()
+        .filter(|(g, u)| g.is_some() || u.is_some())
+    {
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(&snap)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(aws_sdk_ec2::types::OperationType::Add)
+            .set_group_names(groups.map(|g| vec![g.to_owned()]))
+            .set_user_ids(users.map(|u| vec![u.to_owned()]))
+            .send()
+            .await?;
+    }
+    Ok(snap)
+}
+
+/// Whether everyone may restore the snapshot, read from EC2.
+pub async fn snapshot_is_public(
+    s: &Sandbox,
+    account: &str,
+    region: &str,
+    snap: &str,
+) -> Result<bool> {
+    let ec2 = aws_sdk_ec2::Client::new(&s.in_account(account, region).await?);
+    let attr = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(snap)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await?;
+    Ok(attr
+        .create_volume_permissions()
+        .iter()
+        .any(|p| p.group().is_some()))
 }
 
 fn finding(account: &str, resource: &Value, control: &str) -> Value {
@@ -331,6 +398,7 @@ async fn approve_mode_waits_for_approve_and_deny_and_refuses_a_second_decision(
     })?;
     let approve = approve.to_str().unwrap_or_default().to_owned();
     s.must(&["--sandbox", "upgrade", "--yes", "--config", &approve])?;
+    s.settings_applied().await;
     let result = approvals(&s).await;
     let original = s.config_path();
     s.must(&[
@@ -340,6 +408,7 @@ async fn approve_mode_waits_for_approve_and_deny_and_refuses_a_second_decision(
         "--config",
         original.to_str().unwrap_or_default(),
     ])?;
+    s.settings_applied().await;
     result
 }
 
@@ -366,6 +435,23 @@ async fn approvals(s: &Sandbox) -> Result<()> {
         keys.push(record.key);
         buckets.push(bucket);
     }
+    let status = s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "status",
+        "--config",
+        &s.config_path().to_string_lossy(),
+    ])?;
+    let status: Value = serde_json::from_slice(&status.stdout)?;
+    let waiting: Vec<&str> = status["awaiting_approval"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["key"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        keys.iter().all(|k| waiting.contains(&k.as_str())),
+        "quell status lists both: {waiting:?}"
+    );
     let approved = s.must(&[
         "--sandbox",
         "--output",
@@ -425,5 +511,81 @@ async fn approvals(s: &Sandbox) -> Result<()> {
         "{}",
         String::from_utf8_lossy(&bogus.stderr)
     );
+    Ok(())
+}
+
+/// The refusal recorded for an event put after `since`, whose message mentions `words`.
+async fn refused_event(
+    s: &Sandbox,
+    since: chrono::DateTime<chrono::Utc>,
+    words: &str,
+) -> Result<quell_responder::ledger::Record> {
+    let ledger = crate::remediate::ledger_of(&s.in_account(&s.security(), HOME).await?);
+    for _ in 0..60 {
+        let found = ledger.recent(500).await?.into_iter().find(|r| {
+            r.received_at >= since
+                && r.rejection
+                    .as_ref()
+                    .is_some_and(|x| x.code == "malformed_event" && x.message.contains(words))
+        });
+        if let Some(r) = found {
+            return Ok(r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("no refusal mentioning {words:?} within 30 s")
+}
+
+async fn an_unknown_rule_and_a_malformed_finding_are_refused_with_no_write(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let account = s.members().into_iter().next().context("a member")?;
+    let bucket = public_bucket(&s, &account, "untouched").await?;
+    let since = chrono::Utc::now();
+    // A rule that is not Quell's, about a real public bucket: its verdict is not acted on.
+    let foreign = json!({
+        "resourceId": bucket, "awsRegion": HOME, "awsAccountId": account,
+        "configRuleName": "someone-elses-rule", "resourceType": "AWS::S3::Bucket",
+        "newEvaluationResult": {"complianceType": "NON_COMPLIANT"},
+        "messageType": "ComplianceChangeNotification"
+    });
+    // The member's rule forwards only Quell's rule names, so the foreign one is put on the
+    // central bus directly, as a misconfigured forwarder would.
+    let security = s.security();
+    let central = aws_sdk_eventbridge::Client::new(&s.in_account(&security, HOME).await?);
+    let out = central
+        .put_events()
+        .entries(
+            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .event_bus_name("quell-central")
+                .source("aws.config")
+                .detail_type("Config Rules Compliance Change")
+                .detail(foreign.to_string())
+                .build(),
+        )
+        .send()
+        .await?;
+    ensure!(out.failed_entry_count() == 0, "{out:?}");
+    let refused = refused_event(&s, since, "someone-elses-rule").await?;
+    ensure!(refused.steps.is_empty(), "nothing was done");
+    // A finding without the resources it is about.
+    let mut broken = finding(&account, &json!({}), "S3.2");
+    broken
+        .as_object_mut()
+        .context("a finding")?
+        .remove("Resources");
+    put_event(
+        &s,
+        &account,
+        HOME,
+        "aws.securityhub",
+        "Security Hub Findings - Imported",
+        &json!({"findings": [broken]}),
+    )
+    .await?;
+    let refused = refused_event(&s, since, "has no Resources").await?;
+    ensure!(refused.steps.is_empty(), "nothing was done");
+    let (public, _, blocked) = bucket_state(&s, &account, &bucket).await?;
+    ensure!(!public.is_empty() && !blocked, "the bucket was not touched");
     Ok(())
 }

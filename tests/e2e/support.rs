@@ -107,6 +107,13 @@ impl Sandbox {
         Ok(path)
     }
 
+    /// Waits until an upgrade's new function settings are what the next event meets: the sandbox
+    /// host reads the deployment again every 3 s, as Lambda too applies a configuration update
+    /// within seconds rather than at once.
+    pub async fn settings_applied(&self) {
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.home.path().join("sandbox/quell.yaml")
     }

@@ -63,9 +63,10 @@ impl Responder {
             requester: format!("Security Hub custom action {:?}", CONTAIN_ACTION.1),
             options: Options::default(),
         };
-        // The queue message stands in for the SNS delivery: its id is what the ledger records.
+        // The queue message stands in for the SNS delivery. One event can carry several findings,
+        // so each request gets its own delivery id: a refusal of one never hides another's.
         let delivery = SnsDelivery {
-            message_id: q.message_id.clone(),
+            message_id: format!("{}/{}", q.message_id, message.request_id),
             topic_arn: q.queue_arn.clone(),
             body: String::new(),
             attributes: std::collections::HashMap::new(),
@@ -80,7 +81,7 @@ impl Responder {
         // A contained principal is not a resolved finding: somebody still has to investigate.
         let step = self.update_finding(&r.finding, &note, false).await;
         if let Ok(Some(mut record)) = self.ledger.get(&message.request_id).await {
-            if record.message_ids.contains(&q.message_id) {
+            if record.message_ids.contains(&delivery.message_id) {
                 record.steps.push(step);
                 if let Err(e) = self.ledger.save(&record).await {
                     tracing::error!(key = %record.key, error = %e, "finding update not recorded");

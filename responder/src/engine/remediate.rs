@@ -107,9 +107,12 @@ impl Responder {
         let parsed = serde_json::from_str::<Value>(&q.body)
             .map_err(|e| Malformed(format!("the message is not an EventBridge event: {e}")))
             .and_then(|v| event::parse(&v).map(|p| (v, p)));
+        let parsed = parsed.and_then(|(raw, p)| self.own_rules_only(p).map(|p| (raw, p)));
         let (raw, parsed) = match parsed {
             Ok(p) => p,
-            Err(Malformed(why)) => return Ok(vec![self.reject_event(q, why).await?]),
+            Err(Malformed(why)) => {
+                return Ok(vec![self.reject_event(q, "malformed_event", why).await?])
+            }
         };
         match parsed {
             Parsed::Sweep { event_id } => {
@@ -135,6 +138,36 @@ impl Responder {
                     transient: false,
                 }])
             }
+            Parsed::Place {
+                event_id,
+                account,
+                region,
+                kind,
+                rule,
+            } => {
+                match self.is_member(&account).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let why = format!(
+                            "account {account} is not in organization {}",
+                            self.settings.organization_id
+                        );
+                        return Ok(vec![
+                            self.reject_event(q, "outside_organization", why).await?,
+                        ]);
+                    }
+                    Err(e) => {
+                        return Err(ResponderError::Aws(format!(
+                            "cannot check organization membership: {e}"
+                        )))
+                    }
+                }
+                let source = event::Source::Config { rule };
+                Ok(vec![
+                    self.check_place(&q.message_id, &event_id, account, region, kind, source)
+                        .await,
+                ])
+            }
             Parsed::Contain(requests) => {
                 let mut out = Vec::new();
                 for r in &requests {
@@ -157,9 +190,28 @@ impl Responder {
         }
     }
 
+    /// Config compliance changes count only for Quell's own rules: another rule's verdict is not
+    /// what the playbooks were configured against.
+    fn own_rules_only(&self, parsed: Parsed) -> Result<Parsed, Malformed> {
+        let prefix = format!("{}-", self.settings.name_prefix);
+        if let Parsed::Triggers(triggers) = &parsed {
+            for t in triggers {
+                if let event::Source::Config { rule } = &t.source {
+                    if !rule.starts_with(&prefix) {
+                        return Err(Malformed(format!(
+                            "Config rule {rule} is not one of Quell's ({prefix}*); nothing was done"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
     async fn reject_event(
         &self,
         q: &QueueDelivery,
+        code: &str,
         why: String,
     ) -> Result<Outcome, ResponderError> {
         let now = Utc::now();
@@ -168,10 +220,10 @@ impl Responder {
         record.status = Status::Rejected;
         record.finished_at = Some(now);
         record.rejection = Some(Rejection {
-            code: "malformed_event".into(),
+            code: code.into(),
             message: why.clone(),
         });
-        tracing::warn!(message_id = %q.message_id, reason = %why, "event refused");
+        tracing::warn!(message_id = %q.message_id, code, reason = %why, "event refused");
         self.ledger
             .record_rejection(&record)
             .await
@@ -180,7 +232,7 @@ impl Responder {
         Ok(Outcome {
             key: record.key,
             status: Status::Rejected,
-            code: Some("malformed_event".into()),
+            code: Some(code.into()),
             message: why,
             transient: false,
         })

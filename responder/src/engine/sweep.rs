@@ -25,6 +25,10 @@ struct SweepRun<'a> {
     options: &'a Options,
     /// Buckets are global: each account's are swept once, in this Region's place.
     bucket_region: Option<&'a str>,
+    /// What each bucket or snapshot found is recorded as coming from.
+    source: Source,
+    /// Only what is public (a verdict about public snapshots is not one about encryption).
+    public_only: bool,
 }
 
 /// Revoke calls in flight at once within one account and Region.
@@ -136,6 +140,10 @@ impl Responder {
             key,
             message_id,
             options,
+            source: Source::Sweep {
+                sweep: key.to_owned(),
+            },
+            public_only: false,
             bucket_region: sweep.regions.first().map(String::as_str),
         };
         let run = &run;
@@ -218,6 +226,76 @@ impl Responder {
         })
     }
 
+    /// One account and Region's resources of `kind`, each fixed under its own record (a Config
+    /// rule that judges a whole account points here).
+    pub(super) async fn check_place(
+        &self,
+        message_id: &str,
+        event_id: &str,
+        account: String,
+        region: String,
+        kind: &str,
+        source: Source,
+    ) -> Outcome {
+        let key = format!("check-{event_id}");
+        let options = Options {
+            only: vec![kind.to_owned()],
+            ..Options::default()
+        };
+        let run = SweepRun {
+            key: &key,
+            message_id,
+            options: &options,
+            bucket_region: None,
+            source,
+            public_only: true,
+        };
+        let mut place = Place {
+            account,
+            region,
+            groups: 0,
+            open: Vec::new(),
+            snapshots: 0,
+            buckets: 0,
+            exposed: Vec::new(),
+            error: None,
+            transient: false,
+        };
+        let checked = self.sweep_storage(&mut place, &run).await;
+        let (status, message, transient) = match checked {
+            Ok(()) => (
+                if place.exposed.is_empty() {
+                    Status::Skipped
+                } else {
+                    Status::Succeeded
+                },
+                format!(
+                    "{} {} in {} {}: {} exposed ({})",
+                    place.snapshots,
+                    kind,
+                    place.account,
+                    place.region,
+                    place.exposed.len(),
+                    place
+                        .exposed
+                        .iter()
+                        .map(|e| format!("{}: {}", e.resource, e.outcome))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                false,
+            ),
+            Err(e) => (Status::Failed, e.to_string(), is_transient(&e)),
+        };
+        Outcome {
+            key,
+            status,
+            code: None,
+            message,
+            transient,
+        }
+    }
+
     async fn sweep_place(&self, account: String, region: String, run: &SweepRun<'_>) -> Place {
         let mut place = Place {
             account,
@@ -265,7 +343,7 @@ impl Responder {
             if s.public {
                 problems.push("restorable by everyone");
             }
-            if !s.encrypted {
+            if !s.encrypted && !run.public_only {
                 problems.push("unencrypted");
             }
             if !problems.is_empty() {
@@ -308,9 +386,7 @@ impl Responder {
                     account: place.account.clone(),
                     region,
                     resource,
-                    source: Source::Sweep {
-                        sweep: run.key.to_owned(),
-                    },
+                    source: run.source.clone(),
                 };
                 match Box::pin(self.remediate_one(run.message_id, &trigger, Intent::Found)).await {
                     Ok(o) => (format!("{}: {}", o.status.as_str(), o.message), Some(o.key)),

@@ -153,6 +153,15 @@ pub enum Parsed {
     Sweep {
         event_id: String,
     },
+    /// A Config rule judged a whole account and Region (EBS_SNAPSHOT_PUBLIC_RESTORABLE_CHECK):
+    /// the resources of `kind` there are checked one by one.
+    Place {
+        event_id: String,
+        account: String,
+        region: String,
+        kind: &'static str,
+        rule: String,
+    },
 }
 
 /// An event that cannot be read: reported, never acted on.
@@ -277,9 +286,13 @@ fn config(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
         },
         "AWS::::Account" => {
             // EBS_SNAPSHOT_PUBLIC_RESTORABLE_CHECK judges the account, not a snapshot.
-            return Ok(Parsed::Nothing(format!(
-                "{rule} reports account {id} as a whole; the sweep checks each of its snapshots"
-            )));
+            return Ok(Parsed::Place {
+                event_id,
+                account: checked_account(id)?,
+                region: need(event, "/detail/awsRegion", "the Config event")?.to_owned(),
+                kind: "ebs_snapshot",
+                rule: rule.to_owned(),
+            });
         }
         _ => {
             return Err(Malformed(format!(
@@ -624,6 +637,27 @@ mod tests {
             Resource::Bucket {
                 name: "open-bucket".into()
             }
+        );
+    }
+
+    #[test]
+    fn an_account_level_verdict_checks_that_accounts_snapshots() {
+        let config = json!({"id": "ev-6", "detail-type": "Config Rules Compliance Change",
+            "detail": {"configRuleName": "quell-ebs-snapshot-public-restorable", "awsAccountId": "111122223333",
+                       "awsRegion": "eu-west-1", "resourceType": "AWS::::Account", "resourceId": "111122223333",
+                       "newEvaluationResult": {"complianceType": "NON_COMPLIANT"}}});
+        let Parsed::Place {
+            account,
+            region,
+            kind,
+            ..
+        } = parse(&config).unwrap()
+        else {
+            panic!("a place to check")
+        };
+        assert_eq!(
+            (account.as_str(), region.as_str(), kind),
+            ("111122223333", "eu-west-1", "ebs_snapshot")
         );
     }
 

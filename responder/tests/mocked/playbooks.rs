@@ -504,7 +504,19 @@ async fn the_contain_action_contains_the_findings_user_and_notes_the_finding_unr
         &json!({"Type": "AwsIamAccessKey", "Id": "AKIAOLD",
                "Details": {"AwsIamAccessKey": {"PrincipalName": "alice", "PrincipalType": "IAMUser"}}}),
     );
+    // A second finding in the same event names Quell's own role: refused, and recorded apart.
+    let mut event = event;
+    let mut own = event["detail"]["findings"][0].clone();
+    own["Id"] = json!("finding-2");
+    own["Resources"] = json!([{"Type": "AwsIamRole", "Id": format!("arn:aws:iam::{ACCOUNT}:role/quell-responder")}]);
+    event["detail"]["findings"]
+        .as_array_mut()
+        .unwrap()
+        .push(own);
     let out = r.handle(event_delivery("m-1", &event)).await.unwrap();
+    assert_eq!(out[1]["code"], "protected_principal", "{out}");
+    let refused = record(&w, out[1]["key"].as_str().unwrap());
+    assert_eq!(refused.rejection.unwrap().code, "protected_principal");
     let key = out[0]["key"].as_str().unwrap().to_owned();
     let rec = record(&w, &key);
     assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
@@ -524,12 +536,30 @@ async fn the_contain_action_contains_the_findings_user_and_notes_the_finding_unr
             "{:?}",
             world.user.attached
         );
-        let update = world.finding_updates.last().unwrap();
+        let update = |id: &str| {
+            world
+                .finding_updates
+                .iter()
+                .find(|u| u.id == id)
+                .unwrap_or_else(|| panic!("{id} was updated"))
+                .clone()
+        };
+        let contained = update("finding-1");
         assert_eq!(
-            update.workflow, "NOTIFIED",
+            contained.workflow, "NOTIFIED",
             "a contained principal still needs investigating"
         );
-        assert!(update.note.contains("contain succeeded"), "{}", update.note);
+        assert!(
+            contained.note.contains("contain succeeded"),
+            "{}",
+            contained.note
+        );
+        let refused = update("finding-2");
+        assert!(
+            refused.note.contains("contain rejected"),
+            "{}",
+            refused.note
+        );
     }
     // The same event delivered again contains nothing twice.
     r.handle(event_delivery("m-2", &event)).await.unwrap();
