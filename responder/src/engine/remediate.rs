@@ -337,6 +337,9 @@ impl Responder {
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot record the remediation: {e}")))?;
         self.audit_or_log(event, record).await;
+        if status == Status::AwaitingApproval {
+            self.supersede_pending(record).await;
+        }
         Ok(Outcome {
             key: record.key.clone(),
             status,
@@ -344,6 +347,40 @@ impl Responder {
             message,
             transient,
         })
+    }
+
+    /// One pending approval per resource: an older one (an earlier event, the last sweep) is
+    /// closed as superseded by `newer`, which replays everything still to do when approved.
+    async fn supersede_pending(&self, newer: &Record) {
+        let Some(entity) = &newer.entity else { return };
+        let older = match self.ledger.for_entity(entity).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(key = %newer.key, error = %e, "older approvals not looked up");
+                return;
+            }
+        };
+        for mut old in older
+            .into_iter()
+            .filter(|r| r.key != newer.key && r.status == Status::AwaitingApproval)
+        {
+            let seen = old.updated_at;
+            old.status = Status::Skipped;
+            old.pending = None;
+            old.updated_at = Utc::now();
+            old.reason = Some(format!(
+                "superseded by {}: approve or deny that one",
+                newer.key
+            ));
+            // Someone deciding on it at this moment wins; nothing to undo then.
+            match self.ledger.save_if_unchanged(&old, seen).await {
+                Ok(true) => self.audit_or_log(AuditEvent::Skipped, &old).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(key = %old.key, error = %e, "older approval not superseded");
+                }
+            }
+        }
     }
 
     /// Why every resource of `account` is left alone, when it is (exempt account or OU).

@@ -50,6 +50,15 @@ struct Place {
     transient: bool,
 }
 
+/// Each exposed resource in words, for the place's step.
+fn exposed_text(exposed: &[Exposed]) -> String {
+    use std::fmt::Write as _;
+    exposed.iter().fold(String::new(), |mut t, e| {
+        let _ = write!(t, "; {} ({}): {}", e.resource, e.problem, e.outcome);
+        t
+    })
+}
+
 #[derive(Debug, Serialize)]
 struct Exposed {
     resource: String,
@@ -179,13 +188,14 @@ impl Responder {
                 detail: match &p.error {
                     Some(e) => format!("not swept: {e}"),
                     None => format!(
-                        "{} groups, {} open to the world on a sensitive port, {} fixed; {} snapshots, {} buckets, {} exposed",
+                        "{} groups, {} open to the world on a sensitive port, {} fixed; {} snapshots, {} buckets, {} exposed{}",
                         p.groups,
                         p.open.len(),
                         p.open.iter().filter(|g| g.outcome == "fixed").count(),
                         p.snapshots,
                         p.buckets,
-                        p.exposed.len()
+                        p.exposed.len(),
+                        exposed_text(&p.exposed)
                     ),
                 },
                 prior: json!({"groups": p.groups, "snapshots": p.snapshots, "buckets": p.buckets}),

@@ -337,6 +337,26 @@ async fn an_unencrypted_snapshot_is_copied_encrypted_and_the_original_goes_only_
         .unwrap();
     assert_eq!(calls(&w, "CopySnapshot"), 1);
 
+    // A later event about the same snapshot reuses the copy, and its approval replaces the
+    // first one: one pending decision per resource, however many events or sweeps.
+    let mut later = create_snapshot_event("snap-0a1");
+    later["id"] = json!("ev-later");
+    r.handle(event_delivery("m-2b", &later)).await.unwrap();
+    assert_eq!(calls(&w, "CopySnapshot"), 1, "the tagged copy is reused");
+    let superseded = record(&w, key);
+    assert_eq!(superseded.status, Status::Skipped);
+    assert!(superseded
+        .reason
+        .unwrap()
+        .contains("remediation:ev-later:snap-0a1"));
+    r.handle(decision("m-2c", "approve", key)).await.unwrap();
+    assert_eq!(
+        record(&w, "decision-m-2c").rejection.unwrap().code,
+        "not_awaiting_approval"
+    );
+    let key = "remediation:ev-later:snap-0a1";
+    assert_eq!(record(&w, key).status, Status::AwaitingApproval);
+
     r.handle(decision("m-3", "approve", key)).await.unwrap();
     let done = record(&w, key);
     assert_eq!(done.status, Status::Succeeded, "{done:?}");
