@@ -930,3 +930,37 @@ pub(super) fn step(
         finished_at: now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_playbooks_on_one_resource_end_as_the_most_pressing_and_say_everything() {
+        let e = Ending::combine(vec![
+            Ending::Fixed("snap-1 is no longer public".into()),
+            Ending::AwaitingApproval("deleting snap-1 waits for approval".into()),
+        ]);
+        let Ending::AwaitingApproval(m) = e else {
+            panic!("awaiting approval")
+        };
+        assert_eq!(
+            m,
+            "snap-1 is no longer public; deleting snap-1 waits for approval"
+        );
+        let e = Ending::combine(vec![
+            Ending::Failed {
+                message: "copy failed".into(),
+                transient: true,
+            },
+            Ending::Fixed("private".into()),
+        ]);
+        assert!(
+            matches!(e, Ending::Failed { transient: true, ref message } if message == "copy failed; private")
+        );
+        assert!(matches!(
+            Ending::combine(vec![Ending::Clean("fine".into())]),
+            Ending::Clean(_)
+        ));
+    }
+}
