@@ -40,18 +40,8 @@ impl Observed {
 }
 
 /// The HTTP status of a failed call, when the service answered at all.
-fn status<E, R: HttpStatus>(e: &SdkError<E, R>) -> Option<u16> {
-    e.raw_response().map(HttpStatus::code)
-}
-
-trait HttpStatus {
-    fn code(&self) -> u16;
-}
-
-impl HttpStatus for aws_smithy_runtime_api::http::Response {
-    fn code(&self) -> u16 {
-        self.status().as_u16()
-    }
+fn status<E>(e: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
 }
 
 pub async fn read(
@@ -263,6 +253,27 @@ mod tests {
             deleted.lock().unwrap().as_slice(),
             [format!("{ARN}QuellContain")],
             "the other custom action stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_without_custom_actions_is_reported_as_such() {
+        let describe = mock!(aws_sdk_securityhub::Client::describe_action_targets)
+            .then_http_response(|| {
+                aws_smithy_runtime_api::http::Response::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(404).unwrap(),
+                    aws_smithy_types::body::SdkBody::from("<h1>Not Found</h1>"),
+                )
+            });
+        let hub = mock_client!(aws_sdk_securityhub, RuleMode::MatchAny, &[&describe]);
+        let observed = read(&hub, "222233334444", "us-east-1").await.unwrap();
+        let Observed::Unavailable { reason } = &observed else {
+            panic!("{observed:?}")
+        };
+        assert!(reason.contains("HTTP 404"), "{reason}");
+        assert!(
+            observed.missing().is_empty(),
+            "nothing to create, nothing written"
         );
     }
 
