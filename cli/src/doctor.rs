@@ -11,6 +11,7 @@ use crate::args::{DoctorArgs, GlobalArgs};
 use crate::aws::{Aws, Caller};
 use crate::calls::client;
 use crate::config::Config;
+use crate::converge::custom_actions;
 use crate::converge::org_tree::OrgTree;
 use crate::converge::organization::{self, STACKSETS_PRINCIPAL};
 use crate::converge::plan::{self, Target};
@@ -128,13 +129,16 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
     }
 
     match aws.security_account(&caller, &config).await {
-        Ok(_) => checks.push(ok(
-            "security account",
-            format!(
-                "{} reachable with role {}",
-                config.security_account, config.security_account_role
-            ),
-        )),
+        Ok(security) => {
+            checks.push(ok(
+                "security account",
+                format!(
+                    "{} reachable with role {}",
+                    config.security_account, config.security_account_role
+                ),
+            ));
+            checks.push(custom_action_check(&security, &config).await);
+        }
         Err(e) => checks.push(problem(
             "security account",
             Severity::Blocking,
@@ -170,6 +174,55 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
     let findings: Vec<Finding> = findings.into_iter().flatten().collect();
     checks.extend(summarize(&findings, &config));
     Ok(finish(caller, role, checks, printer))
+}
+
+/// Whether the Security Hub custom actions are in place: they are what sends findings to Quell
+/// from the console.
+async fn custom_action_check(security: &aws_config::SdkConfig, config: &Config) -> Check {
+    const CHECK: &str = "Security Hub custom actions";
+    let hub = custom_actions::client(security);
+    match custom_actions::read(&hub, &config.security_account, &config.home_region).await {
+        Ok(observed @ custom_actions::Observed::Available { .. }) => {
+            let missing = observed.missing();
+            if missing.is_empty() {
+                ok(
+                    CHECK,
+                    format!(
+                        "\"Quell: contain\" and \"Quell: remediate\" in {} {}",
+                        config.security_account, config.home_region
+                    ),
+                )
+            } else {
+                problem(
+                    CHECK,
+                    Severity::Warning,
+                    format!(
+                        "missing in {} {}: {}",
+                        config.security_account,
+                        config.home_region,
+                        missing
+                            .iter()
+                            .map(|(_, name, _)| format!("{name:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "quell upgrade creates them".into(),
+                )
+            }
+        }
+        Ok(custom_actions::Observed::Unavailable { reason }) => problem(
+            CHECK,
+            Severity::Warning,
+            reason,
+            "findings can still reach Quell automatically; the console actions need Security Hub in the security account's home Region".into(),
+        ),
+        Err(e) => problem(
+            CHECK,
+            Severity::Warning,
+            format!("cannot list them: {e:#}"),
+            "let the security account role call securityhub:DescribeActionTargets".into(),
+        ),
+    }
 }
 
 /// Who the caller is to StackSets.

@@ -484,6 +484,17 @@ async fn doctor_names_what_is_missing_and_sees_it_fixed(s: Arc<Sandbox>) -> Resu
     );
     let report = json(&out)?;
     ensure!(report["role"] == "management account", "{}", report["role"]);
+    let actions = report["checks"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["check"] == "Security Hub custom actions")
+        })
+        .context("the custom actions are checked")?;
+    ensure!(
+        actions["severity"] != "blocking" && actions["fix"].is_string(),
+        "the sandbox has none, which does not stop an install, and the fix is named: {actions}"
+    );
     let config_check = |r: &Value| -> Result<Value> {
         r["checks"]
             .as_array()
