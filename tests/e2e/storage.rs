@@ -398,7 +398,6 @@ async fn approve_mode_waits_for_approve_and_deny_and_refuses_a_second_decision(
     })?;
     let approve = approve.to_str().unwrap_or_default().to_owned();
     s.must(&["--sandbox", "upgrade", "--yes", "--config", &approve])?;
-    s.settings_applied().await;
     let result = approvals(&s).await;
     let original = s.config_path();
     s.must(&[
@@ -412,18 +411,33 @@ async fn approve_mode_waits_for_approve_and_deny_and_refuses_a_second_decision(
     result
 }
 
+/// A public bucket whose fix the responder holds for approval. Until the function runs with the
+/// upgraded settings (Lambda, like the sandbox host, applies them within seconds), the bucket is
+/// still fixed at once; such a bucket is set aside and another one made, up to a limit.
+async fn held_for_approval(
+    s: &Sandbox,
+    account: &str,
+    prefix: &str,
+) -> Result<(String, quell_responder::ledger::Record)> {
+    for _ in 0..10 {
+        let bucket = public_bucket(s, account, prefix).await?;
+        cloudtrail_s3(s, account, "PutBucketAcl", &bucket).await?;
+        let record = remediation_for(s, &format!("arn:aws:s3:::{bucket}")).await?;
+        match record.status {
+            Status::AwaitingApproval => return Ok((bucket, record)),
+            Status::Succeeded => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            _ => anyhow::bail!("neither held nor fixed: {record:?}"),
+        }
+    }
+    anyhow::bail!("approve mode never took effect after the upgrade")
+}
+
 async fn approvals(s: &Sandbox) -> Result<()> {
     let account = s.members().into_iter().next().context("a member")?;
     let mut keys = Vec::new();
     let mut buckets = Vec::new();
     for prefix in ["approve", "deny"] {
-        let bucket = public_bucket(s, &account, prefix).await?;
-        cloudtrail_s3(s, &account, "PutBucketAcl", &bucket).await?;
-        let record = remediation_for(s, &format!("arn:aws:s3:::{bucket}")).await?;
-        ensure!(
-            record.status == Status::AwaitingApproval,
-            "waits: {record:?}"
-        );
+        let (bucket, record) = held_for_approval(s, &account, prefix).await?;
         ensure!(record.pending.is_some(), "the fix to make is recorded");
         let (public, _, _) = bucket_state(s, &account, &bucket).await?;
         ensure!(!public.is_empty(), "nothing changes before approval");
