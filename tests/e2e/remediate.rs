@@ -182,6 +182,28 @@ pub async fn remediation_for(s: &Sandbox, arn: &str) -> Result<Record> {
     bail!("no remediation record for {arn} within 30 s")
 }
 
+/// The refusal recorded for an event put after `since`, whose message mentions `words`.
+pub async fn refused_event(
+    s: &Sandbox,
+    since: chrono::DateTime<chrono::Utc>,
+    words: &str,
+) -> Result<Record> {
+    let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
+    for _ in 0..60 {
+        let found = ledger.recent(500).await?.into_iter().find(|r| {
+            r.received_at >= since
+                && r.rejection
+                    .as_ref()
+                    .is_some_and(|x| x.code == "malformed_event" && x.message.contains(words))
+        });
+        if let Some(r) = found {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("no refusal mentioning {words:?} within 30 s")
+}
+
 fn group_arn(account: &str, region: &str, group: &str) -> String {
     format!("arn:aws:ec2:{region}:{account}:security-group/{group}")
 }
@@ -339,26 +361,7 @@ async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(
         &detail,
     )
     .await?;
-    let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
-    let mut refused = None;
-    for _ in 0..60 {
-        refused = ledger.recent(200).await?.into_iter().find(|r| {
-            r.received_at >= started
-                && r.rejection
-                    .as_ref()
-                    .is_some_and(|x| x.code == "malformed_event")
-        });
-        if refused.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let refused = refused.context("the malformed event was recorded as refused")?;
-    let message = &refused.rejection.as_ref().context("a rejection")?.message;
-    ensure!(
-        message.contains("names no security group"),
-        "says what is wrong: {message}"
-    );
+    let refused = refused_event(&s, started, "names no security group").await?;
     ensure!(refused.steps.is_empty(), "nothing was done");
 
     let gone = group_with(

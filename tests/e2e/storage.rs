@@ -9,7 +9,7 @@ use aws_sdk_s3::types::BucketCannedAcl;
 use quell_responder::ledger::Status;
 use serde_json::{json, Value};
 
-use crate::remediate::{put_event, remediation_for, uuid_like};
+use crate::remediate::{put_event, refused_event, remediation_for, uuid_like};
 use crate::support::{Sandbox, HOME};
 use crate::TestFn;
 
@@ -526,28 +526,6 @@ async fn approvals(s: &Sandbox) -> Result<()> {
         String::from_utf8_lossy(&bogus.stderr)
     );
     Ok(())
-}
-
-/// The refusal recorded for an event put after `since`, whose message mentions `words`.
-async fn refused_event(
-    s: &Sandbox,
-    since: chrono::DateTime<chrono::Utc>,
-    words: &str,
-) -> Result<quell_responder::ledger::Record> {
-    let ledger = crate::remediate::ledger_of(&s.in_account(&s.security(), HOME).await?);
-    for _ in 0..60 {
-        let found = ledger.recent(500).await?.into_iter().find(|r| {
-            r.received_at >= since
-                && r.rejection
-                    .as_ref()
-                    .is_some_and(|x| x.code == "malformed_event" && x.message.contains(words))
-        });
-        if let Some(r) = found {
-            return Ok(r);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    anyhow::bail!("no refusal mentioning {words:?} within 30 s")
 }
 
 async fn an_unknown_rule_and_a_malformed_finding_are_refused_with_no_write(

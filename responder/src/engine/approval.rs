@@ -119,7 +119,6 @@ impl Responder {
             .await?;
         // The approval's own record shows what the approval did.
         request.steps = target.steps[already..].to_vec();
-        request.entity = Some(key.clone());
         let now = Utc::now();
         request.status = outcome.status;
         request.updated_at = now;

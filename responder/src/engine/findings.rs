@@ -23,15 +23,7 @@ const NOTE_LIMIT: usize = 512;
 /// the same id, so a redelivered event is acted on once.
 pub(super) fn request_id(event_id: &str, entity: &str) -> String {
     let digest = Sha256::digest(format!("{event_id}\n{entity}").as_bytes());
-    format!("securityhub-{}", &hex(&digest)[..24])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    format!("securityhub-{}", &hex::encode(digest)[..24])
 }
 
 fn truncated(note: &str) -> String {

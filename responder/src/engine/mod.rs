@@ -189,7 +189,6 @@ impl Responder {
         d: &SnsDelivery,
         message: &ContainmentMessage,
     ) -> Result<Outcome, ResponderError> {
-        let message = message.clone();
         if let Some(kind) = message
             .options
             .only
@@ -201,14 +200,14 @@ impl Responder {
                 contract::SWEEP_KINDS.join(", ")
             );
             return self
-                .reject_delivery(d, Some(&message), refuse("malformed_message", why))
+                .reject_delivery(d, Some(message), refuse("malformed_message", why))
                 .await;
         }
         let sweep_only = message.options.dry_run || !message.options.only.is_empty();
         if sweep_only && message.action != Action::Sweep {
             let why = "options.dry_run and options.only apply to a sweep only; a containment or release is never a dry run";
             return self
-                .reject_delivery(d, Some(&message), refuse("malformed_message", why))
+                .reject_delivery(d, Some(message), refuse("malformed_message", why))
                 .await;
         }
         if message.action == Action::Sweep {
@@ -219,7 +218,7 @@ impl Responder {
                     message.entity
                 );
                 return self
-                    .reject_delivery(d, Some(&message), refuse("malformed_message", why))
+                    .reject_delivery(d, Some(message), refuse("malformed_message", why))
                     .await;
             }
             return self
@@ -232,7 +231,7 @@ impl Responder {
                 .await;
         }
         if matches!(message.action, Action::Approve | Action::Deny) {
-            return self.decide(d, &message).await;
+            return self.decide(d, message).await;
         }
         // Protection first, on the ARN as given: Quell's own roles are refused as protected, not
         // merely as a type it does not contain.
@@ -242,7 +241,7 @@ impl Responder {
                 message.entity
             );
             return self
-                .reject_delivery(d, Some(&message), refuse("protected_principal", why))
+                .reject_delivery(d, Some(message), refuse("protected_principal", why))
                 .await;
         }
         let entity = match Entity::parse(&message.entity) {
@@ -254,7 +253,7 @@ impl Responder {
                     _ => "malformed_arn",
                 };
                 return self
-                    .reject_delivery(d, Some(&message), refuse(code, e.to_string()))
+                    .reject_delivery(d, Some(message), refuse(code, e.to_string()))
                     .await;
             }
         };
@@ -267,7 +266,7 @@ impl Responder {
                     self.settings.organization_id
                 );
                 return self
-                    .reject_delivery(d, Some(&message), refuse("outside_organization", why))
+                    .reject_delivery(d, Some(message), refuse("outside_organization", why))
                     .await;
             }
             Err(e) => {
@@ -277,11 +276,11 @@ impl Responder {
             }
         }
         match message.action {
-            Action::Contain => self.contain(d, &message, &entity).await,
-            Action::Release => self.release(d, &message, &entity).await,
+            Action::Contain => self.contain(d, message, &entity).await,
+            Action::Release => self.release(d, message, &entity).await,
             Action::Remediate | Action::Sweep | Action::Approve | Action::Deny => {
                 let why = "remediations come from events, not from containment messages; use action contain or release";
-                self.reject_delivery(d, Some(&message), refuse("action_not_accepted", why))
+                self.reject_delivery(d, Some(message), refuse("action_not_accepted", why))
                     .await
             }
         }

@@ -59,6 +59,22 @@ fn exposed_text(exposed: &[Exposed]) -> String {
     })
 }
 
+impl Place {
+    fn new(account: String, region: String) -> Place {
+        Place {
+            account,
+            region,
+            groups: 0,
+            open: Vec::new(),
+            snapshots: 0,
+            buckets: 0,
+            exposed: Vec::new(),
+            error: None,
+            transient: false,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Exposed {
     resource: String,
@@ -260,17 +276,7 @@ impl Responder {
             source,
             public_only: true,
         };
-        let mut place = Place {
-            account,
-            region,
-            groups: 0,
-            open: Vec::new(),
-            snapshots: 0,
-            buckets: 0,
-            exposed: Vec::new(),
-            error: None,
-            transient: false,
-        };
+        let mut place = Place::new(account, region);
         let checked = self.sweep_storage(&mut place, &run).await;
         let (status, message, transient) = match checked {
             Ok(()) => (
@@ -280,18 +286,13 @@ impl Responder {
                     Status::Succeeded
                 },
                 format!(
-                    "{} {} in {} {}: {} exposed ({})",
+                    "{} {} in {} {}: {} exposed{}",
                     place.snapshots,
                     kind,
                     place.account,
                     place.region,
                     place.exposed.len(),
-                    place
-                        .exposed
-                        .iter()
-                        .map(|e| format!("{}: {}", e.resource, e.outcome))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    exposed_text(&place.exposed)
                 ),
                 false,
             ),
@@ -307,17 +308,7 @@ impl Responder {
     }
 
     async fn sweep_place(&self, account: String, region: String, run: &SweepRun<'_>) -> Place {
-        let mut place = Place {
-            account,
-            region,
-            groups: 0,
-            open: Vec::new(),
-            snapshots: 0,
-            buckets: 0,
-            exposed: Vec::new(),
-            error: None,
-            transient: false,
-        };
+        let mut place = Place::new(account, region);
         let groups = if run.options.sweeps("security_group") {
             self.sweep_into(&mut place, run.options.dry_run).await
         } else {
