@@ -41,34 +41,23 @@ pub async fn ensure(
     name: &str,
     printer: &Printer,
 ) -> anyhow::Result<(String, ExternalIds)> {
-    let sm = crate::calls::client!(aws_sdk_secretsmanager, security);
-    match sm
-        .describe_secret()
-        .secret_id(name)
+    if let Some(found) = read(security, name).await? {
+        return Ok(found);
+    }
+    let ids = ExternalIds {
+        message_external_id: random_id()?,
+        role_external_id: random_id()?,
+    };
+    let created = crate::calls::client!(aws_sdk_secretsmanager, security)
+        .create_secret()
+        .name(name)
+        .description(
+            "Quell ExternalIds: containment message authentication and member-role assumption",
+        )
+        .secret_string(serde_json::to_string(&ids)?)
         .send()
         .await
-        .described("secretsmanager:DescribeSecret")
-    {
-        Ok(found) => {
-            let ids = ExternalIds::load(&sm, name).await?;
-            Ok((found.arn().unwrap_or_default().to_owned(), ids))
-        }
-        Err(e) if e.is_code("ResourceNotFoundException") => {
-            let ids = ExternalIds {
-                message_external_id: random_id()?,
-                role_external_id: random_id()?,
-            };
-            let created = sm
-                .create_secret()
-                .name(name)
-                .description("Quell ExternalIds: containment message authentication and member-role assumption")
-                .secret_string(serde_json::to_string(&ids)?)
-                .send()
-                .await
-                .described("secretsmanager:CreateSecret")?;
-            printer.status(&format!("created secret {name}"));
-            Ok((created.arn().unwrap_or_default().to_owned(), ids))
-        }
-        Err(e) => Err(e.into()),
-    }
+        .described("secretsmanager:CreateSecret")?;
+    printer.status(&format!("created secret {name}"));
+    Ok((created.arn().unwrap_or_default().to_owned(), ids))
 }
