@@ -130,6 +130,7 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
         "isolation_visibility_timeout": config.responder.timeout_seconds * 6,
         "config_rules_list": CONFIG_RULES,
         "sweep_schedule": config.sweep.schedule,
+        "regions_json": serde_json::to_string(&config.all_regions())?,
         "playbooks_json": serde_json::to_string(&config.playbook_settings())?.replace('\'', "''"),
     });
     let mut out = Rendered::new();
@@ -188,6 +189,43 @@ mod tests {
             );
         }
         assert!(r["member-regional.yaml"].contains("- CreateSnapshot"));
+    }
+
+    #[test]
+    fn the_responder_acts_on_exactly_the_config_rules_rendered() {
+        let rendered: Vec<&str> = CONFIG_RULES.iter().map(|r| r.name).collect();
+        assert_eq!(rendered, quell_responder::playbooks::event::CONFIG_RULES);
+        let r = render_all(&config()).unwrap();
+        for name in rendered {
+            assert!(
+                r["member-regional.yaml"].contains(&format!("            - quell-{name}\n")),
+                "the forwarding rule names {name} exactly"
+            );
+        }
+        assert!(!r["member-regional.yaml"].contains("prefix:"));
+    }
+
+    #[test]
+    fn custom_actions_reach_the_responder_only_from_the_security_account() {
+        let r = render_all(&config()).unwrap();
+        let member = &r["member-regional.yaml"];
+        assert!(
+            !member.contains("Security Hub Findings - Custom Action"),
+            "members never forward custom actions"
+        );
+        let security = &r["security.yaml"];
+        let central_rule = &security[security.find("RemediationRule:").unwrap()
+            ..security.find("CustomActionRule:").unwrap()];
+        assert!(
+            !central_rule.contains("Custom Action"),
+            "the central bus's rule takes no custom actions"
+        );
+        let bus_policy = &security[security.find("CentralBusPolicy:").unwrap()..];
+        assert!(
+            bus_policy.contains("aws:PrincipalArn: !Sub \"arn:${AWS::Partition}:iam::*:role/quell-event-forwarder\""),
+            "only Quell's forwarder roles put events on the central bus"
+        );
+        assert!(security.contains("QUELL_REGIONS: '[\"us-east-1\",\"eu-west-1\"]'"));
     }
 
     #[test]

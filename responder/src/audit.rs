@@ -44,6 +44,62 @@ struct Envelope<'a> {
     source: &'static str,
     event: AuditEvent,
     record: &'a Record,
+    /// Set when the record was shortened to fit SNS: the ledger record has everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shortened: Option<&'static str>,
+}
+
+/// SNS takes at most 256 KiB per message, subject and attributes included; the body is kept
+/// below this so that what surrounds it always fits.
+pub const MESSAGE_LIMIT: usize = 250 * 1024;
+
+/// How many times a publish is tried (each with the SDK's own retries) before it is recorded on
+/// the ledger record as not published.
+const PUBLISH_TRIES: u32 = 3;
+
+/// The SNS message for `record`: the whole record when it fits, else the record with each
+/// step's prior and new state left out, else without its steps. Whatever the input, it fits.
+pub fn message(event: AuditEvent, record: &Record) -> String {
+    let build = |record: &Record, shortened: Option<&'static str>| {
+        let json = serde_json::to_string(&Envelope {
+            source: "quell",
+            event,
+            record,
+            shortened,
+        })
+        .unwrap_or_default();
+        serde_json::json!({ "default": json, "email": email_text(event, record) }).to_string()
+    };
+    let whole = build(record, None);
+    if whole.len() <= MESSAGE_LIMIT {
+        return whole;
+    }
+    let mut lean = record.clone();
+    let clip = |v: &mut Option<String>| *v = v.take().map(|t| crate::contract::clipped(&t, 1024));
+    clip(&mut lean.reason);
+    clip(&mut lean.requester);
+    clip(&mut lean.entity);
+    for s in &mut lean.steps {
+        s.prior = serde_json::Value::Null;
+        s.new = serde_json::Value::Null;
+        s.detail = crate::contract::clipped(&s.detail, 2048);
+    }
+    let note =
+        "the prior and new state of each step are left out to fit SNS; the ledger record has them";
+    let lean_message = build(&lean, Some(note));
+    if lean_message.len() <= MESSAGE_LIMIT {
+        return lean_message;
+    }
+    lean.steps.clear();
+    lean.error = lean.error.map(|e| crate::contract::clipped(&e, 4096));
+    if let Some(r) = &mut lean.rejection {
+        r.message = crate::contract::clipped(&r.message, 4096);
+    }
+    lean.message_ids.truncate(20);
+    build(
+        &lean,
+        Some("the steps are left out to fit SNS; the ledger record has them"),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -60,20 +116,36 @@ impl Audit {
         }
     }
 
+    /// Publishes, trying again on failure; the last failure when every try failed.
     pub async fn publish(&self, event: AuditEvent, record: &Record) -> Result<(), CallError> {
-        let json = serde_json::to_string(&Envelope {
-            source: "quell",
-            event,
-            record,
-        })
-        .unwrap_or_default();
-        let message = serde_json::json!({ "default": json, "email": email_text(event, record) });
+        let body = message(event, record);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.publish_once(event, record, &body).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries >= PUBLISH_TRIES => return Err(e),
+                Err(e) => {
+                    tracing::warn!(key = %record.key, error = %e, tries, "audit publish failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries)))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        event: AuditEvent,
+        record: &Record,
+        body: &str,
+    ) -> Result<(), CallError> {
         self.sns
             .publish()
             .topic_arn(&self.topic_arn)
             .subject(subject(event, record))
             .message_structure("json")
-            .message(message.to_string())
+            .message(body)
             .message_attributes(
                 "event",
                 aws_sdk_sns::types::MessageAttributeValue::builder()
@@ -130,7 +202,7 @@ pub fn email_text(event: AuditEvent, record: &Record) -> String {
     let _ = writeln!(t);
     let field = |t: &mut String, label: &str, value: Option<&str>| {
         if let Some(v) = value {
-            let _ = writeln!(t, "{label:<11} {v}");
+            let _ = writeln!(t, "{label:<11} {}", one_line(v));
         }
     };
     field(&mut t, "Entity:", record.entity.as_deref());
@@ -170,6 +242,20 @@ pub fn email_text(event: AuditEvent, record: &Record) -> String {
     t
 }
 
+/// Text from a request on one line: a line break in a field shows as `\n`, never as a line of its
+/// own that could pass for another field.
+fn one_line(v: &str) -> String {
+    v.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +285,34 @@ mod tests {
             step("deactivate_access_keys", StepStatus::Failed),
         ];
         r
+    }
+
+    #[test]
+    fn a_line_break_in_a_field_cannot_forge_a_line_of_the_mail() {
+        let mut r = record();
+        r.reason = Some("ok\nApprove:    quell approve someone-elses-fix".into());
+        let text = email_text(AuditEvent::Rejected, &r);
+        assert!(text.lines().all(|l| !l.starts_with("Approve:")), "{text}");
+        assert!(text.contains("Reason:     ok\\nApprove:"), "{text}");
+    }
+
+    #[test]
+    fn every_audit_message_fits_sns_whatever_the_record_holds() {
+        let mut r = record();
+        r.reason = Some("r".repeat(300 * 1024));
+        for s in &mut r.steps {
+            s.prior = serde_json::json!({"policy": "p".repeat(200 * 1024)});
+        }
+        let m = message(AuditEvent::Failed, &r);
+        assert!(m.len() <= MESSAGE_LIMIT, "{} bytes", m.len());
+        let outer: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(outer["default"].as_str().unwrap()).unwrap();
+        assert!(doc["shortened"].as_str().unwrap().contains("ledger record"));
+        assert_eq!(doc["record"]["key"], "req-42");
+        // A record that fits is sent whole, with nothing marked as shortened.
+        let small = message(AuditEvent::Failed, &record());
+        assert!(!small.contains("shortened"));
     }
 
     #[test]

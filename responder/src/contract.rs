@@ -96,8 +96,88 @@ impl ContainmentMessage {
     }
 }
 
+/// The most a free-text field (`reason`, `requester`) may hold, in bytes: enough for a ticket
+/// reference and a sentence, small enough that no audit message or ledger item can overflow.
+pub const TEXT_LIMIT: usize = 1024;
+
+/// `reason` and `requester` are shown in e-mail and consoles: at most [`TEXT_LIMIT`] bytes of
+/// printable text on one line, so that no field can forge another line of an audit message.
+pub fn check_text(field: &str, value: &str) -> Result<(), String> {
+    check_field(field, value, TEXT_LIMIT)
+}
+
+/// AWS's longest ARN: an `entity` beyond it cannot name anything.
+pub const ARN_LIMIT: usize = 2048;
+
+/// At most `limit` bytes of printable text on one line.
+pub fn check_field(field: &str, value: &str, limit: usize) -> Result<(), String> {
+    if value.len() > limit {
+        return Err(format!(
+            "{field} is {} bytes; at most {limit} are accepted (put longer notes in the ticket it names)",
+            value.len()
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{field} contains the control character {c:?}; it must be printable text on one line"
+        ));
+    }
+    Ok(())
+}
+
+/// `value` cut to at most `limit` bytes on a character boundary, saying so when it was cut: for
+/// text that must be kept (a refused message's fields) without letting it grow a record.
+pub fn clipped(value: &str, limit: usize) -> String {
+    if value.len() <= limit {
+        return value.to_owned();
+    }
+    let mut end = limit;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &value[..end], value.len())
+}
+
+impl ContainmentMessage {
+    /// The free-text fields, checked: the first problem found.
+    pub fn check_texts(&self) -> Result<(), String> {
+        check_field("entity", &self.entity, ARN_LIMIT)?;
+        check_text("reason", &self.reason)?;
+        check_text("requester", &self.requester)
+    }
+}
+
 /// The responder's note to itself that an EC2 containment's second phase is due (sent with a delay
 /// to its own queue, so the wait costs no running Lambda).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_and_requester_are_bounded_printable_single_lines() {
+        assert!(check_text("reason", "INC-4711: key in a public repo (åsa)").is_ok());
+        assert!(check_text("reason", &"x".repeat(TEXT_LIMIT)).is_ok());
+        let long = check_text("reason", &"x".repeat(TEXT_LIMIT + 1)).unwrap_err();
+        assert!(
+            long.contains("1025 bytes") && long.contains("1024"),
+            "{long}"
+        );
+        let forged = check_text("requester", "jo\nApprove:    quell approve x").unwrap_err();
+        assert!(
+            forged.contains("requester") && forged.contains("control character"),
+            "{forged}"
+        );
+        assert!(check_text("reason", "tab\there").is_err());
+    }
+
+    #[test]
+    fn clipping_keeps_whole_characters_and_says_how_long_it_was() {
+        assert_eq!(clipped("short", 10), "short");
+        let c = clipped(&"é".repeat(10), 5);
+        assert_eq!(c, "éé... (20 bytes in all)");
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IsolationMessage {

@@ -125,6 +125,10 @@ pub struct Record {
     /// An approval or denial: who decided, and the request that carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// Audit messages that could not be published after retries: which event, and why. The
+    /// record is the evidence; the audit topic is only the news.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_failures: Vec<String>,
 }
 
 impl Record {
@@ -154,6 +158,7 @@ impl Record {
             pending: None,
             decided_by: None,
             releases: None,
+            audit_failures: Vec::new(),
         }
     }
 

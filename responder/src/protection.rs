@@ -1,5 +1,9 @@
 //! Principals Quell must never contain: the configured list, and Quell's own roles always (a
 //! responder that can be told to lock itself out is a responder an attacker can switch off).
+//!
+//! Matching ignores letter case: IAM names are unique whatever their case, so `role/Admin` and
+//! `role/admin` are one role. The engine matches the ARN AWS returns for the entity, path
+//! included, before anything is written.
 
 use wildmatch::WildMatch;
 
@@ -16,7 +20,7 @@ impl Protection {
             .cloned()
             .chain(std::iter::once(own))
             .map(|p| {
-                let m = WildMatch::new(&p);
+                let m = WildMatch::new(&p.to_lowercase());
                 (p, m)
             })
             .collect();
@@ -25,9 +29,10 @@ impl Protection {
 
     /// The pattern that protects `arn`, if any.
     pub fn protecting(&self, arn: &str) -> Option<&str> {
+        let arn = arn.to_lowercase();
         self.patterns
             .iter()
-            .find(|(_, m)| m.matches(arn))
+            .find(|(_, m)| m.matches(&arn))
             .map(|(p, _)| p.as_str())
     }
 }
@@ -55,5 +60,19 @@ mod tests {
         assert!(p
             .protecting("arn:aws:iam::111122223333:user/break-glass-2")
             .is_none());
+    }
+
+    #[test]
+    fn letter_case_does_not_escape_protection() {
+        let p = Protection::new(&["arn:aws:iam::111122223333:role/Admin".into()], "quell");
+        assert!(p
+            .protecting("arn:aws:iam::111122223333:role/admin")
+            .is_some());
+        assert!(p
+            .protecting("arn:aws:iam::111122223333:role/ADMIN")
+            .is_some());
+        assert!(p
+            .protecting("arn:aws:iam::444455556666:role/Quell-Responder")
+            .is_some());
     }
 }

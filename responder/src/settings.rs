@@ -32,7 +32,19 @@ pub struct Settings {
     /// Queue the central bus's remediation rule delivers to (an event source of the function).
     pub events_queue_arn: Option<String>,
     pub playbooks: PlaybookSettings,
+    /// The account the responder runs in: custom actions and the sweep come from here alone.
+    pub security_account: String,
+    /// The Region the responder runs in; its partition is the only one Quell acts in.
+    pub home_region: String,
+    /// Every Region Quell is installed in: events and findings from any other are refused.
+    pub regions: Vec<String>,
+    /// The local sandbox's emulator sends EventBridge events without the envelope's `account`;
+    /// only the sandbox host sets this (see `playbooks::event::Origin`).
+    pub envelope_may_lack_account: bool,
 }
+
+/// Set by the sandbox host alone: moto's EventBridge omits the envelope's `account` field.
+pub const SANDBOX_ENVELOPES_WITHOUT_ACCOUNT: &str = "QUELL_SANDBOX_ENVELOPES_WITHOUT_ACCOUNT";
 
 impl Settings {
     pub fn from_env() -> Result<Settings, ResponderError> {
@@ -54,7 +66,27 @@ impl Settings {
                     "QUELL_PROTECTED_PRINCIPALS is not a JSON array of ARN patterns: {e}"
                 ))
             })?;
+        let regions_raw = need("QUELL_REGIONS")?;
+        let regions: Vec<String> = serde_json::from_str(&regions_raw)
+            .ok()
+            .filter(|r: &Vec<String>| !r.is_empty())
+            .ok_or_else(|| {
+                ResponderError::Settings(format!(
+                    "QUELL_REGIONS is {regions_raw:?}; expected a JSON array of the Regions Quell is installed in"
+                ))
+            })?;
+        let security_account = need("QUELL_SECURITY_ACCOUNT")?;
+        if security_account.len() != 12 || !security_account.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ResponderError::Settings(format!(
+                "QUELL_SECURITY_ACCOUNT is {security_account:?}; expected a 12-digit account id"
+            )));
+        }
         Ok(Settings {
+            security_account,
+            home_region: need("QUELL_HOME_REGION")?,
+            regions,
+            envelope_may_lack_account: get(SANDBOX_ENVELOPES_WITHOUT_ACCOUNT).as_deref()
+                == Some("1"),
             ledger_table: need("QUELL_LEDGER_TABLE")?,
             audit_topic_arn: need("QUELL_AUDIT_TOPIC_ARN")?,
             secret_id: need("QUELL_SECRET_ARN")?,

@@ -98,6 +98,9 @@ fn settings_with(extra: &[(&str, &str)]) -> Settings {
             "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
         ),
         ("QUELL_ISOLATION_WAIT_SECONDS", "0"),
+        ("QUELL_SECURITY_ACCOUNT", "222233334444"),
+        ("QUELL_HOME_REGION", "us-east-1"),
+        ("QUELL_REGIONS", r#"["us-east-1","eu-west-1"]"#),
         (
             "QUELL_DLQ_URL",
             "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq",

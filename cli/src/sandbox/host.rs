@@ -665,6 +665,13 @@ impl Runtime {
                 bootstrap.parent().unwrap_or(Path::new("/")),
             )
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // moto's EventBridge delivers events without the envelope's `account` field, which
+            // AWS always sets; the responder then takes the detail's account (and says so in
+            // `Origin`). Only this host, never a template, tells it that.
+            .env(
+                quell_responder::settings::SANDBOX_ENVELOPES_WITHOUT_ACCOUNT,
+                "1",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

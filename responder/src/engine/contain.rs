@@ -2,11 +2,11 @@
 
 use chrono::{Duration, Utc};
 
-use super::{is_transient, refuse, Outcome, Responder};
+use super::{is_transient, refuse, Outcome, Refusal, Responder};
 use crate::audit::AuditEvent;
 use crate::aws_error::Described;
 use crate::contract::{ContainmentMessage, IsolationMessage, MESSAGE_VERSION};
-use crate::entities::{instance, StepOutcome, Target, SCHEDULE_ISOLATION};
+use crate::entities::{instance, Identity, StepOutcome, Target, SCHEDULE_ISOLATION};
 use crate::entity::Entity;
 use crate::error::ResponderError;
 use crate::inbound::{QueueDelivery, SnsDelivery};
@@ -84,9 +84,9 @@ impl Responder {
             Ok(t) => t,
             Err(outcome) => return Ok(outcome),
         };
-        match target.exists().await {
-            Ok(true) => {}
-            Ok(false) => {
+        let identity = match target.identify().await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
                 let why = format!(
                     "{} {} does not exist in account {}",
                     entity.kind(),
@@ -106,6 +106,9 @@ impl Responder {
                     )
                     .await
             }
+        };
+        if let Some(refusal) = self.refusal_for_real(entity, &identity) {
+            return self.finish_rejected(&mut record, refusal).await;
         }
         let steps = target.plan(&record.options);
         let failures = self.run_steps(&mut record, &target, &steps).await?;
@@ -119,6 +122,39 @@ impl Responder {
             }
         }
         self.conclude(&mut record, &target, &failures).await
+    }
+
+    /// Protection decided on the entity as AWS has it, not as the request spells it: IAM names are
+    /// unique whatever their case, and act on the name alone, so `role/Admin` and
+    /// `role/other/path/admin` would otherwise reach a protected `role/admin`.
+    fn refusal_for_real(&self, entity: &Entity, identity: &Identity) -> Option<Refusal> {
+        let requested = entity.to_string();
+        if identity.arn != requested {
+            return Some(refuse(
+                "arn_mismatch",
+                format!(
+                    "the request names {requested}, but the entity of that name is {}; path and letter case must match exactly, so send that ARN if it is the one meant",
+                    identity.arn
+                ),
+            ));
+        }
+        for arn in std::iter::once(&identity.arn).chain(&identity.roles) {
+            if let Some(pattern) = self.protection.protecting(arn) {
+                let via = if *arn == identity.arn {
+                    String::new()
+                } else {
+                    format!(" runs with {arn}, which")
+                };
+                return Some(refuse(
+                    "protected_principal",
+                    format!(
+                        "{}{via} is protected (matches {pattern}); Quell never contains its own roles or the configured protected principals",
+                        identity.arn
+                    ),
+                ));
+            }
+        }
+        None
     }
 
     /// Verifies and finishes: succeeded only when every step completed and the read-back agrees.

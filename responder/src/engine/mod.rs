@@ -59,6 +59,8 @@ pub struct Responder {
     member_clients: MemberFactory,
     security_hub: aws_sdk_securityhub::Client,
     calls: crate::clients::CallCounter,
+    /// Where events may come from, from the settings.
+    origin: crate::playbooks::event::Origin,
 }
 
 impl std::fmt::Debug for Responder {
@@ -103,6 +105,7 @@ impl Responder {
             member_clients: clients.member,
             security_hub: clients.security_hub,
             calls: clients.counter,
+            origin: origin_of(&settings),
             settings,
         }
     }
@@ -320,6 +323,9 @@ impl Responder {
                 "request_id must be 1-64 characters of letters, digits, '-' and '_'",
             ));
         }
+        message
+            .check_texts()
+            .map_err(|why| refuse("malformed_message", why))?;
         Ok(message)
     }
 
@@ -333,11 +339,14 @@ impl Responder {
         let now = Utc::now();
         let mut record = Record::new(contract::rejection_key(&d.message_id), now, &d.message_id);
         if let Some(m) = message {
+            // A refused message's fields are kept as evidence, but never beyond the limit that
+            // keeps every record and audit message within its service's size.
+            let keep = |v: &str| contract::clipped(v, contract::TEXT_LIMIT);
             record.request_id = Some(m.request_id.clone());
             record.action = m.action;
-            record.entity = Some(m.entity.clone());
-            record.requester = Some(m.requester.clone());
-            record.reason = Some(m.reason.clone());
+            record.entity = Some(keep(&m.entity));
+            record.requester = Some(keep(&m.requester));
+            record.reason = Some(keep(&m.reason));
         }
         record.status = Status::Rejected;
         record.finished_at = Some(now);
@@ -360,10 +369,30 @@ impl Responder {
         })
     }
 
+    /// Publishes the audit message. The audit topic being unreachable must not stop a
+    /// containment (the ledger has it all), but it must not pass unseen either: the failure is
+    /// added to the ledger record and logged with `audit_publish_failed`, which the security
+    /// stack's metric filter counts and its alarm watches.
     async fn audit_or_log(&self, event: AuditEvent, record: &Record) {
-        // The audit topic being unreachable must not stop a containment: the ledger still has it all.
-        if let Err(e) = self.audit.publish(event, record).await {
-            tracing::error!(key = %record.key, error = %e, "audit message not published");
+        let Err(e) = self.audit.publish(event, record).await else {
+            return;
+        };
+        tracing::error!(key = %record.key, error = %e, audit_publish_failed = 1_u8, "audit message not published");
+        let note = format!("{event:?}: {e}");
+        let saved = match self.ledger.get(&record.key).await {
+            Ok(Some(mut stored)) => {
+                let seen = stored.updated_at;
+                stored.audit_failures.push(note);
+                self.ledger
+                    .save_if_unchanged(&stored, seen)
+                    .await
+                    .map(|_| ())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
+            tracing::error!(key = %record.key, error = %e, "audit failure not recorded on the ledger record");
         }
     }
 
@@ -678,6 +707,34 @@ impl Responder {
         if let Err(e) = sent {
             tracing::error!(key = %record.key, error = %e, "failure not sent to the dead-letter queue");
         }
+    }
+}
+
+/// The deployment's own facts that every event is checked against.
+fn origin_of(s: &Settings) -> crate::playbooks::event::Origin {
+    let partition = remediate::partition_of(&s.home_region);
+    let home = &s.home_region;
+    let account = &s.security_account;
+    crate::playbooks::event::Origin {
+        security_account: account.clone(),
+        partition: partition.to_owned(),
+        regions: s.regions.clone(),
+        custom_actions: [
+            crate::playbooks::event::CONTAIN_ACTION.0,
+            crate::playbooks::event::REMEDIATE_ACTION.0,
+        ]
+        .iter()
+        .map(|id| format!("arn:{partition}:securityhub:{home}:{account}:action/custom/{id}"))
+        .collect(),
+        sweep_rule: format!(
+            "arn:{partition}:events:{home}:{account}:rule/{}-sweep",
+            s.name_prefix
+        ),
+        config_rules: crate::playbooks::event::CONFIG_RULES
+            .iter()
+            .map(|r| format!("{}-{r}", s.name_prefix))
+            .collect(),
+        envelope_may_lack_account: s.envelope_may_lack_account,
     }
 }
 

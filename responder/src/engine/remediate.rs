@@ -13,7 +13,7 @@ use crate::contract::Action;
 use crate::error::ResponderError;
 use crate::inbound::QueueDelivery;
 use crate::ledger::{Claim, Record, Rejection, Status, Step, StepStatus};
-use crate::playbooks::event::{self, Malformed, Parsed, Resource, Trigger};
+use crate::playbooks::event::{self, Parsed, Refused, Resource, Trigger};
 use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
 
 pub(super) fn partition_of(region: &str) -> &'static str {
@@ -105,13 +105,17 @@ impl Responder {
         q: &QueueDelivery,
     ) -> Result<Vec<Outcome>, ResponderError> {
         let parsed = serde_json::from_str::<Value>(&q.body)
-            .map_err(|e| Malformed(format!("the message is not an EventBridge event: {e}")))
-            .and_then(|v| event::parse(&v).map(|p| (v, p)));
-        let parsed = parsed.and_then(|(raw, p)| self.own_rules_only(p).map(|p| (raw, p)));
+            .map_err(|e| {
+                Refused::Malformed(format!("the message is not an EventBridge event: {e}"))
+            })
+            .and_then(|v| event::parse(&v, &self.origin).map(|p| (v, p)));
         let (raw, parsed) = match parsed {
             Ok(p) => p,
-            Err(Malformed(why)) => {
-                return Ok(vec![self.reject_event(q, "malformed_event", why).await?])
+            Err(refused) => {
+                return Ok(vec![
+                    self.reject_event(q, refused.code(), refused.message().to_owned())
+                        .await?,
+                ])
             }
         };
         match parsed {
@@ -188,24 +192,6 @@ impl Responder {
                 Ok(out)
             }
         }
-    }
-
-    /// Config compliance changes count only for Quell's own rules: another rule's verdict is not
-    /// what the playbooks were configured against.
-    fn own_rules_only(&self, parsed: Parsed) -> Result<Parsed, Malformed> {
-        let prefix = format!("{}-", self.settings.name_prefix);
-        if let Parsed::Triggers(triggers) = &parsed {
-            for t in triggers {
-                if let event::Source::Config { rule } = &t.source {
-                    if !rule.starts_with(&prefix) {
-                        return Err(Malformed(format!(
-                            "Config rule {rule} is not one of Quell's ({prefix}*); nothing was done"
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(parsed)
     }
 
     async fn reject_event(

@@ -23,7 +23,8 @@ pub fn arn(f: &Function) -> String {
     )
 }
 
-pub async fn exists(lambda: &Lambda, f: &Function) -> Result<bool, CallError> {
+/// The function's own ARN and its execution role, `None` when there is no such function.
+pub async fn identify(lambda: &Lambda, f: &Function) -> Result<Option<super::Identity>, CallError> {
     match lambda
         .get_function_configuration()
         .function_name(&f.name)
@@ -31,8 +32,14 @@ pub async fn exists(lambda: &Lambda, f: &Function) -> Result<bool, CallError> {
         .await
         .described("lambda:GetFunctionConfiguration")
     {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_code("ResourceNotFoundException") => Ok(false),
+        Ok(conf) => Ok(Some(super::Identity {
+            // An unqualified request acts on $LATEST, whose ARN AWS gives unqualified.
+            arn: conf
+                .function_arn()
+                .map_or_else(|| arn(f), |a| a.trim_end_matches(":$LATEST").to_owned()),
+            roles: conf.role().map(str::to_owned).into_iter().collect(),
+        })),
+        Err(e) if e.is_code("ResourceNotFoundException") => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -37,26 +37,28 @@ impl Principal<'_> {
         &self.who.name
     }
 
-    pub async fn exists(&self, iam: &Client) -> Result<bool, CallError> {
+    /// The ARN IAM has for the principal named like this one, `None` when there is none. IAM
+    /// names are unique whatever their letter case, so this may differ from the request's ARN.
+    pub async fn real_arn(&self, iam: &Client) -> Result<Option<String>, CallError> {
         let r = match self.kind {
             Kind::User => iam
                 .get_user()
                 .user_name(self.name())
                 .send()
                 .await
-                .map(|_| ())
-                .described("iam:GetUser"),
+                .described("iam:GetUser")
+                .map(|o| o.user().map(|u| u.arn().to_owned())),
             Kind::Role => iam
                 .get_role()
                 .role_name(self.name())
                 .send()
                 .await
-                .map(|_| ())
-                .described("iam:GetRole"),
+                .described("iam:GetRole")
+                .map(|o| o.role().map(|r| r.arn().to_owned())),
         };
         match r {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_code("NoSuchEntity") => Ok(false),
+            Ok(arn) => Ok(arn),
+            Err(e) if e.is_code("NoSuchEntity") => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -164,7 +164,8 @@ pub async fn run(c: &Ctx<'_>, facts: &Facts, step: &str) -> Result<StepOutcome, 
     }
 }
 
-async fn profile_roles(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
+/// The ARNs of the roles in an instance profile.
+pub async fn profile_role_arns(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
     let name = profile_arn.rsplit('/').next().unwrap_or_default();
     let out = iam
         .get_instance_profile()
@@ -174,8 +175,17 @@ async fn profile_roles(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, Call
         .described("iam:GetInstanceProfile")?;
     Ok(out
         .instance_profile()
-        .map(|p| p.roles().iter().map(|r| r.role_name().to_owned()).collect())
+        .map(|p| p.roles().iter().map(|r| r.arn().to_owned()).collect())
         .unwrap_or_default())
+}
+
+/// The names of the roles in an instance profile.
+async fn profile_roles(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
+    Ok(profile_role_arns(iam, profile_arn)
+        .await?
+        .iter()
+        .map(|arn| arn.rsplit('/').next().unwrap_or(arn).to_owned())
+        .collect())
 }
 
 async fn deny_credentials(c: &Ctx<'_>, facts: &Facts) -> Result<StepOutcome, CallError> {

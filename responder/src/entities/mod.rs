@@ -17,6 +17,16 @@ use crate::ledger::{Record, Step, StepStatus};
 /// Step that schedules an EC2 instance's second phase; run by the engine, which owns the queue.
 pub const SCHEDULE_ISOLATION: &str = "schedule_isolation";
 
+/// An entity as read back from its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The ARN AWS returns for it.
+    pub arn: String,
+    /// The roles whose credentials it runs with: a function's execution role, an instance
+    /// profile's roles. Containing the entity writes to them.
+    pub roles: Vec<String>,
+}
+
 /// An entity and a session in its account and Region: everything a step needs.
 pub struct Target<'a> {
     pub entity: &'a Entity,
@@ -95,17 +105,36 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// Whether the entity exists; read before anything is written.
-    pub async fn exists(&self) -> Result<bool, CallError> {
+    /// The entity as AWS knows it, read before anything is written: its real ARN (path and letter
+    /// case as IAM stores them) and the roles whose credentials it uses. `None` when it does not
+    /// exist.
+    pub async fn identify(&self) -> Result<Option<Identity>, CallError> {
         match self.entity {
             Entity::IamUser(_) | Entity::IamRole(_) => {
-                self.principal()
+                let arn = self
+                    .principal()
                     .expect("an IAM entity")
-                    .exists(&self.iam())
-                    .await
+                    .real_arn(&self.iam())
+                    .await?;
+                Ok(arn.map(|arn| Identity {
+                    arn,
+                    roles: Vec::new(),
+                }))
             }
-            Entity::Function(f) => function::exists(&self.lambda(), f).await,
-            Entity::Instance(_) => Ok(self.facts().await?.is_some()),
+            Entity::Function(f) => function::identify(&self.lambda(), f).await,
+            Entity::Instance(i) => {
+                let Some(facts) = self.facts().await? else {
+                    return Ok(None);
+                };
+                let roles = match &facts.profile_arn {
+                    Some(profile) => instance::profile_role_arns(&self.iam(), profile).await?,
+                    None => Vec::new(),
+                };
+                Ok(Some(Identity {
+                    arn: instance::instance_arn(i),
+                    roles,
+                }))
+            }
         }
     }
 

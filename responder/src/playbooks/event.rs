@@ -1,7 +1,13 @@
 //! EventBridge events from the central bus, parsed once into triggers: which resource, in which
-//! account and Region, and what said so. Account and Region come from the event's own detail
-//! (CloudTrail's `recipientAccountId`, Config's `awsAccountId`, the finding's `AwsAccountId`),
-//! never from the envelope, which names the bus an event was forwarded to.
+//! account and Region, and what said so.
+//!
+//! Anyone in a member account can put an event on the central bus (its forwarding rule is theirs to
+//! change), so nothing here is taken on trust. Every event must prove where it came from
+//! ([`Origin`]): the envelope's `account`, which EventBridge sets to the account the event came
+//! from, must be the account the detail names (CloudTrail's `recipientAccountId`, Config's
+//! `awsAccountId`, a finding's `AwsAccountId`); every resource it names must be in that account, a
+//! configured Region and the responder's own partition. Custom actions and the sweep schedule come
+//! from the security account alone, with the exact ARNs install created.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +18,15 @@ pub const SECURITY_GROUP_CONTROLS: &[&str] =
 
 /// Security Hub controls about buckets open to the public.
 pub const BUCKET_CONTROLS: &[&str] = &["S3.2", "S3.3", "S3.8"];
+
+/// The AWS Config rules the regional StackSet deploys, by name without the prefix. Only their
+/// verdicts are acted on.
+pub const CONFIG_RULES: &[&str] = &[
+    "restricted-ssh",
+    "s3-bucket-public-read-prohibited",
+    "s3-bucket-public-write-prohibited",
+    "ebs-snapshot-public-restorable",
+];
 
 /// The custom actions `quell install` creates in Security Hub: (id, name, description).
 pub const CONTAIN_ACTION: (&str, &str, &str) = (
@@ -168,6 +183,113 @@ pub enum Parsed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
 
+/// Why an event is not acted on: unreadable, or not from where it would have to come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Malformed(String),
+    /// Readable, but it names an account, Region, partition, rule or action it cannot speak for.
+    Provenance(String),
+}
+
+impl Refused {
+    /// The ledger's rejection code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::Malformed(_) => "malformed_event",
+            Refused::Provenance(_) => "provenance",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Refused::Malformed(m) | Refused::Provenance(m) => m,
+        }
+    }
+}
+
+impl From<Malformed> for Refused {
+    fn from(m: Malformed) -> Refused {
+        Refused::Malformed(m.0)
+    }
+}
+
+fn foreign(why: String) -> Refused {
+    Refused::Provenance(why)
+}
+
+/// Where events may come from: the deployment's own facts, from the responder's settings.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub security_account: String,
+    /// The responder's own partition: nothing in another is ever acted on.
+    pub partition: String,
+    /// Every Region Quell is installed in.
+    pub regions: Vec<String>,
+    /// The exact ARNs of Quell's Security Hub custom actions.
+    pub custom_actions: Vec<String>,
+    /// The exact ARN of the sweep schedule rule.
+    pub sweep_rule: String,
+    /// The exact names of Quell's Config rules.
+    pub config_rules: Vec<String>,
+    /// The local sandbox's emulator delivers events without the envelope's `account` field (AWS
+    /// always sets it); only the sandbox host sets this, and then the detail's account stands.
+    pub envelope_may_lack_account: bool,
+}
+
+impl Origin {
+    /// The envelope's `account` must be `claimed`.
+    fn sent_by(&self, event: &Value, claimed: &str, what: &str) -> Result<(), Refused> {
+        match text(event, "/account") {
+            Some(a) if a == claimed => Ok(()),
+            Some(a) => Err(foreign(format!(
+                "{what} names account {claimed}, but the event came from account {a}; an account speaks only for itself"
+            ))),
+            None if self.envelope_may_lack_account => Ok(()),
+            None => Err(foreign(format!(
+                "{what} has no envelope account; EventBridge always sets it, so the event was not delivered by EventBridge"
+            ))),
+        }
+    }
+
+    fn region_ok(&self, region: &str, what: &str) -> Result<(), Refused> {
+        if self.regions.iter().any(|r| r == region) {
+            Ok(())
+        } else {
+            Err(foreign(format!(
+                "{what} is in Region {region:?}, which is not one Quell is installed in ({})",
+                self.regions.join(", ")
+            )))
+        }
+    }
+
+    /// An ARN taken from an event or finding: in our partition, in `account` when it names one,
+    /// and in a configured Region when it names one.
+    fn arn_ok(&self, arn: &str, account: &str, what: &str) -> Result<(), Refused> {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [prefix, partition, _service, region, arn_account, _] = parts[..] else {
+            return Err(Refused::Malformed(format!("{what} {arn:?} is not an ARN")));
+        };
+        if prefix != "arn" {
+            return Err(Refused::Malformed(format!("{what} {arn:?} is not an ARN")));
+        }
+        if partition != self.partition {
+            return Err(foreign(format!(
+                "{what} {arn} is in partition {partition:?}; this responder acts in {:?} only",
+                self.partition
+            )));
+        }
+        if !arn_account.is_empty() && arn_account != account {
+            return Err(foreign(format!(
+                "{what} {arn} is in account {arn_account}, not in account {account} that reported it"
+            )));
+        }
+        if !region.is_empty() {
+            self.region_ok(region, &format!("{what} {arn}"))?;
+        }
+        Ok(())
+    }
+}
+
 fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer)
         .and_then(Value::as_str)
@@ -178,19 +300,37 @@ fn need<'a>(v: &'a Value, pointer: &str, what: &str) -> Result<&'a str, Malforme
     text(v, pointer).ok_or_else(|| Malformed(format!("{what} has no {pointer}")))
 }
 
-pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
+pub fn parse(event: &Value, origin: &Origin) -> Result<Parsed, Refused> {
     let detail_type = need(event, "/detail-type", "the event")?;
     let event_id = need(event, "/id", "the event")?.to_owned();
     match detail_type {
-        "AWS API Call via CloudTrail" => cloudtrail(event, event_id),
-        "Config Rules Compliance Change" => config(event, event_id),
-        "Security Hub Findings - Imported" => security_hub(event, &event_id),
-        "Security Hub Findings - Custom Action" => custom_action(event, &event_id),
-        "Scheduled Event" if text(event, "/source") == Some("aws.events") => Ok(Parsed::Sweep { event_id }),
-        other => Err(Malformed(format!(
+        "AWS API Call via CloudTrail" => cloudtrail(event, event_id, origin),
+        "Config Rules Compliance Change" => config(event, event_id, origin),
+        "Security Hub Findings - Imported" => security_hub(event, &event_id, origin),
+        "Security Hub Findings - Custom Action" => custom_action(event, &event_id, origin),
+        "Scheduled Event" if text(event, "/source") == Some("aws.events") => {
+            sweep_schedule(event, event_id, origin)
+        }
+        other => Err(Refused::Malformed(format!(
             "detail-type {other:?} is not an event Quell handles (CloudTrail API calls, Config compliance changes, Security Hub findings and custom actions)"
         ))),
     }
+}
+
+/// The sweep schedule: only the rule install created in the security account.
+fn sweep_schedule(event: &Value, event_id: String, origin: &Origin) -> Result<Parsed, Refused> {
+    origin.sent_by(event, &origin.security_account, "the sweep schedule")?;
+    let from_rule = event
+        .pointer("/resources")
+        .and_then(Value::as_array)
+        .is_some_and(|r| r.len() == 1 && r[0].as_str() == Some(origin.sweep_rule.as_str()));
+    if !from_rule {
+        return Err(foreign(format!(
+            "a scheduled event that is not from Quell's sweep rule {} does not start a sweep",
+            origin.sweep_rule
+        )));
+    }
+    Ok(Parsed::Sweep { event_id })
 }
 
 /// CloudTrail calls and where each names the resource it changed.
@@ -242,8 +382,14 @@ fn cloudtrail_resource(name: &str, event: &Value) -> Result<Option<Resource>, Ma
     }))
 }
 
-fn cloudtrail(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
+fn cloudtrail(event: &Value, event_id: String, origin: &Origin) -> Result<Parsed, Refused> {
     let name = need(event, "/detail/eventName", "the CloudTrail event")?;
+    let account = checked_account(need(
+        event,
+        "/detail/recipientAccountId",
+        "the CloudTrail event",
+    )?)?;
+    origin.sent_by(event, &account, &format!("CloudTrail event {name}"))?;
     if let Some(code) = text(event, "/detail/errorCode") {
         return Ok(Parsed::Nothing(format!(
             "{name} failed ({code}): nothing changed"
@@ -252,14 +398,12 @@ fn cloudtrail(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
     let Some(resource) = cloudtrail_resource(name, event)? else {
         return Ok(Parsed::Nothing(format!("{name} cannot expose anything")));
     };
+    let region = need(event, "/detail/awsRegion", "the CloudTrail event")?;
+    origin.region_ok(region, &format!("CloudTrail event {name}"))?;
     Ok(Parsed::Triggers(vec![Trigger {
         event_id,
-        account: checked_account(need(
-            event,
-            "/detail/recipientAccountId",
-            "the CloudTrail event",
-        )?)?,
-        region: need(event, "/detail/awsRegion", "the CloudTrail event")?.to_owned(),
+        account,
+        region: region.to_owned(),
         resource,
         source: Source::CloudTrail {
             event_name: name.to_owned(),
@@ -267,16 +411,46 @@ fn cloudtrail(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
     }]))
 }
 
-fn config(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
+/// A Config verdict's resource type and id: in the detail, or (in some of AWS's documented
+/// shapes) only in the evaluation result's qualifier.
+fn config_resource<'a>(event: &'a Value, field: &str) -> Result<&'a str, Malformed> {
+    let detail = format!("/detail/{field}");
+    let qualifier = format!(
+        "/detail/newEvaluationResult/evaluationResultIdentifier/evaluationResultQualifier/{field}"
+    );
+    text(event, &detail)
+        .or_else(|| text(event, &qualifier))
+        .ok_or_else(|| {
+            Malformed(format!(
+                "the Config event has no {detail} (nor {qualifier})"
+            ))
+        })
+}
+
+fn config(event: &Value, event_id: String, origin: &Origin) -> Result<Parsed, Refused> {
     let rule = need(event, "/detail/configRuleName", "the Config event")?;
+    let account = checked_account(need(event, "/detail/awsAccountId", "the Config event")?)?;
+    origin.sent_by(
+        event,
+        &account,
+        &format!("the verdict of Config rule {rule}"),
+    )?;
+    if !origin.config_rules.iter().any(|r| r == rule) {
+        return Err(foreign(format!(
+            "Config rule {rule} is not one of Quell's ({}); its verdict is not acted on and nothing was done",
+            origin.config_rules.join(", ")
+        )));
+    }
     let compliance = text(event, "/detail/newEvaluationResult/complianceType").unwrap_or("");
     if compliance != "NON_COMPLIANT" {
         return Ok(Parsed::Nothing(format!(
             "{rule}: {compliance}, nothing to fix"
         )));
     }
-    let kind = need(event, "/detail/resourceType", "the Config event")?;
-    let id = need(event, "/detail/resourceId", "the Config event")?;
+    let region = need(event, "/detail/awsRegion", "the Config event")?;
+    origin.region_ok(region, &format!("the verdict of Config rule {rule}"))?;
+    let kind = config_resource(event, "resourceType")?;
+    let id = config_resource(event, "resourceId")?;
     let resource = match kind {
         "AWS::EC2::SecurityGroup" => Resource::SecurityGroup {
             group_id: checked_group(id)?,
@@ -285,25 +459,31 @@ fn config(event: &Value, event_id: String) -> Result<Parsed, Malformed> {
             name: checked_bucket(id)?,
         },
         "AWS::::Account" => {
-            // EBS_SNAPSHOT_PUBLIC_RESTORABLE_CHECK judges the account, not a snapshot.
+            // EBS_SNAPSHOT_PUBLIC_RESTORABLE_CHECK judges the account, not a snapshot: only the
+            // account it was evaluated in.
+            if checked_account(id)? != account {
+                return Err(foreign(format!(
+                    "Config rule {rule} in account {account} judged account {id}; a verdict speaks only for its own account"
+                )));
+            }
             return Ok(Parsed::Place {
                 event_id,
-                account: checked_account(id)?,
-                region: need(event, "/detail/awsRegion", "the Config event")?.to_owned(),
+                account,
+                region: region.to_owned(),
                 kind: "ebs_snapshot",
                 rule: rule.to_owned(),
             });
         }
         _ => {
-            return Err(Malformed(format!(
+            return Err(Refused::Malformed(format!(
                 "Config rule {rule} reports a {kind}, which has no playbook"
             )))
         }
     };
     Ok(Parsed::Triggers(vec![Trigger {
         event_id,
-        account: checked_account(need(event, "/detail/awsAccountId", "the Config event")?)?,
-        region: need(event, "/detail/awsRegion", "the Config event")?.to_owned(),
+        account,
+        region: region.to_owned(),
         resource,
         source: Source::Config {
             rule: rule.to_owned(),
@@ -319,12 +499,35 @@ fn findings(event: &Value) -> Result<&Vec<Value>, Malformed> {
         .ok_or_else(|| Malformed("the Security Hub event has no detail.findings".into()))
 }
 
-fn finding_ref(f: &Value) -> Result<FindingRef, Malformed> {
-    Ok(FindingRef {
+/// A finding's Region: its own, else its first resource's, else the event's (AWS's documented
+/// samples do not all carry the top-level one).
+fn finding_region<'a>(event: &'a Value, f: &'a Value) -> Result<&'a str, Malformed> {
+    text(f, "/Region")
+        .or_else(|| text(f, "/Resources/0/Region"))
+        .or_else(|| text(event, "/region"))
+        .ok_or_else(|| {
+            Malformed(format!(
+                "finding {} names no Region (Region, Resources[0].Region or the event's region)",
+                text(f, "/Id").unwrap_or("?")
+            ))
+        })
+}
+
+/// The finding's account, and where it lives, with both checked against the origin.
+fn finding_place(
+    event: &Value,
+    f: &Value,
+    origin: &Origin,
+) -> Result<(FindingRef, String), Refused> {
+    let region = finding_region(event, f)?;
+    let finding = FindingRef {
         id: need(f, "/Id", "a finding")?.to_owned(),
         product_arn: need(f, "/ProductArn", "a finding")?.to_owned(),
-        region: need(f, "/Region", "a finding")?.to_owned(),
-    })
+        region: region.to_owned(),
+    };
+    let account = checked_account(need(f, "/AwsAccountId", "a finding")?)?;
+    origin.region_ok(region, &format!("finding {}", finding.id))?;
+    Ok((finding, account))
 }
 
 fn finding_resources(f: &Value) -> Result<&Vec<Value>, Malformed> {
@@ -336,6 +539,31 @@ fn finding_resources(f: &Value) -> Result<&Vec<Value>, Malformed> {
                 text(f, "/Id").unwrap_or("?")
             ))
         })
+}
+
+/// A finding resource's Region (its own, else the finding's), checked, and its id when it is an
+/// ARN, checked to be in the finding's account.
+fn resource_place<'a>(
+    r: &'a Value,
+    finding: &'a FindingRef,
+    account: &str,
+    origin: &Origin,
+) -> Result<&'a str, Refused> {
+    let region = text(r, "/Region").unwrap_or(&finding.region);
+    origin.region_ok(region, &format!("a resource of finding {}", finding.id))?;
+    let id = need(r, "/Id", "a finding resource")?;
+    if id.starts_with("arn:") {
+        origin.arn_ok(id, account, &format!("finding {}'s resource", finding.id))?;
+    }
+    if let Some(partition) = text(r, "/Partition") {
+        if partition != origin.partition {
+            return Err(foreign(format!(
+                "finding {}'s resource {id} is in partition {partition:?}; this responder acts in {:?} only",
+                finding.id, origin.partition
+            )));
+        }
+    }
+    Ok(region)
 }
 
 /// A finding resource a playbook fixes, or `None` when it is of another kind.
@@ -356,7 +584,7 @@ fn playbook_resource(r: &Value) -> Result<Option<Resource>, Malformed> {
     })
 }
 
-fn security_hub(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
+fn security_hub(event: &Value, event_id: &str, origin: &Origin) -> Result<Parsed, Refused> {
     let mut triggers = Vec::new();
     let mut skipped = Vec::new();
     for f in findings(event)? {
@@ -374,15 +602,25 @@ fn security_hub(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
             ));
             continue;
         }
-        let finding = finding_ref(f)?;
-        let account = checked_account(need(f, "/AwsAccountId", "a finding")?)?;
-        let region = need(f, "/Region", "a finding")?;
+        let (finding, account) = finding_place(event, f, origin)?;
+        // The Security Hub administrator (the security account) also receives every member's
+        // findings; the member's own copy is the one acted on.
+        if text(event, "/account") == Some(origin.security_account.as_str())
+            && account != origin.security_account
+        {
+            skipped.push(format!(
+                "{id}: the administrator's copy of account {account}'s finding; that account's own copy is acted on"
+            ));
+            continue;
+        }
+        origin.sent_by(event, &account, &format!("finding {id}"))?;
         for r in finding_resources(f)? {
+            let region = resource_place(r, &finding, &account, origin)?;
             if let Some(resource) = playbook_resource(r)? {
                 triggers.push(Trigger {
                     event_id: event_id.to_owned(),
                     account: account.clone(),
-                    region: text(r, "/Region").unwrap_or(region).to_owned(),
+                    region: region.to_owned(),
                     resource,
                     source: Source::SecurityHub {
                         finding: finding.clone(),
@@ -398,33 +636,49 @@ fn security_hub(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
     Ok(Parsed::Triggers(triggers))
 }
 
-fn custom_action(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
-    let action_arn = event
-        .pointer("/resources/0")
-        .and_then(Value::as_str)
+fn custom_action(event: &Value, event_id: &str, origin: &Origin) -> Result<Parsed, Refused> {
+    let actions = event
+        .pointer("/resources")
+        .and_then(Value::as_array)
+        .filter(|r| !r.is_empty())
         .ok_or_else(|| Malformed("the custom action event names no action (resources)".into()))?;
-    let action_id = action_arn.rsplit('/').next().unwrap_or(action_arn);
-    let contain = if action_id == CONTAIN_ACTION.0 {
-        true
-    } else if action_id == REMEDIATE_ACTION.0 {
-        false
-    } else {
-        return Err(Malformed(format!(
-            "custom action {action_arn} is not one of Quell's ({}, {})",
-            CONTAIN_ACTION.0, REMEDIATE_ACTION.0
+    let [action] = &actions[..] else {
+        return Err(foreign(format!(
+            "the custom action event names {} actions; Security Hub names exactly one",
+            actions.len()
         )));
     };
-    let action_name = text(event, "/detail/actionName").unwrap_or(action_id);
+    let action_arn = action
+        .as_str()
+        .ok_or_else(|| Malformed("the custom action event's resources[0] is not text".into()))?;
+    if !origin.custom_actions.iter().any(|a| a == action_arn) {
+        return Err(foreign(format!(
+            "custom action {action_arn} is not one of Quell's ({}); only the actions install created in the security account are acted on",
+            origin.custom_actions.join(", ")
+        )));
+    }
+    origin.sent_by(event, &origin.security_account, "a Quell custom action")?;
+    let action_id = action_arn.rsplit('/').next().unwrap_or(action_arn);
+    let contain = action_id == CONTAIN_ACTION.0;
+    let action_name = if contain {
+        CONTAIN_ACTION.1
+    } else {
+        REMEDIATE_ACTION.1
+    };
     let mut triggers = Vec::new();
     let mut requests = Vec::new();
     for f in findings(event)? {
-        let finding = finding_ref(f)?;
-        let account = checked_account(need(f, "/AwsAccountId", "a finding")?)?;
-        let region = need(f, "/Region", "a finding")?;
+        let (finding, account) = finding_place(event, f, origin)?;
         let before = triggers.len() + requests.len();
         for r in finding_resources(f)? {
+            let region = resource_place(r, &finding, &account, origin)?;
             if contain {
-                if let Some(entity) = containable(r, &account)? {
+                if let Some(entity) = containable(r, &account, &origin.partition)? {
+                    origin.arn_ok(
+                        &entity,
+                        &account,
+                        &format!("finding {}'s entity", finding.id),
+                    )?;
                     requests.push(ContainRequest {
                         event_id: event_id.to_owned(),
                         entity,
@@ -435,7 +689,7 @@ fn custom_action(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
                 triggers.push(Trigger {
                     event_id: event_id.to_owned(),
                     account: account.clone(),
-                    region: text(r, "/Region").unwrap_or(region).to_owned(),
+                    region: region.to_owned(),
                     resource,
                     source: Source::SecurityHubAction {
                         finding: finding.clone(),
@@ -450,7 +704,7 @@ fn custom_action(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
             } else {
                 "a security group, an S3 bucket or an EBS snapshot"
             };
-            return Err(Malformed(format!(
+            return Err(Refused::Malformed(format!(
                 "finding {} names no resource {action_name:?} can act on ({wanted})",
                 finding.id
             )));
@@ -465,9 +719,8 @@ fn custom_action(event: &Value, event_id: &str) -> Result<Parsed, Malformed> {
 
 /// The ARN to contain for a finding resource, or `None` for a kind Quell does not contain. The
 /// containment path parses and checks the ARN like any other request's.
-fn containable(r: &Value, account: &str) -> Result<Option<String>, Malformed> {
+fn containable(r: &Value, account: &str, partition: &str) -> Result<Option<String>, Malformed> {
     let id = need(r, "/Id", "a finding resource")?;
-    let partition = text(r, "/Partition").unwrap_or("aws");
     Ok(match text(r, "/Type").unwrap_or("") {
         "AwsIamUser" | "AwsIamRole" | "AwsLambdaFunction" | "AwsEc2Instance" => Some(id.to_owned()),
         // GuardDuty's credential findings name the key's owner, not an ARN.
@@ -539,22 +792,57 @@ fn checked_account(id: &str) -> Result<String, Malformed> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    const SECURITY: &str = "999999999999";
+    const MEMBER: &str = "111122223333";
+    const OTHER: &str = "444455556666";
+
+    pub(crate) fn origin() -> Origin {
+        Origin {
+            security_account: SECURITY.into(),
+            partition: "aws".into(),
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            custom_actions: vec![
+                format!("arn:aws:securityhub:us-east-1:{SECURITY}:action/custom/QuellContain"),
+                format!("arn:aws:securityhub:us-east-1:{SECURITY}:action/custom/QuellRemediate"),
+            ],
+            sweep_rule: format!("arn:aws:events:us-east-1:{SECURITY}:rule/quell-sweep"),
+            config_rules: vec![
+                "quell-restricted-ssh".into(),
+                "quell-s3-bucket-public-read-prohibited".into(),
+                "quell-ebs-snapshot-public-restorable".into(),
+            ],
+            envelope_may_lack_account: false,
+        }
+    }
+
+    fn parse_here(e: &Value) -> Result<Parsed, Refused> {
+        parse(e, &origin())
+    }
+
+    /// The refusal's code and message.
+    fn refusal(e: &Value) -> (&'static str, String) {
+        match parse_here(e) {
+            Err(r) => (r.code(), r.message().to_owned()),
+            Ok(p) => panic!("expected a refusal, got {p:?}"),
+        }
+    }
 
     fn cloudtrail_event(name: &str, group: &str) -> Value {
         json!({
             "id": "ev-1", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
-            "account": "999999999999", "region": "us-east-1",
+            "account": MEMBER, "region": "eu-west-1",
             "detail": {"eventSource": "ec2.amazonaws.com", "eventName": name,
-                       "awsRegion": "eu-west-1", "recipientAccountId": "111122223333",
+                       "awsRegion": "eu-west-1", "recipientAccountId": MEMBER,
                        "requestParameters": {"groupId": group}}
         })
     }
 
     fn triggers(e: &Value) -> Vec<Trigger> {
-        match parse(e).unwrap() {
+        match parse_here(e).unwrap() {
             Parsed::Triggers(t) => t,
             other => panic!("expected triggers, got {other:?}"),
         }
@@ -566,12 +854,35 @@ mod tests {
             "AuthorizeSecurityGroupIngress",
             "sg-0abc12",
         ));
-        assert_eq!(
-            t[0].account, "111122223333",
-            "from the detail, not the envelope"
-        );
+        assert_eq!(t[0].account, MEMBER);
         assert_eq!(t[0].region, "eu-west-1");
         assert_eq!(t[0].resource.id(), "sg-0abc12");
+    }
+
+    #[test]
+    fn an_event_from_one_account_naming_another_is_refused() {
+        let mut e = cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-0abc12");
+        e["account"] = json!(OTHER);
+        let (code, why) = refusal(&e);
+        assert_eq!(code, "provenance");
+        assert!(why.contains(OTHER) && why.contains(MEMBER), "{why}");
+        // With no envelope account, only the sandbox's emulator is excused.
+        e.as_object_mut().unwrap().remove("account");
+        assert_eq!(refusal(&e).0, "provenance");
+        let lenient = Origin {
+            envelope_may_lack_account: true,
+            ..origin()
+        };
+        assert!(matches!(parse(&e, &lenient), Ok(Parsed::Triggers(_))));
+    }
+
+    #[test]
+    fn an_event_in_a_region_quell_does_not_cover_is_refused() {
+        let mut e = cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-0abc12");
+        e["detail"]["awsRegion"] = json!("ap-south-1");
+        let (code, why) = refusal(&e);
+        assert_eq!(code, "provenance");
+        assert!(why.contains("ap-south-1"), "{why}");
     }
 
     #[test]
@@ -592,46 +903,69 @@ mod tests {
         e["detail"]["responseElements"] = json!({"snapshotId": "snap-0bee"});
         assert_eq!(triggers(&e)[0].resource.kind(), "ebs_snapshot");
         e["detail"]["eventName"] = json!("AuthorizeSecurityGroupEgress");
-        assert!(matches!(parse(&e).unwrap(), Parsed::Nothing(_)));
+        assert!(matches!(parse_here(&e).unwrap(), Parsed::Nothing(_)));
+    }
+
+    fn config_event(rule: &str, kind: &str, id: &str, compliance: &str) -> Value {
+        json!({"id": "ev-2", "detail-type": "Config Rules Compliance Change", "source": "aws.config",
+            "account": MEMBER, "region": "us-east-1",
+            "detail": {"configRuleName": rule, "awsAccountId": MEMBER, "awsRegion": "us-east-1",
+                       "resourceType": kind, "resourceId": id,
+                       "newEvaluationResult": {"complianceType": compliance}}})
     }
 
     #[test]
     fn a_failed_call_a_compliant_evaluation_and_a_passed_finding_are_nothing_to_do() {
         let mut e = cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-0abc12");
         e["detail"]["errorCode"] = json!("UnauthorizedOperation");
-        assert!(matches!(parse(&e).unwrap(), Parsed::Nothing(_)));
-        let config = json!({"id": "ev-2", "detail-type": "Config Rules Compliance Change",
-            "detail": {"configRuleName": "quell-restricted-ssh", "newEvaluationResult": {"complianceType": "COMPLIANT"}}});
-        assert!(matches!(parse(&config).unwrap(), Parsed::Nothing(_)));
-        let hub = json!({"id": "ev-3", "detail-type": "Security Hub Findings - Imported",
-            "detail": {"findings": [{"Id": "f-1", "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
-                "Compliance": {"Status": "PASSED", "SecurityControlId": "EC2.19"}}]}});
-        assert!(matches!(parse(&hub).unwrap(), Parsed::Nothing(_)));
+        assert!(matches!(parse_here(&e).unwrap(), Parsed::Nothing(_)));
+        let config = config_event(
+            "quell-restricted-ssh",
+            "AWS::EC2::SecurityGroup",
+            "sg-01",
+            "COMPLIANT",
+        );
+        assert!(matches!(parse_here(&config).unwrap(), Parsed::Nothing(_)));
+        let mut f = finding("AwsEc2SecurityGroup", "sg-0123", "EC2.19");
+        f["Compliance"]["Status"] = json!("PASSED");
+        assert!(matches!(
+            parse_here(&imported(&[f])).unwrap(),
+            Parsed::Nothing(_)
+        ));
     }
 
     fn finding(kind: &str, id: &str, control: &str) -> Value {
         json!({"Id": "f-1", "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
-            "AwsAccountId": "111122223333", "Region": "us-east-1", "RecordState": "ACTIVE",
+            "AwsAccountId": MEMBER, "Region": "us-east-1", "RecordState": "ACTIVE",
             "Compliance": {"Status": "FAILED", "SecurityControlId": control},
             "Resources": [{"Type": kind, "Id": id}]})
     }
 
+    fn imported(findings: &[Value]) -> Value {
+        json!({"id": "ev-3", "detail-type": "Security Hub Findings - Imported", "source": "aws.securityhub",
+            "account": MEMBER, "region": "us-east-1", "detail": {"findings": findings}})
+    }
+
     #[test]
     fn config_and_security_hub_name_the_resource_too() {
-        let config = json!({"id": "ev-2", "detail-type": "Config Rules Compliance Change",
-            "detail": {"configRuleName": "quell-s3-bucket-public-read-prohibited", "awsAccountId": "111122223333", "awsRegion": "us-east-1",
-                       "resourceType": "AWS::S3::Bucket", "resourceId": "open-bucket",
-                       "newEvaluationResult": {"complianceType": "NON_COMPLIANT"}}});
+        let config = config_event(
+            "quell-s3-bucket-public-read-prohibited",
+            "AWS::S3::Bucket",
+            "open-bucket",
+            "NON_COMPLIANT",
+        );
         assert_eq!(triggers(&config)[0].resource.id(), "open-bucket");
-        let hub = json!({"id": "ev-3", "detail-type": "Security Hub Findings - Imported",
-            "detail": {"findings": [finding("AwsEc2SecurityGroup", "arn:aws:ec2:us-east-1:111122223333:security-group/sg-0123", "EC2.19")]}});
+        let hub = imported(&[finding(
+            "AwsEc2SecurityGroup",
+            &format!("arn:aws:ec2:us-east-1:{MEMBER}:security-group/sg-0123"),
+            "EC2.19",
+        )]);
         let t = triggers(&hub);
         assert_eq!(t[0].resource.id(), "sg-0123");
         assert!(
             matches!(&t[0].source, Source::SecurityHub { control, finding } if control == "EC2.19" && finding.id == "f-1")
         );
-        let hub = json!({"id": "ev-4", "detail-type": "Security Hub Findings - Imported",
-            "detail": {"findings": [finding("AwsS3Bucket", "arn:aws:s3:::open-bucket", "S3.2")]}});
+        let hub = imported(&[finding("AwsS3Bucket", "arn:aws:s3:::open-bucket", "S3.2")]);
         assert_eq!(
             triggers(&hub)[0].resource,
             Resource::Bucket {
@@ -641,29 +975,104 @@ mod tests {
     }
 
     #[test]
-    fn an_account_level_verdict_checks_that_accounts_snapshots() {
-        let config = json!({"id": "ev-6", "detail-type": "Config Rules Compliance Change",
-            "detail": {"configRuleName": "quell-ebs-snapshot-public-restorable", "awsAccountId": "111122223333",
-                       "awsRegion": "eu-west-1", "resourceType": "AWS::::Account", "resourceId": "111122223333",
-                       "newEvaluationResult": {"complianceType": "NON_COMPLIANT"}}});
+    fn documented_variants_are_read_where_aws_puts_them() {
+        // A Config verdict whose type and id are only in the evaluation result's qualifier.
+        let mut config = config_event(
+            "quell-restricted-ssh",
+            "AWS::EC2::SecurityGroup",
+            "sg-0abc",
+            "NON_COMPLIANT",
+        );
+        let detail = config["detail"].as_object_mut().unwrap();
+        detail.remove("resourceType");
+        detail.remove("resourceId");
+        config["detail"]["newEvaluationResult"]["evaluationResultIdentifier"] = json!({
+            "evaluationResultQualifier": {"configRuleName": "quell-restricted-ssh",
+                "resourceType": "AWS::EC2::SecurityGroup", "resourceId": "sg-0abc"}});
+        assert_eq!(triggers(&config)[0].resource.id(), "sg-0abc");
+        // A finding with no top-level Region: its resource's, else the event's.
+        let mut f = finding("AwsEc2SecurityGroup", "sg-0123", "EC2.19");
+        f.as_object_mut().unwrap().remove("Region");
+        f["Resources"][0]["Region"] = json!("eu-west-1");
+        assert_eq!(triggers(&imported(&[f.clone()]))[0].region, "eu-west-1");
+        f["Resources"][0].as_object_mut().unwrap().remove("Region");
+        assert_eq!(triggers(&imported(&[f]))[0].region, "us-east-1");
+    }
+
+    #[test]
+    fn a_finding_naming_a_resource_of_another_account_is_refused() {
+        let f = finding(
+            "AwsEc2SecurityGroup",
+            &format!("arn:aws:ec2:us-east-1:{OTHER}:security-group/sg-0123"),
+            "EC2.19",
+        );
+        let (code, why) = refusal(&imported(&[f]));
+        assert_eq!(code, "provenance");
+        assert!(why.contains(OTHER), "{why}");
+        // A finding whose account is not the one that sent it.
+        let mut f = finding("AwsEc2SecurityGroup", "sg-0123", "EC2.19");
+        f["AwsAccountId"] = json!(OTHER);
+        assert_eq!(refusal(&imported(&[f])).0, "provenance");
+        // Another partition.
+        let f = finding(
+            "AwsEc2SecurityGroup",
+            &format!("arn:aws-cn:ec2:us-east-1:{MEMBER}:security-group/sg-0123"),
+            "EC2.19",
+        );
+        assert_eq!(refusal(&imported(&[f])).0, "provenance");
+    }
+
+    #[test]
+    fn the_administrators_copy_of_a_member_finding_is_left_to_the_members_own() {
+        let mut e = imported(&[finding("AwsEc2SecurityGroup", "sg-0123", "EC2.19")]);
+        e["account"] = json!(SECURITY);
+        assert!(
+            matches!(parse_here(&e).unwrap(), Parsed::Nothing(why) if why.contains("administrator's copy"))
+        );
+    }
+
+    #[test]
+    fn config_verdicts_count_only_from_quells_exact_rules_and_for_their_own_account() {
+        let (code, why) = refusal(&config_event(
+            "quell-restricted-ssh-lookalike",
+            "AWS::EC2::SecurityGroup",
+            "sg-01",
+            "NON_COMPLIANT",
+        ));
+        assert_eq!(code, "provenance");
+        assert!(why.contains("quell-restricted-ssh-lookalike"), "{why}");
+        let place = config_event(
+            "quell-ebs-snapshot-public-restorable",
+            "AWS::::Account",
+            MEMBER,
+            "NON_COMPLIANT",
+        );
         let Parsed::Place {
             account,
             region,
             kind,
             ..
-        } = parse(&config).unwrap()
+        } = parse_here(&place).unwrap()
         else {
             panic!("a place to check")
         };
         assert_eq!(
             (account.as_str(), region.as_str(), kind),
-            ("111122223333", "eu-west-1", "ebs_snapshot")
+            (MEMBER, "us-east-1", "ebs_snapshot")
         );
+        let other = config_event(
+            "quell-ebs-snapshot-public-restorable",
+            "AWS::::Account",
+            OTHER,
+            "NON_COMPLIANT",
+        );
+        assert_eq!(refusal(&other).0, "provenance");
     }
 
     fn action_event(action: &str, findings: &[Value]) -> Value {
         json!({"id": "ev-5", "detail-type": "Security Hub Findings - Custom Action", "source": "aws.securityhub",
-            "resources": [format!("arn:aws:securityhub:us-east-1:999999999999:action/custom/{action}")],
+            "account": SECURITY, "region": "us-east-1",
+            "resources": [format!("arn:aws:securityhub:us-east-1:{SECURITY}:action/custom/{action}")],
             "detail": {"actionName": action, "findings": findings}})
     }
 
@@ -672,58 +1081,99 @@ mod tests {
         let mut key = finding("AwsIamAccessKey", "AKIAEXAMPLE", "");
         key["Resources"][0]["Details"] =
             json!({"AwsIamAccessKey": {"PrincipalName": "alice", "PrincipalType": "IAMUser"}});
-        let role = finding("AwsIamRole", "arn:aws:iam::111122223333:role/app", "");
-        let Parsed::Contain(c) = parse(&action_event("QuellContain", &[key, role])).unwrap() else {
+        let role = finding("AwsIamRole", &format!("arn:aws:iam::{MEMBER}:role/app"), "");
+        let Parsed::Contain(c) = parse_here(&action_event("QuellContain", &[key, role])).unwrap()
+        else {
             panic!("a containment")
         };
         assert_eq!(
             c.iter().map(|r| r.entity.as_str()).collect::<Vec<_>>(),
             [
-                "arn:aws:iam::111122223333:user/alice",
-                "arn:aws:iam::111122223333:role/app"
+                format!("arn:aws:iam::{MEMBER}:user/alice"),
+                format!("arn:aws:iam::{MEMBER}:role/app")
             ]
         );
-        let snap = finding(
-            "Other",
-            "arn:aws:ec2:us-east-1:111122223333:snapshot/snap-0abc",
-            "",
-        );
+        let snap = finding("Other", "arn:aws:ec2:us-east-1::snapshot/snap-0abc", "");
         let t = triggers(&action_event("QuellRemediate", &[snap]));
         assert_eq!(t[0].resource.id(), "snap-0abc");
         assert!(t[0].source.is_request());
     }
 
     #[test]
+    fn a_contain_action_on_a_finding_naming_another_accounts_role_is_refused() {
+        // A member imported this finding about itself, naming a role in another account.
+        let role = finding(
+            "AwsIamRole",
+            &format!("arn:aws:iam::{OTHER}:role/payments"),
+            "",
+        );
+        let (code, why) = refusal(&action_event("QuellContain", &[role]));
+        assert_eq!(code, "provenance");
+        assert!(why.contains(OTHER) && why.contains(MEMBER), "{why}");
+    }
+
+    #[test]
+    fn custom_actions_count_only_from_the_security_account_with_quells_exact_arns() {
+        let role = finding("AwsIamRole", &format!("arn:aws:iam::{MEMBER}:role/app"), "");
+        // The same action id in a member account (forwarded to the central bus).
+        let mut e = action_event("QuellContain", std::slice::from_ref(&role));
+        e["resources"] = json!([format!(
+            "arn:aws:securityhub:us-east-1:{MEMBER}:action/custom/QuellContain"
+        )]);
+        e["account"] = json!(MEMBER);
+        assert_eq!(refusal(&e).0, "provenance");
+        // Quell's exact ARN, sent from a member account.
+        let mut e = action_event("QuellContain", std::slice::from_ref(&role));
+        e["account"] = json!(MEMBER);
+        assert_eq!(refusal(&e).0, "provenance");
+        // Two actions at once, one of them Quell's.
+        let mut e = action_event("QuellContain", &[role]);
+        e["resources"].as_array_mut().unwrap().push(json!(
+            "arn:aws:securityhub:us-east-1:999999999999:action/custom/Other"
+        ));
+        assert_eq!(refusal(&e).0, "provenance");
+    }
+
+    #[test]
+    fn the_sweep_starts_only_from_quells_schedule() {
+        let mut e = json!({"id": "ev-9", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": SECURITY, "region": "us-east-1",
+            "resources": [format!("arn:aws:events:us-east-1:{SECURITY}:rule/quell-sweep")], "detail": {}});
+        assert!(matches!(parse_here(&e).unwrap(), Parsed::Sweep { .. }));
+        e["resources"] = json!([format!(
+            "arn:aws:events:us-east-1:{MEMBER}:rule/quell-sweep"
+        )]);
+        assert_eq!(refusal(&e).0, "provenance");
+    }
+
+    #[test]
     fn malformed_events_are_refused_with_what_is_wrong() {
+        let malformed = |e: &Value| {
+            let (code, why) = refusal(e);
+            assert_eq!(code, "malformed_event", "{why}");
+            why
+        };
         let e = cloudtrail_event("AuthorizeSecurityGroupIngress", "not-a-group; drop");
-        assert!(parse(&e)
-            .unwrap_err()
-            .0
-            .contains("is not a security group id"));
+        assert!(malformed(&e).contains("is not a security group id"));
         let mut e = cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-01");
         e["detail"]["requestParameters"] = json!({});
-        assert!(parse(&e).unwrap_err().0.contains("names no security group"));
+        assert!(malformed(&e).contains("names no security group"));
         let mut e = cloudtrail_event("PutBucketAcl", "sg-01");
         e["detail"]["requestParameters"] = json!({"bucketName": "Bad_Bucket/../x"});
-        assert!(parse(&e).unwrap_err().0.contains("not an S3 bucket name"));
-        assert!(parse(&json!({"id": "x", "detail-type": "Something Else"}))
-            .unwrap_err()
-            .0
-            .contains("not an event Quell handles"));
+        assert!(malformed(&e).contains("not an S3 bucket name"));
         assert!(
-            parse(&json!({"detail-type": "AWS API Call via CloudTrail"}))
-                .unwrap_err()
-                .0
-                .contains("/id")
+            malformed(&json!({"id": "x", "detail-type": "Something Else"}))
+                .contains("not an event Quell handles")
         );
-        let other = action_event("SomeoneElses", &[finding("AwsS3Bucket", "b", "")]);
-        assert!(parse(&other).unwrap_err().0.contains("not one of Quell's"));
+        assert!(malformed(&json!({"detail-type": "AWS API Call via CloudTrail"})).contains("/id"));
         let nothing = action_event(
             "QuellContain",
             &[finding("AwsS3Bucket", "arn:aws:s3:::b-1", "")],
         );
-        assert!(parse(&nothing).unwrap_err().0.contains("names no resource"));
+        assert!(malformed(&nothing).contains("names no resource"));
         let empty = action_event("QuellRemediate", &[]);
-        assert!(parse(&empty).unwrap_err().0.contains("no detail.findings"));
+        assert!(malformed(&empty).contains("no detail.findings"));
+        let other = action_event("SomeoneElses", &[finding("AwsS3Bucket", "b", "")]);
+        assert!(refusal(&other).1.contains("not one of Quell's"));
     }
 }

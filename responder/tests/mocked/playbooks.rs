@@ -268,6 +268,7 @@ fn decision(message_id: &str, action: &str, key: &str) -> Value {
 
 fn create_snapshot_event(id: &str) -> Value {
     json!({"id": "ev-snap", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+        "account": ACCOUNT, "region": "us-east-1",
         "detail": {"eventSource": "ec2.amazonaws.com", "eventName": "CreateSnapshot", "awsRegion": "us-east-1",
                    "recipientAccountId": ACCOUNT, "responseElements": {"snapshotId": id}}})
 }
@@ -423,6 +424,7 @@ async fn deny_drops_a_pending_fix_and_an_unknown_id_is_refused() {
 
 fn finding_event(detail_type: &str, action: Option<&str>, resource: &Value) -> Value {
     let mut e = json!({"id": "ev-hub", "detail-type": detail_type, "source": "aws.securityhub",
+        "account": ACCOUNT, "region": "us-east-1",
         "detail": {"findings": [{"Id": "finding-1", "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
             "AwsAccountId": ACCOUNT, "Region": "us-east-1", "RecordState": "ACTIVE",
             "Compliance": {"Status": "FAILED", "SecurityControlId": "EC2.1"},
@@ -432,6 +434,7 @@ fn finding_event(detail_type: &str, action: Option<&str>, resource: &Value) -> V
             "arn:aws:securityhub:us-east-1:222233334444:action/custom/{a}"
         )]);
         e["detail"]["actionName"] = json!(a);
+        e["account"] = json!("222233334444");
     }
     e
 }
@@ -644,6 +647,7 @@ async fn a_bucket_whose_public_access_block_is_denied_is_left_as_it_was_and_the_
         &json!({}),
     );
     let event = json!({"id": "ev-s3", "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
+        "account": ACCOUNT, "region": "us-east-1",
         "detail": {"eventSource": "s3.amazonaws.com", "eventName": "PutBucketAcl", "awsRegion": "us-east-1",
                    "recipientAccountId": ACCOUNT, "requestParameters": {"bucketName": "open-reports"}}});
     let _ = r.handle(event_delivery("m-1", &event)).await;
