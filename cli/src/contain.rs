@@ -228,6 +228,10 @@ pub async fn send(
             "--reason is empty: say why, it goes into the ledger and every audit message",
         ));
     }
+    // The same bound the responder enforces, refused here before anything is sent.
+    if let Err(why) = quell_responder::contract::check_text("--reason", req.reason) {
+        return Err(exit::refused(why));
+    }
     let request_id = req
         .request_id
         .clone()

@@ -22,5 +22,8 @@ pub mod sessions;
 pub mod settings;
 pub mod telemetry;
 
+#[cfg(test)]
+mod properties;
+
 pub use engine::Responder;
 pub use error::ResponderError;

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 #[path = "mocked/playbooks.rs"]
 mod playbooks;
+#[path = "mocked/trust.rs"]
+mod trust;
 
 const ACCOUNT: &str = "111122223333";
 const EXTERNAL_ID: &str = "message-secret";
@@ -212,15 +214,23 @@ fn dynamodb(w: &Shared) -> aws_sdk_dynamodb::Client {
 
 fn sns(w: &Shared) -> aws_sdk_sns::Client {
     let w = w.clone();
-    let publish = mock!(aws_sdk_sns::Client::publish).then_compute_output(move |req| {
+    let publish = mock!(aws_sdk_sns::Client::publish).then_compute_response(move |req| {
+        let mut world = w.lock().unwrap();
+        if let Some(code) = world.call("Publish") {
+            return MockResponse::Error(aws_sdk_sns::operation::publish::PublishError::generic(
+                meta(code),
+            ));
+        }
         let outer: Value =
             serde_json::from_str(req.message().unwrap_or_default()).unwrap_or_default();
         let doc: Value =
             serde_json::from_str(outer["default"].as_str().unwrap_or_default()).unwrap_or_default();
-        w.lock().unwrap().published.push(doc);
-        aws_sdk_sns::operation::publish::PublishOutput::builder()
-            .message_id("audit")
-            .build()
+        world.published.push(doc);
+        MockResponse::Output(
+            aws_sdk_sns::operation::publish::PublishOutput::builder()
+                .message_id("audit")
+                .build(),
+        )
     });
     mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish])
 }

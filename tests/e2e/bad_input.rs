@@ -18,6 +18,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         missing_external_id_is_refused,
         wrong_external_id_is_refused,
         malformed_message_json_is_refused,
+        oversized_and_multi_line_text_is_refused,
         unsupported_and_malformed_arns_are_refused,
         account_outside_the_organization_is_refused,
         protected_principals_and_quells_own_roles_are_refused,
@@ -221,6 +222,60 @@ async fn malformed_message_json_is_refused(s: Arc<Sandbox>) -> Result<()> {
         "whole organization",
     )
     .await
+}
+
+/// A reason of ~130 KB once pushed the audit message past SNS's limit, and a line break in the
+/// requester could forge a line of the audit e-mail: both are refused, by the responder and by
+/// the CLI before anything is sent.
+async fn oversized_and_multi_line_text_is_refused(s: Arc<Sandbox>) -> Result<()> {
+    let ext = s.external_ids().await?["message_external_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, arn) = canary(&s);
+    let big =
+        json!({"version": "1", "request_id": "big-reason", "action": "contain", "entity": arn,
+        "reason": "x".repeat(130_000), "requester": "q"})
+        .to_string();
+    let id = publish(&s, &big, Some(&ext)).await?;
+    expect_refused(
+        &s,
+        &refusal(&s, &id).await?,
+        "malformed_message",
+        "reason is 130000 bytes",
+    )
+    .await?;
+    let forged =
+        json!({"version": "1", "request_id": "forged-line", "action": "contain", "entity": arn,
+        "reason": "r", "requester": "jo\nApprove:    quell approve remediation:x"})
+        .to_string();
+    let id = publish(&s, &forged, Some(&ext)).await?;
+    expect_refused(
+        &s,
+        &refusal(&s, &id).await?,
+        "malformed_message",
+        "requester contains the control character",
+    )
+    .await?;
+    let long = "y".repeat(2000);
+    let out = s.quell(&[
+        "--sandbox",
+        "contain",
+        &arn,
+        "--reason",
+        &long,
+        "--yes",
+        "--timeout",
+        "10",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(
+        out.status.code() == Some(3),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
+    ensure!(stderr.contains("--reason is 2000 bytes"), "{stderr}");
+    assert_untouched(&s).await
 }
 
 /// Runs `quell contain` and returns its exit code and JSON report.

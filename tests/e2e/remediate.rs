@@ -183,9 +183,11 @@ pub async fn remediation_for(s: &Sandbox, arn: &str) -> Result<Record> {
 }
 
 /// The refusal recorded for an event put after `since`, whose message mentions `words`.
+/// The refusal of an event with `code` whose message has `words`, waiting up to 30 s.
 pub async fn refused_event(
     s: &Sandbox,
     since: chrono::DateTime<chrono::Utc>,
+    code: &str,
     words: &str,
 ) -> Result<Record> {
     let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
@@ -194,14 +196,14 @@ pub async fn refused_event(
             r.received_at >= since
                 && r.rejection
                     .as_ref()
-                    .is_some_and(|x| x.code == "malformed_event" && x.message.contains(words))
+                    .is_some_and(|x| x.code == code && x.message.contains(words))
         });
         if let Some(r) = found {
             return Ok(r);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    bail!("no refusal mentioning {words:?} within 30 s")
+    bail!("no {code} refusal mentioning {words:?} within 30 s")
 }
 
 fn group_arn(account: &str, region: &str, group: &str) -> String {
@@ -361,7 +363,7 @@ async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(
         &detail,
     )
     .await?;
-    let refused = refused_event(&s, started, "names no security group").await?;
+    let refused = refused_event(&s, started, "malformed_event", "names no security group").await?;
     ensure!(refused.steps.is_empty(), "nothing was done");
 
     let gone = group_with(

@@ -432,11 +432,17 @@ impl Responder {
     async fn fix_group(&self, run: &Run<'_>, group_id: &str, record: &mut Record) -> Ending {
         let settings = &self.settings.playbooks.open_security_group;
         let ec2 = &run.clients.ec2;
-        let group = match security_group::read(ec2, group_id).await {
+        let prefix = &self.settings.name_prefix;
+        let group = match security_group::read(ec2, group_id, prefix).await {
             Ok(Some(g)) => g,
             Ok(None) => return run.gone(),
             Err(e) => return failed(&e),
         };
+        if group.quell_untracked {
+            return Ending::Skipped(format!(
+                "{group_id} is Quell's own untracked containment group (verified by name, tag and exact rules): open on purpose while an instance passes through it, left alone"
+            ));
+        }
         if let Some(skip) = run.tag_gate(&group.tags, record) {
             return skip;
         }
@@ -474,7 +480,7 @@ impl Responder {
             return failed(&e);
         }
         // Read back: nothing is reported fixed that was not seen fixed.
-        let after = match security_group::read(ec2, group_id).await {
+        let after = match security_group::read(ec2, group_id, prefix).await {
             Ok(Some(g)) => g,
             Ok(None) => return vanished(group_id),
             Err(e) => return failed(&e),

@@ -11,6 +11,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, AttributeValue, ConnectionTrackingSpecificationRequest, Filter,
     IpPermission, IpRange, Ipv6Range, ResourceType, Tag, TagSpecification,
 };
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use aws_sdk_ec2::Client as Ec2;
@@ -410,13 +411,96 @@ impl Purpose {
     }
 }
 
-/// The VPC's group for `purpose`, found by tag or created once.
+/// Every rule of one direction, flattened: (protocol, ports, source). Rules that EC2 merges into one
+/// permission or keeps apart compare the same.
+fn flat_rules(perms: &[aws_sdk_ec2::types::IpPermission]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for p in perms {
+        let proto = p.ip_protocol().unwrap_or_default().to_owned();
+        let ports = format!("{:?}-{:?}", p.from_port(), p.to_port());
+        let ports = if proto == "-1" { String::new() } else { ports };
+        let mut add = |source: String| {
+            out.insert((proto.clone(), ports.clone(), source));
+        };
+        for r in p.ip_ranges() {
+            add(r.cidr_ip().unwrap_or_default().to_owned());
+        }
+        for r in p.ipv6_ranges() {
+            add(r.cidr_ipv6().unwrap_or_default().to_owned());
+        }
+        for g in p.user_id_group_pairs() {
+            add(format!("group {}", g.group_id().unwrap_or_default()));
+        }
+        for l in p.prefix_list_ids() {
+            add(format!(
+                "prefix list {}",
+                l.prefix_list_id().unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// Whether `g` is a Quell group for `purpose` in exactly the shape Quell made it: its name, its
+/// tag, and its rules (isolation: none at all; untracked: all traffic from and to 0.0.0.0/0 and
+/// ::/0, nothing else). Anyone in the account can tag a group, so the tag alone proves nothing; a
+/// group that is not in shape is never used. `Err` says what is wrong with it.
+pub fn verify_group(
+    g: &aws_sdk_ec2::types::SecurityGroup,
+    purpose: Purpose,
+    prefix: &str,
+) -> Result<(), String> {
+    let base = format!("{prefix}-{}", purpose.tag());
+    let name = g.group_name().unwrap_or_default();
+    if name != base && !name.starts_with(&format!("{base}-")) {
+        return Err(format!("its name {name:?} is not {base:?}"));
+    }
+    let tagged = g
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(PURPOSE_TAG) && t.value() == Some(purpose.tag()));
+    if !tagged {
+        return Err(format!("it is not tagged {PURPOSE_TAG}={}", purpose.tag()));
+    }
+    let expected: BTreeSet<(String, String, String)> = match purpose {
+        Purpose::Isolation => BTreeSet::new(),
+        Purpose::Untracked => ["0.0.0.0/0", "::/0"]
+            .iter()
+            .map(|c| ("-1".to_owned(), String::new(), (*c).to_owned()))
+            .collect(),
+    };
+    for (direction, perms) in [
+        ("inbound", g.ip_permissions()),
+        ("outbound", g.ip_permissions_egress()),
+    ] {
+        let found = flat_rules(perms);
+        if found != expected {
+            return Err(format!(
+                "its {direction} rules are {found:?}, not the {} group's {expected:?}",
+                purpose.tag()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The VPC's group for `purpose`, and what was found and not used.
+#[derive(Debug, Clone)]
+pub struct VpcGroup {
+    pub id: String,
+    pub created: bool,
+    /// Groups that carried Quell's tag but were not Quell's in shape, with what is wrong.
+    pub refused: Vec<String>,
+}
+
+/// The VPC's group for `purpose`: an existing one only when [`verify_group`] accepts it, else a
+/// fresh one (under another name when the usual one is taken).
 pub async fn vpc_group(
     ec2: &Ec2,
     vpc: &str,
     purpose: Purpose,
     prefix: &str,
-) -> Result<(String, bool), CallError> {
+) -> Result<VpcGroup, CallError> {
     let find = || async {
         let out = ec2
             .describe_security_groups()
@@ -430,44 +514,76 @@ pub async fn vpc_group(
             .send()
             .await
             .described("ec2:DescribeSecurityGroups")?;
-        Ok::<_, CallError>(
-            out.security_groups()
-                .first()
-                .and_then(|g| g.group_id())
-                .map(str::to_owned),
-        )
+        let mut refused = Vec::new();
+        for g in out.security_groups() {
+            let id = g.group_id().unwrap_or_default();
+            match verify_group(g, purpose, prefix) {
+                Ok(()) => return Ok::<_, CallError>((Some(id.to_owned()), refused)),
+                Err(why) => refused.push(format!("{id}: {why}")),
+            }
+        }
+        Ok((None, refused))
     };
-    if let Some(id) = find().await? {
-        return Ok((id, false));
+    let (existing, mut refused) = find().await?;
+    if let Some(id) = existing {
+        return Ok(VpcGroup {
+            id,
+            created: false,
+            refused,
+        });
     }
-    let name = format!("{prefix}-{}", purpose.tag());
+    let base = format!("{prefix}-{}", purpose.tag());
+    let id = match create_group(ec2, vpc, purpose, &base).await {
+        Ok(id) => id,
+        Err(e) if e.is_code("InvalidGroup.Duplicate") => {
+            // Another containment made it a moment ago, or someone holds the name.
+            let (again, seen) = find().await?;
+            if let Some(id) = again {
+                return Ok(VpcGroup {
+                    id,
+                    created: false,
+                    refused: seen,
+                });
+            }
+            refused = seen;
+            let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            create_group(ec2, vpc, purpose, &format!("{base}-{suffix}")).await?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(VpcGroup {
+        id,
+        created: true,
+        refused,
+    })
+}
+
+async fn create_group(
+    ec2: &Ec2,
+    vpc: &str,
+    purpose: Purpose,
+    name: &str,
+) -> Result<String, CallError> {
     let description = match purpose {
         Purpose::Untracked => "Quell containment phase 1: all traffic by 0.0.0.0/0 and ::/0 rules, so EC2 stops tracking flows",
         Purpose::Isolation => "Quell containment phase 2: no rules, no traffic",
     };
     let created = ec2
         .create_security_group()
-        .group_name(&name)
+        .group_name(name)
         .description(description)
         .vpc_id(vpc)
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::SecurityGroup)
                 .tags(Tag::builder().key(PURPOSE_TAG).value(purpose.tag()).build())
-                .tags(Tag::builder().key("Name").value(&name).build())
+                .tags(Tag::builder().key("Name").value(name).build())
                 .build(),
         )
         .send()
         .await
-        .described("ec2:CreateSecurityGroup");
-    let id = match created {
-        Ok(out) => out.group_id().unwrap_or_default().to_owned(),
-        // Another containment in the same VPC created it a moment ago.
-        Err(e) if e.is_code("InvalidGroup.Duplicate") => {
-            return find().await?.map(|id| (id, false)).ok_or(e)
-        }
-        Err(e) => return Err(e),
-    };
+        .described("ec2:CreateSecurityGroup")?;
+    let id = created.group_id().unwrap_or_default().to_owned();
     let everything = || {
         IpPermission::builder()
             .ip_protocol("-1")
@@ -509,7 +625,7 @@ pub async fn vpc_group(
                 .tolerating("InvalidPermission.NotFound")?;
         }
     }
-    Ok((id, true))
+    Ok(id)
 }
 
 async fn swap_groups(
@@ -523,7 +639,11 @@ async fn swap_groups(
             format!("{} has no network interface to isolate", c.instance.id),
         ));
     }
-    let (group, created) = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix).await?;
+    let VpcGroup {
+        id: group,
+        created,
+        refused,
+    } = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix).await?;
     let single = facts.interfaces.len() == 1;
     for (eni, _) in &facts.interfaces {
         set_groups(c, eni, std::slice::from_ref(&group), single).await?;
@@ -538,6 +658,13 @@ async fn swap_groups(
             ""
         }
     );
+    if !refused.is_empty() {
+        let _ = write!(
+            detail,
+            "; not used, as not Quell's in shape: {}",
+            refused.join("; ")
+        );
+    }
     if purpose == Purpose::Untracked {
         // Shorter timeouts end what is still tracked sooner; a best effort, the groups are the control.
         for (eni, _) in &facts.interfaces {
@@ -603,13 +730,34 @@ pub async fn verify(c: &Ctx<'_>, isolation_done: bool) -> Result<Vec<String>, Ca
     };
     let mut problems = Vec::new();
     if isolation_done {
-        let (isolation, _) =
-            vpc_group(c.ec2, &facts.vpc, Purpose::Isolation, c.name_prefix).await?;
+        // Read, never made: every interface in one group, and that group Quell's isolation
+        // group in shape (nobody added a rule to it since).
+        let mut isolation: BTreeSet<&String> = BTreeSet::new();
         for (eni, groups) in &facts.interfaces {
-            if groups.as_slice() != std::slice::from_ref(&isolation) {
-                problems.push(format!(
-                    "interface {eni} is in {groups:?}, not only the isolation group {isolation}"
-                ));
+            match groups.as_slice() {
+                [only] => {
+                    isolation.insert(only);
+                }
+                _ => problems.push(format!(
+                    "interface {eni} is in {groups:?}, not only an isolation group"
+                )),
+            }
+        }
+        if !isolation.is_empty() {
+            let out = c
+                .ec2
+                .describe_security_groups()
+                .set_group_ids(Some(isolation.iter().map(|g| (*g).clone()).collect()))
+                .send()
+                .await
+                .described("ec2:DescribeSecurityGroups")?;
+            for g in out.security_groups() {
+                if let Err(why) = verify_group(g, Purpose::Isolation, c.name_prefix) {
+                    problems.push(format!(
+                        "the interfaces' group {} is not an isolation group: {why}",
+                        g.group_id().unwrap_or_default()
+                    ));
+                }
             }
         }
     }
@@ -769,4 +917,103 @@ async fn restore_groups(
         json!({ "isolation_group": isolation_group }),
         json!({ "interfaces": restored }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::SecurityGroup;
+
+    fn tag(purpose: &str) -> Tag {
+        Tag::builder().key(PURPOSE_TAG).value(purpose).build()
+    }
+
+    fn all(cidr4: bool) -> IpPermission {
+        let p = IpPermission::builder().ip_protocol("-1");
+        let p = if cidr4 {
+            p.ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+        } else {
+            p
+        };
+        p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build())
+            .build()
+    }
+
+    fn group(name: &str, purpose: &str) -> aws_sdk_ec2::types::builders::SecurityGroupBuilder {
+        SecurityGroup::builder()
+            .group_id("sg-1")
+            .group_name(name)
+            .tags(tag(purpose))
+    }
+
+    #[test]
+    fn a_planted_isolation_group_with_rules_is_not_quells() {
+        let clean = group("quell-isolation", "isolation").build();
+        assert!(verify_group(&clean, Purpose::Isolation, "quell").is_ok());
+        // Tagged by someone in the account, with rules that let everything in.
+        let planted = group("quell-isolation", "isolation")
+            .ip_permissions(all(true))
+            .build();
+        let why = verify_group(&planted, Purpose::Isolation, "quell").unwrap_err();
+        assert!(why.contains("inbound rules"), "{why}");
+        // Default egress left in place: traffic still leaves.
+        let leaky = group("quell-isolation-1a2b", "isolation")
+            .ip_permissions_egress(all(true))
+            .build();
+        assert!(verify_group(&leaky, Purpose::Isolation, "quell").is_err());
+        // The tag alone, on a group of another name.
+        let other = group("web", "isolation").build();
+        assert!(verify_group(&other, Purpose::Isolation, "quell")
+            .unwrap_err()
+            .contains("name"));
+        let untagged = SecurityGroup::builder()
+            .group_name("quell-isolation")
+            .build();
+        assert!(verify_group(&untagged, Purpose::Isolation, "quell").is_err());
+    }
+
+    #[test]
+    fn the_untracked_group_is_quells_only_with_exactly_its_rules() {
+        let merged = group("quell-untracked", "untracked")
+            .ip_permissions(all(true))
+            .ip_permissions_egress(all(true))
+            .build();
+        assert!(verify_group(&merged, Purpose::Untracked, "quell").is_ok());
+        // EC2 may list the two egress rules apart: the same rules.
+        let split = group("quell-untracked", "untracked")
+            .ip_permissions(all(true))
+            .ip_permissions_egress(
+                IpPermission::builder()
+                    .ip_protocol("-1")
+                    .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                    .build(),
+            )
+            .ip_permissions_egress(all(false))
+            .build();
+        assert!(verify_group(&split, Purpose::Untracked, "quell").is_ok());
+        // Stripped by a playbook: no longer the untracked shape, so never reused.
+        let stripped = group("quell-untracked", "untracked")
+            .ip_permissions(all(false))
+            .ip_permissions_egress(all(true))
+            .build();
+        assert!(verify_group(&stripped, Purpose::Untracked, "quell").is_err());
+        // One more rule (a group pair) is not Quell's shape either.
+        let extra = group("quell-untracked", "untracked")
+            .ip_permissions(all(true))
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(22)
+                    .to_port(22)
+                    .user_id_group_pairs(
+                        aws_sdk_ec2::types::UserIdGroupPair::builder()
+                            .group_id("sg-attacker")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .ip_permissions_egress(all(true))
+            .build();
+        assert!(verify_group(&extra, Purpose::Untracked, "quell").is_err());
+    }
 }

@@ -674,11 +674,14 @@ fn custom_action(event: &Value, event_id: &str, origin: &Origin) -> Result<Parse
             let region = resource_place(r, &finding, &account, origin)?;
             if contain {
                 if let Some(entity) = containable(r, &account, &origin.partition)? {
-                    origin.arn_ok(
-                        &entity,
-                        &account,
-                        &format!("finding {}'s entity", finding.id),
-                    )?;
+                    let what = format!("finding {}'s entity", finding.id);
+                    origin.arn_ok(&entity, &account, &what)?;
+                    // An entity always names its account; one that names none is not this one's.
+                    if entity.split(':').nth(4) != Some(account.as_str()) {
+                        return Err(foreign(format!(
+                            "{what} {entity} does not name account {account} that reported it"
+                        )));
+                    }
                     requests.push(ContainRequest {
                         event_id: event_id.to_owned(),
                         entity,

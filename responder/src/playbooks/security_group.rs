@@ -2,12 +2,13 @@
 //! 0.0.0.0/0 or ::/0 that reach a configured port (protocol -1 and port ranges included), revokes
 //! exactly those rules by id and nothing else, and records each revoked rule in full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aws_sdk_ec2::types::Filter;
 
 use super::exposure::{self, Rule};
 use crate::aws_error::{CallError, Described};
+use crate::entities::instance::{verify_group, Purpose, PURPOSE_TAG};
 
 /// A group as read before and after the fix.
 #[derive(Debug, Clone)]
@@ -16,6 +17,9 @@ pub struct Group {
     pub tags: HashMap<String, String>,
     /// Ingress rules only: egress never exposes the group.
     pub ingress: Vec<Rule>,
+    /// Quell's own untracked group, verified by name, tag and exact rules: open to the world
+    /// on purpose while an instance's containment passes through it, and left alone.
+    pub quell_untracked: bool,
 }
 
 impl Group {
@@ -50,7 +54,11 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> HashMap<String, String> {
 }
 
 /// The group, or `None` when it no longer exists.
-pub async fn read(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Result<Option<Group>, CallError> {
+pub async fn read(
+    ec2: &aws_sdk_ec2::Client,
+    group_id: &str,
+    prefix: &str,
+) -> Result<Option<Group>, CallError> {
     let described = ec2
         .describe_security_groups()
         .group_ids(group_id)
@@ -88,6 +96,7 @@ pub async fn read(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Result<Option<Gr
         id: group_id.to_owned(),
         tags: tags_of(group.tags()),
         ingress,
+        quell_untracked: verify_group(&group, Purpose::Untracked, prefix).is_ok(),
     }))
 }
 
@@ -164,6 +173,36 @@ pub async fn tagged(
     Ok(out)
 }
 
+/// The ids of the account and Region's groups that are Quell's own untracked groups, verified by
+/// name, tag and exact rules (see [`verify_group`]): one filtered listing.
+pub async fn quell_untracked(
+    ec2: &aws_sdk_ec2::Client,
+    prefix: &str,
+) -> Result<HashSet<String>, CallError> {
+    let mut out = HashSet::new();
+    let mut pages = ec2
+        .describe_security_groups()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{PURPOSE_TAG}"))
+                .values("untracked")
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for g in page
+            .described("ec2:DescribeSecurityGroups")?
+            .security_groups()
+        {
+            if verify_group(g, Purpose::Untracked, prefix).is_ok() {
+                out.insert(g.group_id().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every group of the account and Region that has ingress rules, with those rules and the
 /// exemption tag `tag` when it carries it. Returns the groups and how many groups there are.
 pub async fn scan(ec2: &aws_sdk_ec2::Client, tag: &str) -> Result<(Vec<Group>, usize), CallError> {
@@ -172,6 +211,7 @@ pub async fn scan(ec2: &aws_sdk_ec2::Client, tag: &str) -> Result<(Vec<Group>, u
     let mut out: Vec<Group> = ingress
         .into_iter()
         .map(|(id, rules)| Group {
+            quell_untracked: false,
             tags: tags
                 .get(&id)
                 .map(|v| HashMap::from([(tag.to_owned(), v.clone())]))

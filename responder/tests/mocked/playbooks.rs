@@ -11,7 +11,7 @@ use super::{
 };
 use quell_responder::ledger::{Status, StepStatus};
 
-const EVENTS_QUEUE: &str = "arn:aws:sqs:us-east-1:222233334444:quell-events";
+pub const EVENTS_QUEUE: &str = "arn:aws:sqs:us-east-1:222233334444:quell-events";
 
 #[derive(Debug, Clone)]
 pub struct Snap {
@@ -240,7 +240,7 @@ fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
     )
 }
 
-fn event_delivery(message_id: &str, event: &Value) -> Value {
+pub fn event_delivery(message_id: &str, event: &Value) -> Value {
     json!({"Records": [{
         "messageId": message_id, "receiptHandle": "r", "body": event.to_string(),
         "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
@@ -248,7 +248,7 @@ fn event_delivery(message_id: &str, event: &Value) -> Value {
     }]})
 }
 
-fn request_delivery(message_id: &str, body: &Value) -> Value {
+pub fn request_delivery(message_id: &str, body: &Value) -> Value {
     json!({"Records": [{
         "EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:us-east-1:222233334444:quell-containment:sub",
         "Sns": {"Type": "Notification", "MessageId": message_id, "TopicArn": "arn:aws:sns:us-east-1:222233334444:quell-containment",

@@ -1,0 +1,237 @@
+//! Trust boundaries, tried as an attacker inside one member account would: lookalike ARNs of
+//! protected principals, custom actions forged from a member, oversized and multi-line text, an
+//! audit topic that will not take messages. Each refusal is recorded and audited, and nothing is
+//! written in the member account.
+
+use serde_json::json;
+
+use super::playbooks::{event_delivery, request_delivery, EVENTS_QUEUE};
+use super::{
+    calls, delivery, record, responder_full, settings, settings_with, world, Shared, ACCOUNT,
+};
+use quell_responder::ledger::Status;
+use quell_responder::settings::Settings;
+use quell_responder::Responder;
+
+/// The responder with no EC2 or S3 in the member account, and these settings.
+fn responder_with(w: &Shared, settings: Settings) -> Responder {
+    responder_full(
+        w,
+        Vec::new(),
+        aws_smithy_mocks::mock_client!(aws_sdk_ec2, aws_smithy_mocks::RuleMode::MatchAny, &[]),
+        None,
+        settings,
+    )
+}
+
+fn responder_protecting(w: &Shared, protected: &str) -> Responder {
+    responder_with(
+        w,
+        settings_with(&[("QUELL_PROTECTED_PRINCIPALS", protected)]),
+    )
+}
+
+/// No IAM or Lambda write reached the member account.
+fn nothing_written(w: &Shared) {
+    for op in [
+        "AttachUserPolicy",
+        "AttachRolePolicy",
+        "PutUserPolicy",
+        "PutRolePolicy",
+        "UpdateAccessKey",
+        "DeleteLoginProfile",
+        "PutFunctionConcurrency",
+    ] {
+        assert_eq!(calls(w, op), 0, "{op} was called");
+    }
+}
+
+fn rejection_code(w: &Shared, key: &str) -> String {
+    let r = record(w, key);
+    assert_eq!(r.status, Status::Rejected, "{key}: {r:?}");
+    r.rejection.expect("a rejection").code
+}
+
+#[tokio::test]
+async fn a_protected_role_under_another_letter_case_or_path_is_never_contained() {
+    // The mock's IAM, like AWS, answers GetRole("app") with the role's real ARN, role/app.
+    let protected = format!(r#"["arn:aws:iam::{ACCOUNT}:role/app"]"#);
+    let w = world();
+    let r = responder_protecting(&w, &protected);
+    r.handle(delivery(
+        "m1",
+        "case",
+        &format!("arn:aws:iam::{ACCOUNT}:role/APP"),
+    ))
+    .await
+    .unwrap();
+    // Refused on the ARN as given, before it was even looked up.
+    assert_eq!(rejection_code(&w, "delivery:m1"), "protected_principal");
+    r.handle(delivery(
+        "m2",
+        "path",
+        &format!("arn:aws:iam::{ACCOUNT}:role/ops/app"),
+    ))
+    .await
+    .unwrap();
+    // Not protected as spelled; read back, it is the protected role/app.
+    assert_eq!(rejection_code(&w, "path"), "arn_mismatch");
+    let why = record(&w, "path").rejection.unwrap().message;
+    assert!(
+        why.contains(&format!("arn:aws:iam::{ACCOUNT}:role/app")),
+        "{why}"
+    );
+    nothing_written(&w);
+    let rejected = w
+        .lock()
+        .unwrap()
+        .published
+        .iter()
+        .filter(|d| d["event"] == "rejected")
+        .count();
+    assert_eq!(rejected, 2, "both refusals are audited");
+}
+
+#[tokio::test]
+async fn a_request_whose_arn_differs_from_the_real_one_is_refused_even_when_nothing_is_protected() {
+    let w = world();
+    let r = responder_with(&w, settings());
+    r.handle(delivery(
+        "m1",
+        "alias",
+        &format!("arn:aws:iam::{ACCOUNT}:user/team/alice"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rejection_code(&w, "alias"), "arn_mismatch");
+    nothing_written(&w);
+}
+
+#[tokio::test]
+async fn a_function_running_with_a_protected_role_is_refused_before_any_write() {
+    let protected = format!(r#"["arn:aws:iam::{ACCOUNT}:role/orders-role"]"#);
+    let w = world();
+    let r = responder_protecting(&w, &protected);
+    r.handle(delivery(
+        "m1",
+        "fn",
+        &format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:orders"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rejection_code(&w, "fn"), "protected_principal");
+    let why = record(&w, "fn").rejection.unwrap().message;
+    assert!(why.contains("runs with"), "{why}");
+    nothing_written(&w);
+}
+
+fn request(id: &str, reason: &str, requester: &str) -> serde_json::Value {
+    request_delivery(
+        &format!("msg-{id}"),
+        &json!({"version": "1", "request_id": id, "action": "contain",
+                "entity": format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+                "reason": reason, "requester": requester}),
+    )
+}
+
+#[tokio::test]
+async fn an_oversized_or_multi_line_reason_or_requester_is_refused_and_kept_short() {
+    let w = world();
+    let r = responder_with(&w, settings());
+    // ~130 KB once pushed the audit message past SNS's limit: the containment ran unaudited.
+    r.handle(request("big", &"x".repeat(130_000), "jo"))
+        .await
+        .unwrap();
+    let refused = record(&w, "delivery:msg-big");
+    assert_eq!(
+        refused.rejection.as_ref().unwrap().code,
+        "malformed_message"
+    );
+    assert!(refused
+        .rejection
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("reason is 130000 bytes"));
+    assert!(
+        refused.reason.as_ref().map_or(0, String::len) < 1200,
+        "a refused reason is never kept whole"
+    );
+    r.handle(request(
+        "lines",
+        "ok",
+        "jo\nApprove:    quell approve remediation:x",
+    ))
+    .await
+    .unwrap();
+    let refused = record(&w, "delivery:msg-lines");
+    assert!(refused
+        .rejection
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("requester contains the control character"));
+    nothing_written(&w);
+    assert_eq!(calls(&w, "GetUser"), 0, "refused before the member account");
+}
+
+#[tokio::test]
+async fn a_quell_custom_action_forged_in_a_member_account_is_refused_and_audited() {
+    let w = world();
+    let r = responder_with(
+        &w,
+        settings_with(&[("QUELL_EVENTS_QUEUE_ARN", EVENTS_QUEUE)]),
+    );
+    // The member names another account's role on a finding it imported itself, and sends the
+    // custom action event from its own account with Quell's action id.
+    let event = json!({"id": "ev-forged", "detail-type": "Security Hub Findings - Custom Action",
+        "source": "aws.securityhub", "account": ACCOUNT, "region": "us-east-1",
+        "resources": [format!("arn:aws:securityhub:us-east-1:{ACCOUNT}:action/custom/QuellContain")],
+        "detail": {"actionName": "Quell: contain", "findings": [{
+            "Id": "f-1", "ProductArn": format!("arn:aws:securityhub:us-east-1:{ACCOUNT}:product/{ACCOUNT}/default"),
+            "AwsAccountId": ACCOUNT, "Region": "us-east-1",
+            "Resources": [{"Type": "AwsIamRole", "Id": "arn:aws:iam::444455556666:role/payments"}]}]}});
+    r.handle(event_delivery("m-forged", &event)).await.unwrap();
+    assert_eq!(rejection_code(&w, "event:m-forged"), "provenance");
+    assert!(
+        w.lock()
+            .unwrap()
+            .published
+            .iter()
+            .any(|d| d["event"] == "rejected" && d["record"]["key"] == "event:m-forged"),
+        "the refusal is audited"
+    );
+    assert_eq!(calls(&w, "GetRole"), 0);
+    nothing_written(&w);
+}
+
+#[tokio::test]
+async fn an_audit_topic_that_refuses_messages_is_recorded_on_the_ledger_record() {
+    let w = world();
+    w.lock().unwrap().failures.insert(
+        "Publish",
+        std::iter::repeat_n("AuthorizationError", 100).collect(),
+    );
+    let r = responder_with(&w, settings());
+    r.handle(delivery(
+        "m1",
+        "unaudited",
+        &format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+    ))
+    .await
+    .unwrap();
+    let rec = record(&w, "unaudited");
+    assert_eq!(
+        rec.status,
+        Status::Succeeded,
+        "the containment still happens"
+    );
+    assert!(
+        rec.audit_failures
+            .iter()
+            .any(|f| f.starts_with("Succeeded")),
+        "{:?}",
+        rec.audit_failures
+    );
+    assert!(calls(&w, "Publish") >= 6, "each message was tried again");
+}
