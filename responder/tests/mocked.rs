@@ -644,6 +644,12 @@ fn responder(w: &Shared) -> Responder {
 
 /// An instance in a VPC where the responder may not create security groups.
 fn ec2_without_group_creation(w: &Shared) -> aws_sdk_ec2::Client {
+    ec2_instance(w, None)
+}
+
+/// An instance (with the instance profile `profile`, if any) in a VPC where the responder may
+/// not create security groups.
+fn ec2_instance(w: &Shared, profile: Option<&'static str>) -> aws_sdk_ec2::Client {
     use aws_sdk_ec2::operation::{
         create_security_group::*, create_tags::*, describe_instance_attribute::*,
         describe_instances::*, describe_network_interfaces::*, describe_security_groups::*,
@@ -653,7 +659,7 @@ fn ec2_without_group_creation(w: &Shared) -> aws_sdk_ec2::Client {
         AttributeBooleanValue, AttributeValue, GroupIdentifier, Instance, InstanceNetworkInterface,
         NetworkInterface, Reservation,
     };
-    let instances = mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
+    let instances = mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
         DescribeInstancesOutput::builder()
             .reservations(
                 Reservation::builder()
@@ -661,6 +667,11 @@ fn ec2_without_group_creation(w: &Shared) -> aws_sdk_ec2::Client {
                         Instance::builder()
                             .instance_id("i-0123456789abcdef0")
                             .vpc_id("vpc-1")
+                            .set_iam_instance_profile(profile.map(|arn| {
+                                aws_sdk_ec2::types::IamInstanceProfile::builder()
+                                    .arn(arn)
+                                    .build()
+                            }))
                             .network_interfaces(
                                 InstanceNetworkInterface::builder()
                                     .network_interface_id("eni-1")

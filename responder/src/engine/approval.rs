@@ -104,7 +104,7 @@ impl Responder {
                 .save(&target)
                 .await
                 .map_err(|e| ResponderError::Aws(format!("cannot record the denial: {e}")))?;
-            self.audit_or_log(AuditEvent::Denied, &target).await;
+            self.audit_or_log(AuditEvent::Denied, &mut target).await;
             request.reason = Some(format!("{}; {key} will not be fixed", message.reason));
             return self
                 .finish_succeeded(&mut request, AuditEvent::Succeeded)

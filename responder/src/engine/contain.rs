@@ -6,7 +6,7 @@ use super::{is_transient, refuse, Outcome, Refusal, Responder};
 use crate::audit::AuditEvent;
 use crate::aws_error::Described;
 use crate::contract::{ContainmentMessage, IsolationMessage, MESSAGE_VERSION};
-use crate::entities::{instance, Identity, StepOutcome, Target, SCHEDULE_ISOLATION};
+use crate::entities::{instance, StepOutcome, Target, SCHEDULE_ISOLATION};
 use crate::entity::Entity;
 use crate::error::ResponderError;
 use crate::inbound::{QueueDelivery, SnsDelivery};
@@ -76,7 +76,7 @@ impl Responder {
             Ok(r) => r,
             Err(outcome) => return Ok(outcome),
         };
-        self.audit_or_log(AuditEvent::Started, &record).await;
+        self.audit_or_log(AuditEvent::Started, &mut record).await;
         let target = match self
             .open_target(&mut record, entity, &message.request_id)
             .await?
@@ -84,8 +84,8 @@ impl Responder {
             Ok(t) => t,
             Err(outcome) => return Ok(outcome),
         };
-        let identity = match target.identify().await {
-            Ok(Some(identity)) => identity,
+        let real = match target.real_arn().await {
+            Ok(Some(arn)) => arn,
             Ok(None) => {
                 let why = format!(
                     "{} {} does not exist in account {}",
@@ -107,7 +107,7 @@ impl Responder {
                     .await
             }
         };
-        if let Some(refusal) = self.refusal_for_real(entity, &identity) {
+        if let Some(refusal) = self.refusal_for_real(entity, &real) {
             return self.finish_rejected(&mut record, refusal).await;
         }
         let steps = target.plan(&record.options);
@@ -127,34 +127,24 @@ impl Responder {
     /// Protection decided on the entity as AWS has it, not as the request spells it: IAM names are
     /// unique whatever their case, and act on the name alone, so `role/Admin` and
     /// `role/other/path/admin` would otherwise reach a protected `role/admin`.
-    fn refusal_for_real(&self, entity: &Entity, identity: &Identity) -> Option<Refusal> {
+    fn refusal_for_real(&self, entity: &Entity, real: &str) -> Option<Refusal> {
         let requested = entity.to_string();
-        if identity.arn != requested {
+        if real != requested {
             return Some(refuse(
                 "arn_mismatch",
                 format!(
-                    "the request names {requested}, but the entity of that name is {}; path and letter case must match exactly, so send that ARN if it is the one meant",
-                    identity.arn
+                    "the request names {requested}, but the entity of that name is {real}; path and letter case must match exactly, so send that ARN if it is the one meant"
                 ),
             ));
         }
-        for arn in std::iter::once(&identity.arn).chain(&identity.roles) {
-            if let Some(pattern) = self.protection.protecting(arn) {
-                let via = if *arn == identity.arn {
-                    String::new()
-                } else {
-                    format!(" runs with {arn}, which")
-                };
-                return Some(refuse(
-                    "protected_principal",
-                    format!(
-                        "{}{via} is protected (matches {pattern}); Quell never contains its own roles or the configured protected principals",
-                        identity.arn
-                    ),
-                ));
-            }
-        }
-        None
+        self.protection.protecting(real).map(|pattern| {
+            refuse(
+                "protected_principal",
+                format!(
+                    "{real} is protected (matches {pattern}); Quell never contains its own roles or the configured protected principals"
+                ),
+            )
+        })
     }
 
     /// Verifies and finishes: succeeded only when every step completed and the read-back agrees.

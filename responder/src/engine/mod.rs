@@ -359,7 +359,7 @@ impl Responder {
             .record_rejection(&record)
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot record the refusal: {e}")))?;
-        self.audit_or_log(AuditEvent::Rejected, &record).await;
+        self.audit_or_log(AuditEvent::Rejected, &mut record).await;
         Ok(Outcome {
             key: record.key,
             status: Status::Rejected,
@@ -371,28 +371,28 @@ impl Responder {
 
     /// Publishes the audit message. The audit topic being unreachable must not stop a
     /// containment (the ledger has it all), but it must not pass unseen either: the failure is
-    /// added to the ledger record and logged with `audit_publish_failed`, which the security
-    /// stack's metric filter counts and its alarm watches.
-    async fn audit_or_log(&self, event: AuditEvent, record: &Record) {
+    /// added to the record (in memory, so every later save keeps it, and in the ledger now) and
+    /// logged with `audit_publish_failed`, which the security stack's metric filter counts and
+    /// its alarm watches.
+    async fn audit_or_log(&self, event: AuditEvent, record: &mut Record) {
         let Err(e) = self.audit.publish(event, record).await else {
             return;
         };
         tracing::error!(key = %record.key, error = %e, audit_publish_failed = 1_u8, "audit message not published");
-        let note = format!("{event:?}: {e}");
-        let saved = match self.ledger.get(&record.key).await {
-            Ok(Some(mut stored)) => {
-                let seen = stored.updated_at;
-                stored.audit_failures.push(note);
-                self.ledger
-                    .save_if_unchanged(&stored, seen)
-                    .await
-                    .map(|_| ())
+        record.audit_failures.push(format!("{event:?}: {e}"));
+        // Every caller saved the record just before: written only if nobody saved it since.
+        match self
+            .ledger
+            .save_if_unchanged(record, record.updated_at)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(key = %record.key, "audit failure not recorded: the record changed since");
             }
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = saved {
-            tracing::error!(key = %record.key, error = %e, "audit failure not recorded on the ledger record");
+            Err(e) => {
+                tracing::error!(key = %record.key, error = %e, "audit failure not recorded on the ledger record");
+            }
         }
     }
 

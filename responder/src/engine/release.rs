@@ -34,7 +34,7 @@ impl Responder {
                 .await;
         };
         record.releases = Some(containment.key.clone());
-        self.audit_or_log(AuditEvent::Started, &record).await;
+        self.audit_or_log(AuditEvent::Started, &mut record).await;
         let target = match self
             .open_target(&mut record, entity, &message.request_id)
             .await?

@@ -214,7 +214,7 @@ impl Responder {
             .record_rejection(&record)
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot record the refusal: {e}")))?;
-        self.audit_or_log(AuditEvent::Rejected, &record).await;
+        self.audit_or_log(AuditEvent::Rejected, &mut record).await;
         Ok(Outcome {
             key: record.key,
             status: Status::Rejected,
@@ -360,7 +360,7 @@ impl Responder {
             ));
             // Someone deciding on it at this moment wins; nothing to undo then.
             match self.ledger.save_if_unchanged(&old, seen).await {
-                Ok(true) => self.audit_or_log(AuditEvent::Skipped, &old).await,
+                Ok(true) => self.audit_or_log(AuditEvent::Skipped, &mut old).await,
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(key = %old.key, error = %e, "older approval not superseded");

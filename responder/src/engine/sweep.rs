@@ -129,7 +129,7 @@ impl Responder {
                     })
                 }
             };
-        self.audit_or_log(AuditEvent::Started, &record).await;
+        self.audit_or_log(AuditEvent::Started, &mut record).await;
         let sweep = &self.settings.playbooks.sweep;
         let accounts = match self.ids_for_calls().await {
             Ok(ids) => {
@@ -242,7 +242,7 @@ impl Responder {
             .save(&record)
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot record the sweep: {e}")))?;
-        self.audit_or_log(AuditEvent::Succeeded, &record).await;
+        self.audit_or_log(AuditEvent::Succeeded, &mut record).await;
         Ok(Outcome {
             key: key.to_owned(),
             status: Status::Succeeded,

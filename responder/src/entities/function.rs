@@ -23,8 +23,8 @@ pub fn arn(f: &Function) -> String {
     )
 }
 
-/// The function's own ARN and its execution role, `None` when there is no such function.
-pub async fn identify(lambda: &Lambda, f: &Function) -> Result<Option<super::Identity>, CallError> {
+/// The function's own ARN as Lambda returns it, `None` when there is no such function.
+pub async fn real_arn(lambda: &Lambda, f: &Function) -> Result<Option<String>, CallError> {
     match lambda
         .get_function_configuration()
         .function_name(&f.name)
@@ -32,31 +32,38 @@ pub async fn identify(lambda: &Lambda, f: &Function) -> Result<Option<super::Ide
         .await
         .described("lambda:GetFunctionConfiguration")
     {
-        Ok(conf) => Ok(Some(super::Identity {
-            // An unqualified request acts on $LATEST, whose ARN AWS gives unqualified.
-            arn: conf
-                .function_arn()
+        // An unqualified request acts on $LATEST, whose ARN AWS gives unqualified.
+        Ok(conf) => Ok(Some(
+            conf.function_arn()
                 .map_or_else(|| arn(f), |a| a.trim_end_matches(":$LATEST").to_owned()),
-            roles: conf.role().map(str::to_owned).into_iter().collect(),
-        })),
+        )),
         Err(e) if e.is_code("ResourceNotFoundException") => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// The execution role's name, read from the function.
-async fn execution_role(lambda: &Lambda, f: &Function) -> Result<String, CallError> {
+/// The execution role, read from the function: its ARN as IAM has it (path included, which
+/// protection matches) and its name (which IAM's calls take).
+struct ExecutionRole {
+    arn: String,
+    name: String,
+}
+
+async fn execution_role(lambda: &Lambda, f: &Function) -> Result<ExecutionRole, CallError> {
     let conf = lambda
         .get_function_configuration()
         .function_name(&f.name)
         .send()
         .await
         .described("lambda:GetFunctionConfiguration")?;
-    let role = conf.role().unwrap_or_default();
-    role.rsplit('/')
+    let arn = conf.role().unwrap_or_default();
+    arn.rsplit('/')
         .next()
         .filter(|n| !n.is_empty())
-        .map(str::to_owned)
+        .map(|name| ExecutionRole {
+            arn: arn.to_owned(),
+            name: name.to_owned(),
+        })
         .ok_or_else(|| CallError {
             call: "lambda:GetFunctionConfiguration".into(),
             failure: AwsFailure {
@@ -104,8 +111,10 @@ async fn deny_credentials(
     f: &Function,
     protected: &dyn Fn(&str) -> Option<String>,
 ) -> Result<StepOutcome, CallError> {
-    let role = execution_role(lambda, f).await?;
-    let role_arn = format!("arn:{}:iam::{}:role/{role}", f.partition, f.account);
+    let ExecutionRole {
+        arn: role_arn,
+        name: role,
+    } = execution_role(lambda, f).await?;
     if let Some(pattern) = protected(&role_arn) {
         return Err(CallError {
             call: "deny_function_credentials".into(),
@@ -210,7 +219,7 @@ pub async fn verify(
         ));
     }
     if done.contains(&"deny_function_credentials") {
-        let role = execution_role(lambda, f).await?;
+        let role = execution_role(lambda, f).await?.name;
         if iam
             .get_role_policy()
             .role_name(&role)

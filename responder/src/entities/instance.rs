@@ -152,9 +152,14 @@ pub struct Ctx<'a> {
     pub name_prefix: &'a str,
 }
 
-pub async fn run(c: &Ctx<'_>, facts: &Facts, step: &str) -> Result<StepOutcome, CallError> {
+pub async fn run(
+    c: &Ctx<'_>,
+    facts: &Facts,
+    step: &str,
+    protected: &dyn Fn(&str) -> Option<String>,
+) -> Result<StepOutcome, CallError> {
     match step {
-        "deny_instance_credentials" => deny_credentials(c, facts).await,
+        "deny_instance_credentials" => deny_credentials(c, facts, protected).await,
         "tag_instance" => tag(c).await,
         "termination_protection" => termination_protection(c).await,
         "shutdown_behaviour_stop" => shutdown_stop(c).await,
@@ -165,8 +170,8 @@ pub async fn run(c: &Ctx<'_>, facts: &Facts, step: &str) -> Result<StepOutcome, 
     }
 }
 
-/// The ARNs of the roles in an instance profile.
-pub async fn profile_role_arns(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
+/// The ARNs of the roles in an instance profile, as IAM has them.
+async fn profile_roles(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
     let name = profile_arn.rsplit('/').next().unwrap_or_default();
     let out = iam
         .get_instance_profile()
@@ -180,23 +185,32 @@ pub async fn profile_role_arns(iam: &Iam, profile_arn: &str) -> Result<Vec<Strin
         .unwrap_or_default())
 }
 
-/// The names of the roles in an instance profile.
-async fn profile_roles(iam: &Iam, profile_arn: &str) -> Result<Vec<String>, CallError> {
-    Ok(profile_role_arns(iam, profile_arn)
-        .await?
-        .iter()
-        .map(|arn| arn.rsplit('/').next().unwrap_or(arn).to_owned())
-        .collect())
-}
-
-async fn deny_credentials(c: &Ctx<'_>, facts: &Facts) -> Result<StepOutcome, CallError> {
+async fn deny_credentials(
+    c: &Ctx<'_>,
+    facts: &Facts,
+    protected: &dyn Fn(&str) -> Option<String>,
+) -> Result<StepOutcome, CallError> {
     let Some(profile) = &facts.profile_arn else {
         return Ok(StepOutcome::skipped(
             "the instance has no instance profile, so no role credentials to deny",
             json!({ "instance_profile": null }),
         ));
     };
-    let roles = profile_roles(c.iam, profile).await?;
+    let arns = profile_roles(c.iam, profile).await?;
+    // Matched on the roles as IAM has them, before any of them is written to.
+    if let Some((arn, pattern)) = arns.iter().find_map(|a| protected(a).map(|p| (a, p))) {
+        return Err(CallError {
+            call: "deny_instance_credentials".into(),
+            failure: AwsFailure {
+                code: Some("Quell.ProtectedRole".into()),
+                message: format!("profile role {arn} is protected ({pattern}): the profile's roles are left alone; the instance is still isolated by its groups"),
+            },
+        });
+    }
+    let roles: Vec<String> = arns
+        .iter()
+        .map(|arn| arn.rsplit('/').next().unwrap_or(arn).to_owned())
+        .collect();
     if roles.is_empty() {
         return Ok(StepOutcome::skipped(
             format!("instance profile {profile} has no role"),

@@ -17,16 +17,6 @@ use crate::ledger::{Record, Step, StepStatus};
 /// Step that schedules an EC2 instance's second phase; run by the engine, which owns the queue.
 pub const SCHEDULE_ISOLATION: &str = "schedule_isolation";
 
-/// An entity as read back from its account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The ARN AWS returns for it.
-    pub arn: String,
-    /// The roles whose credentials it runs with: a function's execution role, an instance
-    /// profile's roles. Containing the entity writes to them.
-    pub roles: Vec<String>,
-}
-
 /// An entity and a session in its account and Region: everything a step needs.
 pub struct Target<'a> {
     pub entity: &'a Entity,
@@ -105,36 +95,19 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// The entity as AWS knows it, read before anything is written: its real ARN (path and letter
-    /// case as IAM stores them) and the roles whose credentials it uses. `None` when it does not
-    /// exist.
-    pub async fn identify(&self) -> Result<Option<Identity>, CallError> {
+    /// The entity's ARN as AWS returns it (path and letter case as IAM stores them), read before
+    /// anything is written; `None` when it does not exist. The roles an entity runs with are
+    /// matched by the steps that write to them.
+    pub async fn real_arn(&self) -> Result<Option<String>, CallError> {
         match self.entity {
             Entity::IamUser(_) | Entity::IamRole(_) => {
-                let arn = self
-                    .principal()
+                self.principal()
                     .expect("an IAM entity")
                     .real_arn(&self.iam())
-                    .await?;
-                Ok(arn.map(|arn| Identity {
-                    arn,
-                    roles: Vec::new(),
-                }))
+                    .await
             }
-            Entity::Function(f) => function::identify(&self.lambda(), f).await,
-            Entity::Instance(i) => {
-                let Some(facts) = self.facts().await? else {
-                    return Ok(None);
-                };
-                let roles = match &facts.profile_arn {
-                    Some(profile) => instance::profile_role_arns(&self.iam(), profile).await?,
-                    None => Vec::new(),
-                };
-                Ok(Some(Identity {
-                    arn: instance::instance_arn(i),
-                    roles,
-                }))
-            }
+            Entity::Function(f) => function::real_arn(&self.lambda(), f).await,
+            Entity::Instance(i) => Ok(self.facts().await?.map(|_| instance::instance_arn(i))),
         }
     }
 
@@ -176,7 +149,7 @@ impl<'a> Target<'a> {
             Entity::Instance(i) => {
                 let facts = self.facts().await?.ok_or_else(|| gone(self.entity))?;
                 let (ec2, iam) = (self.ec2(), self.iam());
-                instance::run(&self.instance_ctx(&ec2, &iam, i), facts, step).await
+                instance::run(&self.instance_ctx(&ec2, &iam, i), facts, step, protected).await
             }
         }
     }

@@ -7,9 +7,10 @@ use serde_json::json;
 
 use super::playbooks::{event_delivery, request_delivery, EVENTS_QUEUE};
 use super::{
-    calls, delivery, record, responder_full, settings, settings_with, world, Shared, ACCOUNT,
+    calls, delivery, ec2_instance, record, responder_full, settings, settings_with, world, Shared,
+    ACCOUNT,
 };
-use quell_responder::ledger::Status;
+use quell_responder::ledger::{Status, StepStatus};
 use quell_responder::settings::Settings;
 use quell_responder::Responder;
 
@@ -108,8 +109,8 @@ async fn a_request_whose_arn_differs_from_the_real_one_is_refused_even_when_noth
 }
 
 #[tokio::test]
-async fn a_function_running_with_a_protected_role_is_refused_before_any_write() {
-    let protected = format!(r#"["arn:aws:iam::{ACCOUNT}:role/orders-role"]"#);
+async fn a_functions_protected_execution_role_is_left_alone_and_the_function_still_stopped() {
+    let protected = format!(r#"["arn:aws:iam::{ACCOUNT}:role/ORDERS-role"]"#);
     let w = world();
     let r = responder_protecting(&w, &protected);
     r.handle(delivery(
@@ -119,10 +120,82 @@ async fn a_function_running_with_a_protected_role_is_refused_before_any_write() 
     ))
     .await
     .unwrap();
-    assert_eq!(rejection_code(&w, "fn"), "protected_principal");
-    let why = record(&w, "fn").rejection.unwrap().message;
-    assert!(why.contains("runs with"), "{why}");
-    nothing_written(&w);
+    let rec = record(&w, "fn");
+    let deny = rec.step("deny_function_credentials").unwrap();
+    assert_eq!(deny.status, StepStatus::Failed);
+    assert!(deny.detail.contains("is protected"), "{}", deny.detail);
+    assert_eq!(
+        calls(&w, "PutRolePolicy"),
+        0,
+        "the protected role is not written to"
+    );
+    assert_eq!(
+        rec.step("zero_concurrency").unwrap().status,
+        StepStatus::Done,
+        "the function is still stopped"
+    );
+}
+
+#[tokio::test]
+async fn an_instances_protected_profile_role_is_never_written_to() {
+    let w = world();
+    let iam_profile = {
+        use aws_sdk_iam::operation::get_instance_profile::GetInstanceProfileOutput;
+        use aws_sdk_iam::types::{InstanceProfile, Role};
+        let now = aws_smithy_types::DateTime::from_secs(1_700_000_000);
+        aws_smithy_mocks::mock!(aws_sdk_iam::Client::get_instance_profile).then_output(move || {
+            let role = Role::builder()
+                .path("/admin/")
+                .role_name("break-glass")
+                .role_id("AROA2")
+                .arn(format!("arn:aws:iam::{ACCOUNT}:role/admin/break-glass"))
+                .create_date(now)
+                .build()
+                .unwrap();
+            GetInstanceProfileOutput::builder()
+                .instance_profile(
+                    InstanceProfile::builder()
+                        .path("/")
+                        .instance_profile_name("web")
+                        .instance_profile_id("AIPA")
+                        .arn(format!("arn:aws:iam::{ACCOUNT}:instance-profile/web"))
+                        .create_date(now)
+                        .roles(role)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+    };
+    // Protected with its path: only the role as IAM has it, path included, matches.
+    let r = responder_full(
+        &w,
+        vec![iam_profile],
+        ec2_instance(&w, Some("arn:aws:iam::111122223333:instance-profile/web")),
+        None,
+        settings_with(&[(
+            "QUELL_PROTECTED_PRINCIPALS",
+            r#"["arn:aws:iam::*:role/admin/*"]"#,
+        )]),
+    );
+    r.handle(delivery(
+        "m1",
+        "i",
+        &format!("arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-0123456789abcdef0"),
+    ))
+    .await
+    .unwrap();
+    let deny = record(&w, "i")
+        .step("deny_instance_credentials")
+        .unwrap()
+        .clone();
+    assert_eq!(deny.status, StepStatus::Failed);
+    assert!(
+        deny.detail.contains("role/admin/break-glass is protected"),
+        "{}",
+        deny.detail
+    );
+    assert_eq!(calls(&w, "PutRolePolicy"), 0);
 }
 
 fn request(id: &str, reason: &str, requester: &str) -> serde_json::Value {
