@@ -229,6 +229,21 @@ mod tests {
     }
 
     #[test]
+    fn no_queue_lambda_writes_to_can_hold_the_external_id() {
+        let r = render_all(&config()).unwrap();
+        let security = &r["security.yaml"];
+        let function = &security[security.find("  ResponderFunction:").unwrap()
+            ..security.find("  ContainmentTopic:").unwrap()];
+        assert!(
+            !function.contains("DeadLetterConfig"),
+            "Lambda would put the whole SNS event, ExternalId attribute included, in it"
+        );
+        assert!(security.contains("MetricName: AsyncEventsDropped"));
+        let dlq_policy = &security[security.find("DeadLetterQueuePolicy:").unwrap()..];
+        assert!(dlq_policy.contains("aws:PrincipalArn: !GetAtt ResponderRole.Arn"));
+    }
+
+    #[test]
     fn config_rules_can_be_left_out() {
         let mut c = config();
         c.config_rules = false;

@@ -75,7 +75,11 @@ pub fn message(event: AuditEvent, record: &Record) -> String {
         return whole;
     }
     let mut lean = record.clone();
-    let clip = |v: &mut Option<String>| *v = v.take().map(|t| crate::contract::clipped(&t, 1024));
+    let clip = |v: &mut Option<String>| {
+        *v = v
+            .take()
+            .map(|t| crate::contract::clipped(&t, crate::contract::TEXT_LIMIT));
+    };
     clip(&mut lean.reason);
     clip(&mut lean.requester);
     clip(&mut lean.entity);

@@ -185,6 +185,24 @@ pub struct IsolationMessage {
     pub request_id: String,
 }
 
+/// An authenticated request that failed for a reason that may pass, sent by the responder to its
+/// own queue to be tried again. Only the responder may send to that queue (its policy), so the
+/// message needs no ExternalId, and carries none: nothing that holds it ever holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryMessage {
+    pub version: String,
+    /// The SNS message the request first came in.
+    pub message_id: String,
+    /// Which attempt this message asks for: 2 for the first retry.
+    pub attempt: u32,
+    pub request: ContainmentMessage,
+}
+
+/// How many times an authenticated request is tried before it is sent, without its ExternalId,
+/// to the dead-letter queue.
+pub const REQUEST_ATTEMPTS: u32 = 3;
+
 /// Ledger key under which a rejected delivery is recorded: the SNS message id, which the
 /// publisher learns from `Publish` even when the body was unreadable.
 pub fn rejection_key(sns_message_id: &str) -> String {

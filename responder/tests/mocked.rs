@@ -36,6 +36,8 @@ struct World {
     ledger: HashMap<String, Item>,
     published: Vec<Value>,
     dead_letters: Vec<String>,
+    /// Every message sent to any queue: (queue URL, body).
+    queued: Vec<(String, String)>,
     user: Principal,
     keys: Vec<(String, String)>,
     login: bool,
@@ -238,12 +240,14 @@ fn sns(w: &Shared) -> aws_sdk_sns::Client {
 fn sqs(w: &Shared) -> aws_sdk_sqs::Client {
     let w = w.clone();
     let send = mock!(aws_sdk_sqs::Client::send_message).then_compute_output(move |req| {
+        let body = req.message_body().unwrap_or_default().to_owned();
+        let mut world = w.lock().unwrap();
         if req.queue_url().is_some_and(|u| u.ends_with("-dlq")) {
-            w.lock()
-                .unwrap()
-                .dead_letters
-                .push(req.message_body().unwrap_or_default().to_owned());
+            world.dead_letters.push(body.clone());
         }
+        world
+            .queued
+            .push((req.queue_url().unwrap_or_default().to_owned(), body));
         aws_sdk_sqs::operation::send_message::SendMessageOutput::builder()
             .message_id("m")
             .build()
@@ -955,22 +959,39 @@ async fn throttling_is_retried_by_the_client() {
     );
 }
 
+/// The responder's own queue's Lambda event for `body`.
+fn isolation_queue_delivery(message_id: &str, body: &str) -> Value {
+    json!({"Records": [{
+        "messageId": message_id, "receiptHandle": "r", "body": body,
+        "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
+        "awsRegion": "us-east-1"
+    }]})
+}
+
+/// The retry messages sent to the responder's own queue so far.
+fn retries(w: &Shared) -> Vec<String> {
+    w.lock()
+        .unwrap()
+        .queued
+        .iter()
+        .filter(|(url, _)| url.ends_with("/quell-isolation"))
+        .map(|(_, body)| body.clone())
+        .collect()
+}
+
 #[tokio::test]
-async fn throttling_that_outlasts_the_retries_fails_the_invocation_so_the_platform_retries() {
+async fn throttling_that_outlasts_the_retries_is_tried_again_through_the_responders_own_queue() {
     let w = world();
-    let rule = throttled_attach(&w, 10);
+    // Two attempts' worth of throttling (the client tries 3 times each), then it passes.
+    let rule = throttled_attach(&w, 6);
     let responder = responder_with(&w, vec![rule.clone()]);
     let out = responder
         .handle(delivery("m1", "req-x", &entity("user")))
         .await;
     assert!(
-        out.is_err(),
-        "the platform retries a transient failure and finally dead-letters it: {out:?}"
-    );
-    assert_eq!(
-        rule.num_calls(),
-        3,
-        "the client's own attempts, then the invocation fails"
+        out.is_ok(),
+        "never handed back to the platform, whose retries end with the ExternalId in a dead-letter queue: {out:?}"
     );
     let r = record(&w, "req-x");
     assert_eq!(r.status, Status::Failed);
@@ -978,10 +999,88 @@ async fn throttling_that_outlasts_the_retries_fails_the_invocation_so_the_platfo
         r.step("attach_deny_all").unwrap().status,
         StepStatus::Failed
     );
+    let first = retries(&w);
+    assert_eq!(first.len(), 1, "one retry scheduled");
+    let retry: Value = serde_json::from_str(&first[0]).unwrap();
+    assert_eq!(retry["attempt"], 2);
+    assert_eq!(retry["request"]["request_id"], "req-x");
+    responder
+        .handle(isolation_queue_delivery("q1", &first[0]))
+        .await
+        .unwrap();
+    let second = retries(&w);
+    assert_eq!(second.len(), 2, "attempt 2 failed too: attempt 3 scheduled");
+    responder
+        .handle(isolation_queue_delivery("q2", &second[1]))
+        .await
+        .unwrap();
+    let r = record(&w, "req-x");
+    assert_eq!(r.status, Status::Succeeded, "{r:?}");
+    assert_eq!(rule.num_calls(), 7);
+    assert!(w.lock().unwrap().dead_letters.is_empty());
+}
+
+/// Collects what the responder logs, as it would reach CloudWatch Logs.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn after_a_forced_failure_no_queue_record_audit_or_log_holds_the_external_id() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, not scoped: other tests on other threads register the same call sites, and a
+    // scoped subscriber would miss those cached as uninteresting. Only this test sets one.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let w = world();
+    let rule = throttled_attach(&w, 100);
+    let responder = responder_with(&w, vec![rule]);
+    responder
+        .handle(delivery("m1", "req-s", &entity("user")))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        let body = retries(&w)[i].clone();
+        responder
+            .handle(isolation_queue_delivery(&format!("q{i}"), &body))
+            .await
+            .unwrap();
+    }
+    let world = w.lock().unwrap();
+    let given_up: Value = serde_json::from_str(
+        world
+            .dead_letters
+            .last()
+            .expect("given up: the request is dead-lettered"),
+    )
+    .unwrap();
+    assert_eq!(given_up["event"], "given_up");
+    assert_eq!(given_up["request"]["request_id"], "req-s");
+    let mut everywhere: Vec<String> = world.queued.iter().map(|(_, b)| b.clone()).collect();
+    everywhere.extend(world.published.iter().map(Value::to_string));
+    everywhere.extend(world.ledger.values().map(|i| format!("{i:?}")));
+    everywhere.push(String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned());
     assert!(
-        w.lock().unwrap().dead_letters.is_empty(),
-        "the platform, not the responder, dead-letters transient failures"
+        everywhere.last().unwrap().contains("req-s"),
+        "logs were captured"
     );
+    for text in &everywhere {
+        assert!(!text.contains(EXTERNAL_ID), "the ExternalId leaked: {text}");
+    }
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! SNS or EventBridge to Lambda. So where AWS would invoke the function, the sandbox subscribes an
 //! SQS queue, and this host turns each message back into the exact Lambda event and hands it to the
 //! real `bootstrap` through the Lambda Runtime API, with the function's own configuration and role.
-//! Failed invocations are retried twice and then sent to the dead-letter queue, as Lambda does for
-//! asynchronous invocations (here without the minutes-long pauses between tries).
+//! Failed invocations are retried twice and then sent to the dead-letter queue the function's
+//! configuration names, or dropped without one, as Lambda does for asynchronous invocations (here
+//! without the minutes-long pauses between tries).
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -238,6 +239,8 @@ struct FunctionSpec {
     artifact_bucket: String,
     artifact_key: String,
     region: String,
+    /// Where Lambda puts an asynchronous invocation that failed every try; `None`: dropped.
+    dead_letter_target: Option<String>,
 }
 
 impl Wiring {
@@ -319,6 +322,10 @@ impl Wiring {
                 .unwrap_or_default(),
             artifact_key: deployment.artifact_key.clone(),
             region: config.home_region.clone(),
+            dead_letter_target: f
+                .dead_letter_config()
+                .and_then(|d| d.target_arn())
+                .map(str::to_owned),
         };
         Ok(Some(Wiring {
             security,
@@ -342,19 +349,43 @@ async fn serve_once(
 ) -> anyhow::Result<()> {
     // Every queue at once: a long poll on one must not hold up the others.
     let (sns, isolation, events) = tokio::join!(
-        deliver(w, runtime, sessions, state, &w.queue_url, |m| {
-            sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn)
-        }),
-        deliver(w, runtime, sessions, state, &w.isolation_queue_url, |m| {
-            Ok(sqs_lambda_event(
-                m,
-                &w.isolation_queue_arn,
-                &w.function.region,
-            ))
-        }),
-        deliver(w, runtime, sessions, state, &w.events_queue_url, |m| {
-            Ok(sqs_lambda_event(m, &w.events_queue_arn, &w.function.region))
-        })
+        // SNS invokes asynchronously: what fails every try goes where the function's
+        // configuration says, or is dropped, as Lambda does.
+        deliver(
+            w,
+            runtime,
+            sessions,
+            state,
+            &w.queue_url,
+            w.function.dead_letter_target.is_some(),
+            |m| { sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn) }
+        ),
+        // The queues stand in for event source mappings, whose redrive policies end in the
+        // dead-letter queue.
+        deliver(
+            w,
+            runtime,
+            sessions,
+            state,
+            &w.isolation_queue_url,
+            true,
+            |m| {
+                Ok(sqs_lambda_event(
+                    m,
+                    &w.isolation_queue_arn,
+                    &w.function.region,
+                ))
+            }
+        ),
+        deliver(
+            w,
+            runtime,
+            sessions,
+            state,
+            &w.events_queue_url,
+            true,
+            |m| { Ok(sqs_lambda_event(m, &w.events_queue_arn, &w.function.region)) }
+        )
     );
     sns.and(isolation).and(events)
 }
@@ -366,6 +397,7 @@ async fn deliver(
     sessions: &Sessions,
     state: &SandboxState,
     queue: &str,
+    dead_letters: bool,
     event_for: impl Fn(&aws_sdk_sqs::types::Message) -> anyhow::Result<Value>,
 ) -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&w.security);
@@ -400,8 +432,14 @@ async fn deliver(
                 }
             }
         }
-        if let Some(error) = last_error {
-            send_to_dead_letters(&sqs, &w.deployment, &event, &error).await?;
+        match last_error {
+            Some(error) if dead_letters => {
+                send_to_dead_letters(&sqs, &w.deployment, &event, &error).await?;
+            }
+            Some(error) => {
+                tracing::warn!(queue, error = %error, "dropped after every try: the function has no dead-letter queue for asynchronous invocations (AsyncEventsDropped)");
+            }
+            None => {}
         }
         if let Some(handle) = message.receipt_handle() {
             sqs.delete_message()

@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 use super::{is_transient, refuse, Outcome, Refusal, Responder};
 use crate::audit::AuditEvent;
 use crate::aws_error::Described;
-use crate::contract::{ContainmentMessage, IsolationMessage, MESSAGE_VERSION};
+use crate::contract::{ContainmentMessage, IsolationMessage, RetryMessage, MESSAGE_VERSION};
 use crate::entities::{instance, StepOutcome, Target, SCHEDULE_ISOLATION};
 use crate::entity::Entity;
 use crate::error::ResponderError;
@@ -258,7 +258,10 @@ impl Responder {
             ));
         }
         let Ok(message) = serde_json::from_str::<IsolationMessage>(&q.body) else {
-            return ignore("not an isolation message".into());
+            return match serde_json::from_str::<RetryMessage>(&q.body) {
+                Ok(retry) if retry.version == MESSAGE_VERSION => self.retry(q, &retry).await,
+                _ => ignore("not an isolation or retry message".into()),
+            };
         };
         let Some(mut record) = self
             .ledger

@@ -183,7 +183,99 @@ impl Responder {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
-        self.handle_request(d, &message).await
+        self.handle_authenticated(d, &message, 1).await
+    }
+
+    /// Runs an authenticated request. What fails for a reason that may pass is tried again
+    /// through the responder's own queue, never handed back to the platform: Lambda's retries of
+    /// an SNS invocation end in a dead-letter queue holding the whole event, ExternalId attribute
+    /// included. After the last attempt the request, without it, goes to the dead-letter queue.
+    async fn handle_authenticated(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+        attempt: u32,
+    ) -> Result<Outcome, ResponderError> {
+        let outcome = self.handle_request(d, message).await;
+        let why = match &outcome {
+            Ok(o) if o.status == Status::Failed && o.transient => o.message.clone(),
+            Err(e) => e.to_string(),
+            Ok(_) => return outcome,
+        };
+        let failed = |message: String| Outcome {
+            key: d.message_id.clone(),
+            status: Status::Failed,
+            code: None,
+            message,
+            transient: false,
+        };
+        if attempt >= contract::REQUEST_ATTEMPTS {
+            self.dead_letter_request(d, message, attempt, &why).await;
+            return Ok(failed(format!(
+                "{why}; given up after {attempt} attempts and sent to the dead-letter queue"
+            )));
+        }
+        let delay = self.retry_later(d, message, attempt + 1).await?;
+        Ok(failed(format!(
+            "{why}; attempt {} of {} in {delay} s",
+            attempt + 1,
+            contract::REQUEST_ATTEMPTS
+        )))
+    }
+
+    /// Sends the request to the responder's own queue, to be tried in a while; the delay.
+    async fn retry_later(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+        attempt: u32,
+    ) -> Result<i32, ResponderError> {
+        let retry = contract::RetryMessage {
+            version: MESSAGE_VERSION.into(),
+            message_id: d.message_id.clone(),
+            attempt,
+            request: message.clone(),
+        };
+        let delay = 30 * i32::try_from(attempt).unwrap_or(1);
+        self.sqs
+            .send_message()
+            .queue_url(&self.settings.isolation_queue_url)
+            .message_body(serde_json::to_string(&retry).unwrap_or_default())
+            .delay_seconds(delay)
+            .send()
+            .await
+            .described("sqs:SendMessage (retry)")
+            .map_err(|e| ResponderError::Aws(format!("cannot schedule a retry: {e}")))?;
+        Ok(delay)
+    }
+
+    /// A request from the responder's own queue: tried again as it first came in.
+    pub(super) async fn retry(
+        &self,
+        q: &inbound::QueueDelivery,
+        retry: &contract::RetryMessage,
+    ) -> Result<Outcome, ResponderError> {
+        let d = SnsDelivery {
+            message_id: retry.message_id.clone(),
+            topic_arn: q.queue_arn.clone(),
+            body: String::new(),
+            attributes: std::collections::HashMap::new(),
+        };
+        self.handle_authenticated(&d, &retry.request, retry.attempt)
+            .await
+    }
+
+    async fn dead_letter_request(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+        attempts: u32,
+        why: &str,
+    ) {
+        let body = serde_json::json!({ "source": "quell", "event": "given_up",
+            "message_id": d.message_id, "attempts": attempts, "error": why, "request": message })
+        .to_string();
+        self.send_dead_letter(&d.message_id, body).await;
     }
 
     /// An authenticated request, from a containment message or a Security Hub custom action.
@@ -696,6 +788,10 @@ impl Responder {
     async fn dead_letter(&self, record: &Record) {
         let body = serde_json::json!({ "source": "quell", "event": "failed", "record": record })
             .to_string();
+        self.send_dead_letter(&record.key, body).await;
+    }
+
+    async fn send_dead_letter(&self, key: &str, body: String) {
         let sent = self
             .sqs
             .send_message()
@@ -705,7 +801,7 @@ impl Responder {
             .await
             .described("sqs:SendMessage (dead-letter queue)");
         if let Err(e) = sent {
-            tracing::error!(key = %record.key, error = %e, "failure not sent to the dead-letter queue");
+            tracing::error!(key, error = %e, "failure not sent to the dead-letter queue");
         }
     }
 }
