@@ -69,6 +69,9 @@ pub enum Command {
     Release(ReleaseArgs),
     /// List containments and releases from the ledger, newest first.
     History(HistoryArgs),
+    /// Replace the ExternalId that authenticates containment messages; the old one is still
+    /// accepted for the grace period, so publishers can switch without a gap.
+    RotateExternalId(RotateArgs),
     /// The local sandbox: a simulated AWS Organization on this machine (moto).
     Sandbox {
         #[command(subcommand)]
@@ -260,6 +263,18 @@ pub struct HistoryArgs {
     /// At most this many records.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// How long the old ExternalId is still accepted, in minutes (0 to 10080, a week).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=10_080))]
+    pub grace_minutes: u32,
+    /// Rotate without asking.
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]

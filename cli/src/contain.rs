@@ -465,3 +465,44 @@ pub async fn history(
     });
     Ok(exit::SUCCESS)
 }
+
+/// `quell rotate-external-id`: a fresh message ExternalId; the current one is accepted until the
+/// grace period ends. The responder reads the secret again within minutes (and at once when a
+/// message presents an id it does not know), so no cold start is needed.
+pub async fn rotate_external_id(
+    global: &GlobalArgs,
+    args: &crate::args::RotateArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let c = connect(global, args.config.as_ref()).await?;
+    let name = deployment::secret_name(&c.name);
+    let question = format!(
+        "Rotate the containment message ExternalId in {name}? The current one stays valid for {} minute(s)",
+        args.grace_minutes
+    );
+    if !confirm(printer, &question, args.yes)? {
+        return Err(exit::refused("rotation cancelled; nothing was changed"));
+    }
+    let secrets = crate::calls::client!(aws_sdk_secretsmanager, &c.security);
+    let ids = ExternalIds::load(&secrets, &name).await?;
+    let until = chrono::Utc::now() + chrono::Duration::minutes(i64::from(args.grace_minutes));
+    let rotated = ids.rotated(crate::converge::secret::random_id()?, until);
+    secrets
+        .put_secret_value()
+        .secret_id(&name)
+        .secret_string(serde_json::to_string(&rotated)?)
+        .send()
+        .await
+        .described("secretsmanager:PutSecretValue")?;
+    let report = serde_json::json!({
+        "secret": name,
+        "previous_valid_until": until.to_rfc3339(),
+    });
+    printer.result(&report, || {
+        format!(
+            "rotated the message ExternalId in {name}; the previous one is accepted until {}. Publishers read message_external_id from the secret again.",
+            until.to_rfc3339()
+        )
+    });
+    Ok(0)
+}

@@ -82,6 +82,9 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,
+        Command::RotateExternalId(args) => {
+            contain::rotate_external_id(&global, &args, printer).await
+        }
         Command::Sandbox { command } => match command {
             SandboxCommand::Up(args) => sandbox::up(&args, printer).await,
             SandboxCommand::Down => sandbox::down(printer),

@@ -19,6 +19,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         wrong_external_id_is_refused,
         malformed_message_json_is_refused,
         oversized_and_multi_line_text_is_refused,
+        a_rotated_external_id_authenticates_and_the_old_one_only_within_its_grace,
         unsupported_and_malformed_arns_are_refused,
         account_outside_the_organization_is_refused,
         protected_principals_and_quells_own_roles_are_refused,
@@ -275,6 +276,66 @@ async fn oversized_and_multi_line_text_is_refused(s: Arc<Sandbox>) -> Result<()>
         out.status.code()
     );
     ensure!(stderr.contains("--reason is 2000 bytes"), "{stderr}");
+    assert_untouched(&s).await
+}
+
+/// Publishes a request that passes authentication and is then refused for its ARN: its refusal
+/// code tells whether `external_id` was accepted.
+async fn authenticates(s: &Sandbox, request_id: &str, external_id: &str) -> Result<String> {
+    let body = json!({"version": "1", "request_id": request_id, "action": "contain",
+        "entity": "not-an-arn", "reason": "rotation check", "requester": "e2e"})
+    .to_string();
+    let id = publish(s, &body, Some(external_id)).await?;
+    let record = refusal(s, &id).await?;
+    Ok(record.rejection.context("a rejection")?.code)
+}
+
+fn rotate(s: &Sandbox, grace_minutes: &str) -> Result<()> {
+    let out = s.quell(&[
+        "--sandbox",
+        "rotate-external-id",
+        "--grace-minutes",
+        grace_minutes,
+        "--yes",
+    ]);
+    ensure!(
+        out.status.success(),
+        "rotate-external-id: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn message_external_id(s: &Sandbox) -> Result<String> {
+    Ok(s.external_ids().await?["message_external_id"]
+        .as_str()
+        .context("message_external_id")?
+        .to_owned())
+}
+
+async fn a_rotated_external_id_authenticates_and_the_old_one_only_within_its_grace(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let first = message_external_id(&s).await?;
+    rotate(&s, "0")?;
+    let second = message_external_id(&s).await?;
+    ensure!(second != first, "a new id");
+    // A warm responder reads the secret again when an unknown id arrives, at most every 5 s
+    // (`REREAD_ON_MISMATCH`): the documented bound for a new id to be accepted.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ensure!(authenticates(&s, "rot-new", &second).await? == "malformed_arn");
+    ensure!(
+        authenticates(&s, "rot-old", &first).await? == "external_id_wrong",
+        "no grace was given: the old id is refused"
+    );
+    rotate(&s, "60")?;
+    let third = message_external_id(&s).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ensure!(authenticates(&s, "rot-third", &third).await? == "malformed_arn");
+    ensure!(
+        authenticates(&s, "rot-grace", &second).await? == "malformed_arn",
+        "the previous id is accepted within its grace period"
+    );
     assert_untouched(&s).await
 }
 

@@ -7,7 +7,7 @@ use quell_responder::secret::ExternalIds;
 
 use crate::printer::Printer;
 
-fn random_id() -> anyhow::Result<String> {
+pub fn random_id() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
     Ok(hex::encode(bytes))
@@ -47,6 +47,8 @@ pub async fn ensure(
     let ids = ExternalIds {
         message_external_id: random_id()?,
         role_external_id: random_id()?,
+        previous_message_external_id: None,
+        previous_valid_until: None,
     };
     let created = crate::calls::client!(aws_sdk_secretsmanager, security)
         .create_secret()

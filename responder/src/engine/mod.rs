@@ -16,7 +16,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::OnceCell;
+use std::sync::Arc;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::aws_error::{CallError, Described};
@@ -29,7 +29,7 @@ use crate::inbound::{self, Delivery, SnsDelivery};
 use crate::ledger::{Ledger, Record, Rejection, Status, Step, StepStatus};
 use crate::membership::Membership;
 use crate::protection::Protection;
-use crate::secret::ExternalIds;
+use crate::secret::{CachedIds, ExternalIds};
 use crate::sessions::Sessions;
 use crate::settings::Settings;
 
@@ -51,8 +51,7 @@ pub struct Responder {
     ledger: Ledger,
     audit: Audit,
     sqs: aws_sdk_sqs::Client,
-    secrets: aws_sdk_secretsmanager::Client,
-    external_ids: OnceCell<ExternalIds>,
+    external_ids: CachedIds,
     sessions: Sessions,
     membership: Membership,
     protection: Protection,
@@ -97,8 +96,11 @@ impl Responder {
             ledger: Ledger::new(clients.dynamodb, &settings.ledger_table),
             audit: Audit::new(clients.sns, &settings.audit_topic_arn),
             sqs: clients.sqs,
-            secrets: clients.secrets,
-            external_ids: OnceCell::new(),
+            external_ids: CachedIds::new(
+                clients.secrets,
+                &settings.secret_id,
+                crate::secret::CACHE_LIFETIME,
+            ),
             sessions: Sessions::with_client(&clients.base, clients.sts, &session_name),
             membership: Membership::new(&settings.org_reader_role_arn),
             protection: Protection::new(&settings.protected_principals, &settings.name_prefix),
@@ -170,16 +172,27 @@ impl Responder {
         Ok(serde_json::to_value(outcomes).unwrap_or(Value::Null))
     }
 
-    async fn external_ids(&self) -> Result<&ExternalIds, ResponderError> {
+    async fn external_ids(&self) -> Result<Arc<ExternalIds>, ResponderError> {
         self.external_ids
-            .get_or_try_init(|| ExternalIds::load(&self.secrets, &self.settings.secret_id))
+            .get()
             .await
             .map_err(|e| ResponderError::Aws(format!("cannot read the ExternalId secret: {e}")))
     }
 
     pub async fn handle_sns(&self, d: &SnsDelivery) -> Result<Outcome, ResponderError> {
-        let ids = self.external_ids().await?;
-        let message = match Self::authenticate_and_parse(d, ids) {
+        let mut ids = self.external_ids().await?;
+        let presented = d.attributes.get(EXTERNAL_ID_ATTRIBUTE);
+        if presented.is_some_and(|p| !ids.message_matches(p)) {
+            // The publisher may already use an id rotated since this copy was read.
+            ids = self
+                .external_ids
+                .read_if_older_than(crate::secret::REREAD_ON_MISMATCH)
+                .await
+                .map_err(|e| {
+                    ResponderError::Aws(format!("cannot read the ExternalId secret: {e}"))
+                })?;
+        }
+        let message = match Self::authenticate_and_parse(d, &ids) {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
@@ -542,7 +555,7 @@ impl Responder {
     }
 
     /// The ExternalIds, with a failure to read them shaped like any failed call.
-    async fn ids_for_calls(&self) -> Result<&ExternalIds, CallError> {
+    async fn ids_for_calls(&self) -> Result<Arc<ExternalIds>, CallError> {
         self.external_ids().await.map_err(|e| CallError {
             call: "secretsmanager:GetSecretValue".into(),
             failure: crate::aws_error::AwsFailure {
