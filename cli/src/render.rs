@@ -244,6 +244,22 @@ mod tests {
     }
 
     #[test]
+    fn the_responder_may_delete_only_its_locks_from_the_ledger() {
+        let r = render_all(&config()).unwrap();
+        let security = &r["security.yaml"];
+        let ledger = &security[security.find("Sid: Ledger\n").unwrap()
+            ..security.find("Sid: IsolationSchedule").unwrap()];
+        let deletes: Vec<&str> = ledger.matches("dynamodb:DeleteItem").collect();
+        assert_eq!(deletes.len(), 1, "one statement allows deletes");
+        let locks = &ledger[ledger.find("Sid: LedgerLocksOnly").unwrap()..];
+        assert!(locks.contains("dynamodb:DeleteItem"));
+        let prefix = quell_responder::ledger::LOCK_PREFIX;
+        assert!(locks.contains(&format!(
+            "dynamodb:LeadingKeys:\n                      - \"{prefix}*\""
+        )));
+    }
+
+    #[test]
     fn config_rules_can_be_left_out() {
         let mut c = config();
         c.config_rules = false;

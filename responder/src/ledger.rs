@@ -85,6 +85,10 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// Prefix of the entity locks' keys: the only items the responder may delete (the security
+/// stack's policy allows DeleteItem on keys with this prefix alone).
+pub const LOCK_PREFIX: &str = "lock:";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// The request id, or `delivery:<SNS message id>` for a delivery refused before it could be
@@ -334,7 +338,7 @@ impl Ledger {
         now: DateTime<Utc>,
         expires: DateTime<Utc>,
     ) -> Result<Option<String>, CallError> {
-        let key = format!("lock:{entity}");
+        let key = format!("{LOCK_PREFIX}{entity}");
         let put = self
             .client
             .put_item()
@@ -380,7 +384,10 @@ impl Ledger {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("request_id", AttributeValue::S(format!("lock:{entity}")))
+            .key(
+                "request_id",
+                AttributeValue::S(format!("{LOCK_PREFIX}{entity}")),
+            )
             .condition_expression("#o = :me")
             .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", AttributeValue::S(owner.to_owned()))

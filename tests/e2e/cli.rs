@@ -24,10 +24,80 @@ fn example() -> std::path::PathBuf {
 }
 
 pub fn offline() -> Vec<Trial> {
-    vec![Trial::test(
-        "config_errors_name_the_file_and_key_and_write_nothing",
-        || config_errors().map_err(|e| Failed::from(format!("{e:#}"))),
-    )]
+    vec![
+        Trial::test(
+            "config_errors_name_the_file_and_key_and_write_nothing",
+            || config_errors().map_err(|e| Failed::from(format!("{e:#}"))),
+        ),
+        Trial::test(
+            "checkov_and_parliament_find_nothing_unexplained_in_the_rendered_templates",
+            || scanners().map_err(|e| Failed::from(format!("{e:#}"))),
+        ),
+    ]
+}
+
+/// Pinned, like the sandbox's: a new release's new checks are taken on deliberately.
+const SCANNERS: &[&str] = &["checkov==3.3.30", "parliament==1.6.4"];
+
+/// A project-local virtualenv with the scanners, installed on first use.
+fn scanner_venv() -> Result<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.quell/scanners");
+    let marker = dir.join(".quell-requirements");
+    let wanted = SCANNERS.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(dir);
+    }
+    let python = std::env::var("QUELL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let made = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()?;
+    ensure!(
+        made.success(),
+        "`{python} -m venv {}` failed",
+        dir.display()
+    );
+    let pip = Command::new(dir.join("bin/pip"))
+        .args(["install", "--disable-pip-version-check", "--quiet"])
+        .args(SCANNERS)
+        .output()?;
+    ensure!(
+        pip.status.success(),
+        "pip install {}: {}",
+        SCANNERS.join(" "),
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    std::fs::write(&marker, wanted)?;
+    Ok(dir)
+}
+
+/// checkov on every rendered template and parliament on every IAM policy in them: each finding
+/// fixed, or explained in tests/scanners/explained.yaml.
+fn scanners() -> Result<()> {
+    let venv = scanner_venv()?;
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(quell_bin())
+        .args(["render", "--config"])
+        .arg(example())
+        .arg("--out")
+        .arg(dir.path())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scan = Command::new(venv.join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scanners/scan.py"))
+        .arg(dir.path())
+        .output()?;
+    ensure!(
+        scan.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&scan.stdout),
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    Ok(())
 }
 
 fn config_errors() -> Result<()> {
