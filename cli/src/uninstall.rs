@@ -324,6 +324,14 @@ async fn ledger(
             path.display()
         )
     })?;
+    // The table is created with deletion protection; it comes off only here, after the export.
+    dynamodb
+        .update_table()
+        .table_name(table)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .described("dynamodb:UpdateTable (deletion protection off)")?;
     dynamodb
         .delete_table()
         .table_name(table)

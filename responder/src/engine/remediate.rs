@@ -518,7 +518,7 @@ impl Responder {
     async fn fix_bucket(&self, run: &Run<'_>, name: &str, record: &mut Record) -> Ending {
         let mode = self.settings.playbooks.public_bucket.mode;
         let s3 = &run.clients.s3;
-        let found = match bucket::read(s3, name).await {
+        let found = match bucket::read(s3, name, &run.t.account).await {
             Ok(Some(b)) => b,
             Ok(None) => return run.gone(),
             Err(e) => return failed(&e),
@@ -545,7 +545,7 @@ impl Responder {
         let started = Utc::now();
         let fixed = bucket::make_private(s3, &found, &exposure).await;
         let after = match fixed {
-            Ok(()) => bucket::read(s3, name).await,
+            Ok(()) => bucket::read(s3, name, &run.t.account).await,
             Err(e) => Err(e),
         };
         let after = match after {

@@ -361,7 +361,7 @@ impl Responder {
             let names = bucket::list(&clients.s3).await?;
             place.buckets = names.len();
             for name in names {
-                let Some(b) = bucket::read(&clients.s3, &name).await? else {
+                let Some(b) = bucket::read(&clients.s3, &name, &place.account).await? else {
                     continue;
                 };
                 let exposure = b.exposure();

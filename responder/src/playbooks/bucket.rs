@@ -79,6 +79,9 @@ impl Exposure {
 #[derive(Debug, Clone)]
 pub struct Bucket {
     pub name: String,
+    /// The account the bucket must belong to: every call says so (`ExpectedBucketOwner`), so a
+    /// bucket name that is another account's is never read or changed.
+    pub account: String,
     pub region: String,
     pub tags: HashMap<String, String>,
     owner: Option<Owner>,
@@ -167,11 +170,17 @@ fn s3_in(s3: &aws_sdk_s3::Client, region: &str) -> aws_sdk_s3::Client {
 }
 
 /// The bucket, or `None` when it no longer exists. Reads through a client in the bucket's own
-/// Region, whatever Region `s3` was made for.
-pub async fn read(s3: &aws_sdk_s3::Client, name: &str) -> Result<Option<Bucket>, CallError> {
+/// Region, whatever Region `s3` was made for, and only a bucket `account` owns: S3 refuses the
+/// calls (403) for a bucket of any other account.
+pub async fn read(
+    s3: &aws_sdk_s3::Client,
+    name: &str,
+    account: &str,
+) -> Result<Option<Bucket>, CallError> {
     let location = match s3
         .get_bucket_location()
         .bucket(name)
+        .expected_bucket_owner(account)
         .send()
         .await
         .described("s3:GetBucketLocation")
@@ -192,12 +201,14 @@ pub async fn read(s3: &aws_sdk_s3::Client, name: &str) -> Result<Option<Bucket>,
     let acl = s3
         .get_bucket_acl()
         .bucket(name)
+        .expected_bucket_owner(account)
         .send()
         .await
         .described("s3:GetBucketAcl")?;
     let policy = match s3
         .get_bucket_policy()
         .bucket(name)
+        .expected_bucket_owner(account)
         .send()
         .await
         .described("s3:GetBucketPolicy")
@@ -217,6 +228,7 @@ pub async fn read(s3: &aws_sdk_s3::Client, name: &str) -> Result<Option<Bucket>,
     let block = match s3
         .get_public_access_block()
         .bucket(name)
+        .expected_bucket_owner(account)
         .send()
         .await
         .described("s3:GetPublicAccessBlock")
@@ -238,6 +250,7 @@ pub async fn read(s3: &aws_sdk_s3::Client, name: &str) -> Result<Option<Bucket>,
     let tags = match s3
         .get_bucket_tagging()
         .bucket(name)
+        .expected_bucket_owner(account)
         .send()
         .await
         .described("s3:GetBucketTagging")
@@ -252,6 +265,7 @@ pub async fn read(s3: &aws_sdk_s3::Client, name: &str) -> Result<Option<Bucket>,
     };
     Ok(Some(Bucket {
         name: name.to_owned(),
+        account: account.to_owned(),
         region,
         tags,
         owner: acl.owner().cloned(),
@@ -272,6 +286,7 @@ pub async fn make_private(
     // statements are being removed.
     s3.put_public_access_block()
         .bucket(&bucket.name)
+        .expected_bucket_owner(&bucket.account)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
                 .block_public_acls(true)
@@ -296,6 +311,7 @@ pub async fn make_private(
             .build();
         s3.put_bucket_acl()
             .bucket(&bucket.name)
+            .expected_bucket_owner(&bucket.account)
             .access_control_policy(policy)
             .send()
             .await
@@ -306,6 +322,7 @@ pub async fn make_private(
         if kept.is_empty() {
             s3.delete_bucket_policy()
                 .bucket(&bucket.name)
+                .expected_bucket_owner(&bucket.account)
                 .send()
                 .await
                 .described("s3:DeleteBucketPolicy")?;
@@ -314,6 +331,7 @@ pub async fn make_private(
             rewritten["Statement"] = Value::Array(kept);
             s3.put_bucket_policy()
                 .bucket(&bucket.name)
+                .expected_bucket_owner(&bucket.account)
                 .policy(rewritten.to_string())
                 .send()
                 .await
@@ -391,6 +409,7 @@ mod tests {
         };
         let bucket = Bucket {
             name: "b".into(),
+            account: "111122223333".into(),
             region: "us-east-1".into(),
             tags: HashMap::new(),
             owner: None,

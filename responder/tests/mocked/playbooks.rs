@@ -595,40 +595,58 @@ fn public_bucket_s3(w: &Shared) -> aws_sdk_s3::Client {
         get_public_access_block::*, put_bucket_acl::*, put_public_access_block::*,
     };
     use aws_sdk_s3::types::{Grant, Permission};
+    // Every call names the account the bucket must belong to; a call that does not matches no
+    // rule here and fails the test.
+    macro_rules! owned {
+        () => {
+            |req| req.expected_bucket_owner() == Some(ACCOUNT)
+        };
+    }
     let location = mock!(aws_sdk_s3::Client::get_bucket_location)
+        .match_requests(owned!())
         .then_output(|| GetBucketLocationOutput::builder().build());
-    let acl = mock!(aws_sdk_s3::Client::get_bucket_acl).then_output(|| {
-        GetBucketAclOutput::builder()
-            .grants(
-                Grant::builder()
-                    .grantee(quell_responder::playbooks::bucket::group_grantee(
-                        "http://acs.amazonaws.com/groups/global/AllUsers",
-                    ))
-                    .permission(Permission::Read)
-                    .build(),
-            )
-            .build()
-    });
+    let acl = mock!(aws_sdk_s3::Client::get_bucket_acl)
+        .match_requests(owned!())
+        .then_output(|| {
+            GetBucketAclOutput::builder()
+                .grants(
+                    Grant::builder()
+                        .grantee(quell_responder::playbooks::bucket::group_grantee(
+                            "http://acs.amazonaws.com/groups/global/AllUsers",
+                        ))
+                        .permission(Permission::Read)
+                        .build(),
+                )
+                .build()
+        });
     let policy = mock!(aws_sdk_s3::Client::get_bucket_policy)
+        .match_requests(owned!())
         .then_error(|| GetBucketPolicyError::generic(meta("NoSuchBucketPolicy")));
-    let block = mock!(aws_sdk_s3::Client::get_public_access_block).then_error(|| {
-        GetPublicAccessBlockError::generic(meta("NoSuchPublicAccessBlockConfiguration"))
-    });
+    let block = mock!(aws_sdk_s3::Client::get_public_access_block)
+        .match_requests(owned!())
+        .then_error(|| {
+            GetPublicAccessBlockError::generic(meta("NoSuchPublicAccessBlockConfiguration"))
+        });
     let tags = mock!(aws_sdk_s3::Client::get_bucket_tagging)
+        .match_requests(owned!())
         .then_error(|| GetBucketTaggingError::generic(meta("NoSuchTagSet")));
     let put_block = {
         let w = w.clone();
-        mock!(aws_sdk_s3::Client::put_public_access_block).then_compute_response(move |_| {
-            w.lock().unwrap().call("PutPublicAccessBlock");
-            MockResponse::Error(PutPublicAccessBlockError::generic(meta("AccessDenied")))
-        })
+        mock!(aws_sdk_s3::Client::put_public_access_block)
+            .match_requests(owned!())
+            .then_compute_response(move |_| {
+                w.lock().unwrap().call("PutPublicAccessBlock");
+                MockResponse::Error(PutPublicAccessBlockError::generic(meta("AccessDenied")))
+            })
     };
     let put_acl = {
         let w = w.clone();
-        mock!(aws_sdk_s3::Client::put_bucket_acl).then_compute_output(move |_| {
-            w.lock().unwrap().call("PutBucketAcl");
-            PutBucketAclOutput::builder().build()
-        })
+        mock!(aws_sdk_s3::Client::put_bucket_acl)
+            .match_requests(owned!())
+            .then_compute_output(move |_| {
+                w.lock().unwrap().call("PutBucketAcl");
+                PutBucketAclOutput::builder().build()
+            })
     };
     mock_client!(
         aws_sdk_s3,
