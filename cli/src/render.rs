@@ -191,6 +191,19 @@ mod tests {
         assert!(r["member-regional.yaml"].contains("- CreateSnapshot"));
     }
 
+    /// The part of a rendered template from `start` on.
+    fn from<'a>(text: &'a str, start: &str) -> &'a str {
+        &text[text.find(start).unwrap_or_else(|| panic!("no {start:?}"))..]
+    }
+
+    /// The part of a rendered template from `start` up to `end`.
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let rest = from(text, start);
+        &rest[..rest
+            .find(end)
+            .unwrap_or_else(|| panic!("no {end:?} after {start:?}"))]
+    }
+
     #[test]
     fn the_responder_acts_on_exactly_the_config_rules_rendered() {
         let rendered: Vec<&str> = CONFIG_RULES.iter().map(|r| r.name).collect();
@@ -214,13 +227,12 @@ mod tests {
             "members never forward custom actions"
         );
         let security = &r["security.yaml"];
-        let central_rule = &security[security.find("RemediationRule:").unwrap()
-            ..security.find("CustomActionRule:").unwrap()];
+        let central_rule = between(security, "RemediationRule:", "CustomActionRule:");
         assert!(
             !central_rule.contains("Custom Action"),
             "the central bus's rule takes no custom actions"
         );
-        let bus_policy = &security[security.find("CentralBusPolicy:").unwrap()..];
+        let bus_policy = from(security, "CentralBusPolicy:");
         assert!(
             bus_policy.contains("aws:PrincipalArn: !Sub \"arn:${AWS::Partition}:iam::*:role/quell-event-forwarder\""),
             "only Quell's forwarder roles put events on the central bus"
@@ -232,14 +244,13 @@ mod tests {
     fn no_queue_lambda_writes_to_can_hold_the_external_id() {
         let r = render_all(&config()).unwrap();
         let security = &r["security.yaml"];
-        let function = &security[security.find("  ResponderFunction:").unwrap()
-            ..security.find("  ContainmentTopic:").unwrap()];
+        let function = between(security, "  ResponderFunction:", "  ContainmentTopic:");
         assert!(
             !function.contains("DeadLetterConfig"),
             "Lambda would put the whole SNS event, ExternalId attribute included, in it"
         );
         assert!(security.contains("MetricName: AsyncEventsDropped"));
-        let dlq_policy = &security[security.find("DeadLetterQueuePolicy:").unwrap()..];
+        let dlq_policy = from(security, "DeadLetterQueuePolicy:");
         assert!(dlq_policy.contains("aws:PrincipalArn: !GetAtt ResponderRole.Arn"));
     }
 
@@ -247,11 +258,10 @@ mod tests {
     fn the_responder_may_delete_only_its_locks_from_the_ledger() {
         let r = render_all(&config()).unwrap();
         let security = &r["security.yaml"];
-        let ledger = &security[security.find("Sid: Ledger\n").unwrap()
-            ..security.find("Sid: IsolationSchedule").unwrap()];
+        let ledger = between(security, "Sid: Ledger\n", "Sid: IsolationSchedule");
         let deletes: Vec<&str> = ledger.matches("dynamodb:DeleteItem").collect();
         assert_eq!(deletes.len(), 1, "one statement allows deletes");
-        let locks = &ledger[ledger.find("Sid: LedgerLocksOnly").unwrap()..];
+        let locks = from(ledger, "Sid: LedgerLocksOnly");
         assert!(locks.contains("dynamodb:DeleteItem"));
         let prefix = quell_responder::ledger::LOCK_PREFIX;
         assert!(locks.contains(&format!(
