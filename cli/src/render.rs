@@ -270,6 +270,45 @@ mod tests {
     }
 
     #[test]
+    fn the_member_role_shapes_and_creates_only_groups_tagged_as_quells() {
+        let r = render_all(&config()).unwrap();
+        let roles = &r["member-roles.yaml"];
+        let shape = between(
+            roles,
+            "Sid: ShapeQuellGroupsOnly",
+            "- Sid: CreateQuellGroupsOnly",
+        );
+        let create = between(
+            roles,
+            "Sid: CreateQuellGroupsOnly",
+            "- Sid: ContainInstances",
+        );
+        for (statement, key) in [
+            (shape, "aws:ResourceTag/quell:purpose"),
+            (create, "aws:RequestTag/quell:purpose"),
+        ] {
+            assert!(statement.contains(key), "{statement}");
+        }
+        for action in [
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:AuthorizeSecurityGroupEgress",
+            "ec2:RevokeSecurityGroupEgress",
+            "ec2:CreateSecurityGroup",
+        ] {
+            let unconditioned = between(roles, "Sid: ContainInstances", "Outputs:");
+            assert!(
+                !unconditioned.contains(action),
+                "{action} is granted without Quell's tag"
+            );
+        }
+        assert_eq!(
+            quell_responder::entities::instance::PURPOSE_TAG,
+            "quell:purpose",
+            "the tag the policy names is the one Quell sets"
+        );
+    }
+
+    #[test]
     fn config_rules_can_be_left_out() {
         let mut c = config();
         c.config_rules = false;
