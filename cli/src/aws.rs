@@ -123,6 +123,24 @@ impl Aws {
     }
 }
 
+impl Aws {
+    /// Where requests are sent from: the caller's own identity, so that SQS stamps the caller's
+    /// unique id on each and the queue's policy judges the caller. The sandbox's emulator keeps
+    /// queues per calling account (another account's queue URL is not found), so there the
+    /// session in the security account sends, and the responder records the sender as
+    /// unverified (`quell sandbox host` strips the emulator's made-up sender id).
+    pub fn request_sender(&self, security: &SdkConfig) -> SdkConfig {
+        if self.sandbox.is_some() {
+            return security.clone();
+        }
+        self.in_region(
+            security
+                .region()
+                .map_or("us-east-1", aws_config::Region::as_ref),
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account: String,

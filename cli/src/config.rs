@@ -48,6 +48,9 @@ pub struct Config {
     pub exemptions: Exemptions,
     #[serde(default)]
     pub sweep: SweepConfig,
+    /// Who may send each kind of request.
+    #[serde(default)]
+    pub authorization: crate::authorization::AuthorizationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +95,14 @@ pub struct Playbooks {
 }
 
 impl Config {
+    /// Who may ask for what, with the defaults filled in.
+    pub fn authorization(&self) -> quell_responder::authorization::Authorization {
+        self.authorization.resolve(
+            quell_responder::entity::partition_of(&self.home_region),
+            &self.security_account,
+        )
+    }
+
     /// The responder's playbook settings, as the security stack hands them over.
     pub fn playbook_settings(&self) -> PlaybookSettings {
         PlaybookSettings {
@@ -427,6 +438,9 @@ impl Config {
                 ));
             }
         }
+        self.authorization
+            .check()
+            .map_err(|(key, problem)| err(key, problem))?;
         let sw = &self.sweep;
         let schedule_ok = (sw.schedule.starts_with("rate(") || sw.schedule.starts_with("cron("))
             && sw.schedule.ends_with(')');

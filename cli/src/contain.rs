@@ -1,5 +1,6 @@
-//! `quell contain ARN`, `quell release ARN` and `quell history`: publish a request with the
-//! ExternalId, wait for the responder's outcome in the ledger, and print every step.
+//! `quell contain ARN`, `quell release ARN` and `quell history`: send a request to its kind's
+//! queue with the caller's own identity (SQS stamps who sent it, and the queue's policy says who
+//! may), wait for the responder's outcome in the ledger, and print every step.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -7,11 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_config::SdkConfig;
-use aws_sdk_sns::types::MessageAttributeValue;
-use quell_responder::aws_error::Described;
-use quell_responder::contract::{
-    self, Action, ContainmentMessage, Options, EXTERNAL_ID_ATTRIBUTE, MESSAGE_VERSION,
-};
+use quell_responder::authorization::Channel;
+use quell_responder::aws_error::{CallError, Described};
+use quell_responder::contract::{self, Action, ContainmentMessage, Options, MESSAGE_VERSION};
 use quell_responder::entity::Entity;
 use quell_responder::ledger::{Ledger, Record, Status, StepStatus};
 use quell_responder::secret::ExternalIds;
@@ -57,9 +56,12 @@ pub struct Outcome {
 /// Where requests go: the deployment found from the configuration.
 struct Connection {
     security: SdkConfig,
+    /// The caller's own identity, which requests are sent with.
+    sender: SdkConfig,
     deployment: Deployment,
     caller: Caller,
     name: String,
+    security_account: String,
 }
 
 fn config_path(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
@@ -81,6 +83,7 @@ async fn connect(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Res
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
     let security = aws.security_account(&caller, &config).await?;
+    let sender = aws.request_sender(&security);
     let deployment = Deployment::find(&security, &config.name)
         .await?
         .with_context(|| {
@@ -93,9 +96,11 @@ async fn connect(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Res
         })?;
     Ok(Connection {
         security,
+        sender,
         deployment,
         caller,
         name: config.name,
+        security_account: config.security_account,
     })
 }
 
@@ -241,9 +246,13 @@ pub async fn send(
             "--request-id must be 1-64 characters of letters, digits, '-' and '_'",
         ));
     }
+    let channel = Channel::for_action(req.action).with_context(|| {
+        format!(
+            "{} requests come from events, not from the CLI",
+            req.action.as_str()
+        )
+    })?;
     let c = connect(global, req.config).await?;
-    let secrets = crate::calls::client!(aws_sdk_secretsmanager, &c.security);
-    let ids = ExternalIds::load(&secrets, &deployment::secret_name(&c.name)).await?;
 
     let verb = if req.action == Action::Release {
         "Release"
@@ -277,27 +286,9 @@ pub async fn send(
         requester: c.caller.arn.clone(),
         options: req.options.clone(),
     };
-    let published = crate::calls::client!(aws_sdk_sns, &c.security)
-        .publish()
-        .topic_arn(&c.deployment.containment_topic_arn)
-        .subject(format!(
-            "Quell {} request {request_id}",
-            req.action.as_str()
-        ))
-        .message(serde_json::to_string(&message)?)
-        .message_attributes(
-            EXTERNAL_ID_ATTRIBUTE,
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(&ids.message_external_id)
-                .build()?,
-        )
-        .send()
-        .await
-        .described("sns:Publish")?;
-    let message_id = published.message_id().unwrap_or_default().to_owned();
+    let message_id = send_request(&c, channel, &serde_json::to_string(&message)?).await?;
     printer.status(&format!(
-        "request {request_id} published (message {message_id}); waiting for the responder"
+        "request {request_id} sent (message {message_id}); waiting for the responder"
     ));
 
     let ledger = Ledger::new(
@@ -327,6 +318,57 @@ pub async fn send(
         message_id,
         record,
     })
+}
+
+/// Sends the request body to `channel`'s queue in the security account with the caller's own
+/// identity; the message id.
+async fn send_request(c: &Connection, channel: Channel, body: &str) -> anyhow::Result<String> {
+    let queue = channel.queue_name(&c.name);
+    let account = &c.security_account;
+    let explain = |e: CallError| -> anyhow::Error {
+        if e.failure
+            .code
+            .as_deref()
+            .is_some_and(|code| code.contains("NonExistentQueue") || code == "QueueDoesNotExist")
+        {
+            anyhow::anyhow!("no queue {queue} in {account}: run `quell upgrade` (installs from before per-kind request queues lack it)")
+        } else if e
+            .failure
+            .code
+            .as_deref()
+            .is_some_and(|code| code.contains("AccessDenied") || code == "AuthorizationError")
+        {
+            exit::refused(format!(
+                "{} may not send {} requests ({e}): authorization.{} in the configuration names who may, and your own IAM policy must allow sqs:SendMessage on {queue}",
+                c.caller.arn,
+                channel.as_str(),
+                channel.as_str()
+            ))
+        } else {
+            anyhow::anyhow!("cannot send to {queue}: {e}")
+        }
+    };
+    let sqs = crate::calls::client!(aws_sdk_sqs, &c.sender);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(&queue)
+        .queue_owner_aws_account_id(account)
+        .send()
+        .await
+        .described("sqs:GetQueueUrl")
+        .map_err(explain)?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let sent = sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .described("sqs:SendMessage")
+        .map_err(explain)?;
+    Ok(sent.message_id().unwrap_or_default().to_owned())
 }
 
 /// Polls the ledger until this delivery's outcome is final: the request's own record when this

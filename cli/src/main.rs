@@ -2,6 +2,7 @@
 
 mod args;
 mod assets;
+mod authorization;
 mod aws;
 mod calls;
 mod commands;

@@ -8,6 +8,15 @@ use serde_json::json;
 
 use crate::assets::{self, TemplateSource};
 use crate::config::Config;
+use quell_responder::authorization::Channel;
+
+/// `contain` -> `Contain`: a CloudFormation logical id part.
+fn title(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
 
 /// A managed AWS Config rule that the regional StackSet deploys.
 #[derive(Debug, Serialize)]
@@ -114,6 +123,7 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
     hb.set_strict_mode(true);
     // CloudFormation YAML, not HTML: nothing to escape.
     hb.register_escape_fn(handlebars::no_escape);
+    let authorization = config.authorization();
     let context = json!({
         "name": config.name,
         "responder": {
@@ -132,6 +142,13 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
         "sweep_schedule": config.sweep.schedule,
         "regions_json": serde_json::to_string(&config.all_regions())?,
         "playbooks_json": serde_json::to_string(&config.playbook_settings())?.replace('\'', "''"),
+        "authorization_json": serde_json::to_string(&authorization)?.replace('\'', "''"),
+        "request_queues": Channel::ALL.iter().map(|c| Ok(json!({
+            "logical_id": format!("{}RequestsQueue", title(c.as_str())),
+            "kind": c.as_str(),
+            // A JSON array is a YAML flow sequence; the patterns hold no quotes (config checks).
+            "patterns_json": serde_json::to_string(authorization.patterns(*c))?,
+        }))).collect::<anyhow::Result<Vec<_>>>()?,
     });
     let mut out = Rendered::new();
     for t in assets::ALL_TEMPLATES {
@@ -305,6 +322,54 @@ mod tests {
             quell_responder::entities::instance::PURPOSE_TAG,
             "quell:purpose",
             "the tag the policy names is the one Quell sets"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_request_has_a_queue_only_its_configured_principals_may_send_to() {
+        let mut c = config();
+        c.authorization.release = Some(vec!["arn:aws:iam::*:role/IncidentLead".into()]);
+        let r = render_all(&c).unwrap();
+        let security = &r["security.yaml"];
+        for channel in Channel::ALL {
+            let id = format!("{}RequestsQueue", title(channel.as_str()));
+            let policy = between(
+                security,
+                &format!("  {id}Policy:"),
+                &format!("  {id}Events:"),
+            );
+            let patterns = serde_json::to_string(c.authorization().patterns(channel)).unwrap();
+            assert!(
+                policy.contains(&format!(
+                    "ArnLike:\n                aws:PrincipalArn: {patterns}"
+                )),
+                "{id} admits exactly its patterns: {policy}"
+            );
+            assert!(
+                policy.contains(&format!(
+                    "ArnNotLike:\n                aws:PrincipalArn: {patterns}"
+                )),
+                "{id} denies everyone else, whatever their own policies say"
+            );
+            assert!(policy.contains("aws:PrincipalOrgID: !Ref OrganizationId"));
+            assert!(security.contains(&format!("QueueName: quell-requests-{}\n", channel.as_str())));
+            assert!(security.contains(&format!("EventSourceArn: !GetAtt {id}.Arn")));
+        }
+        let release = between(
+            security,
+            "  ReleaseRequestsQueuePolicy:",
+            "  ReleaseRequestsQueueEvents:",
+        );
+        assert!(release.contains("role/IncidentLead"));
+        assert!(!release.contains("arn:aws:iam::222233334444:*"));
+        let env = from(security, "QUELL_AUTHORIZATION: '");
+        let json = &env["QUELL_AUTHORIZATION: '".len()..env.find("'\n").unwrap()];
+        let handed: quell_responder::authorization::Authorization =
+            serde_json::from_str(json).unwrap();
+        assert_eq!(
+            handed,
+            c.authorization(),
+            "the responder checks what the queues enforce"
         );
     }
 

@@ -198,6 +198,17 @@ pub async fn run(
     if ledger_exists {
         ledger(&ctx, &table, args, &mut report).await?;
     }
+    // Kept by the security stack's DeletionPolicy under the name CloudFormation gave it.
+    report.left.push(Leftover {
+        what: format!(
+            "log group of the responder in {} ({})",
+            ctx.config.security_account, ctx.config.home_region
+        ),
+        why: format!(
+            "the responder's logs are evidence; the stack keeps the group (named {}-security-ResponderLogGroup-...) and its events expire after responder.log_retention_days; delete it in CloudWatch Logs when it is no longer needed",
+            ctx.config.name
+        ),
+    });
     if ctx.aws.sandbox().is_some() {
         sandbox::host::remove_inbox(&ctx.security, &ctx.config.name).await?;
     }

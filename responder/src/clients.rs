@@ -85,6 +85,8 @@ pub struct Clients {
     pub sts: aws_sdk_sts::Client,
     /// Finding updates, made from the security account (the Security Hub administrator).
     pub security_hub: aws_sdk_securityhub::Client,
+    /// The security account's IAM: who sent a request from there.
+    pub iam: aws_sdk_iam::Client,
     pub member: MemberFactory,
     pub counter: CallCounter,
 }
@@ -107,6 +109,7 @@ impl Clients {
             secrets: counted!(aws_sdk_secretsmanager, config, counter),
             sts: counted!(aws_sdk_sts, config, counter),
             security_hub: counted!(aws_sdk_securityhub, config, counter),
+            iam: counted!(aws_sdk_iam, config, counter),
             member: Arc::new(move |c| MemberClients::from_config(c, &member_counter)),
             counter,
         }

@@ -197,6 +197,14 @@ pub struct RetryMessage {
     /// Which attempt this message asks for: 2 for the first retry.
     pub attempt: u32,
     pub request: ContainmentMessage,
+    /// Who sent the request, as established when it first came in (requests from before
+    /// authenticated channels existed came through the ExternalId topic).
+    #[serde(default = "self_declared")]
+    pub caller: crate::authorization::Caller,
+}
+
+fn self_declared() -> crate::authorization::Caller {
+    crate::authorization::Caller::SelfDeclared
 }
 
 /// How many times an authenticated request is tried before it is sent, without its ExternalId,

@@ -6,6 +6,7 @@ use aws_lambda_events::event::sns::SnsEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::Value;
 
+use crate::authorization::Caller;
 use crate::error::ResponderError;
 
 /// One SNS message as Lambda hands it over.
@@ -16,14 +17,18 @@ pub struct SnsDelivery {
     pub body: String,
     /// String message attributes only: every attribute Quell reads is a string.
     pub attributes: HashMap<String, String>,
+    /// Who sent it, as far as AWS vouches for it: self-declared for SNS.
+    pub caller: Caller,
 }
 
-/// One SQS message: the responder's own scheduled EC2 phase 2.
+/// One SQS message: a request, an event, or the responder's own scheduled work.
 #[derive(Debug, Clone)]
 pub struct QueueDelivery {
     pub message_id: String,
     pub queue_arn: String,
     pub body: String,
+    /// The unique id of the principal that sent the message, stamped by SQS (`SenderId`).
+    pub sender_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +62,7 @@ pub fn parse(payload: Value) -> Result<Vec<Delivery>, ResponderError> {
                             .filter(|(_, a)| a.data_type == "String")
                             .map(|(k, a)| (k, a.value))
                             .collect(),
+                        caller: Caller::SelfDeclared,
                     })
                 })
                 .collect())
@@ -72,6 +78,7 @@ pub fn parse(payload: Value) -> Result<Vec<Delivery>, ResponderError> {
                         message_id: r.message_id.unwrap_or_default(),
                         queue_arn: r.event_source_arn.unwrap_or_default(),
                         body: r.body.unwrap_or_default(),
+                        sender_id: r.attributes.get("SenderId").cloned(),
                     })
                 })
                 .collect())

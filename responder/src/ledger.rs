@@ -104,6 +104,10 @@ pub struct Record {
     pub entity_kind: Option<String>,
     pub account: Option<String>,
     pub requester: Option<String>,
+    /// Who asked, as far as AWS vouches for it (`requester` is what the request says). For a fix
+    /// a sweep found: who asked for the sweep, who may then not approve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<crate::authorization::Caller>,
     pub reason: Option<String>,
     /// SNS message ids of every delivery of this request, first one first.
     pub message_ids: Vec<String>,
@@ -148,6 +152,7 @@ impl Record {
             entity_kind: None,
             account: None,
             requester: None,
+            caller: None,
             reason: None,
             message_ids: vec![message_id.to_owned()],
             attempts: 1,

@@ -5,6 +5,7 @@
 //! records, ARN parsing).
 
 pub mod audit;
+pub mod authorization;
 pub mod aws_error;
 pub mod clients;
 pub mod contract;

@@ -1,6 +1,7 @@
 //! The responder's settings, read once at cold start from the function's environment (set by the
 //! security stack template).
 
+use crate::authorization::Authorization;
 use crate::error::ResponderError;
 use crate::playbooks::PlaybookSettings;
 
@@ -41,7 +42,15 @@ pub struct Settings {
     /// The local sandbox's emulator sends EventBridge events without the envelope's `account`;
     /// only the sandbox host sets this (see `playbooks::event::Origin`).
     pub envelope_may_lack_account: bool,
+    /// Who may ask for what (`authorization::Authorization`).
+    pub authorization: Authorization,
+    /// The local sandbox's emulator stamps every SQS message with one made-up sender id, which
+    /// its host removes; only the host sets this, and requests are then recorded as unverified.
+    pub requests_may_lack_sender_id: bool,
 }
+
+/// Set by the sandbox host alone: moto's SQS has no real `SenderId`.
+pub const SANDBOX_REQUESTS_WITHOUT_SENDER_ID: &str = "QUELL_SANDBOX_REQUESTS_WITHOUT_SENDER_ID";
 
 /// Set by the sandbox host alone: moto's EventBridge omits the envelope's `account` field.
 pub const SANDBOX_ENVELOPES_WITHOUT_ACCOUNT: &str = "QUELL_SANDBOX_ENVELOPES_WITHOUT_ACCOUNT";
@@ -81,7 +90,17 @@ impl Settings {
                 "QUELL_SECURITY_ACCOUNT is {security_account:?}; expected a 12-digit account id"
             )));
         }
+        let authorization_raw = need("QUELL_AUTHORIZATION")?;
+        let authorization: Authorization =
+            serde_json::from_str(&authorization_raw).map_err(|e| {
+                ResponderError::Settings(format!(
+                    "QUELL_AUTHORIZATION is not the authorization the security stack renders: {e}"
+                ))
+            })?;
         Ok(Settings {
+            authorization,
+            requests_may_lack_sender_id: get(SANDBOX_REQUESTS_WITHOUT_SENDER_ID).as_deref()
+                == Some("1"),
             security_account,
             home_region: need("QUELL_HOME_REGION")?,
             regions,

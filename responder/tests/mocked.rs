@@ -14,6 +14,8 @@ use quell_responder::settings::Settings;
 use quell_responder::Responder;
 use serde_json::{json, Value};
 
+#[path = "mocked/authorization.rs"]
+mod authorization;
 #[path = "mocked/playbooks.rs"]
 mod playbooks;
 #[path = "mocked/trust.rs"]
@@ -105,6 +107,9 @@ fn settings_with(extra: &[(&str, &str)]) -> Settings {
         ("QUELL_SECURITY_ACCOUNT", "222233334444"),
         ("QUELL_HOME_REGION", "us-east-1"),
         ("QUELL_REGIONS", r#"["us-east-1","eu-west-1"]"#),
+        // Every kind through the ExternalId topic too, and self-approval allowed: the tests of
+        // containment and playbooks send through the topic; `authorization` tests tighten this.
+        ("QUELL_AUTHORIZATION", authorization::PERMISSIVE),
         (
             "QUELL_DLQ_URL",
             "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq",
@@ -313,9 +318,10 @@ macro_rules! iam_rule {
 fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
     use aws_sdk_iam::operation::{
         attach_role_policy::*, attach_user_policy::*, delete_login_profile::*,
-        get_login_profile::*, get_role::*, get_role_policy::*, get_user::*, get_user_policy::*,
-        list_access_keys::*, list_attached_role_policies::*, list_attached_user_policies::*,
-        put_role_policy::*, put_user_policy::*, update_access_key::*,
+        delete_user_policy::*, detach_user_policy::*, get_login_profile::*, get_role::*,
+        get_role_policy::*, get_user::*, get_user_policy::*, list_access_keys::*,
+        list_attached_role_policies::*, list_attached_user_policies::*, put_role_policy::*,
+        put_user_policy::*, update_access_key::*,
     };
     use aws_sdk_iam::types::{
         AccessKeyMetadata, AttachedPolicy, LoginProfile, Role, StatusType, User,
@@ -482,6 +488,30 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
                         req.policy_document().unwrap_or_default().to_owned(),
                     );
                     MockResponse::Output(PutUserPolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                detach_user_policy,
+                "DetachUserPolicy",
+                DetachUserPolicyError,
+                |world, req| {
+                    let arn = req.policy_arn().unwrap_or_default().to_owned();
+                    world.user.attached.retain(|a| *a != arn);
+                    MockResponse::Output(DetachUserPolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                delete_user_policy,
+                "DeleteUserPolicy",
+                DeleteUserPolicyError,
+                |world, req| {
+                    world
+                        .user
+                        .inline
+                        .remove(req.policy_name().unwrap_or_default());
+                    MockResponse::Output(DeleteUserPolicyOutput::builder().build())
                 }
             ),
             iam_rule!(
@@ -771,6 +801,7 @@ fn responder_full(
         secrets: secrets(),
         sts: sts(),
         security_hub: playbooks::security_hub(w),
+        iam: authorization::security_account_iam(),
         member: Arc::new(move |_| member.clone()),
         counter: quell_responder::clients::CallCounter::default(),
     };

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_sns::types::MessageAttributeValue;
+use quell_responder::authorization::Channel;
 use quell_responder::ledger::{Record, Status};
 use serde_json::{json, Value};
 
@@ -30,7 +31,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
 }
 
 /// The user every refused request names: it must never change.
-fn canary(s: &Sandbox) -> (String, String) {
+pub(crate) fn canary(s: &Sandbox) -> (String, String) {
     let account = s.members()[1].clone();
     let arn = Sandbox::user_arn(&account);
     (account, arn)
@@ -67,7 +68,7 @@ fn topic(s: &Sandbox) -> String {
 }
 
 /// Publishes straight to the containment topic, as any organization principal can.
-async fn publish(s: &Sandbox, body: &str, external_id: Option<&str>) -> Result<String> {
+pub(crate) async fn publish(s: &Sandbox, body: &str, external_id: Option<&str>) -> Result<String> {
     let security = s.in_account(&s.security(), HOME).await?;
     let mut req = aws_sdk_sns::Client::new(&security)
         .publish()
@@ -90,7 +91,7 @@ async fn publish(s: &Sandbox, body: &str, external_id: Option<&str>) -> Result<S
         .to_owned())
 }
 
-async fn refusal(s: &Sandbox, message_id: &str) -> Result<Record> {
+pub(crate) async fn refusal(s: &Sandbox, message_id: &str) -> Result<Record> {
     let key = quell_responder::contract::rejection_key(message_id);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
@@ -103,7 +104,12 @@ async fn refusal(s: &Sandbox, message_id: &str) -> Result<Record> {
 }
 
 /// Checks the refusal's code in the ledger and in the audit message.
-async fn expect_refused(s: &Sandbox, record: &Record, code: &str, words: &str) -> Result<()> {
+pub(crate) async fn expect_refused(
+    s: &Sandbox,
+    record: &Record,
+    code: &str,
+    words: &str,
+) -> Result<()> {
     ensure!(record.status == Status::Rejected, "{record:?}");
     let rejection = record.rejection.as_ref().context("rejection")?;
     ensure!(
@@ -205,7 +211,8 @@ async fn malformed_message_json_is_refused(s: Arc<Sandbox>) -> Result<()> {
     expect_refused(&s, &refusal(&s, &id).await?, "malformed_message", "dry_run").await?;
     // A sweep limited to a kind of resource it does not know changes nothing.
     let unknown = json!({"version": "1", "request_id": "x4", "action": "sweep", "entity": "organization", "reason": "r", "requester": "q", "options": {"only": ["rds_instance"]}}).to_string();
-    let id = publish(&s, &unknown, Some(&ext)).await?;
+    // Sweeps come through their own queue (the topic takes containment only).
+    let id = crate::authorization::enqueue(&s, Channel::Sweep, &unknown).await?;
     expect_refused(
         &s,
         &refusal(&s, &id).await?,
@@ -215,7 +222,7 @@ async fn malformed_message_json_is_refused(s: Arc<Sandbox>) -> Result<()> {
     .await?;
     // A sweep covers the organization, nothing narrower.
     let narrow = json!({"version": "1", "request_id": "x3", "action": "sweep", "entity": arn, "reason": "r", "requester": "q"}).to_string();
-    let id = publish(&s, &narrow, Some(&ext)).await?;
+    let id = crate::authorization::enqueue(&s, Channel::Sweep, &narrow).await?;
     expect_refused(
         &s,
         &refusal(&s, &id).await?,

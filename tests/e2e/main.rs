@@ -2,6 +2,7 @@
 //!
 //! Tests run one at a time: some switch moto's IAM enforcement, which is global to the sandbox.
 
+mod authorization;
 mod bad_input;
 mod cli;
 mod contain;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         install::tests(),
         contain::tests(),
         bad_input::tests(),
+        authorization::tests(),
         entities::tests(),
         cli::online(),
         remediate::tests(),

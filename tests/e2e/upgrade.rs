@@ -719,12 +719,15 @@ async fn uninstall_leaves_nothing_behind_and_install_works_again(s: Arc<Sandbox>
         "artifact bucket gone"
     );
     let left = report["left"].as_array().cloned().unwrap_or_default();
+    let what = |l: &Value| l["what"].as_str().unwrap_or_default().to_owned();
     ensure!(
-        left.iter().all(|l| l["what"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("security group")),
-        "only groups in use may stay: {left:?}"
+        left.iter()
+            .all(|l| what(l).starts_with("security group") || what(l).starts_with("log group")),
+        "only groups in use and the responder's logs (evidence) may stay: {left:?}"
+    );
+    ensure!(
+        left.iter().any(|l| what(l).starts_with("log group")),
+        "the kept log group is named: {left:?}"
     );
 
     // And a fresh install works on the cleaned organization.

@@ -225,6 +225,8 @@ struct Wiring {
     /// Where the central bus's remediation rule puts events (an event source mapping on AWS).
     events_queue_url: String,
     events_queue_arn: String,
+    /// The per-kind request queues (URL, ARN), each an event source mapping on AWS.
+    request_queues: Vec<(String, String)>,
     function: FunctionSpec,
 }
 
@@ -292,6 +294,24 @@ impl Wiring {
         };
         let (isolation_queue_url, isolation_queue_arn) = queue("IsolationQueueName").await?;
         let (events_queue_url, events_queue_arn) = queue("EventsQueueName").await?;
+        let mut request_queues = Vec::new();
+        for channel in quell_responder::authorization::Channel::ALL {
+            let name = channel.queue_name(&config.name);
+            let url = sqs
+                .get_queue_url()
+                .queue_name(&name)
+                .send()
+                .await
+                .described("sqs:GetQueueUrl")?
+                .queue_url()
+                .unwrap_or_default()
+                .to_owned();
+            let arn = format!(
+                "arn:aws:sqs:{}:{}:{name}",
+                config.home_region, state.security_account
+            );
+            request_queues.push((url, arn));
+        }
         let f = aws_sdk_lambda::Client::new(&security)
             .get_function_configuration()
             .function_name(&deployment.function_name)
@@ -336,6 +356,7 @@ impl Wiring {
             isolation_queue_arn,
             events_queue_url,
             events_queue_arn,
+            request_queues,
             function,
         }))
     }
@@ -387,7 +408,15 @@ async fn serve_once(
             |m| { Ok(sqs_lambda_event(m, &w.events_queue_arn, &w.function.region)) }
         )
     );
-    sns.and(isolation).and(events)
+    let requests = futures::future::join_all(w.request_queues.iter().map(|(url, arn)| {
+        deliver(w, runtime, sessions, state, url, true, move |m| {
+            Ok(sqs_lambda_event(m, arn, &w.function.region))
+        })
+    }))
+    .await;
+    requests
+        .into_iter()
+        .fold(sns.and(isolation).and(events), Result::and)
 }
 
 /// Receives what is waiting on `queue` and invokes the function with each message's Lambda event.
@@ -494,7 +523,10 @@ pub fn sqs_lambda_event(m: &aws_sdk_sqs::types::Message, queue_arn: &str, region
             "messageId": m.message_id(),
             "receiptHandle": m.receipt_handle(),
             "body": m.body(),
-            "attributes": m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect::<HashMap<_, _>>()).unwrap_or_default(),
+            // moto stamps every message with one constant, made-up SenderId; AWS stamps the
+            // sender's unique id. Passing moto's on would record an identity nobody had, so it
+            // is left out, and the responder records the sender as unverified.
+            "attributes": m.attributes().map(|a| a.iter().filter(|(k, _)| k.as_str() != "SenderId").map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect::<HashMap<_, _>>()).unwrap_or_default(),
             "messageAttributes": {},
             "md5OfBody": m.md5_of_body(),
             "eventSource": "aws:sqs",
@@ -708,6 +740,12 @@ impl Runtime {
             // `Origin`). Only this host, never a template, tells it that.
             .env(
                 quell_responder::settings::SANDBOX_ENVELOPES_WITHOUT_ACCOUNT,
+                "1",
+            )
+            // moto has no real SenderId (see `sqs_lambda_event`): requests are recorded as
+            // unverified rather than refused as unauthenticated.
+            .env(
+                quell_responder::settings::SANDBOX_REQUESTS_WITHOUT_SENDER_ID,
                 "1",
             )
             .stdin(Stdio::null())

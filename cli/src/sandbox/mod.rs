@@ -293,6 +293,9 @@ responder:
 containment:
   # Nothing is tracked in the sandbox: isolate at once.
   isolation_wait_seconds: 0
+authorization:
+  # The sandbox has one operator identity, which contains and then releases.
+  allow_self_approval: true
 "#,
         org = state.organization_id,
         home = seed::HOME_REGION,

@@ -24,6 +24,7 @@ impl Responder {
         fresh.entity = Some(message.entity.clone());
         fresh.entity_kind = Some("remediation".into());
         fresh.requester = Some(message.requester.clone());
+        fresh.caller = Some(d.caller.clone());
         fresh.reason = Some(message.reason.clone());
         let mut request = match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
             ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
@@ -68,6 +69,14 @@ impl Responder {
                 .await;
         };
         request.account = target.account.clone();
+        if let Some(refusal) = self.self_decision(
+            &target,
+            &d.caller,
+            &message.requester,
+            message.action.as_str(),
+        ) {
+            return self.finish_rejected(&mut request, refusal).await;
+        }
         // Taken from "awaiting approval" in one conditional write: of two decisions sent at once,
         // one acts and the other is refused.
         let seen = target.updated_at;
@@ -77,7 +86,7 @@ impl Responder {
         target.decided_by = Some(format!(
             "{} by {} (request {})",
             message.action.as_str(),
-            message.requester,
+            d.caller.describe(&message.requester),
             message.request_id
         ));
         target.message_ids.push(d.message_id.clone());
@@ -98,7 +107,8 @@ impl Responder {
             target.finished_at = Some(now);
             target.reason = Some(format!(
                 "denied by {}: {}",
-                message.requester, message.reason
+                d.caller.describe(&message.requester),
+                message.reason
             ));
             self.ledger
                 .save(&target)

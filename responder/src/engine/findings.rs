@@ -62,6 +62,7 @@ impl Responder {
             topic_arn: q.queue_arn.clone(),
             body: String::new(),
             attributes: std::collections::HashMap::new(),
+            caller: crate::authorization::Caller::CustomAction,
         };
         let outcome = self.handle_request(&delivery, &message).await?;
         let note = format!(

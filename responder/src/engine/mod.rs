@@ -9,6 +9,7 @@ mod contain;
 mod findings;
 mod release;
 mod remediate;
+mod requests;
 mod sweep;
 
 use aws_config::{Region, SdkConfig};
@@ -57,6 +58,8 @@ pub struct Responder {
     protection: Protection,
     member_clients: MemberFactory,
     security_hub: aws_sdk_securityhub::Client,
+    /// IAM in the security account: confirms who sent a request from there.
+    iam: aws_sdk_iam::Client,
     calls: crate::clients::CallCounter,
     /// Where events may come from, from the settings.
     origin: crate::playbooks::event::Origin,
@@ -106,6 +109,7 @@ impl Responder {
             protection: Protection::new(&settings.protected_principals, &settings.name_prefix),
             member_clients: clients.member,
             security_hub: clients.security_hub,
+            iam: clients.iam,
             calls: clients.counter,
             origin: origin_of(&settings),
             settings,
@@ -152,7 +156,12 @@ impl Responder {
                 {
                     outcomes.extend(Box::pin(self.remediate(&q)).await?);
                 }
-                Delivery::Queue(q) => outcomes.push(Box::pin(self.isolate(&q)).await?),
+                Delivery::Queue(q) => match self.channel_of(&q) {
+                    Some(channel) => {
+                        outcomes.push(Box::pin(self.handle_queued_request(&q, channel)).await?);
+                    }
+                    None => outcomes.push(Box::pin(self.isolate(&q)).await?),
+                },
             }
         }
         let transient: Vec<&Outcome> = outcomes
@@ -196,6 +205,26 @@ impl Responder {
             Ok(m) => m,
             Err(r) => return self.reject_delivery(d, None, r).await,
         };
+        // The topic's requester is self-declared: what it may ask for is configured, and the
+        // rest must come through the queues where AWS authenticates the sender.
+        if !self
+            .settings
+            .authorization
+            .external_id_allows(message.action)
+        {
+            let why = match crate::authorization::Channel::for_action(message.action) {
+                Some(c) => format!(
+                    "{} requests are not taken from the ExternalId topic (authorization.external_id_actions); send them to the {} queue, where AWS authenticates the sender (quell {} does)",
+                    message.action.as_str(),
+                    c.queue_name(&self.settings.name_prefix),
+                    message.action.as_str()
+                ),
+                None => format!("{} requests are not taken from the ExternalId topic", message.action.as_str()),
+            };
+            return self
+                .reject_delivery(d, Some(&message), refuse("channel_not_allowed", why))
+                .await;
+        }
         self.handle_authenticated(d, &message, 1).await
     }
 
@@ -248,6 +277,7 @@ impl Responder {
             message_id: d.message_id.clone(),
             attempt,
             request: message.clone(),
+            caller: d.caller.clone(),
         };
         let delay = 30 * i32::try_from(attempt).unwrap_or(1);
         self.sqs
@@ -273,6 +303,7 @@ impl Responder {
             topic_arn: q.queue_arn.clone(),
             body: String::new(),
             attributes: std::collections::HashMap::new(),
+            caller: retry.caller.clone(),
         };
         self.handle_authenticated(&d, &retry.request, retry.attempt)
             .await
@@ -334,6 +365,7 @@ impl Responder {
                     &message.request_id,
                     &d.message_id,
                     &message.requester,
+                    &d.caller,
                     &message.options,
                 )
                 .await;
@@ -410,7 +442,12 @@ impl Responder {
                 format!("the {EXTERNAL_ID_ATTRIBUTE} message attribute does not match"),
             ));
         }
-        let message: ContainmentMessage = serde_json::from_str(&d.body).map_err(|e| {
+        Self::parse_request(&d.body)
+    }
+
+    /// A request body, checked for shape, version, id and bounded text.
+    fn parse_request(body: &str) -> Result<ContainmentMessage, Refusal> {
+        let message: ContainmentMessage = serde_json::from_str(body).map_err(|e| {
             refuse(
                 "malformed_message",
                 format!("the message body is not a containment request: {e}"),
@@ -453,6 +490,7 @@ impl Responder {
             record.requester = Some(keep(&m.requester));
             record.reason = Some(keep(&m.reason));
         }
+        record.caller = Some(d.caller.clone());
         record.status = Status::Rejected;
         record.finished_at = Some(now);
         record.rejection = Some(Rejection {
@@ -511,6 +549,7 @@ impl Responder {
         record.entity_kind = Some(entity.kind().into());
         record.account = Some(entity.account().into());
         record.requester = Some(message.requester.clone());
+        record.caller = Some(d.caller.clone());
         record.reason = Some(message.reason.clone());
         record
     }

@@ -34,6 +34,11 @@ impl Responder {
                 .await;
         };
         record.releases = Some(containment.key.clone());
+        if let Some(refusal) =
+            self.self_decision(&containment, &d.caller, &message.requester, "release")
+        {
+            return self.finish_rejected(&mut record, refusal).await;
+        }
         self.audit_or_log(AuditEvent::Started, &mut record).await;
         let target = match self
             .open_target(&mut record, entity, &message.request_id)

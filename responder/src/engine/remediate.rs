@@ -16,15 +16,7 @@ use crate::ledger::{Claim, Record, Rejection, Status, Step, StepStatus};
 use crate::playbooks::event::{self, Parsed, Refused, Resource, Trigger};
 use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
 
-pub(super) fn partition_of(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
+pub(super) use crate::entity::partition_of;
 
 /// How a fix was asked for: whether the playbook's mode applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +118,7 @@ impl Responder {
                         &format!("sweep-{event_id}"),
                         &q.message_id,
                         "the sweep schedule",
+                        &crate::authorization::Caller::Quell,
                         &options,
                     )
                     .await?,
@@ -187,7 +180,7 @@ impl Responder {
                     } else {
                         Intent::Found
                     };
-                    out.push(self.remediate_one(&q.message_id, t, intent).await?);
+                    out.push(self.remediate_one(&q.message_id, t, intent, None).await?);
                 }
                 Ok(out)
             }
@@ -230,6 +223,7 @@ impl Responder {
         message_id: &str,
         t: &Trigger,
         intent: Intent,
+        asked_by: Option<&crate::authorization::Caller>,
     ) -> Result<Outcome, ResponderError> {
         let key = format!("remediation:{}:{}", t.event_id, t.resource.id());
         let partition = partition_of(&t.region);
@@ -239,6 +233,7 @@ impl Responder {
         fresh.entity_kind = Some(t.resource.kind().into());
         fresh.account = Some(t.account.clone());
         fresh.requester = Some(t.source.describe());
+        fresh.caller = asked_by.cloned();
         fresh.reason = Some(serde_json::to_string(&t.source).unwrap_or_default());
         // The same event delivered twice (EventBridge and SQS deliver at least once) acts once.
         let mut record =

@@ -29,6 +29,8 @@ struct SweepRun<'a> {
     source: Source,
     /// Only what is public (a verdict about public snapshots is not one about encryption).
     public_only: bool,
+    /// Who asked for the sweep: what it leaves awaiting approval may not be approved by them.
+    caller: Option<&'a crate::authorization::Caller>,
 }
 
 /// Revoke calls in flight at once within one account and Region.
@@ -100,6 +102,7 @@ impl Responder {
         key: &str,
         message_id: &str,
         requester: &str,
+        caller: &crate::authorization::Caller,
         options: &Options,
     ) -> Result<Outcome, ResponderError> {
         let mut fresh = Record::new(key.to_owned(), Utc::now(), message_id);
@@ -109,6 +112,7 @@ impl Responder {
         fresh.entity = Some(SWEEP_ENTITY.into());
         fresh.entity_kind = Some("organization".into());
         fresh.requester = Some(requester.to_owned());
+        fresh.caller = Some(caller.clone());
         fresh.reason = Some(if options.dry_run {
             "sweep, dry run: find and record, change nothing".into()
         } else {
@@ -170,6 +174,7 @@ impl Responder {
             },
             public_only: false,
             bucket_region: sweep.regions.first().map(String::as_str),
+            caller: Some(caller),
         };
         let run = &run;
         let results: Vec<Place> = futures::stream::iter(places)
@@ -275,6 +280,7 @@ impl Responder {
             bucket_region: None,
             source,
             public_only: true,
+            caller: None,
         };
         let mut place = Place::new(account, region);
         let checked = self.sweep_storage(&mut place, &run).await;
@@ -389,7 +395,14 @@ impl Responder {
                     resource,
                     source: run.source.clone(),
                 };
-                match Box::pin(self.remediate_one(run.message_id, &trigger, Intent::Found)).await {
+                match Box::pin(self.remediate_one(
+                    run.message_id,
+                    &trigger,
+                    Intent::Found,
+                    run.caller,
+                ))
+                .await
+                {
                     Ok(o) => (format!("{}: {}", o.status.as_str(), o.message), Some(o.key)),
                     Err(e) => (format!("failed: {e}"), None),
                 }

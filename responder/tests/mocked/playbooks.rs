@@ -23,7 +23,7 @@ pub struct Snap {
 }
 
 impl Snap {
-    fn plain(public: bool) -> Snap {
+    pub fn plain(public: bool) -> Snap {
         Snap {
             encrypted: false,
             public,
@@ -90,7 +90,7 @@ pub fn security_hub(w: &Shared) -> aws_sdk_securityhub::Client {
 
 /// EC2 with the account's snapshots. `ignore_modify`: ModifySnapshotAttribute answers success and
 /// changes nothing, the way moto treats one of its forms.
-fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
+pub fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
     use aws_sdk_ec2::operation::{
         copy_snapshot::*, create_tags::*, delete_snapshot::*, describe_snapshot_attribute::*,
         describe_snapshots::*, modify_snapshot_attribute::*,
@@ -266,7 +266,7 @@ fn decision(message_id: &str, action: &str, key: &str) -> Value {
     )
 }
 
-fn create_snapshot_event(id: &str) -> Value {
+pub fn create_snapshot_event(id: &str) -> Value {
     json!({"id": "ev-snap", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
         "account": ACCOUNT, "region": "us-east-1",
         "detail": {"eventSource": "ec2.amazonaws.com", "eventName": "CreateSnapshot", "awsRegion": "us-east-1",
