@@ -213,6 +213,13 @@ pub fn email_text(event: AuditEvent, record: &Record) -> String {
     field(&mut t, "Type:", record.entity_kind.as_deref());
     field(&mut t, "Account:", record.account.as_deref());
     field(&mut t, "Requester:", record.requester.as_deref());
+    // What AWS vouches for, next to what the request says.
+    let identity = record
+        .caller
+        .as_ref()
+        .map(|c| c.describe(record.requester.as_deref().unwrap_or("?")));
+    field(&mut t, "Identity:", identity.as_deref());
+    field(&mut t, "Decided:", record.decided_by.as_deref());
     field(&mut t, "Reason:", record.reason.as_deref());
     let _ = writeln!(t, "{:<11} {}", "Received:", record.received_at.to_rfc3339());
     if event == AuditEvent::AwaitingApproval {
@@ -343,5 +350,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Message ids: msg-1"), "{text}");
+    }
+
+    #[test]
+    fn the_mail_names_the_identity_aws_authenticated_next_to_the_requester() {
+        let mut r = record();
+        r.requester = Some("arn:aws:sts::222233334444:assumed-role/Analyst/jo".into());
+        r.caller = Some(crate::authorization::Caller::Verified {
+            sender_id: "AROAEXAMPLE:jo".into(),
+            principal_arn: "arn:aws:iam::222233334444:role/Analyst".into(),
+        });
+        let text = email_text(AuditEvent::Succeeded, &r);
+        assert!(
+            text.contains("Identity:   arn:aws:sts::222233334444:assumed-role/Analyst/jo (verified: arn:aws:iam::222233334444:role/Analyst, sender AROAEXAMPLE:jo)"),
+            "{text}"
+        );
+        r.caller = Some(crate::authorization::Caller::SelfDeclared);
+        assert!(email_text(AuditEvent::Succeeded, &r).contains("(self-declared"));
     }
 }
