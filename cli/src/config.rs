@@ -25,6 +25,11 @@ pub struct Config {
     /// Role in the security account that the installing identity assumes.
     #[serde(default = "default_security_role")]
     pub security_account_role: String,
+    /// Role in the management account that a StackSets delegated administrator assumes to deploy
+    /// the organization reader there (Organizations creates no role in the management account).
+    /// Not needed when quell runs in the management account.
+    #[serde(default)]
+    pub management_account_role: Option<String>,
     /// Every Region the regional StackSet covers (the home Region is always included).
     pub regions: Vec<String>,
     pub targets: Targets,
@@ -389,8 +394,15 @@ impl Config {
                 "the list is empty; expected at least one Region, e.g. [us-east-1]".into(),
             ));
         }
+        let partition = quell_responder::entity::partition_of(&self.home_region);
         for (i, r) in self.regions.iter().enumerate() {
             check_region(r).map_err(|p| err(format!("regions[{i}]"), p))?;
+            // One installation lives in one partition: its roles, ARNs and StackSets do not
+            // cross from commercial Regions into China or GovCloud.
+            let other = quell_responder::entity::partition_of(r);
+            if other != partition {
+                return Err(err(format!("regions[{i}]"), format!("{r} is in partition {other}, the home Region {} in {partition}; one installation covers one partition: install separately there", self.home_region)));
+            }
         }
         check_account(&self.security_account).map_err(|p| err("security_account".into(), p))?;
         let t = &self.targets;
@@ -647,6 +659,20 @@ targets:
         assert!(e.problem.contains("did you mean eu-west-1?"), "{e}");
         let e = parse(&GOOD.replace("home_region: us-east-1", "home_region: mars-1")).unwrap_err();
         assert_eq!(e.key, "home_region");
+    }
+
+    #[test]
+    fn regions_of_another_partition_are_refused() {
+        for other in ["cn-north-1", "us-gov-west-1"] {
+            let e =
+                parse(&GOOD.replace("[us-east-1, eu-west-1]", &format!("[us-east-1, {other}]")))
+                    .unwrap_err();
+            assert_eq!(e.key, "regions[1]");
+            assert!(
+                e.problem.contains("one installation covers one partition"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

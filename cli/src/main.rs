@@ -12,6 +12,9 @@ mod converge;
 mod deployment;
 mod doctor;
 mod exit;
+#[cfg(test)]
+mod granted;
+mod limits;
 mod package;
 mod printer;
 mod render;

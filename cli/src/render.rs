@@ -154,6 +154,7 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
     for t in assets::ALL_TEMPLATES {
         out.insert(t.file, render_one(&hb, t, &context)?);
     }
+    crate::limits::check_environment(&out["security.yaml"])?;
     Ok(out)
 }
 
@@ -371,6 +372,52 @@ mod tests {
             c.authorization(),
             "the responder checks what the queues enforce"
         );
+    }
+
+    #[test]
+    fn a_responder_environment_over_lambdas_4_kb_is_refused_at_render() {
+        let (bytes, vars) =
+            crate::limits::environment_bytes(&render_all(&config()).unwrap()["security.yaml"]);
+        assert!(
+            bytes > 1500 && bytes < 4096,
+            "the example fits: {bytes} {vars:?}"
+        );
+        assert!(vars.iter().any(|(k, _)| k == "QUELL_PLAYBOOKS"));
+        // Each listed account costs about 15 bytes of the environment.
+        let room = (4096 - bytes) / 15;
+        let mut near = config();
+        near.targets.accounts = (0..room.saturating_sub(10))
+            .map(|i| format!("{:012}", 100_000_000_000_u64 + i as u64))
+            .collect();
+        assert!(render_all(&near).is_ok(), "just under the limit renders");
+        let mut over = config();
+        over.targets.accounts = (0..room + 10)
+            .map(|i| format!("{:012}", 100_000_000_000_u64 + i as u64))
+            .collect();
+        let e = render_all(&over).unwrap_err().to_string();
+        assert!(
+            e.contains("over Lambda's 4096") && e.contains("QUELL_PLAYBOOKS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn trust_policies_name_the_execution_roles_unique_id_so_a_recreated_role_is_trusted_again() {
+        let r = render_all(&config()).unwrap();
+        assert!(r["security.yaml"].contains("Value: !GetAtt ResponderRole.RoleId"));
+        for file in ["member-roles.yaml", "management.yaml"] {
+            let t = &r[file];
+            assert!(t.contains("  ResponderRoleId:\n    Type: String"), "{file}");
+            assert!(
+                t.contains("- Sid: !Sub \"QuellResponder${ResponderRoleId}\"\n            Effect: Allow\n            Principal:\n              AWS: !Ref ResponderRoleArn"),
+                "{file}: the trust statement changes with the id"
+            );
+        }
+        let roles = StackSetDefinition::all()
+            .into_iter()
+            .find(|d| d.name == "member-roles")
+            .unwrap();
+        assert!(roles.parameters.iter().any(|p| p == "ResponderRoleId"));
     }
 
     #[test]

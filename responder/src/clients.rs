@@ -1,28 +1,59 @@
 //! Where the engine's AWS clients come from: built from the SDK configuration in production, and
 //! handed in ready-made (aws-smithy-mocks clients) by tests of what the sandbox cannot show.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-/// Counts every request the clients send, retries included: the responder reports it per
-/// invocation, next to the handler time.
+use crate::permissions::RunsAs;
+
+/// Counts every request the clients send, retries included, and notes which operations under
+/// which role: the responder reports both per invocation, next to the handler time, and the
+/// end-to-end suite checks each operation against `permissions::OPERATIONS`.
 #[derive(Debug, Clone, Default)]
-pub struct CallCounter(Arc<AtomicUsize>);
+pub struct CallCounter {
+    count: Arc<AtomicUsize>,
+    operations: Arc<Mutex<BTreeSet<String>>>,
+}
 
 impl CallCounter {
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The operations called since the last time, as `service:Operation@role`.
+    pub fn take_operations(&self) -> Vec<String> {
+        let mut seen = self
+            .operations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *seen).into_iter().collect()
+    }
+
+    /// The interceptor for clients that run as `runs_as`.
+    fn as_role(&self, runs_as: RunsAs) -> Tally {
+        Tally {
+            counter: self.clone(),
+            runs_as,
+        }
     }
 }
 
-impl Intercept for CallCounter {
+#[derive(Debug, Clone)]
+struct Tally {
+    counter: CallCounter,
+    runs_as: RunsAs,
+}
+
+impl Intercept for Tally {
     fn name(&self) -> &'static str {
         "QuellCallCounter"
     }
@@ -31,18 +62,26 @@ impl Intercept for CallCounter {
         &self,
         _: &BeforeTransmitInterceptorContextRef<'_>,
         _: &RuntimeComponents,
-        _: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.counter.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = cfg.load::<Metadata>() {
+            let call = crate::permissions::call_name(m.service(), m.name());
+            self.counter
+                .operations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(format!("{call}@{}", self.runs_as.as_str()));
+        }
         Ok(())
     }
 }
 
 macro_rules! counted {
-    ($krate:ident, $config:expr, $counter:expr) => {
+    ($krate:ident, $config:expr, $counter:expr, $runs_as:expr) => {
         $krate::Client::from_conf(
             $krate::config::Builder::from($config)
-                .interceptor($counter.clone())
+                .interceptor($counter.as_role($runs_as))
                 .build(),
         )
     };
@@ -61,11 +100,12 @@ pub struct MemberClients {
 impl MemberClients {
     pub fn from_config(config: &SdkConfig, counter: &CallCounter) -> MemberClients {
         MemberClients {
-            iam: counted!(aws_sdk_iam, config, counter),
-            lambda: counted!(aws_sdk_lambda, config, counter),
-            ec2: counted!(aws_sdk_ec2, config, counter),
-            s3: counted!(aws_sdk_s3, config, counter),
-            organizations: counted!(aws_sdk_organizations, config, counter),
+            iam: counted!(aws_sdk_iam, config, counter, RunsAs::Member),
+            lambda: counted!(aws_sdk_lambda, config, counter, RunsAs::Member),
+            ec2: counted!(aws_sdk_ec2, config, counter, RunsAs::Member),
+            s3: counted!(aws_sdk_s3, config, counter, RunsAs::Member),
+            // Only the organization reader's session asks Organizations anything.
+            organizations: counted!(aws_sdk_organizations, config, counter, RunsAs::OrgReader),
         }
     }
 }
@@ -103,13 +143,13 @@ impl Clients {
         let member_counter = counter.clone();
         Clients {
             base: config.clone(),
-            dynamodb: counted!(aws_sdk_dynamodb, config, counter),
-            sns: counted!(aws_sdk_sns, config, counter),
-            sqs: counted!(aws_sdk_sqs, config, counter),
-            secrets: counted!(aws_sdk_secretsmanager, config, counter),
-            sts: counted!(aws_sdk_sts, config, counter),
-            security_hub: counted!(aws_sdk_securityhub, config, counter),
-            iam: counted!(aws_sdk_iam, config, counter),
+            dynamodb: counted!(aws_sdk_dynamodb, config, counter, RunsAs::Execution),
+            sns: counted!(aws_sdk_sns, config, counter, RunsAs::Execution),
+            sqs: counted!(aws_sdk_sqs, config, counter, RunsAs::Execution),
+            secrets: counted!(aws_sdk_secretsmanager, config, counter, RunsAs::Execution),
+            sts: counted!(aws_sdk_sts, config, counter, RunsAs::Execution),
+            security_hub: counted!(aws_sdk_securityhub, config, counter, RunsAs::Execution),
+            iam: counted!(aws_sdk_iam, config, counter, RunsAs::Execution),
             member: Arc::new(move |c| MemberClients::from_config(c, &member_counter)),
             counter,
         }

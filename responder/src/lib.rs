@@ -16,6 +16,7 @@ pub mod error;
 pub mod inbound;
 pub mod ledger;
 pub mod membership;
+pub mod permissions;
 pub mod playbooks;
 pub mod protection;
 pub mod secret;

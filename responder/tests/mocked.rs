@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 #[path = "mocked/authorization.rs"]
 mod authorization;
+#[path = "mocked/isolation.rs"]
+mod isolation;
 #[path = "mocked/playbooks.rs"]
 mod playbooks;
 #[path = "mocked/trust.rs"]
@@ -69,6 +71,11 @@ fn meta(code: &str) -> ErrorMetadata {
         .code(code)
         .message(format!("injected {code}"))
         .build()
+}
+
+/// IAM answers GetUserPolicy and GetRolePolicy with the document URL-encoded.
+fn url_encoded(doc: &str) -> String {
+    percent_encoding::utf8_percent_encode(doc, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn settings() -> Settings {
@@ -244,18 +251,27 @@ fn sns(w: &Shared) -> aws_sdk_sns::Client {
 
 fn sqs(w: &Shared) -> aws_sdk_sqs::Client {
     let w = w.clone();
-    let send = mock!(aws_sdk_sqs::Client::send_message).then_compute_output(move |req| {
+    let send = mock!(aws_sdk_sqs::Client::send_message).then_compute_response(move |req| {
         let body = req.message_body().unwrap_or_default().to_owned();
         let mut world = w.lock().unwrap();
+        if req.queue_url().is_some_and(|u| u.ends_with("-isolation")) {
+            if let Some(code) = world.call("SendMessageIsolation") {
+                return MockResponse::Error(
+                    aws_sdk_sqs::operation::send_message::SendMessageError::generic(meta(code)),
+                );
+            }
+        }
         if req.queue_url().is_some_and(|u| u.ends_with("-dlq")) {
             world.dead_letters.push(body.clone());
         }
         world
             .queued
             .push((req.queue_url().unwrap_or_default().to_owned(), body));
-        aws_sdk_sqs::operation::send_message::SendMessageOutput::builder()
-            .message_id("m")
-            .build()
+        MockResponse::Output(
+            aws_sdk_sqs::operation::send_message::SendMessageOutput::builder()
+                .message_id("m")
+                .build(),
+        )
     });
     mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[&send])
 }
@@ -441,7 +457,7 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
                             GetUserPolicyOutput::builder()
                                 .user_name("alice")
                                 .policy_name(req.policy_name().unwrap_or_default())
-                                .policy_document(doc)
+                                .policy_document(url_encoded(doc))
                                 .build()
                                 .unwrap(),
                         ),
@@ -467,7 +483,7 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
                             GetRolePolicyOutput::builder()
                                 .role_name(req.role_name().unwrap_or_default())
                                 .policy_name(req.policy_name().unwrap_or_default())
-                                .policy_document(doc)
+                                .policy_document(url_encoded(doc))
                                 .build()
                                 .unwrap(),
                         ),
@@ -1213,5 +1229,83 @@ async fn an_instance_whose_vpc_refuses_new_groups_gets_every_other_control_and_n
     assert!(
         calls(&w, "ModifyInstanceAttribute") >= 2,
         "termination protection and shutdown behaviour were set"
+    );
+}
+
+fn release_delivery(message_id: &str, request_id: &str, entity: &str) -> Value {
+    let body = json!({"version": "1", "request_id": request_id, "action": "release", "entity": entity, "reason": "test", "requester": "tester"});
+    playbooks::request_delivery(message_id, &body)
+}
+
+#[tokio::test]
+async fn a_functions_earlier_inline_policy_is_recorded_as_json_and_put_back_on_release() {
+    let w = world();
+    let original = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::orders/*"}]}"#;
+    {
+        let mut world = w.lock().unwrap();
+        world.concurrency = Some(5);
+        world
+            .execution_role
+            .inline
+            .insert("QuellContainFunction-orders".into(), original.into());
+    }
+    let responder = responder(&w);
+    responder
+        .handle(delivery("m1", "req-f", &entity("function")))
+        .await
+        .unwrap();
+    let r = record(&w, "req-f");
+    assert_eq!(r.status, Status::Succeeded, "{:?}", r.error);
+    let prior = &r.step("deny_function_credentials").unwrap().prior["document"];
+    assert_eq!(
+        prior.as_str(),
+        Some(original),
+        "kept as IAM took it, not URL-encoded as IAM returns it"
+    );
+    responder
+        .handle(release_delivery("m2", "rel-f", &entity("function")))
+        .await
+        .unwrap();
+    let rel = record(&w, "rel-f");
+    assert_eq!(rel.status, Status::Succeeded, "{rel:?}");
+    assert_eq!(
+        w.lock().unwrap().execution_role.inline["QuellContainFunction-orders"],
+        original
+    );
+}
+
+#[tokio::test]
+async fn a_user_with_no_room_for_another_managed_policy_is_denied_everything_inline() {
+    let w = world();
+    // IAM refuses an 11th managed policy with LimitExceeded.
+    w.lock()
+        .unwrap()
+        .failures
+        .insert("AttachUserPolicy", VecDeque::from(["LimitExceeded"]));
+    let responder = responder(&w);
+    responder
+        .handle(delivery("m1", "req-full", &entity("user")))
+        .await
+        .unwrap();
+    let r = record(&w, "req-full");
+    assert_eq!(r.status, Status::Succeeded, "read back as denied: {r:?}");
+    let step = r.step("attach_deny_all").unwrap();
+    assert_eq!(step.status, StepStatus::Done);
+    assert!(step.detail.contains("QuellDenyAll"), "{}", step.detail);
+    let inline = w.lock().unwrap().user.inline["QuellDenyAll"].clone();
+    let doc: Value = serde_json::from_str(&inline).unwrap();
+    assert_eq!(doc["Statement"][0]["Effect"], "Deny");
+    assert_eq!(doc["Statement"][0]["Action"], "*");
+    assert_eq!(doc["Statement"][0]["Resource"], "*");
+    assert!(w.lock().unwrap().user.attached.is_empty());
+
+    responder
+        .handle(release_delivery("m2", "rel-full", &entity("user")))
+        .await
+        .unwrap();
+    assert_eq!(record(&w, "rel-full").status, Status::Succeeded);
+    assert!(
+        !w.lock().unwrap().user.inline.contains_key("QuellDenyAll"),
+        "release removes the inline stand-in"
     );
 }

@@ -8,6 +8,7 @@ mod cli;
 mod contain;
 mod entities;
 mod install;
+mod permissions;
 mod remediate;
 mod storage;
 mod support;
@@ -41,8 +42,10 @@ fn main() -> ExitCode {
         cli::online(),
         remediate::tests(),
         storage::tests(),
-        // Last: it ends with an uninstall and a fresh install.
+        // It ends with an uninstall and a fresh install.
         upgrade::tests(),
+        // Last: what the responder called in all of the above.
+        permissions::tests(),
     ]
     .concat();
     // Start a sandbox only when a test that needs it is going to run.

@@ -291,6 +291,7 @@ pub async fn apply(
     )
     .await?;
     inputs.responder_role_arn = output(&outputs, "ResponderRoleArn", &name)?;
+    inputs.responder_role_id = output(&outputs, "ResponderRoleId", &name)?;
     inputs.central_bus_arn = output(&outputs, "CentralBusArn", &name)?;
     // After the security stack: its rule is what sends the actions' events to the responder.
     if !plan.custom_actions.is_empty() {

@@ -13,6 +13,8 @@ pub struct Inputs {
     pub role_external_id: Value,
     pub artifact_bucket: Value,
     pub responder_role_arn: Value,
+    /// The execution role's unique id: trust policies follow a recreated role only when it changes.
+    pub responder_role_id: Value,
     pub central_bus_arn: Value,
 }
 
@@ -44,6 +46,7 @@ impl Inputs {
             role_external_id,
             artifact_bucket: output(artifact_outputs, "ArtifactBucketName", &artifacts),
             responder_role_arn: output(security_outputs, "ResponderRoleArn", &security),
+            responder_role_id: output(security_outputs, "ResponderRoleId", &security),
             central_bus_arn: output(security_outputs, "CentralBusArn", &security),
         }
     }
@@ -61,6 +64,7 @@ impl Inputs {
             ],
             StackKind::Management => vec![
                 ("ResponderRoleArn", self.responder_role_arn.clone()),
+                ("ResponderRoleId", self.responder_role_id.clone()),
                 ("RoleExternalId", self.role_external_id.clone()),
                 ("OrganizationId", known(&ctx.org.id)),
             ],
@@ -78,6 +82,7 @@ impl Inputs {
             .map(|p| {
                 let value = match p.as_str() {
                     "ResponderRoleArn" => self.responder_role_arn.clone(),
+                    "ResponderRoleId" => self.responder_role_id.clone(),
                     "RoleExternalId" => self.role_external_id.clone(),
                     "CentralBusArn" => self.central_bus_arn.clone(),
                     other => anyhow::bail!(

@@ -17,6 +17,7 @@ mod tests;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use aws_config::SdkConfig;
 use aws_sdk_cloudformation::types::CallAs;
 use quell_responder::aws_error::Described;
@@ -101,14 +102,13 @@ impl Context {
         let org = organization::check(&aws, &caller, &config, delegated_admin).await?;
         let tree = OrgTree::read(&client!(aws_sdk_organizations, aws.base())).await?;
         let security = aws.security_account(&caller, &config).await?;
-        let management = aws
-            .account(
-                &caller,
-                &org.management_account,
-                &config.home_region,
-                &config.security_account_role,
-            )
-            .await?;
+        let management = match management_role(&caller, &org.management_account, &config)? {
+            None => aws.in_region(&config.home_region),
+            Some(role) => {
+                aws.account(&caller, &org.management_account, &config.home_region, role)
+                    .await?
+            }
+        };
         let cfn = client!(aws_sdk_cloudformation, aws.base());
         // The sandbox finishes every operation at once; polling it every 3 s only wastes time.
         let poll = if aws.sandbox().is_some() {
@@ -195,7 +195,14 @@ impl Context {
             cfn: &self.cfn,
             name: definition.full_name(&self.config),
             call_as: self.call_as.clone(),
-            preferences: stack_set::preferences(&self.config.operation_preferences),
+            preferences: stack_set::preferences(
+                &self.config.operation_preferences,
+                self.targets()
+                    .iter()
+                    .flat_map(|t| t.accounts.iter())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
+            ),
             poll: self.poll,
             sandbox: self.aws.sandbox().is_some(),
         }
@@ -412,4 +419,66 @@ pub async fn run(
     } else {
         exit::INSTANCES_FAILED
     })
+}
+
+/// The role to assume in the management account, or `None` when the caller is already there.
+/// A delegated administrator runs elsewhere, and Organizations makes no role in the management
+/// account: the configuration must name one.
+fn management_role<'a>(
+    caller: &Caller,
+    management_account: &str,
+    config: &'a Config,
+) -> anyhow::Result<Option<&'a str>> {
+    if caller.account == management_account {
+        return Ok(None);
+    }
+    config.management_account_role.as_deref().map(Some).with_context(|| {
+        format!(
+            "{} is not in the management account {management_account}, and the management stack (the organization reader) is deployed there: set management_account_role in the configuration to a role there that {} may assume (with CloudFormation and IAM rights), or run quell from the management account",
+            caller.arn, caller.arn
+        )
+    })
+}
+
+#[cfg(test)]
+mod management_role_tests {
+    use super::*;
+
+    fn config(role: Option<&str>) -> Config {
+        let mut c = Config::parse(
+            include_str!("../../../quell.example.yaml"),
+            Path::new("quell.example.yaml"),
+        )
+        .unwrap();
+        c.management_account_role = role.map(str::to_owned);
+        c
+    }
+
+    fn caller(account: &str) -> Caller {
+        Caller {
+            account: account.into(),
+            arn: format!("arn:aws:sts::{account}:assumed-role/Admin/me"),
+        }
+    }
+
+    #[test]
+    fn a_delegated_administrator_uses_the_configured_management_role_or_is_told_to_set_one() {
+        let management = "999988887777";
+        assert_eq!(
+            management_role(&caller(management), management, &config(None)).unwrap(),
+            None,
+            "in the management account: its own credentials"
+        );
+        assert_eq!(
+            management_role(
+                &caller("222233334444"),
+                management,
+                &config(Some("QuellInstaller"))
+            )
+            .unwrap(),
+            Some("QuellInstaller")
+        );
+        let e = management_role(&caller("222233334444"), management, &config(None)).unwrap_err();
+        assert!(e.to_string().contains("set management_account_role"), "{e}");
+    }
 }

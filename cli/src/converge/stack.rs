@@ -154,6 +154,15 @@ impl Stack<'_> {
                 .described("cloudformation:CreateStack")
                 .map(|_| ())
         };
+        if let Err(e) = &sent {
+            if exists && is_no_op_update(e) {
+                task.done(&format!(
+                    "stack {} unchanged: CloudFormation found nothing to update (the templates differ only in text it ignores, such as comments)",
+                    self.name
+                ));
+                return Ok(self.read().await?.map(|s| s.outputs).unwrap_or_default());
+            }
+        }
         if let Err(e) = sent {
             // An answer lost on the way back after the request was accepted: the stack is there,
             // so follow it instead of failing.
@@ -272,4 +281,42 @@ async fn failure_reasons(cfn: &Client, name: &str) -> anyhow::Result<Vec<String>
             )
         })
         .collect())
+}
+
+/// CloudFormation's answer to an update whose template differs only in what it ignores
+/// (comments, formatting): a ValidationError, though nothing is wrong and nothing changes.
+fn is_no_op_update(e: &quell_responder::aws_error::CallError) -> bool {
+    e.is_code("ValidationError") && e.failure.message.contains("No updates are to be performed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_no_op_update;
+    use quell_responder::aws_error::{AwsFailure, CallError};
+
+    fn error(code: &str, message: &str) -> CallError {
+        CallError {
+            call: "cloudformation:UpdateStack".into(),
+            failure: AwsFailure {
+                code: Some(code.into()),
+                message: message.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_update_with_nothing_to_do_is_not_a_failure_but_other_validation_errors_are() {
+        assert!(is_no_op_update(&error(
+            "ValidationError",
+            "No updates are to be performed."
+        )));
+        assert!(!is_no_op_update(&error(
+            "ValidationError",
+            "Template format error: unresolved resource dependencies"
+        )));
+        assert!(!is_no_op_update(&error(
+            "AccessDenied",
+            "No updates are to be performed."
+        )));
+    }
 }

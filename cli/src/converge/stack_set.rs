@@ -134,7 +134,11 @@ impl Outcome {
     }
 }
 
-pub fn preferences(p: &OperationPreferences) -> StackSetOperationPreferences {
+/// The operation preferences for an organization of `accounts` target accounts (per Region).
+/// A tolerance given as a percentage is sent as a count: CloudFormation rounds a percentage down,
+/// so 10 % of fewer than ten accounts would tolerate none, and one account without a Config
+/// recorder would stop the install everywhere.
+pub fn preferences(p: &OperationPreferences, accounts: usize) -> StackSetOperationPreferences {
     let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     let mut b = StackSetOperationPreferences::builder()
         .region_concurrency_type(match p.region_concurrency {
@@ -156,11 +160,20 @@ pub fn preferences(p: &OperationPreferences) -> StackSetOperationPreferences {
     };
     b = match (p.failure_tolerance_count, p.failure_tolerance_percentage) {
         (Some(c), _) => b.failure_tolerance_count(to_i32(c)),
-        (None, Some(pct)) => b.failure_tolerance_percentage(to_i32(pct)),
-        // Soft tolerance needs a tolerance to keep going past a failed account.
-        (None, None) => b.failure_tolerance_percentage(10),
+        // Soft tolerance needs a tolerance to keep going past a failed account (10 % unless
+        // configured).
+        (None, pct) => b.failure_tolerance_count(to_i32(tolerated(pct.unwrap_or(10), accounts))),
     };
     b.build()
+}
+
+/// `pct` % of `accounts`, rounded up, and at least one account when `pct` is above zero.
+fn tolerated(pct: u32, accounts: usize) -> u32 {
+    if pct == 0 {
+        return 0;
+    }
+    let accounts = u32::try_from(accounts).unwrap_or(u32::MAX);
+    (pct.saturating_mul(accounts).div_ceil(100)).max(1)
 }
 
 fn parameters(values: &BTreeMap<String, String>) -> Vec<Parameter> {
@@ -662,4 +675,25 @@ pub fn paint_status(printer: &Printer, status: &str) -> String {
         Tone::Change
     };
     printer.paint(status, tone)
+}
+
+#[cfg(test)]
+mod tolerance_tests {
+    use super::*;
+
+    #[test]
+    fn a_percentage_tolerates_at_least_one_account_where_cloudformation_would_round_to_none() {
+        assert_eq!(tolerated(10, 3), 1, "10 % of 3 is 0 to CloudFormation");
+        assert_eq!(tolerated(10, 25), 3);
+        assert_eq!(tolerated(10, 100), 10);
+        assert_eq!(tolerated(0, 50), 0, "0 % stays strict");
+        let p = preferences(&OperationPreferences::default(), 4);
+        assert_eq!(p.failure_tolerance_count(), Some(1));
+        assert_eq!(p.failure_tolerance_percentage(), None);
+        let counted = OperationPreferences {
+            failure_tolerance_count: Some(2),
+            ..OperationPreferences::default()
+        };
+        assert_eq!(preferences(&counted, 4).failure_tolerance_count(), Some(2));
+    }
 }

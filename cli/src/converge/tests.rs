@@ -382,7 +382,7 @@ fn stack_set(
         cfn,
         name: "quell-member-roles".into(),
         call_as,
-        preferences: super::stack_set::preferences(&OperationPreferences::default()),
+        preferences: super::stack_set::preferences(&OperationPreferences::default(), 2),
         poll: Duration::from_millis(1),
         sandbox,
     }

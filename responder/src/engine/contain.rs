@@ -118,7 +118,7 @@ impl Responder {
                 return self.finish_failed(&mut record, "phase 1 did not move the instance to the untracked group, so isolation was not scheduled".into(), transient).await;
             }
             if !record.completed(SCHEDULE_ISOLATION) {
-                return self.schedule_isolation(&mut record).await;
+                return self.schedule_isolation(&mut record, &target).await;
             }
         }
         self.conclude(&mut record, &target, &failures).await
@@ -187,8 +187,14 @@ impl Responder {
         }
     }
 
-    /// Sends phase 2 to the isolation queue with the connection-tracking wait as its delay.
-    async fn schedule_isolation(&self, record: &mut Record) -> Result<Outcome, ResponderError> {
+    /// Sends phase 2 to the isolation queue with the connection-tracking wait as its delay. When
+    /// the queue will not take it, phase 2 runs at once: an instance is never left in the
+    /// all-open untracked group with nothing to follow.
+    async fn schedule_isolation(
+        &self,
+        record: &mut Record,
+        target: &Target<'_>,
+    ) -> Result<Outcome, ResponderError> {
         let wait = self.settings.isolation_wait_seconds;
         let due = Utc::now() + Duration::seconds(i64::from(wait));
         let body = serde_json::to_string(&IsolationMessage {
@@ -206,25 +212,24 @@ impl Responder {
             .send()
             .await
             .described("sqs:SendMessage (isolation)");
-        let result = sent.map(|_| {
-            StepOutcome::done(
-                format!("isolation scheduled in {wait} s, once tracked connections have aged out"),
+        if let Err(e) = sent {
+            let now = StepOutcome::done(
+                format!("could not schedule isolation ({e}): isolating at once instead, without waiting for tracked connections to age out"),
                 serde_json::Value::Null,
-                serde_json::json!({ "due_at": due.to_rfc3339() }),
-            )
-        });
-        let failed = result.as_ref().err().cloned();
+                serde_json::json!({ "scheduled": false }),
+            );
+            self.record_step(record, SCHEDULE_ISOLATION, started, Ok(now))
+                .await?;
+            let failures = self.run_steps(record, target, instance::PHASE_TWO).await?;
+            return self.finish_phase_two(record, target, &failures).await;
+        }
+        let result = Ok(StepOutcome::done(
+            format!("isolation scheduled in {wait} s, once tracked connections have aged out"),
+            serde_json::Value::Null,
+            serde_json::json!({ "due_at": due.to_rfc3339() }),
+        ));
         self.record_step(record, SCHEDULE_ISOLATION, started, result)
             .await?;
-        if let Some(e) = failed {
-            return self
-                .finish_failed(
-                    record,
-                    format!("cannot schedule isolation: {e}"),
-                    is_transient(&e),
-                )
-                .await;
-        }
         record.isolation_due_at = Some(due);
         self.ledger
             .save(record)
@@ -290,6 +295,35 @@ impl Responder {
         let failures = self
             .run_steps(&mut record, &target, instance::PHASE_TWO)
             .await?;
-        self.conclude(&mut record, &target, &failures).await
+        self.finish_phase_two(&mut record, &target, &failures).await
+    }
+
+    /// After phase 2: concluded when the interfaces are isolated; otherwise those still in the
+    /// all-open untracked group go back to their groups from before containment, and phase 1 is
+    /// marked undone so that sending the request again starts over.
+    async fn finish_phase_two(
+        &self,
+        record: &mut Record,
+        target: &Target<'_>,
+        failures: &[crate::aws_error::CallError],
+    ) -> Result<Outcome, ResponderError> {
+        if !record.completed("isolation_groups") {
+            if let Some(result) = target.leave_untracked(record).await {
+                let undone = result.is_ok();
+                self.record_step(record, "untracked_groups_undone", Utc::now(), result)
+                    .await?;
+                if undone {
+                    for s in record
+                        .steps
+                        .iter_mut()
+                        .filter(|s| s.name == "untracked_groups" || s.name == SCHEDULE_ISOLATION)
+                    {
+                        s.status = crate::ledger::StepStatus::Failed;
+                        s.detail.push_str(" (undone: isolation did not complete)");
+                    }
+                }
+            }
+        }
+        self.conclude(record, target, failures).await
     }
 }

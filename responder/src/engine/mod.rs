@@ -140,6 +140,7 @@ impl Responder {
             handler_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             aws_calls = self.calls.get() - calls_before,
             requests = ?keys,
+            operations = ?self.calls.take_operations(),
             ok = result.is_ok(),
             "invocation"
         );

@@ -126,19 +126,7 @@ async fn deny_credentials(
     }
     let others = sharing(lambda, f, &role).await?;
     let name = policy_name(f);
-    let prior = iam
-        .get_role_policy()
-        .role_name(&role)
-        .policy_name(&name)
-        .send()
-        .await
-        .map(|o| o.policy_document().to_owned())
-        .described("iam:GetRolePolicy");
-    let prior = match prior {
-        Ok(doc) => Some(doc),
-        Err(e) if e.is_code("NoSuchEntity") => None,
-        Err(e) => return Err(e),
-    };
+    let prior = super::iam::role_inline_policy(iam, &role, &name).await?;
     let document = json!({
         "Version": "2012-10-17",
         "Statement": [{

@@ -223,6 +223,27 @@ impl Principal<'_> {
     }
 }
 
+/// A role's inline policy `name` as JSON, if there is one (IAM returns it URL-encoded, and a
+/// document saved that way could never be put back).
+pub async fn role_inline_policy(
+    iam: &Client,
+    role: &str,
+    name: &str,
+) -> Result<Option<String>, CallError> {
+    match iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .described("iam:GetRolePolicy")
+    {
+        Ok(o) => Ok(Some(percent_decoded(o.policy_document()))),
+        Err(e) if e.is_code("NoSuchEntity") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// IAM returns policy documents URL-encoded.
 fn percent_decoded(doc: &str) -> String {
     percent_encoding::percent_decode_str(doc)
@@ -255,13 +276,31 @@ async fn attach_deny_all(iam: &Client, p: Principal<'_>) -> Result<StepOutcome, 
             prior,
         ));
     }
-    p.attach(iam, &deny_all).await?;
-    Ok(StepOutcome::done(
-        "attached AWSDenyAll",
-        prior,
-        json!({ "attached_policy": deny_all }),
-    ))
+    match p.attach(iam, &deny_all).await {
+        Ok(()) => Ok(StepOutcome::done(
+            "attached AWSDenyAll",
+            prior,
+            json!({ "attached_policy": deny_all }),
+        )),
+        // IAM allows 10 managed policies per user or role by default: an entity that has them
+        // all still gets denied everything, by an inline policy of the same effect.
+        Err(e) if e.is_code("LimitExceeded") => {
+            let existing = p.inline(iam, DENY_ALL_POLICY_NAME).await?;
+            p.put_inline(iam, DENY_ALL_POLICY_NAME, DENY_ALL_DOCUMENT)
+                .await?;
+            Ok(StepOutcome::done(
+                format!("AWSDenyAll could not be attached ({} managed policies are IAM's limit): denied everything with the inline policy {DENY_ALL_POLICY_NAME} instead", before.len()),
+                json!({ "attached_policies": before, "inline_policy": DENY_ALL_POLICY_NAME, "document": existing }),
+                json!({ "inline_policy": DENY_ALL_POLICY_NAME, "document": DENY_ALL_DOCUMENT }),
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }
+
+/// The inline stand-in for AWSDenyAll, used when the entity has no room for a managed policy.
+pub const DENY_ALL_POLICY_NAME: &str = "QuellDenyAll";
+const DENY_ALL_DOCUMENT: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"QuellDenyAll","Effect":"Deny","Action":"*","Resource":"*"}]}"#;
 
 async fn revoke_older_sessions(
     iam: &Client,
@@ -379,12 +418,17 @@ async fn delete_login_profile(iam: &Client, user: &IamPrincipal) -> Result<StepO
 /// Reads the principal back and lists what is not as containment left it. Empty means contained.
 pub async fn verify(iam: &Client, p: Principal<'_>) -> Result<Vec<String>, CallError> {
     let mut problems = Vec::new();
-    if !p
+    let denied = p
         .attached_policies(iam)
         .await?
         .contains(&deny_all_arn(&p.who.partition))
-    {
-        problems.push("AWSDenyAll is not attached".to_owned());
+        || p.inline(iam, DENY_ALL_POLICY_NAME)
+            .await?
+            .is_some_and(|d| same_json(&d, DENY_ALL_DOCUMENT));
+    if !denied {
+        problems.push(format!(
+            "neither AWSDenyAll nor the inline {DENY_ALL_POLICY_NAME} is in place"
+        ));
     }
     if p.inline(iam, REVOKE_POLICY_NAME).await?.is_none() {
         problems.push(format!("inline policy {REVOKE_POLICY_NAME} is missing"));
@@ -449,6 +493,9 @@ async fn release_deny_all(
     p: Principal<'_>,
     step: &crate::ledger::Step,
 ) -> Result<StepOutcome, CallError> {
+    if step.new["inline_policy"].as_str() == Some(DENY_ALL_POLICY_NAME) {
+        return release_inline(iam, p, step, DENY_ALL_POLICY_NAME).await;
+    }
     let deny_all = deny_all_arn(&p.who.partition);
     let attached = p.attached_policies(iam).await?;
     let prior = json!({ "attached_policies": attached });
@@ -472,24 +519,48 @@ async fn release_revoke(
     p: Principal<'_>,
     step: &crate::ledger::Step,
 ) -> Result<StepOutcome, CallError> {
-    let current = p.inline(iam, REVOKE_POLICY_NAME).await?;
+    release_inline(iam, p, step, REVOKE_POLICY_NAME)
+        .await
+        .map(|mut o| {
+            if o.status == crate::ledger::StepStatus::Done {
+                o.detail.push_str(
+                    "; sessions issued before containment stay invalid only until they expire",
+                );
+            }
+            o
+        })
+}
+
+/// Puts back the inline policy `name` as it was before containment (or removes it), unless it
+/// changed since Quell wrote it.
+async fn release_inline(
+    iam: &Client,
+    p: Principal<'_>,
+    step: &crate::ledger::Step,
+    name: &str,
+) -> Result<StepOutcome, CallError> {
+    let current = p.inline(iam, name).await?;
     let ours = step.new["document"].as_str();
-    let prior = json!({ "inline_policy": REVOKE_POLICY_NAME, "document": current });
+    let prior = json!({ "inline_policy": name, "document": current });
     match (&current, ours) {
         (None, _) => Ok(StepOutcome::skipped(
-            format!("{REVOKE_POLICY_NAME} is already gone"),
+            format!("{name} is already gone"),
             prior,
         )),
         (Some(cur), Some(ours)) if !same_json(cur, ours) => Ok(StepOutcome::skipped(
-            format!("{REVOKE_POLICY_NAME} was changed since containment; left as it is"),
+            format!("{name} was changed since containment; left as it is"),
             prior,
         )),
         _ => {
             match step.prior["document"].as_str() {
-                Some(original) => p.put_inline(iam, REVOKE_POLICY_NAME, original).await?,
-                None => p.delete_inline(iam, REVOKE_POLICY_NAME).await?,
+                Some(original) => p.put_inline(iam, name, original).await?,
+                None => p.delete_inline(iam, name).await?,
             }
-            Ok(StepOutcome::done(format!("removed {REVOKE_POLICY_NAME}; sessions issued before containment stay invalid only until they expire"), prior, step.prior.clone()))
+            Ok(StepOutcome::done(
+                format!("removed {name}, which Quell put there"),
+                prior,
+                json!({ "inline_policy": name, "document": step.prior["document"] }),
+            ))
         }
     }
 }

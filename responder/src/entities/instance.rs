@@ -231,19 +231,7 @@ async fn deny_credentials(
     .to_string();
     let mut priors = Vec::new();
     for role in &roles {
-        let prior = match c
-            .iam
-            .get_role_policy()
-            .role_name(role)
-            .policy_name(&name)
-            .send()
-            .await
-            .described("iam:GetRolePolicy")
-        {
-            Ok(o) => Some(o.policy_document().to_owned()),
-            Err(e) if e.is_code("NoSuchEntity") => None,
-            Err(e) => return Err(e),
-        };
+        let prior = super::iam::role_inline_policy(c.iam, role, &name).await?;
         c.iam
             .put_role_policy()
             .role_name(role)
@@ -659,8 +647,18 @@ async fn swap_groups(
         refused,
     } = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix).await?;
     let single = facts.interfaces.len() == 1;
-    for (eni, _) in &facts.interfaces {
-        set_groups(c, eni, std::slice::from_ref(&group), single).await?;
+    let mut moved: Vec<&(String, Vec<String>)> = Vec::new();
+    for iface in &facts.interfaces {
+        if let Err(e) = set_groups(c, &iface.0, std::slice::from_ref(&group), single).await {
+            // Phase 1 must never leave an interface in the all-open group without isolation to
+            // follow: what moved goes back. (Phase 2's leftovers are the engine's, which knows
+            // the groups from before phase 1.)
+            if purpose == Purpose::Untracked {
+                return Err(move_back(c, &moved, single, e).await);
+            }
+            return Err(e);
+        }
+        moved.push(iface);
     }
     let mut detail = format!(
         "{} interface(s) now in the {} group {group}{}",
@@ -680,22 +678,36 @@ async fn swap_groups(
         );
     }
     if purpose == Purpose::Untracked {
-        // Shorter timeouts end what is still tracked sooner; a best effort, the groups are the control.
+        // Shorter timeouts end what is still tracked sooner; a best effort, the groups are the
+        // control: failing here would leave the interfaces in the open group unscheduled.
+        let mut not_lowered = Vec::new();
         for (eni, _) in &facts.interfaces {
             let spec = ConnectionTrackingSpecificationRequest::builder()
                 .tcp_established_timeout(60)
                 .udp_stream_timeout(60)
                 .udp_timeout(30)
                 .build();
-            c.ec2
+            if let Err(e) = c
+                .ec2
                 .modify_network_interface_attribute()
                 .network_interface_id(eni)
                 .connection_tracking_specification(spec)
                 .send()
                 .await
-                .described("ec2:ModifyNetworkInterfaceAttribute")?;
+                .described("ec2:ModifyNetworkInterfaceAttribute")
+            {
+                not_lowered.push(format!("{eni}: {e}"));
+            }
         }
-        detail.push_str("; connection-tracking timeouts lowered to 60 s TCP, 60/30 s UDP");
+        if not_lowered.is_empty() {
+            detail.push_str("; connection-tracking timeouts lowered to 60 s TCP, 60/30 s UDP");
+        } else {
+            let _ = write!(
+                detail,
+                "; connection-tracking timeouts NOT lowered ({}): flows tracked before containment keep EC2's timeouts",
+                not_lowered.join("; ")
+            );
+        }
     }
     let prior: Vec<Value> = facts
         .interfaces
@@ -706,6 +718,97 @@ async fn swap_groups(
         detail,
         json!({ "interfaces": prior }),
         json!({ "group": group, "vpc": facts.vpc }),
+    ))
+}
+
+/// Puts the interfaces phase 1 already moved back into their groups; the error to report.
+async fn move_back(
+    c: &Ctx<'_>,
+    moved: &[&(String, Vec<String>)],
+    single: bool,
+    failed: CallError,
+) -> CallError {
+    let mut stuck = Vec::new();
+    for (eni, groups) in moved {
+        if let Err(e) = set_groups(c, eni, groups, single).await {
+            stuck.push(format!("{eni}: {e}"));
+        }
+    }
+    let mut failed = failed;
+    failed.failure.message = if stuck.is_empty() {
+        format!(
+            "{}; the {} interface(s) already in the untracked group were moved back to their groups",
+            failed.failure.message,
+            moved.len()
+        )
+    } else {
+        format!(
+            "{}; moving back FAILED, these interfaces are still in the all-open untracked group: {}",
+            failed.failure.message,
+            stuck.join("; ")
+        )
+    };
+    failed
+}
+
+/// Isolation did not complete after phase 1: interfaces still in the all-open untracked group go
+/// back to the groups they had before containment (phase 1's record), so the instance is never
+/// left more open than it was.
+pub async fn leave_untracked(
+    c: &Ctx<'_>,
+    phase_one: &crate::ledger::Step,
+) -> Result<StepOutcome, CallError> {
+    let untracked = phase_one.new["group"].as_str().unwrap_or_default();
+    let Some(facts) = facts(c.ec2, c.instance).await? else {
+        return Err(quell_error(
+            "ec2:DescribeInstances",
+            format!("{} no longer exists", c.instance.id),
+        ));
+    };
+    let single = facts.interfaces.len() == 1;
+    let mut moved_back = Vec::new();
+    let mut unknown = Vec::new();
+    for (eni, groups) in &facts.interfaces {
+        if !groups.iter().any(|g| g == untracked) {
+            continue;
+        }
+        let original: Option<Vec<String>> = phase_one.prior["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["interface"] == eni.as_str())
+            .map(|i| {
+                i["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.as_str().map(str::to_owned))
+                    .collect()
+            });
+        match original {
+            Some(original) if !original.is_empty() => {
+                set_groups(c, eni, &original, single).await?;
+                moved_back.push(json!({ "interface": eni, "groups": original }));
+            }
+            _ => unknown.push(eni.clone()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(quell_error(
+            "ec2:ModifyNetworkInterfaceAttribute",
+            format!(
+                "interfaces {} are in the all-open untracked group {untracked} and their earlier groups are not on record: put them in a closed group by hand",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Ok(StepOutcome::done(
+        format!(
+            "isolation did not complete, so the {} interface(s) still in the all-open untracked group {untracked} went back to their groups from before containment",
+            moved_back.len()
+        ),
+        json!({ "untracked_group": untracked }),
+        json!({ "interfaces": moved_back }),
     ))
 }
 

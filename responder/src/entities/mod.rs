@@ -154,6 +154,19 @@ impl<'a> Target<'a> {
         }
     }
 
+    /// An instance whose isolation did not complete after phase 1: its interfaces leave the
+    /// all-open untracked group for their earlier groups. `None` for anything else.
+    pub async fn leave_untracked(&self, record: &Record) -> Option<Result<StepOutcome, CallError>> {
+        let Entity::Instance(i) = self.entity else {
+            return None;
+        };
+        let phase_one = record.steps.iter().find(|s| {
+            s.name == "untracked_groups" && s.status == crate::ledger::StepStatus::Done
+        })?;
+        let (ec2, iam) = (self.ec2(), self.iam());
+        Some(instance::leave_untracked(&self.instance_ctx(&ec2, &iam, i), phase_one).await)
+    }
+
     /// Reads the entity back; the problems found, none when contained as the record says.
     pub async fn verify(&self, record: &Record) -> Result<Vec<String>, CallError> {
         let done: Vec<&str> = record
