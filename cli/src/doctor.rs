@@ -138,6 +138,7 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
                 ),
             ));
             checks.push(custom_action_check(&security, &config).await);
+            checks.push(security_hub_administrator_check(&security, &config).await);
         }
         Err(e) => checks.push(problem(
             "security account",
@@ -222,6 +223,47 @@ async fn custom_action_check(security: &aws_config::SdkConfig, config: &Config) 
             format!("cannot list them: {e:#}"),
             "let the security account role call securityhub:DescribeActionTargets".into(),
         ),
+    }
+}
+
+/// Whether the security account is Security Hub's delegated administrator: Security Hub lets only
+/// the administrator update member accounts' findings, which the responder does after a custom
+/// action (a note, the workflow status). Only the administrator may describe the organization's
+/// Security Hub configuration, so the answer to that call is the test.
+async fn security_hub_administrator_check(
+    security: &aws_config::SdkConfig,
+    config: &Config,
+) -> Check {
+    const CHECK: &str = "Security Hub administrator";
+    let fix = format!(
+        "from the management account, in each Region: aws securityhub enable-organization-admin-account --admin-account-id {}",
+        config.security_account
+    );
+    match custom_actions::client(security)
+        .describe_organization_configuration()
+        .send()
+        .await
+        .described("securityhub:DescribeOrganizationConfiguration")
+    {
+        Ok(_) => ok(
+            CHECK,
+            format!(
+                "the security account {} is Security Hub's administrator in {}",
+                config.security_account, config.home_region
+            ),
+        ),
+        Err(e) if e.is_code("AccessDeniedException") || e.is_code("InvalidAccessException") => {
+            problem(
+                CHECK,
+                Severity::Warning,
+                format!(
+                    "the security account {} is not Security Hub's administrator in {} (or its role may not ask: {e}): custom actions still contain and remediate, but notes and workflow status on member accounts' findings will be refused",
+                    config.security_account, config.home_region
+                ),
+                fix,
+            )
+        }
+        Err(e) => problem(CHECK, Severity::Warning, format!("cannot tell: {e}"), fix),
     }
 }
 

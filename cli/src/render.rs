@@ -421,6 +421,32 @@ mod tests {
     }
 
     #[test]
+    fn the_containment_topic_key_admits_the_organization_through_sns_only() {
+        let r = render_all(&config()).unwrap();
+        let security = &r["security.yaml"];
+        let topic = between(security, "  ContainmentTopic:\n", "  # Integrations");
+        assert!(
+            topic.contains("KmsMasterKeyId: !Ref ContainmentTopicKey"),
+            "{topic}"
+        );
+        let key = between(security, "  ContainmentTopicKey:", "  ContainmentTopic:\n");
+        let json = &key[key.find("!Sub '").unwrap() + 6..key.rfind('\'').unwrap()];
+        let policy: serde_json::Value = serde_json::from_str(json).unwrap();
+        let publish = &policy["Statement"][1];
+        assert_eq!(publish["Principal"]["AWS"], "*");
+        assert_eq!(
+            publish["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+            "${OrganizationId}"
+        );
+        assert_eq!(
+            publish["Condition"]["StringEquals"]["kms:ViaService"],
+            "sns.${AWS::Region}.amazonaws.com"
+        );
+        assert!(!publish["Action"].to_string().contains("kms:*"));
+        assert!(key.contains("EnableKeyRotation: true"));
+    }
+
+    #[test]
     fn config_rules_can_be_left_out() {
         let mut c = config();
         c.config_rules = false;

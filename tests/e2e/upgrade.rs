@@ -495,6 +495,27 @@ async fn doctor_names_what_is_missing_and_sees_it_fixed(s: Arc<Sandbox>) -> Resu
         actions["severity"] != "blocking" && actions["fix"].is_string(),
         "the sandbox has none, which does not stop an install, and the fix is named: {actions}"
     );
+    let check = |r: &Value, name: &str| -> Result<Value> {
+        r["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["check"] == name))
+            .cloned()
+            .with_context(|| format!("the {name} check"))
+    };
+    let hub = check(&report, "Security Hub administrator")?;
+    ensure!(
+        hub["severity"] == "warning"
+            && hub["fix"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&s.security()),
+        "no Security Hub administrator in the sandbox: a warning naming the fix: {hub}"
+    );
+    aws_sdk_securityhub::Client::new(&s.admin(HOME).await)
+        .enable_organization_admin_account()
+        .admin_account_id(s.security())
+        .send()
+        .await?;
     let config_check = |r: &Value| -> Result<Value> {
         r["checks"]
             .as_array()
@@ -544,14 +565,20 @@ async fn doctor_names_what_is_missing_and_sees_it_fixed(s: Arc<Sandbox>) -> Resu
         .configuration_recorder_name("default")
         .send()
         .await?;
-    let after = config_check(&json(&s.quell(&[
+    let again = json(&s.quell(&[
         "--sandbox",
         "--output",
         "json",
         "doctor",
         "--config",
         path(&s.config_path()),
-    ]))?)?;
+    ]))?;
+    let hub = check(&again, "Security Hub administrator")?;
+    ensure!(
+        hub["severity"] == "ok" || hub["fix"].is_null(),
+        "now the administrator: {hub}"
+    );
+    let after = config_check(&again)?;
     let detail = after["detail"].as_str().unwrap_or_default();
     ensure!(detail.starts_with("7 of 8"), "{after}");
     ensure!(

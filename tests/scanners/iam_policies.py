@@ -36,6 +36,8 @@ PARAMETER_ARNS = {
     "ManagementAccountId": "210987654321",
     "CentralBusArn": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/quell-central",
     "ResponderRoleArn": f"arn:aws:iam::{ACCOUNT}:role/quell-responder-execution",
+    # Not an ARN: the execution role's unique id, as IAM gives it.
+    "ResponderRoleId": "AROAEXAMPLEEXECUTION1",
     "ExternalIdSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:quell/external-ids-AbCdEf",
 }
 
