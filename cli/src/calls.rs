@@ -85,6 +85,41 @@ impl Intercept for CallLog {
     }
 }
 
+impl CallLog {
+    /// The operations called, as `service:Operation` with IAM's service prefixes.
+    pub fn operations(&self) -> Vec<String> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.keys()
+            .filter_map(|k| k.split_once(':'))
+            .map(|(service, op)| quell_responder::permissions::call_name(service, op))
+            .collect()
+    }
+}
+
+/// `QUELL_CALL_LOG=FILE`: every AWS operation this run called is appended to FILE, one a line,
+/// so an admin can see what a command needed (the end-to-end suite checks them against
+/// `quell_responder::permissions::CLI_OPERATIONS`).
+pub fn append_to_call_log() {
+    let Some(path) = std::env::var_os("QUELL_CALL_LOG") else {
+        return;
+    };
+    let lines: String = log().operations().into_iter().map(|o| o + "\n").collect();
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "cannot append to QUELL_CALL_LOG {}: {e}",
+            path.to_string_lossy()
+        );
+    }
+}
+
 /// The one log of this process: a CLI invocation is one command.
 pub fn log() -> &'static CallLog {
     static LOG: std::sync::OnceLock<CallLog> = std::sync::OnceLock::new();

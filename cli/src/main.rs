@@ -42,7 +42,9 @@ fn main() -> std::process::ExitCode {
             return exit::FAILURE.into();
         }
     };
-    match runtime.block_on(run(cli, &printer)) {
+    let result = runtime.block_on(run(cli, &printer));
+    calls::append_to_call_log();
+    match result {
         Ok(code) => code.into(),
         Err(e) => {
             printer.error(&exit::describe(&e));

@@ -1,7 +1,9 @@
-//! Every AWS operation the responder can call, with the IAM action it needs and the role it runs
-//! under. A render test checks that each role's policy in the templates grants each action, and
-//! the end-to-end suite fails on any operation the responder called that is not listed here: a
-//! permission cannot go missing unseen again (moto enforces none of them in normal use).
+//! Every AWS operation the responder and the `quell` CLI can call, with the identity each runs
+//! as. For the responder's roles, a render test checks that each role's policy in the templates
+//! grants each action; the end-to-end suite fails on any operation the responder or the CLI
+//! called that is not listed here: a permission cannot go missing unseen again (moto enforces
+//! none of them in normal use). An admin reads here what each CLI command needs, and
+//! `QUELL_CALL_LOG=FILE` records what a run of the CLI called.
 
 use serde::Serialize;
 
@@ -138,14 +140,22 @@ pub const OPERATIONS: &[Operation] = &[
     op("organizations:ListOrganizationalUnitsForParent", OrgReader),
 ];
 
-/// `service:Operation` from the SDK's own names (`Secrets Manager`, `AttachUserPolicy`).
+/// `service:Operation` with IAM's service prefix, from the SDK's own names (`Secrets Manager`,
+/// `AttachUserPolicy`).
 pub fn call_name(service: &str, operation: &str) -> String {
-    let service: String = service
+    let squeezed: String = service
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect::<String>()
         .to_lowercase();
-    format!("{service}:{operation}")
+    // Where the SDK's service id is not IAM's prefix.
+    let prefix = match squeezed.as_str() {
+        "configservice" => "config",
+        "eventbridge" => "events",
+        "cloudwatchlogs" => "logs",
+        other => other,
+    };
+    format!("{prefix}:{operation}")
 }
 
 /// Whether `call` under `runs_as` is listed.
@@ -153,4 +163,347 @@ pub fn listed(call: &str, runs_as: RunsAs) -> bool {
     OPERATIONS
         .iter()
         .any(|o| o.call == call && o.runs_as == runs_as)
+}
+
+/// The identity a CLI call runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CliAs {
+    /// Whoever runs quell: the management account, or a StackSets delegated administrator.
+    Caller,
+    /// `security_account_role` assumed in the security account (or the caller, already there).
+    Security,
+    /// The caller in the management account, or `management_account_role` there.
+    Management,
+    /// The analyst sending a request: the caller's own identity.
+    Operator,
+    /// Only `quell sandbox`, against the local emulator: never sent to AWS.
+    Sandbox,
+}
+
+use CliAs::{Caller, Operator, Sandbox, Security};
+
+/// (`service:Operation`, as, commands that call it).
+pub const CLI_OPERATIONS: &[(&str, CliAs, &str)] = &[
+    ("sts:GetCallerIdentity", Caller, "every command"),
+    (
+        "sts:AssumeRole",
+        Caller,
+        "every command reaching another account",
+    ),
+    (
+        "organizations:DescribeOrganization",
+        Caller,
+        "install, upgrade, status, uninstall, doctor",
+    ),
+    (
+        "organizations:ListRoots",
+        Caller,
+        "install, upgrade, status, uninstall, doctor",
+    ),
+    (
+        "organizations:ListOrganizationalUnitsForParent",
+        Caller,
+        "install, upgrade, status, uninstall, doctor",
+    ),
+    (
+        "organizations:ListAccountsForParent",
+        Caller,
+        "install, upgrade, status, uninstall, doctor",
+    ),
+    ("organizations:DescribeAccount", Caller, "doctor"),
+    (
+        "organizations:DescribeOrganizationalUnit",
+        Caller,
+        "install, upgrade",
+    ),
+    ("organizations:ListParents", Caller, "install, upgrade"),
+    (
+        "organizations:ListDelegatedAdministrators",
+        Caller,
+        "doctor",
+    ),
+    (
+        "organizations:ListAWSServiceAccessForOrganization",
+        Caller,
+        "install, doctor",
+    ),
+    (
+        "organizations:EnableAWSServiceAccess",
+        Caller,
+        "install (trusted access)",
+    ),
+    (
+        "cloudformation:ActivateOrganizationsAccess",
+        Caller,
+        "install (trusted access)",
+    ),
+    ("cloudformation:CreateStackSet", Caller, "install"),
+    ("cloudformation:UpdateStackSet", Caller, "upgrade"),
+    ("cloudformation:DeleteStackSet", Caller, "uninstall"),
+    (
+        "cloudformation:DescribeStackSet",
+        Caller,
+        "install, upgrade, status, uninstall",
+    ),
+    (
+        "cloudformation:CreateStackInstances",
+        Caller,
+        "install, upgrade",
+    ),
+    (
+        "cloudformation:UpdateStackInstances",
+        Caller,
+        "upgrade --retry-failed",
+    ),
+    (
+        "cloudformation:DeleteStackInstances",
+        Caller,
+        "upgrade, uninstall",
+    ),
+    (
+        "cloudformation:ListStackInstances",
+        Caller,
+        "install, upgrade, status, uninstall",
+    ),
+    (
+        "cloudformation:DescribeStackSetOperation",
+        Caller,
+        "install, upgrade, uninstall",
+    ),
+    (
+        "cloudformation:ListStackSetOperations",
+        Caller,
+        "install, upgrade, uninstall",
+    ),
+    (
+        "cloudformation:ListStackSetOperationResults",
+        Caller,
+        "install, upgrade, uninstall",
+    ),
+    (
+        "cloudformation:DetectStackSetDrift",
+        Caller,
+        "status --drift",
+    ),
+    (
+        "cloudformation:CreateStack",
+        Security,
+        "install (also Management)",
+    ),
+    (
+        "cloudformation:UpdateStack",
+        Security,
+        "upgrade (also Management)",
+    ),
+    (
+        "cloudformation:DeleteStack",
+        Security,
+        "uninstall (also Management)",
+    ),
+    (
+        "cloudformation:DescribeStacks",
+        Security,
+        "every command that finds the deployment",
+    ),
+    (
+        "cloudformation:DescribeStackEvents",
+        Security,
+        "install, upgrade (failure reasons)",
+    ),
+    ("cloudformation:GetTemplate", Security, "upgrade, status"),
+    ("cloudformation:ListStacks", Security, "uninstall"),
+    (
+        "s3:HeadObject",
+        Security,
+        "install, upgrade (package already there?)",
+    ),
+    (
+        "s3:PutObject",
+        Security,
+        "install, upgrade (responder package)",
+    ),
+    ("s3:ListObjectVersions", Security, "uninstall"),
+    ("s3:DeleteObjects", Security, "uninstall"),
+    ("s3:DeleteBucket", Security, "uninstall"),
+    ("secretsmanager:CreateSecret", Security, "install"),
+    (
+        "secretsmanager:DescribeSecret",
+        Security,
+        "install, upgrade",
+    ),
+    (
+        "secretsmanager:GetSecretValue",
+        Security,
+        "install, upgrade, rotate-external-id",
+    ),
+    (
+        "secretsmanager:PutSecretValue",
+        Security,
+        "rotate-external-id",
+    ),
+    ("secretsmanager:DeleteSecret", Security, "uninstall"),
+    (
+        "securityhub:CreateActionTarget",
+        Security,
+        "install, upgrade",
+    ),
+    ("securityhub:DeleteActionTarget", Security, "uninstall"),
+    (
+        "securityhub:DescribeActionTargets",
+        Security,
+        "install, upgrade, doctor",
+    ),
+    (
+        "securityhub:DescribeOrganizationConfiguration",
+        Security,
+        "doctor",
+    ),
+    ("dynamodb:DescribeTable", Security, "uninstall"),
+    (
+        "dynamodb:UpdateTable",
+        Security,
+        "uninstall --delete-ledger",
+    ),
+    (
+        "dynamodb:DeleteTable",
+        Security,
+        "uninstall --delete-ledger",
+    ),
+    ("dynamodb:Scan", Security, "history, status, uninstall"),
+    ("dynamodb:Query", Security, "history ARN, uninstall"),
+    (
+        "dynamodb:GetItem",
+        Operator,
+        "contain, release, approve, deny, sweep (the outcome)",
+    ),
+    (
+        "sqs:GetQueueUrl",
+        Operator,
+        "contain, release, approve, deny, sweep",
+    ),
+    (
+        "sqs:SendMessage",
+        Operator,
+        "contain, release, approve, deny, sweep",
+    ),
+    (
+        "ec2:DescribeSecurityGroups",
+        Caller,
+        "uninstall (Quell's groups, through the member role)",
+    ),
+    (
+        "ec2:DescribeNetworkInterfaces",
+        Caller,
+        "uninstall (groups in use)",
+    ),
+    (
+        "ec2:DeleteSecurityGroup",
+        Caller,
+        "uninstall (unused isolation groups)",
+    ),
+    (
+        "config:DescribeConfigurationRecorderStatus",
+        Caller,
+        "doctor (through each account's role)",
+    ),
+    ("config:DescribeConfigurationRecorders", Caller, "doctor"),
+    ("cloudtrail:DescribeTrails", Caller, "doctor"),
+    ("cloudtrail:GetTrailStatus", Caller, "doctor"),
+    ("securityhub:DescribeHub", Caller, "doctor"),
+    ("lambda:GetFunctionConfiguration", Sandbox, "sandbox host"),
+    ("iam:CreateUser", Sandbox, "sandbox up (seed)"),
+    ("iam:CreateAccessKey", Sandbox, "sandbox up (seed)"),
+    ("iam:CreateLoginProfile", Sandbox, "sandbox up (seed)"),
+    ("iam:AttachUserPolicy", Sandbox, "sandbox up (seed)"),
+    ("iam:AttachRolePolicy", Sandbox, "sandbox up (seed)"),
+    ("iam:CreateRole", Sandbox, "sandbox up (seed)"),
+    ("iam:CreateInstanceProfile", Sandbox, "sandbox up (seed)"),
+    ("iam:AddRoleToInstanceProfile", Sandbox, "sandbox up (seed)"),
+    ("organizations:CreateOrganization", Sandbox, "sandbox up"),
+    (
+        "organizations:CreateOrganizationalUnit",
+        Sandbox,
+        "sandbox up",
+    ),
+    ("organizations:CreateAccount", Sandbox, "sandbox up"),
+    ("organizations:MoveAccount", Sandbox, "sandbox up"),
+    ("ec2:DescribeVpcs", Sandbox, "sandbox up (seed)"),
+    ("ec2:CreateSecurityGroup", Sandbox, "sandbox up (seed)"),
+    (
+        "ec2:AuthorizeSecurityGroupIngress",
+        Sandbox,
+        "sandbox up (seed), sandbox demo",
+    ),
+    ("ec2:RunInstances", Sandbox, "sandbox up (seed)"),
+    ("ec2:CreateVolume", Sandbox, "sandbox up (seed)"),
+    ("ec2:CreateSnapshot", Sandbox, "sandbox up (seed)"),
+    ("ec2:ModifySnapshotAttribute", Sandbox, "sandbox up (seed)"),
+    ("lambda:CreateFunction", Sandbox, "sandbox up (seed)"),
+    ("s3:CreateBucket", Sandbox, "sandbox up (seed)"),
+    (
+        "s3:PutBucketAcl",
+        Sandbox,
+        "sandbox up (seed), sandbox demo",
+    ),
+    ("s3:PutBucketPolicy", Sandbox, "sandbox up (seed)"),
+    (
+        "s3:GetObject",
+        Sandbox,
+        "sandbox host (the responder package)",
+    ),
+    ("sns:Subscribe", Sandbox, "sandbox host (the inbox queue)"),
+    ("sns:ListSubscriptionsByTopic", Sandbox, "sandbox host"),
+    ("sqs:CreateQueue", Sandbox, "sandbox host (the inbox queue)"),
+    (
+        "sqs:DeleteQueue",
+        Sandbox,
+        "uninstall in the sandbox (the inbox queue)",
+    ),
+    ("sqs:GetQueueAttributes", Sandbox, "sandbox host"),
+    (
+        "sqs:ReceiveMessage",
+        Sandbox,
+        "sandbox host (standing in for Lambda)",
+    ),
+    ("sqs:DeleteMessage", Sandbox, "sandbox host"),
+];
+
+/// Whether the CLI's `call` (`service:Operation`) is listed.
+pub fn cli_listed(call: &str) -> bool {
+    CLI_OPERATIONS.iter().any(|(c, _, _)| *c == call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_service_ids_become_iam_prefixes() {
+        assert_eq!(
+            call_name("Secrets Manager", "GetSecretValue"),
+            "secretsmanager:GetSecretValue"
+        );
+        assert_eq!(
+            call_name("Config Service", "DescribeConfigurationRecorderStatus"),
+            "config:DescribeConfigurationRecorderStatus"
+        );
+        assert_eq!(call_name("EventBridge", "PutEvents"), "events:PutEvents");
+        assert_eq!(call_name("IAM", "GetRole"), "iam:GetRole");
+    }
+
+    #[test]
+    fn no_operation_is_listed_twice_for_one_identity() {
+        let mut seen = std::collections::BTreeSet::new();
+        for o in OPERATIONS {
+            assert!(
+                seen.insert((o.call, o.runs_as.as_str())),
+                "{} twice",
+                o.call
+            );
+        }
+        let mut cli = std::collections::BTreeSet::new();
+        for (call, _, _) in CLI_OPERATIONS {
+            assert!(cli.insert(*call), "{call} twice in CLI_OPERATIONS");
+        }
+    }
 }

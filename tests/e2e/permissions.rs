@@ -6,14 +6,34 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use quell_responder::permissions::{listed, RunsAs};
+use quell_responder::permissions::{cli_listed, listed, RunsAs};
 use serde_json::Value;
 
 use crate::support::Sandbox;
 use crate::TestFn;
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
-    crate::online![every_operation_the_responder_called_is_listed_with_its_role]
+    crate::online![
+        every_operation_the_responder_called_is_listed_with_its_role,
+        every_operation_the_cli_called_is_listed,
+    ]
+}
+
+/// The CLI's runs wrote what they called to `QUELL_CALL_LOG` (set by `Sandbox::quell`).
+async fn every_operation_the_cli_called_is_listed(s: Arc<Sandbox>) -> Result<()> {
+    let path = s.home.path().join("cli-calls.log");
+    let log = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let seen: BTreeSet<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    ensure!(
+        seen.len() >= 40,
+        "the suite should have exercised the CLI widely; it called only {seen:?}"
+    );
+    let unlisted: Vec<&&str> = seen.iter().filter(|c| !cli_listed(c)).collect();
+    ensure!(
+        unlisted.is_empty(),
+        "called by quell but not in permissions::CLI_OPERATIONS: {unlisted:#?}"
+    );
+    Ok(())
 }
 
 /// The operations of every invocation the responder logged, as `service:Operation@role`.

@@ -127,6 +127,8 @@ impl Sandbox {
             .current_dir(self.home.path())
             .env("QUELL_VENV", &self.venv)
             .env("NO_COLOR", "1")
+            // Every operation each run called, for `permissions`, the last test.
+            .env("QUELL_CALL_LOG", self.home.path().join("cli-calls.log"))
             .output()
             .expect("quell runs")
     }
