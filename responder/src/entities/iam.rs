@@ -144,26 +144,18 @@ impl Principal<'_> {
 
     /// The inline policy document named `name`, if there is one.
     pub async fn inline(&self, iam: &Client, name: &str) -> Result<Option<String>, CallError> {
-        let r = match self.kind {
-            Kind::User => iam
-                .get_user_policy()
-                .user_name(self.name())
-                .policy_name(name)
-                .send()
-                .await
-                .map(|o| o.policy_document().to_owned())
-                .described("iam:GetUserPolicy"),
-            Kind::Role => iam
-                .get_role_policy()
-                .role_name(self.name())
-                .policy_name(name)
-                .send()
-                .await
-                .map(|o| o.policy_document().to_owned())
-                .described("iam:GetRolePolicy"),
-        };
-        match r {
-            Ok(doc) => Ok(Some(percent_decoded(&doc))),
+        if self.kind == Kind::Role {
+            return role_inline_policy(iam, self.name(), name).await;
+        }
+        match iam
+            .get_user_policy()
+            .user_name(self.name())
+            .policy_name(name)
+            .send()
+            .await
+            .described("iam:GetUserPolicy")
+        {
+            Ok(o) => Ok(Some(percent_decoded(o.policy_document()))),
             Err(e) if e.is_code("NoSuchEntity") => Ok(None),
             Err(e) => Err(e),
         }
