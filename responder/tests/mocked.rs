@@ -78,6 +78,21 @@ fn url_encoded(doc: &str) -> String {
     percent_encoding::utf8_percent_encode(doc, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// The tags a request's tag specifications carry.
+fn requested_tags(
+    specs: &[aws_sdk_ec2::types::TagSpecification],
+) -> impl Iterator<Item = (String, String)> + '_ {
+    specs
+        .iter()
+        .flat_map(aws_sdk_ec2::types::TagSpecification::tags)
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
 fn settings() -> Settings {
     settings_with(&[])
 }

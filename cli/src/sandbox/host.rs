@@ -272,14 +272,10 @@ impl Wiring {
             deployment::stack_outputs(&security, &deployment::security_stack(&config.name))
                 .await?
                 .unwrap_or_default();
-        let queue = |output: &'static str| {
-            let (sqs, outputs, home, account) =
-                (&sqs, &outputs, &config.home_region, &state.security_account);
+        // A queue's URL and ARN by name (an event source mapping names the queue by ARN).
+        let queue = |name: String| {
+            let (sqs, home, account) = (&sqs, &config.home_region, &state.security_account);
             async move {
-                let name = outputs
-                    .get(output)
-                    .cloned()
-                    .with_context(|| format!("the security stack has no {output} output"))?;
                 let url = sqs
                     .get_queue_url()
                     .queue_name(&name)
@@ -292,25 +288,18 @@ impl Wiring {
                 anyhow::Ok((url, format!("arn:aws:sqs:{home}:{account}:{name}")))
             }
         };
-        let (isolation_queue_url, isolation_queue_arn) = queue("IsolationQueueName").await?;
-        let (events_queue_url, events_queue_arn) = queue("EventsQueueName").await?;
+        let output = |key: &str| {
+            outputs
+                .get(key)
+                .cloned()
+                .with_context(|| format!("the security stack has no {key} output"))
+        };
+        let (isolation_queue_url, isolation_queue_arn) =
+            queue(output("IsolationQueueName")?).await?;
+        let (events_queue_url, events_queue_arn) = queue(output("EventsQueueName")?).await?;
         let mut request_queues = Vec::new();
         for channel in quell_responder::authorization::Channel::ALL {
-            let name = channel.queue_name(&config.name);
-            let url = sqs
-                .get_queue_url()
-                .queue_name(&name)
-                .send()
-                .await
-                .described("sqs:GetQueueUrl")?
-                .queue_url()
-                .unwrap_or_default()
-                .to_owned();
-            let arn = format!(
-                "arn:aws:sqs:{}:{}:{name}",
-                config.home_region, state.security_account
-            );
-            request_queues.push((url, arn));
+            request_queues.push(queue(channel.queue_name(&config.name)).await?);
         }
         let f = aws_sdk_lambda::Client::new(&security)
             .get_function_configuration()

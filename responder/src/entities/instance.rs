@@ -751,6 +751,27 @@ async fn move_back(
     failed
 }
 
+/// The interfaces and their groups as a step recorded them (`{"interfaces": [{"interface",
+/// "groups"}]}`).
+fn recorded_groups(prior: &Value) -> Vec<(String, Vec<String>)> {
+    prior["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            (
+                entry["interface"].as_str().unwrap_or_default().to_owned(),
+                entry["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.as_str().map(str::to_owned))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// Isolation did not complete after phase 1: interfaces still in the all-open untracked group go
 /// back to the groups they had before containment (phase 1's record), so the instance is never
 /// left more open than it was.
@@ -772,19 +793,10 @@ pub async fn leave_untracked(
         if !groups.iter().any(|g| g == untracked) {
             continue;
         }
-        let original: Option<Vec<String>> = phase_one.prior["interfaces"]
-            .as_array()
+        let original = recorded_groups(&phase_one.prior)
             .into_iter()
-            .flatten()
-            .find(|i| i["interface"] == eni.as_str())
-            .map(|i| {
-                i["groups"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|g| g.as_str().map(str::to_owned))
-                    .collect()
-            });
+            .find(|(id, _)| id == eni)
+            .map(|(_, groups)| groups);
         match original {
             Some(original) if !original.is_empty() => {
                 set_groups(c, eni, &original, single).await?;
@@ -1000,14 +1012,8 @@ async fn restore_groups(
     let isolation_group = isolation.new["group"].as_str().unwrap_or_default();
     let mut restored = Vec::new();
     let mut left = Vec::new();
-    for entry in original["interfaces"].as_array().into_iter().flatten() {
-        let eni = entry["interface"].as_str().unwrap_or_default();
-        let groups: Vec<String> = entry["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|g| g.as_str().map(str::to_owned))
-            .collect();
+    for (eni, groups) in recorded_groups(original) {
+        let eni = eni.as_str();
         let now = facts
             .interfaces
             .iter()

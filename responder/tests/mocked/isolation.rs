@@ -216,17 +216,7 @@ fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
         |world, req| {
             world.made += 1;
             let id = format!("sg-q{}", world.made);
-            let tags = req
-                .tag_specifications()
-                .iter()
-                .flat_map(aws_sdk_ec2::types::TagSpecification::tags)
-                .map(|t| {
-                    (
-                        t.key().unwrap_or_default().to_owned(),
-                        t.value().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect();
+            let tags = super::requested_tags(req.tag_specifications()).collect();
             // EC2 gives every new group an allow-all IPv4 egress rule.
             let default_out = IpPermission::builder()
                 .ip_protocol("-1")

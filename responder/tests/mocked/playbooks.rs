@@ -180,17 +180,7 @@ pub fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
         mock!(aws_sdk_ec2::Client::copy_snapshot).then_compute_output(move |req| {
             let mut world = w.lock().unwrap();
             world.call("CopySnapshot");
-            let tags = req
-                .tag_specifications()
-                .iter()
-                .flat_map(aws_sdk_ec2::types::TagSpecification::tags)
-                .map(|t| {
-                    (
-                        t.key().unwrap_or_default().to_owned(),
-                        t.value().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect();
+            let tags = super::requested_tags(req.tag_specifications()).collect();
             let id = format!("snap-c0{}", world.snapshots.len());
             world.snapshots.insert(
                 id.clone(),
