@@ -25,6 +25,8 @@ import time
 import boto3
 from botocore.config import Config
 
+from landing_zone import record_configuration
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 QUELL = ROOT / "target/debug/quell"
 RESULTS = ROOT / "bench/results/converge.md"
@@ -59,10 +61,15 @@ def grow(state, members):
     workloads = next(o["id"] for o in state["organizational_units"] if o["path"] == "/Workloads")
     root = org.list_roots()["Roots"][0]["Id"]
     have = len(state["member_accounts"])
+    admin = boto3.Session(
+        aws_access_key_id=state["admin"]["access_key_id"],
+        aws_secret_access_key=state["admin"]["secret_access_key"],
+    )
     for i in range(have, members):
         created = org.create_account(Email=f"bench-{i}@example.com", AccountName=f"bench-{i}")
         account = created["CreateAccountStatus"]["AccountId"]
         org.move_account(AccountId=account, SourceParentId=root, DestinationParentId=workloads)
+        record_configuration(state["endpoint"], admin, account, state["regions"])
 
 
 def run(members):

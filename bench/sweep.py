@@ -32,6 +32,8 @@ import time
 import boto3
 from botocore.config import Config
 
+from landing_zone import record_configuration
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 QUELL = ROOT / "target/debug/quell"
 HOME = ROOT / "bench/out/sweep"
@@ -95,6 +97,7 @@ class Org:
         for i in range(len(self.state["member_accounts"]), members):
             account = org.create_account(Email=f"sweep-{i}@example.com", AccountName=f"sweep-{i}")["CreateAccountStatus"]["AccountId"]
             org.move_account(AccountId=account, SourceParentId=root, DestinationParentId=workloads)
+            record_configuration(self.endpoint, self.admin, account, self.state["regions"])
         accounts = []
         for page in org.get_paginator("list_accounts_for_parent").paginate(ParentId=workloads):
             accounts += [a["Id"] for a in page["Accounts"]]

@@ -111,6 +111,10 @@ pub struct ConvergeArgs {
     /// The responder binary to package (default: `bootstrap` next to this `quell`).
     #[arg(long)]
     pub bootstrap: Option<PathBuf>,
+    /// Install without first running `quell doctor`'s blocking checks (stack instances then fail
+    /// in the places those checks would have named).
+    #[arg(long)]
+    pub skip_checks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -68,9 +68,52 @@ fn problem(check: &str, severity: Severity, detail: String, fix: String) -> Chec
 
 pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> anyhow::Result<u8> {
     let config = Config::load(&args.config)?;
-    let mut checks = Vec::new();
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
+    let (role, checks) = checks(&aws, &caller, &config, args.delegated_admin, printer).await?;
+    Ok(finish(caller, role, checks, printer))
+}
+
+/// Install runs the blocking checks before it writes anything: a problem found here would
+/// otherwise surface half-way, as stack instances failed in the places it names.
+pub async fn refuse_if_install_would_fail(
+    aws: &Aws,
+    caller: &Caller,
+    config: &Config,
+    delegated_admin: bool,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let (_, checks) = checks(aws, caller, config, delegated_admin, printer).await?;
+    let blocking: Vec<String> = checks
+        .iter()
+        .filter(|c| c.severity == Severity::Blocking)
+        .map(|c| {
+            format!(
+                "{}: {}\n    fix: {}",
+                c.check,
+                c.detail,
+                c.fix.as_deref().unwrap_or("see `quell doctor`")
+            )
+        })
+        .collect();
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    Err(exit::refused(format!(
+        "install would fail, so nothing was changed:\n  {}\nfix these and run install again (`quell doctor` shows every check), or add --skip-checks to install anyway: stack instances in those places will then fail",
+        blocking.join("\n  ")
+    )))
+}
+
+/// Every check, and who the caller is to StackSets.
+async fn checks(
+    aws: &Aws,
+    caller: &Caller,
+    config: &Config,
+    delegated_admin: bool,
+    printer: &Printer,
+) -> anyhow::Result<(String, Vec<Check>)> {
+    let mut checks = Vec::new();
 
     checks.push(
         match client!(aws_sdk_cloudformation, aws.base())
@@ -89,8 +132,8 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
         },
     );
 
-    let org = organization::check(&aws, &caller, &config, args.delegated_admin).await;
-    let role = role(&aws, &caller, &mut checks, args.delegated_admin).await;
+    let org = organization::check(aws, caller, config, delegated_admin).await;
+    let role = role(aws, caller, &mut checks, delegated_admin).await;
     let org = match org {
         Ok(o) => {
             checks.push(ok(
@@ -106,12 +149,12 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
                 format!("{e:#}"),
                 "see the message: fix the configuration or the credentials".into(),
             ));
-            return Ok(finish(caller, role, checks, printer));
+            return Ok((role, checks));
         }
     };
 
-    if !args.delegated_admin {
-        checks.push(match organization::trusted_access_enabled(&aws).await {
+    if !delegated_admin {
+        checks.push(match organization::trusted_access_enabled(aws).await {
             Ok(true) => ok("trusted access", "StackSets trusted access with AWS Organizations is on".into()),
             Ok(false) => problem(
                 "trusted access",
@@ -128,7 +171,7 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
         });
     }
 
-    match aws.security_account(&caller, &config).await {
+    match aws.security_account(caller, config).await {
         Ok(security) => {
             checks.push(ok(
                 "security account",
@@ -137,8 +180,8 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
                     config.security_account, config.security_account_role
                 ),
             ));
-            checks.push(custom_action_check(&security, &config).await);
-            checks.push(security_hub_administrator_check(&security, &config).await);
+            checks.push(custom_action_check(&security, config).await);
+            checks.push(security_hub_administrator_check(&security, config).await);
         }
         Err(e) => checks.push(problem(
             "security account",
@@ -164,17 +207,16 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> a
         places.len()
     ));
     let findings: Vec<Vec<Finding>> = stream::iter(places)
-        .map(|(account, region)| {
-            let (aws, caller, config) = (&aws, &caller, &config);
-            async move { place_checks(aws, caller, config, &account, &region).await }
+        .map(|(account, region)| async move {
+            place_checks(aws, caller, config, &account, &region).await
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     task.done("checked every target account and Region");
     let findings: Vec<Finding> = findings.into_iter().flatten().collect();
-    checks.extend(summarize(&findings, &config));
-    Ok(finish(caller, role, checks, printer))
+    checks.extend(summarize(&findings, config));
+    Ok((role, checks))
 }
 
 /// Whether the Security Hub custom actions are in place: they are what sends findings to Quell

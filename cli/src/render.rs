@@ -75,6 +75,23 @@ pub struct StackSetDefinition {
     pub capabilities: Vec<String>,
     pub auto_deployment: AutoDeployment,
     pub parameters: Vec<String>,
+    /// Which of the configured targets this stack set deploys to.
+    #[serde(skip, default)]
+    pub reach: Reach,
+}
+
+/// Each definition is deployed as two stack sets, one per kind of target. Auto-deployment is a
+/// setting of the whole stack set and follows every OU an operation has named, account filters
+/// notwithstanding: single accounts deployed through their parent OU in an auto-deploying stack
+/// set would bring every account that later joins that OU along. So the configured OUs get a stack
+/// set that auto-deploys, and single accounts one that never does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// The configured OUs, every account in them now and later.
+    #[default]
+    OrganizationalUnits,
+    /// The configured single accounts, and no others ever.
+    Accounts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -94,13 +111,30 @@ pub struct AutoDeployment {
 }
 
 impl StackSetDefinition {
+    /// Every stack set, in deployment order: each definition for OUs, then for single accounts.
     pub fn all() -> Vec<StackSetDefinition> {
         assets::STACKSETS
             .iter()
-            .map(|text| {
-                serde_saphyr::from_str(text).expect("stacksets/*.yaml are checked by tests")
+            .flat_map(|text| {
+                let ous: StackSetDefinition =
+                    serde_saphyr::from_str(text).expect("stacksets/*.yaml are checked by tests");
+                let accounts = StackSetDefinition {
+                    name: format!("{}-accounts", ous.name),
+                    auto_deployment: AutoDeployment {
+                        enabled: false,
+                        retain_stacks_on_account_removal: false,
+                    },
+                    reach: Reach::Accounts,
+                    ..ous.clone()
+                };
+                [ous, accounts]
             })
             .collect()
+    }
+
+    /// Whether a configured target is this stack set's to deploy.
+    pub fn reaches(&self, whole_ou: bool) -> bool {
+        whole_ou == (self.reach == Reach::OrganizationalUnits)
     }
 
     pub fn full_name(&self, config: &Config) -> String {
@@ -252,7 +286,7 @@ mod tests {
         );
         let bus_policy = from(security, "CentralBusPolicy:");
         assert!(
-            bus_policy.contains("aws:PrincipalArn: !Sub \"arn:${AWS::Partition}:iam::*:role/quell-event-forwarder\""),
+            bus_policy.contains("aws:PrincipalArn: !Sub \"arn:${AWS::Partition}:iam::*:role/quell-event-forwarder-*\""),
             "only Quell's forwarder roles put events on the central bus"
         );
         assert!(security.contains("QUELL_REGIONS: '[\"us-east-1\",\"eu-west-1\"]'"));
@@ -455,12 +489,52 @@ mod tests {
     }
 
     #[test]
+    fn member_regional_depends_on_no_other_stack_set() {
+        // Auto-deployment reaches a new account with each stack set in no particular order: a
+        // rule pointing at member-roles' role would forward nothing until that role exists.
+        let r = render_all(&config()).unwrap();
+        let regional = &r["member-regional.yaml"];
+        assert!(
+            !regional.contains(":role/"),
+            "no role named by ARN: every role it uses is its own"
+        );
+        let role_arns = regional.matches("RoleArn:").count();
+        assert_eq!(role_arns, 3, "three forwarding rules");
+        assert_eq!(
+            regional
+                .matches("RoleArn: !GetAtt EventForwarderRole.Arn")
+                .count(),
+            role_arns
+        );
+        let role = between(regional, "  EventForwarderRole:", "  ForwardApiCalls:");
+        assert!(role.contains("Type: AWS::IAM::Role"));
+        assert!(
+            role.contains("RoleName: !Sub \"quell-event-forwarder-${AWS::Region}\""),
+            "one per Region, since IAM names are account-wide: {role}"
+        );
+        assert!(!r["member-roles.yaml"].contains("EventForwarderRole"));
+    }
+
+    #[test]
     fn stackset_definitions_parse_and_name_known_templates() {
         let defs = StackSetDefinition::all();
         assert_eq!(
             defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-            ["member-roles", "member-regional"]
+            [
+                "member-roles",
+                "member-roles-accounts",
+                "member-regional",
+                "member-regional-accounts"
+            ]
         );
+        for d in &defs {
+            assert_eq!(
+                d.auto_deployment.enabled,
+                d.reach == Reach::OrganizationalUnits,
+                "{}: only the stack set for OUs auto-deploys",
+                d.name
+            );
+        }
         for d in &defs {
             assert!(
                 assets::ALL_TEMPLATES.iter().any(|t| t.file == d.template),
@@ -469,6 +543,6 @@ mod tests {
             );
         }
         assert_eq!(defs[0].regions, RegionScope::Home);
-        assert_eq!(defs[1].regions(&config()), ["us-east-1", "eu-west-1"]);
+        assert_eq!(defs[2].regions(&config()), ["us-east-1", "eu-west-1"]);
     }
 }

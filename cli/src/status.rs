@@ -93,6 +93,10 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> a
     for definition in &ctx.definitions {
         let set = ctx.stack_set(definition);
         let deployed = set.describe().await?;
+        // The stack set for single accounts exists only where the configuration names some.
+        if deployed.is_none() && ctx.targets_of(definition).is_empty() {
+            continue;
+        }
         let instances = deployed
             .as_ref()
             .map(|d| d.instances.clone())

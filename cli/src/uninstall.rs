@@ -120,7 +120,8 @@ pub async fn run(
         }
     }
 
-    // Every StackSet's instances, then the set itself: member roles last, the regional wiring uses them.
+    // Every StackSet's instances, then the set itself: member roles last, so the responder can
+    // act in an account for as long as events still come from it.
     for definition in ctx.definitions.iter().rev() {
         let set = ctx.stack_set(definition);
         let Some(deployed) = set.describe().await? else {
@@ -132,7 +133,7 @@ pub async fn run(
             .map(|i| i.region.clone())
             .collect();
         let removals =
-            instance_changes(&[], &regions, &deployed.instances, &ctx.tree, false).remove;
+            instance_changes(&[], &regions, &deployed.instances, None, &ctx.tree, false).remove;
         for call in &removals {
             let outcome = set.remove(call, printer).await?;
             if outcome.ended_badly() || !outcome.failed.is_empty() {

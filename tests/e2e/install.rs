@@ -87,6 +87,23 @@ async fn install_puts_the_responder_role_and_rules_in_every_account_and_region(
                 target == format!("arn:aws:events:{HOME}:{security}:event-bus/quell-central"),
                 "{account} {region}: forwards to the central bus, not {target}"
             );
+            // The Region's own forwarder role, made by the same stack as the rule.
+            let forwarder = format!("quell-event-forwarder-{region}");
+            let role_arn = targets
+                .targets()
+                .first()
+                .and_then(|t| t.role_arn())
+                .unwrap_or_default();
+            ensure!(
+                role_arn == format!("arn:aws:iam::{account}:role/{forwarder}"),
+                "{account} {region}: forwards as {forwarder}, not {role_arn}"
+            );
+            aws_sdk_iam::Client::new(&home)
+                .get_role()
+                .role_name(&forwarder)
+                .send()
+                .await
+                .with_context(|| format!("{forwarder} in {account}"))?;
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
         an_ou_dropped_from_the_targets_loses_its_instances_and_gets_them_back,
         a_new_responder_build_uploads_one_package_and_updates_the_function,
         status_shows_versions_instances_and_the_latest_containments,
-        doctor_names_what_is_missing_and_sees_it_fixed,
+        doctor_names_what_is_missing_and_install_refuses_until_it_is_fixed,
         uninstall_leaves_nothing_behind_and_install_works_again,
     ]
 }
@@ -468,33 +468,28 @@ async fn status_shows_versions_instances_and_the_latest_containments(
     Ok(())
 }
 
-async fn doctor_names_what_is_missing_and_sees_it_fixed(s: Arc<Sandbox>) -> Result<()> {
-    let out = s.quell(&[
-        "--sandbox",
-        "--output",
-        "json",
-        "doctor",
-        "--config",
-        path(&s.config_path()),
-    ]);
+async fn doctor_names_what_is_missing_and_install_refuses_until_it_is_fixed(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let doctor = || {
+        s.quell(&[
+            "--sandbox",
+            "--output",
+            "json",
+            "doctor",
+            "--config",
+            path(&s.config_path()),
+        ])
+    };
+    let out = doctor();
     ensure!(
-        out.status.code() == Some(1),
-        "install would fail without Config recorders: {:?}",
-        out.status.code()
+        out.status.code() == Some(0),
+        "every place records with AWS Config, as a landing zone makes it: {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
     );
     let report = json(&out)?;
     ensure!(report["role"] == "management account", "{}", report["role"]);
-    let actions = report["checks"]
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c["check"] == "Security Hub custom actions")
-        })
-        .context("the custom actions are checked")?;
-    ensure!(
-        actions["severity"] != "blocking" && actions["fix"].is_string(),
-        "the sandbox has none, which does not stop an install, and the fix is named: {actions}"
-    );
     let check = |r: &Value, name: &str| -> Result<Value> {
         r["checks"]
             .as_array()
@@ -502,6 +497,11 @@ async fn doctor_names_what_is_missing_and_sees_it_fixed(s: Arc<Sandbox>) -> Resu
             .cloned()
             .with_context(|| format!("the {name} check"))
     };
+    let actions = check(&report, "Security Hub custom actions")?;
+    ensure!(
+        actions["severity"] != "blocking",
+        "custom actions never stop an install: {actions}"
+    );
     let hub = check(&report, "Security Hub administrator")?;
     ensure!(
         hub["severity"] == "warning"
@@ -511,79 +511,89 @@ async fn doctor_names_what_is_missing_and_sees_it_fixed(s: Arc<Sandbox>) -> Resu
                 .contains(&s.security()),
         "no Security Hub administrator in the sandbox: a warning naming the fix: {hub}"
     );
+    let recording = check(&report, "AWS Config")?;
+    ensure!(
+        recording["severity"] == "ok"
+            && recording["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("all 8"),
+        "{recording}"
+    );
+
+    // One member stops recording in its home Region: doctor names the place, install refuses.
+    let member = s.members().into_iter().next().context("a member")?;
+    let cfg = aws_sdk_config::Client::new(&s.in_account(&member, HOME).await?);
+    cfg.stop_configuration_recorder()
+        .configuration_recorder_name("default")
+        .send()
+        .await?;
     aws_sdk_securityhub::Client::new(&s.admin(HOME).await)
         .enable_organization_admin_account()
         .admin_account_id(s.security())
         .send()
         .await?;
-    let config_check = |r: &Value| -> Result<Value> {
-        r["checks"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["check"] == "AWS Config"))
-            .cloned()
-            .context("the AWS Config check")
-    };
-    let before = config_check(&report)?;
+    let out = doctor();
+    ensure!(out.status.code() == Some(1), "install would fail now");
+    let report = json(&out)?;
+    let recording = check(&report, "AWS Config")?;
+    let detail = recording["detail"].as_str().unwrap_or_default();
     ensure!(
-        before["severity"] == "blocking"
-            && before["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("8 of 8"),
-        "{before}"
+        recording["severity"] == "blocking"
+            && detail.starts_with("1 of 8")
+            && detail.contains(&format!("{member} {HOME}")),
+        "{recording}"
     );
     ensure!(
-        before["fix"]
+        recording["fix"]
             .as_str()
             .unwrap_or_default()
             .contains("config_rules: false"),
-        "{before}"
+        "{recording}"
     );
+    let hub = check(&report, "Security Hub administrator")?;
+    ensure!(hub["severity"] == "ok", "now the administrator: {hub}");
 
-    // Turn Config on in one member account and Region; doctor no longer names it.
-    let member = s.members().into_iter().next().context("a member")?;
-    let cfg = aws_sdk_config::Client::new(&s.in_account(&member, HOME).await?);
-    cfg.put_configuration_recorder()
-        .configuration_recorder(
-            aws_sdk_config::types::ConfigurationRecorder::builder()
-                .name("default")
-                .role_arn(format!("arn:aws:iam::{member}:role/aws-service-role/config.amazonaws.com/AWSServiceRoleForConfig"))
-                .build(),
-        )
-        .send()
-        .await?;
-    cfg.put_delivery_channel()
-        .delivery_channel(
-            aws_sdk_config::types::DeliveryChannel::builder()
-                .name("default")
-                .s3_bucket_name(format!("config-{member}"))
-                .build(),
-        )
-        .send()
-        .await?;
+    let log = s.home().join("cli-calls.log");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default().len();
+    let refused = s.quell(&[
+        "--sandbox",
+        "install",
+        "--config",
+        path(&s.config_path()),
+        "--yes",
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        refused.status.code() == Some(3)
+            && stderr.contains("install would fail, so nothing was changed")
+            && stderr.contains(&format!("{member} {HOME}"))
+            && stderr.contains("start-configuration-recorder")
+            && stderr.contains("--skip-checks"),
+        "install refuses, naming the place and the fix: {:?}\n{stderr}",
+        refused.status.code()
+    );
+    let calls = std::fs::read_to_string(&log)?;
+    let writes: Vec<&str> = calls[logged..]
+        .lines()
+        .filter(|l| {
+            let op = l.split_once(':').map_or(*l, |(_, op)| op);
+            !["Describe", "List", "Get", "Head", "AssumeRole"]
+                .iter()
+                .any(|p| op.starts_with(p))
+        })
+        .collect();
+    ensure!(writes.is_empty(), "the refused install wrote: {writes:?}");
+
     cfg.start_configuration_recorder()
         .configuration_recorder_name("default")
         .send()
         .await?;
-    let again = json(&s.quell(&[
-        "--sandbox",
-        "--output",
-        "json",
-        "doctor",
-        "--config",
-        path(&s.config_path()),
-    ]))?;
-    let hub = check(&again, "Security Hub administrator")?;
+    let out = doctor();
     ensure!(
-        hub["severity"] == "ok" || hub["fix"].is_null(),
-        "now the administrator: {hub}"
-    );
-    let after = config_check(&again)?;
-    let detail = after["detail"].as_str().unwrap_or_default();
-    ensure!(detail.starts_with("7 of 8"), "{after}");
-    ensure!(
-        !detail.contains(&format!("{member} {HOME}")),
-        "{member} {HOME} is fixed: {detail}"
+        out.status.code() == Some(0),
+        "fixed: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     Ok(())
 }

@@ -62,6 +62,7 @@ impl Summary {
             .definitions
             .iter()
             .zip(&observed.stack_sets)
+            .filter(|(_, s)| s.is_some())
             .map(|(d, s)| StackSetResult {
                 name: d.full_name(&ctx.config),
                 regions: d.regions(&ctx.config),
@@ -319,6 +320,13 @@ pub async fn apply(
     )
     .await?;
 
+    // Instances moving to another stack set leave the one they are in before any stack set adds.
+    for (definition, planned) in ctx.definitions.iter().zip(&plan.stack_sets) {
+        let set = ctx.stack_set(definition);
+        for call in &planned.instance_changes.handover {
+            check(&set, set.remove(call, printer).await?)?;
+        }
+    }
     let mut results = Vec::new();
     let mut failed = Vec::new();
     for ((definition, deployed), planned) in ctx
@@ -327,6 +335,9 @@ pub async fn apply(
         .zip(&observed.stack_sets)
         .zip(&plan.stack_sets)
     {
+        if planned.skipped {
+            continue;
+        }
         let set = ctx.stack_set(definition);
         let template = &ctx.rendered[definition.template.as_str()];
         let wanted = inputs.stack_set_parameters(definition)?;

@@ -197,7 +197,7 @@ impl Context {
             call_as: self.call_as.clone(),
             preferences: stack_set::preferences(
                 &self.config.operation_preferences,
-                self.targets()
+                self.targets_of(definition)
                     .iter()
                     .flat_map(|t| t.accounts.iter())
                     .collect::<std::collections::BTreeSet<_>>()
@@ -215,6 +215,14 @@ impl Context {
             &self.tree,
             &self.org.management_account,
         )
+    }
+
+    /// The targets one stack set deploys to.
+    pub fn targets_of(&self, definition: &StackSetDefinition) -> Vec<Target> {
+        self.targets()
+            .into_iter()
+            .filter(|t| definition.reaches(t.whole_ou))
+            .collect()
     }
 
     /// Reads everything the plan compares against. Only reads.
@@ -279,9 +287,9 @@ impl Context {
                 ),
             });
         }
-        let targets = self.targets();
         let mut stack_sets = Vec::new();
         for (definition, deployed) in self.definitions.iter().zip(&observed.stack_sets) {
+            let targets = self.targets_of(definition);
             let template = &self.rendered[definition.template.as_str()];
             let current = deployed.as_ref().map(|d| plan::Current {
                 template: &d.template,
@@ -290,7 +298,14 @@ impl Context {
             });
             let regions = definition.regions(&self.config);
             let instances = deployed.as_ref().map_or(&[][..], |d| &d.instances[..]);
+            // A stack set created in this run deploys to no OU yet.
+            let none_yet = std::collections::BTreeSet::new();
+            let registered = match deployed {
+                Some(d) => d.organizational_units.as_ref(),
+                None => Some(&none_yet),
+            };
             stack_sets.push(StackSetPlan {
+                skipped: deployed.is_none() && targets.is_empty(),
                 name: definition.full_name(&self.config),
                 change: plan::diff(
                     template,
@@ -302,6 +317,7 @@ impl Context {
                     &targets,
                     &regions,
                     instances,
+                    registered,
                     &self.tree,
                     retry_failed,
                 ),
@@ -309,6 +325,7 @@ impl Context {
                 regions,
             });
         }
+        plan::hand_over(&mut stack_sets);
         Ok(Plan {
             organization_id: self.org.id.clone(),
             trusted_access: !observed.trusted_access,
@@ -380,6 +397,16 @@ pub async fn run(
     };
     let build = package::build(&bootstrap, config.responder.architecture)?;
     let mut ctx = Context::connect(global, &args.config, args.delegated_admin).await?;
+    if verb == Verb::Install && !args.skip_checks {
+        crate::doctor::refuse_if_install_would_fail(
+            &ctx.aws,
+            &ctx.caller,
+            &ctx.config,
+            args.delegated_admin,
+            printer,
+        )
+        .await?;
+    }
     ctx.package = Some(build);
     let observed = ctx.observe().await?;
     if verb == Verb::Upgrade && observed.security.is_none() {

@@ -138,7 +138,8 @@ pub struct Target {
 
 impl Target {
     /// The configured targets resolved against the organization. The management account is
-    /// never a StackSets target.
+    /// never a StackSets target, and a single account already under a configured OU is the OU's:
+    /// deployed by both stack sets, its second stack would meet the first one's named roles.
     pub fn resolve(
         ous: &[String],
         accounts: &[(String, String)],
@@ -157,7 +158,14 @@ impl Target {
                     .collect(),
             })
             .collect();
+        let under_ous: BTreeSet<String> = out
+            .iter()
+            .flat_map(|t| t.accounts.iter().cloned())
+            .collect();
         for (account, parent) in accounts {
+            if under_ous.contains(account) {
+                continue;
+            }
             out.push(Target {
                 organizational_unit: parent.clone(),
                 whole_ou: false,
@@ -182,6 +190,11 @@ pub fn places(targets: &[Target], regions: &[String]) -> Vec<(String, String)> {
 pub struct InstanceChanges {
     pub add: Vec<InstanceCall>,
     pub remove: Vec<InstanceCall>,
+    /// Removals of instances that another stack set of this run adds (an account moving between
+    /// the stack set for OUs and the one for single accounts): run before any stack set adds,
+    /// since both stacks would create the same named roles.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handover: Vec<InstanceCall>,
     pub retry: Vec<InstanceCall>,
     /// Failed instances not retried in this run.
     pub failed: Vec<Instance>,
@@ -189,7 +202,37 @@ pub struct InstanceChanges {
 
 impl InstanceChanges {
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty() && self.retry.is_empty()
+        self.add.is_empty()
+            && self.remove.is_empty()
+            && self.handover.is_empty()
+            && self.retry.is_empty()
+    }
+
+    fn adds(&self, account: &str, region: &str) -> bool {
+        self.add.iter().any(|c| {
+            c.regions.iter().any(|r| r == region) && c.accounts.iter().any(|a| a == account)
+        })
+    }
+}
+
+/// Moves each removal that frees a place another stack set adds into that set's `handover`.
+pub fn hand_over(sets: &mut [StackSetPlan]) {
+    for i in 0..sets.len() {
+        let (moving, staying): (Vec<InstanceCall>, Vec<InstanceCall>) =
+            std::mem::take(&mut sets[i].instance_changes.remove)
+                .into_iter()
+                .partition(|call| {
+                    sets.iter().enumerate().any(|(j, other)| {
+                        j != i
+                            && call.accounts.iter().any(|a| {
+                                call.regions
+                                    .iter()
+                                    .any(|r| other.instance_changes.adds(a, r))
+                            })
+                    })
+                });
+        sets[i].instance_changes.remove = staying;
+        sets[i].instance_changes.handover = moving;
     }
 }
 
@@ -219,11 +262,15 @@ fn calls_for(
         .collect()
 }
 
-/// The stack instances that make the deployed ones match the targets in `regions`.
+/// The stack instances that make the deployed ones match the targets in `regions`. `registered`
+/// names the OUs the stack set deploys to (those its operations have named), when CloudFormation
+/// says: auto-deployment follows them, so a configured OU with no accounts yet is registered all
+/// the same, and an OU that is no longer configured is let go even when it holds no instance.
 pub fn instance_changes(
     targets: &[Target],
     regions: &[String],
     deployed: &[Instance],
+    registered: Option<&BTreeSet<String>>,
     tree: &OrgTree,
     retry_failed: bool,
 ) -> InstanceChanges {
@@ -252,6 +299,11 @@ pub fn instance_changes(
             } else {
                 partial.insert(region.clone(), missing);
             }
+        }
+        let unregistered =
+            registered.is_some_and(|r| !r.contains(&t.organizational_unit)) && t.whole_ou;
+        if unregistered && t.accounts.is_empty() {
+            whole.extend(regions.iter().map(|r| (r.clone(), BTreeSet::new())));
         }
         // Whole-OU Regions are one call whatever the accounts: group them by the OU alone.
         if !whole.is_empty() {
@@ -324,6 +376,25 @@ pub fn instance_changes(
     for (ou, by_region) in &retries {
         changes.retry.extend(calls_for(ou, false, by_region));
     }
+    // OUs still registered that no target needs, with no instance left to remove through them.
+    let needed: BTreeSet<&str> = targets
+        .iter()
+        .map(|t| t.organizational_unit.as_str())
+        .collect();
+    for ou in registered.into_iter().flatten() {
+        let removed = changes
+            .remove
+            .iter()
+            .any(|c| c.whole_ou && &c.organizational_unit == ou);
+        if !needed.contains(ou.as_str()) && !removed {
+            changes.remove.push(InstanceCall {
+                organizational_unit: ou.clone(),
+                whole_ou: true,
+                accounts: Vec::new(),
+                regions: regions.to_vec(),
+            });
+        }
+    }
     changes
 }
 
@@ -340,6 +411,9 @@ pub struct StackPlan {
 /// One stack set of the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct StackSetPlan {
+    /// Not deployed, and no target for it in the configuration: it stays absent.
+    #[serde(skip)]
+    pub skipped: bool,
     pub name: String,
     pub regions: Vec<String>,
     /// Instances deployed now (an update changes each of them).
@@ -361,10 +435,20 @@ pub struct Plan {
     pub artifact_key: String,
     pub upload_artifact: bool,
     pub stacks: Vec<StackPlan>,
+    #[serde(serialize_with = "skipping_absent")]
     pub stack_sets: Vec<StackSetPlan>,
 }
 
+fn skipping_absent<S: serde::Serializer>(sets: &[StackSetPlan], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(sets.iter().filter(|p| !p.skipped))
+}
+
 impl Plan {
+    /// The stack sets this run deploys or keeps: not those that stay absent.
+    pub fn deployed_stack_sets(&self) -> impl Iterator<Item = &StackSetPlan> {
+        self.stack_sets.iter().filter(|s| !s.skipped)
+    }
+
     pub fn changes_anything(&self) -> bool {
         self.trusted_access
             || self.create_secret
@@ -375,8 +459,7 @@ impl Plan {
                 .iter()
                 .any(|s| s.change.action != Action::Unchanged)
             || self
-                .stack_sets
-                .iter()
+                .deployed_stack_sets()
                 .any(|s| s.change.action != Action::Unchanged || !s.instance_changes.is_empty())
     }
 
@@ -391,7 +474,7 @@ impl Plan {
             .stacks
             .iter()
             .map(|s| &s.change)
-            .chain(self.stack_sets.iter().map(|s| &s.change));
+            .chain(self.deployed_stack_sets().map(|s| &s.change));
         for c in changes {
             match c.action {
                 Action::Create => add += 1,
@@ -405,9 +488,9 @@ impl Plan {
                 .map(|c| c.accounts.len() * c.regions.len())
                 .sum()
         };
-        for s in &self.stack_sets {
+        for s in self.deployed_stack_sets() {
             add += pairs(&s.instance_changes.add);
-            remove += pairs(&s.instance_changes.remove);
+            remove += pairs(&s.instance_changes.remove) + pairs(&s.instance_changes.handover);
             change += pairs(&s.instance_changes.retry);
         }
         (add, change, remove)
@@ -445,7 +528,7 @@ impl Plan {
                 printer,
             );
         }
-        for s in &self.stack_sets {
+        for s in self.deployed_stack_sets() {
             let what = format!("stack set {} ({})", s.name, s.regions.join(", "));
             let what = if s.change.action == Action::Unchanged && !s.instance_changes.is_empty() {
                 format!("{what} template and parameters")
@@ -462,6 +545,14 @@ impl Plan {
                 );
             }
             let ic = &s.instance_changes;
+            for c in &ic.handover {
+                let _ = writeln!(
+                    t,
+                    "      {} remove instances first (another stack set takes them over): {}",
+                    remove("-"),
+                    c.describe()
+                );
+            }
             for c in &ic.add {
                 let _ = writeln!(t, "      {} add instances: {}", add("+"), c.describe());
             }
@@ -637,6 +728,7 @@ mod tests {
             &ou_targets(&t),
             &regions(&["us-east-1", "eu-west-1"]),
             &[],
+            None,
             &t,
             false,
         );
@@ -655,6 +747,7 @@ mod tests {
             &ou_targets(&t),
             &regions(&["us-east-1", "eu-west-1"]),
             &have,
+            None,
             &t,
             false,
         );
@@ -669,6 +762,7 @@ mod tests {
             &ou_targets(&t),
             &regions(&["us-east-1", "eu-west-1"]),
             &have,
+            None,
             &t,
             false,
         );
@@ -682,7 +776,14 @@ mod tests {
     fn a_dropped_region_removes_exactly_that_region() {
         let t = tree();
         let have = deployed(&ALL, &["us-east-1", "eu-west-1"]);
-        let c = instance_changes(&ou_targets(&t), &regions(&["us-east-1"]), &have, &t, false);
+        let c = instance_changes(
+            &ou_targets(&t),
+            &regions(&["us-east-1"]),
+            &have,
+            None,
+            &t,
+            false,
+        );
         assert!(c.add.is_empty());
         assert_eq!(c.remove.len(), 1);
         let r = &c.remove[0];
@@ -706,7 +807,7 @@ mod tests {
             &t,
             "999999999999",
         );
-        let c = instance_changes(&targets, &regions(&["us-east-1"]), &have, &t, false);
+        let c = instance_changes(&targets, &regions(&["us-east-1"]), &have, None, &t, false);
         assert!(c.add.is_empty(), "111 keeps its instance: {c:?}");
         // 111 stays, so the OU cannot go as a whole: exactly the other two accounts go.
         assert_eq!(c.remove.len(), 2, "{c:?}");
@@ -727,7 +828,7 @@ mod tests {
         );
         assert_eq!(in_ou.accounts, vec!["222222222222".to_owned()]);
 
-        let c = instance_changes(&[], &regions(&["us-east-1"]), &have, &t, false);
+        let c = instance_changes(&[], &regions(&["us-east-1"]), &have, None, &t, false);
         assert_eq!(
             c.remove.len(),
             2,
@@ -743,7 +844,7 @@ mod tests {
         for i in &mut have {
             i.organizational_unit = Some(OU.into());
         }
-        let c = instance_changes(&[], &regions(&["us-east-1"]), &have, &t, false);
+        let c = instance_changes(&[], &regions(&["us-east-1"]), &have, None, &t, false);
         assert_eq!(c.remove.len(), 1);
         assert!(c.remove[0].whole_ou);
         assert_eq!(c.remove[0].organizational_unit, OU);
@@ -759,11 +860,170 @@ mod tests {
             whole_ou: false,
             accounts: BTreeSet::from(["444444444444".to_owned()]),
         });
-        let c = instance_changes(&targets, &regions(&["us-east-1"]), &have, &t, false);
+        let c = instance_changes(&targets, &regions(&["us-east-1"]), &have, None, &t, false);
         assert_eq!(c.add.len(), 1);
         assert!(!c.add[0].whole_ou);
         assert_eq!(c.add[0].accounts, vec!["444444444444".to_owned()]);
         assert_eq!(c.add[0].organizational_unit, "r-ab12");
+    }
+
+    fn registered(ous: &[&str]) -> BTreeSet<String> {
+        ous.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_ou_with_no_account_yet_is_registered_so_that_accounts_joining_it_are_covered() {
+        let mut t = tree();
+        let empty = "ou-ab12-emptyemp";
+        t.add_ou("r-ab12", empty);
+        let targets = Target::resolve(&[empty.to_owned()], &[], &t, "999999999999");
+        assert!(targets[0].accounts.is_empty());
+        let two = regions(&["eu-west-1", "us-east-1"]);
+
+        let c = instance_changes(&targets, &two, &[], Some(&registered(&[])), &t, false);
+        assert_eq!(c.add.len(), 1, "{c:?}");
+        assert!(c.add[0].whole_ou && c.add[0].accounts.is_empty());
+        assert_eq!(c.add[0].organizational_unit, empty);
+        assert_eq!(
+            c.add[0].regions, two,
+            "auto-deployment covers these Regions"
+        );
+
+        let c = instance_changes(&targets, &two, &[], Some(&registered(&[empty])), &t, false);
+        assert!(c.is_empty(), "registered once, nothing more: {c:?}");
+        let c = instance_changes(&targets, &two, &[], None, &t, false);
+        assert!(
+            c.is_empty(),
+            "not known (the sandbox): nothing guessed: {c:?}"
+        );
+    }
+
+    #[test]
+    fn an_ou_no_longer_configured_is_let_go_even_with_no_instance_in_it() {
+        let t = tree();
+        let have = deployed(&["111111111111", "222222222222"], &["us-east-1"]);
+        let reg = registered(&[OU, PROD]);
+        let c = instance_changes(
+            &ou_targets(&t),
+            &regions(&["us-east-1"]),
+            &have,
+            Some(&reg),
+            &t,
+            false,
+        );
+        // 333 in PROD has no instance, yet PROD is registered: auto-deployment would reach it.
+        assert!(c.add.iter().all(|a| a.organizational_unit == OU), "{c:?}");
+        assert_eq!(c.remove.len(), 1, "{c:?}");
+        assert_eq!(c.remove[0].organizational_unit, PROD);
+        assert!(c.remove[0].whole_ou);
+        assert_eq!(c.remove[0].regions, regions(&["us-east-1"]));
+    }
+
+    #[test]
+    fn single_accounts_leave_the_auto_deploying_stack_set_with_their_parent_ou() {
+        // An earlier version deployed 444 alone through root in the stack set for OUs, which
+        // registered root there: every account joining root would get Quell's roles.
+        let t = tree();
+        let mut have = deployed(&ALL, &["us-east-1"]);
+        have.push(instance("444444444444", "us-east-1"));
+        have.last_mut().unwrap().organizational_unit = Some("r-ab12".into());
+        let reg = registered(&[OU, "r-ab12"]);
+        let c = instance_changes(
+            &ou_targets(&t),
+            &regions(&["us-east-1"]),
+            &have,
+            Some(&reg),
+            &t,
+            false,
+        );
+        assert!(c.add.is_empty(), "{c:?}");
+        assert_eq!(
+            c.remove.len(),
+            1,
+            "one call: the instance and the OU together: {c:?}"
+        );
+        let r = &c.remove[0];
+        assert_eq!(r.organizational_unit, "r-ab12");
+        assert!(
+            r.whole_ou,
+            "root goes as an OU, so auto-deployment stops following it"
+        );
+        assert_eq!(r.accounts, vec!["444444444444".to_owned()]);
+    }
+
+    fn set_plan(name: &str, changes: InstanceChanges) -> StackSetPlan {
+        StackSetPlan {
+            skipped: false,
+            name: name.into(),
+            regions: regions(&["us-east-1"]),
+            instances: 0,
+            change: Change {
+                action: Action::Unchanged,
+                template_from: None,
+                template: String::new(),
+                parameters: vec![],
+            },
+            instance_changes: changes,
+        }
+    }
+
+    #[test]
+    fn an_account_moving_between_stack_sets_leaves_one_before_the_other_adds_it() {
+        let t = tree();
+        let us = regions(&["us-east-1"]);
+        // 111 was a single account; now its OU is configured.
+        let mut single = instance("111111111111", "us-east-1");
+        single.organizational_unit = Some(OU.into());
+        let for_ous = instance_changes(&ou_targets(&t), &us, &[], None, &t, false);
+        let for_accounts = instance_changes(&[], &us, &[single], None, &t, false);
+        let unrelated = InstanceChanges {
+            remove: vec![InstanceCall {
+                organizational_unit: PROD.into(),
+                whole_ou: false,
+                accounts: vec!["555555555555".into()],
+                regions: us.clone(),
+            }],
+            ..InstanceChanges::default()
+        };
+        let mut sets = vec![
+            set_plan("quell-member-roles", for_ous),
+            set_plan("quell-member-roles-accounts", for_accounts),
+            set_plan("quell-member-regional", unrelated),
+        ];
+        hand_over(&mut sets);
+        let accounts = &sets[1].instance_changes;
+        assert!(accounts.remove.is_empty(), "{accounts:?}");
+        assert_eq!(accounts.handover.len(), 1);
+        assert_eq!(
+            accounts.handover[0].accounts,
+            vec!["111111111111".to_owned()]
+        );
+        assert_eq!(sets[0].instance_changes.add.len(), 1);
+        assert!(
+            sets[2].instance_changes.handover.is_empty()
+                && sets[2].instance_changes.remove.len() == 1,
+            "a removal nobody takes over stays a removal"
+        );
+    }
+
+    #[test]
+    fn a_single_account_under_a_configured_ou_is_the_ous() {
+        let t = tree();
+        let targets = Target::resolve(
+            &[OU.to_owned()],
+            &[
+                ("333333333333".to_owned(), PROD.to_owned()),
+                ("444444444444".to_owned(), "r-ab12".to_owned()),
+            ],
+            &t,
+            "999999999999",
+        );
+        let singles: Vec<&Target> = targets.iter().filter(|t| !t.whole_ou).collect();
+        assert_eq!(singles.len(), 1, "333 is already in the OU: {targets:?}");
+        assert_eq!(
+            singles[0].accounts,
+            BTreeSet::from(["444444444444".to_owned()])
+        );
     }
 
     #[test]
@@ -773,14 +1033,28 @@ mod tests {
         have[1].detailed_status = Some("FAILED".into());
         have[1].status = "OUTDATED".into();
         have[1].reason = Some("Role quell-responder already exists".into());
-        let c = instance_changes(&ou_targets(&t), &regions(&["us-east-1"]), &have, &t, false);
+        let c = instance_changes(
+            &ou_targets(&t),
+            &regions(&["us-east-1"]),
+            &have,
+            None,
+            &t,
+            false,
+        );
         assert!(c.retry.is_empty());
         assert_eq!(c.failed.len(), 1);
         assert!(
             c.is_empty(),
             "a failed instance alone is not a change without --retry-failed"
         );
-        let c = instance_changes(&ou_targets(&t), &regions(&["us-east-1"]), &have, &t, true);
+        let c = instance_changes(
+            &ou_targets(&t),
+            &regions(&["us-east-1"]),
+            &have,
+            None,
+            &t,
+            true,
+        );
         assert_eq!(c.retry.len(), 1);
         assert_eq!(c.retry[0].accounts, vec![have[1].account.clone()]);
         assert!(!c.retry[0].whole_ou);

@@ -2,7 +2,7 @@
 //! add, remove and retry stack instances) to their end, one at a time. An operation somebody else
 //! started is waited for, never fought.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -74,6 +74,9 @@ pub struct Deployed {
     pub template: String,
     pub parameters: BTreeMap<String, String>,
     pub instances: Vec<Instance>,
+    /// The OUs its operations have named, which auto-deployment follows; `None` where this is not
+    /// known (the sandbox does not keep them).
+    pub organizational_units: Option<BTreeSet<String>>,
 }
 
 /// Stack instances one operation creates, updates or deletes: accounts reached through one OU.
@@ -197,7 +200,8 @@ pub struct StackSet<'a> {
     /// Between two looks at a running operation.
     pub poll: Duration,
     /// The sandbox deletes stack instances only when they are named by account (it ignores
-    /// deployment targets on delete), so there the accounts are sent instead.
+    /// deployment targets on delete), so there the accounts are sent instead; and it keeps no
+    /// record of the OUs a stack set deploys to, so there they are not read.
     pub sandbox: bool,
 }
 
@@ -233,6 +237,8 @@ impl StackSet<'_> {
                 })
                 .collect(),
             instances: self.instances().await?,
+            organizational_units: (!self.sandbox)
+                .then(|| set.organizational_unit_ids().iter().cloned().collect()),
         }))
     }
 

@@ -71,6 +71,10 @@ struct World {
     /// What the last drift detection found: the set's status and each instance's.
     drift: Option<&'static str>,
     instance_drift: HashMap<String, &'static str>,
+    /// The OUs the stack set deploys to, as DescribeStackSet reports them.
+    registered: Vec<String>,
+    /// AutoDeployment.Enabled of the CreateStackSet call, once made.
+    created_auto_deploying: Option<bool>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -137,6 +141,7 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
                         })
                         .collect(),
                 ))
+                .set_organizational_unit_ids(Some(w.registered.clone()))
                 .set_stack_set_drift_detection_details(w.drift.map(|d| {
                     aws_sdk_cloudformation::types::StackSetDriftDetectionDetails::builder()
                         .drift_status(aws_sdk_cloudformation::types::StackSetDriftStatus::from(d))
@@ -325,6 +330,17 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
         },
     );
     let w = world.clone();
+    let create_set =
+        mock!(aws_sdk_cloudformation::Client::create_stack_set).then_compute_output(move |req| {
+            let mut w = w.lock().unwrap();
+            w.record(call("CreateStackSet", req.call_as()));
+            w.created_auto_deploying = req
+                .auto_deployment()
+                .and_then(aws_sdk_cloudformation::types::AutoDeployment::enabled);
+            aws_sdk_cloudformation::operation::create_stack_set::CreateStackSetOutput::builder()
+                .build()
+        });
+    let w = world.clone();
     let delete_set =
         mock!(aws_sdk_cloudformation::Client::delete_stack_set).then_compute_output(move |req| {
             w.lock()
@@ -346,6 +362,7 @@ fn client(world: &Shared) -> aws_sdk_cloudformation::Client {
             &update_instances,
             &delete_instances,
             &delete_set,
+            &create_set,
             &detect
         ]
     )
@@ -405,6 +422,7 @@ fn deployed(w: &Shared) -> super::stack_set::Deployed {
         template: w.template.clone(),
         parameters: w.parameters.clone(),
         instances: vec![],
+        organizational_units: Some([OU.to_owned()].into()),
     }
 }
 
@@ -662,6 +680,7 @@ async fn delegated_administrators_send_call_as_on_every_call() {
         add: vec![one(B, "us-east-1")],
         remove: vec![one(A, "eu-west-1")],
         retry: vec![one(A, "us-east-1")],
+        handover: vec![],
         failed: vec![],
     };
     converge_stack_set(
@@ -785,4 +804,57 @@ async fn drift_detection_runs_to_its_end_and_names_the_drifted_instances() {
         .calls
         .iter()
         .all(|c| c.call_as == Some(CallAs::DelegatedAdmin)));
+}
+
+#[tokio::test]
+async fn single_accounts_get_a_stack_set_that_never_auto_deploys() {
+    for definition in StackSetDefinition::all() {
+        let w = world(&[]);
+        let cfn = client(&w);
+        let set = stack_set(&cfn, None, false);
+        let changes = InstanceChanges {
+            add: vec![one(A, "us-east-1")],
+            ..InstanceChanges::default()
+        };
+        converge_stack_set(
+            &set,
+            &definition,
+            "template v1",
+            &wanted("arn:bus"),
+            None,
+            &changes,
+            &printer(),
+        )
+        .await
+        .unwrap();
+        let g = w.lock().unwrap();
+        assert_eq!(
+            g.created_auto_deploying,
+            Some(definition.reaches(true)),
+            "{}: auto-deployment only for the configured OUs",
+            definition.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_ous_a_stack_set_deploys_to_are_read_on_aws_and_not_guessed_in_the_sandbox() {
+    let w = world(&[(A, "us-east-1")]);
+    w.lock().unwrap().registered = vec![OU.to_owned(), "ou-ab12-emptyemp".to_owned()];
+    let cfn = client(&w);
+    let on_aws = stack_set(&cfn, None, false)
+        .describe()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        on_aws.organizational_units,
+        Some([OU.to_owned(), "ou-ab12-emptyemp".to_owned()].into())
+    );
+    let in_sandbox = stack_set(&cfn, None, true)
+        .describe()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_sandbox.organizational_units, None);
 }

@@ -80,6 +80,7 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
             retry_failed: false,
             delegated_admin: false,
             bootstrap: None,
+            skip_checks: false,
         },
         converge::Verb::Install,
         printer,

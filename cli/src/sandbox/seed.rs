@@ -137,6 +137,13 @@ pub async fn seed(draft: &SandboxState) -> anyhow::Result<Organization> {
             .map(|account| grant_account_access(&sessions, account)),
     )
     .await?;
+    try_join_all(
+        everyone
+            .iter()
+            .flat_map(|account| [(account, HOME_REGION), (account, SECOND_REGION)])
+            .map(|(account, region)| record_configuration(&sessions, account, region)),
+    )
+    .await?;
     let seeded: Vec<Seeded> = try_join_all(
         members
             .iter()
@@ -222,6 +229,55 @@ async fn grant_account_access(sessions: &Sessions, account: &str) -> anyhow::Res
         .described("iam:AttachRolePolicy")?;
     Ok(())
 }
+
+/// AWS Config recording, as a landing zone turns it on in every account and Region: Quell's Config
+/// rules need a recorder, and install checks for one before it writes anything.
+async fn record_configuration(
+    sessions: &Sessions,
+    account: &str,
+    region: &str,
+) -> anyhow::Result<()> {
+    let home = sessions.assume(&account_role(account), None).await?;
+    let config = aws_sdk_config::Client::new(
+        &home
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build(),
+    );
+    let recorder = aws_sdk_config::types::ConfigurationRecorder::builder()
+        .name(CONFIG_RECORDER)
+        .role_arn(format!(
+            "arn:aws:iam::{account}:role/aws-service-role/config.amazonaws.com/AWSServiceRoleForConfig"
+        ))
+        .build();
+    config
+        .put_configuration_recorder()
+        .configuration_recorder(recorder)
+        .send()
+        .await
+        .described("config:PutConfigurationRecorder")?;
+    config
+        .put_delivery_channel()
+        .delivery_channel(
+            aws_sdk_config::types::DeliveryChannel::builder()
+                .name(CONFIG_RECORDER)
+                .s3_bucket_name(format!("config-{account}-{region}"))
+                .build(),
+        )
+        .send()
+        .await
+        .described("config:PutDeliveryChannel")?;
+    config
+        .start_configuration_recorder()
+        .configuration_recorder_name(CONFIG_RECORDER)
+        .send()
+        .await
+        .described("config:StartConfigurationRecorder")?;
+    Ok(())
+}
+
+/// The name of the Config recorder (and delivery channel) every sandbox account records with.
+pub const CONFIG_RECORDER: &str = "default";
 
 async fn seed_member(sessions: &Sessions, account: &str) -> anyhow::Result<Vec<Seeded>> {
     let home = sessions.assume(&account_role(account), None).await?;
