@@ -49,6 +49,16 @@ impl Aws {
         })
     }
 
+    /// The caller's identity from `base`, with `sts` assuming roles (a mocked client in tests).
+    #[cfg(test)]
+    pub fn with_clients(base: SdkConfig, sts: aws_sdk_sts::Client) -> Aws {
+        Aws {
+            sessions: Sessions::with_client(&base, sts, "quell-cli"),
+            base,
+            sandbox: None,
+        }
+    }
+
     pub fn sandbox(&self) -> Option<&SandboxState> {
         self.sandbox.as_ref()
     }

@@ -126,17 +126,50 @@ pub fn log() -> &'static CallLog {
     LOG.get_or_init(CallLog::default)
 }
 
-/// A client of `$krate` for `$config` whose requests are counted in [`log`].
+/// A client of `$krate` for `$config` whose requests are counted in [`log`]. In tests run within
+/// [`double::scope`], the client answers from that scope's mocks instead of AWS.
 macro_rules! client {
-    ($krate:ident, $config:expr) => {
-        $krate::Client::from_conf(
-            $krate::config::Builder::from($config)
-                .interceptor($crate::calls::log().clone())
-                .build(),
-        )
-    };
+    ($krate:ident, $config:expr) => {{
+        #[allow(unused_mut)]
+        let mut builder =
+            $krate::config::Builder::from($config).interceptor($crate::calls::log().clone());
+        #[cfg(test)]
+        if let Some(double) = $crate::calls::double::current() {
+            for interceptor in double.interceptors {
+                builder = builder.interceptor(interceptor);
+            }
+            builder = builder.http_client(double.http);
+        }
+        $krate::Client::from_conf(builder.build())
+    }};
 }
 pub(crate) use client;
+
+/// A whole command against the SDK's mocks: every client [`client!`] makes inside [`scope`] gets
+/// the scope's interceptors (aws-smithy-mocks rules, recorders) and never reaches the network.
+#[cfg(test)]
+pub mod double {
+    use aws_smithy_runtime_api::client::http::SharedHttpClient;
+    use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+
+    #[derive(Clone)]
+    pub struct Double {
+        pub interceptors: Vec<SharedInterceptor>,
+        pub http: SharedHttpClient,
+    }
+
+    tokio::task_local! {
+        static DOUBLE: Double;
+    }
+
+    pub fn current() -> Option<Double> {
+        DOUBLE.try_with(Clone::clone).ok()
+    }
+
+    pub async fn scope<F: std::future::Future>(double: Double, f: F) -> F::Output {
+        DOUBLE.scope(double, f).await
+    }
+}
 
 #[cfg(test)]
 mod tests {

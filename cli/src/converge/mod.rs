@@ -4,6 +4,8 @@
 
 mod apply;
 pub mod custom_actions;
+#[cfg(test)]
+mod delegated_tests;
 mod inputs;
 pub mod org_tree;
 pub mod organization;
@@ -96,8 +98,13 @@ impl Context {
         delegated_admin: bool,
     ) -> anyhow::Result<Context> {
         let config = Config::load(config_path)?;
-        let rendered = render::render_all(&config)?;
         let aws = Aws::connect(global, &config.home_region).await?;
+        Context::reach(aws, config, delegated_admin).await
+    }
+
+    /// Everything the run needs, read through `aws`.
+    pub async fn reach(aws: Aws, config: Config, delegated_admin: bool) -> anyhow::Result<Context> {
+        let rendered = render::render_all(&config)?;
         let caller = aws.caller().await?;
         let org = organization::check(&aws, &caller, &config, delegated_admin).await?;
         let tree = OrgTree::read(&client!(aws_sdk_organizations, aws.base())).await?;
@@ -391,12 +398,24 @@ pub async fn run(
     printer: &Printer,
 ) -> anyhow::Result<u8> {
     let config = Config::load(&args.config)?;
+    let aws = Aws::connect(global, &config.home_region).await?;
+    Box::pin(converge(aws, config, args, verb, printer)).await
+}
+
+/// One converge through `aws`, for `config` read from `args.config`.
+pub async fn converge(
+    aws: Aws,
+    config: Config,
+    args: &ConvergeArgs,
+    verb: Verb,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
     let bootstrap = match &args.bootstrap {
         Some(p) => p.clone(),
         None => package::default_bootstrap()?,
     };
     let build = package::build(&bootstrap, config.responder.architecture)?;
-    let mut ctx = Context::connect(global, &args.config, args.delegated_admin).await?;
+    let mut ctx = Context::reach(aws, config, args.delegated_admin).await?;
     if verb == Verb::Install && !args.skip_checks {
         crate::doctor::refuse_if_install_would_fail(
             &ctx.aws,
