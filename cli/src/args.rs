@@ -72,6 +72,12 @@ pub enum Command {
     /// Replace the ExternalId that authenticates containment messages; the old one is still
     /// accepted for the grace period, so publishers can switch without a gap.
     RotateExternalId(RotateArgs),
+    /// Declared playbooks: check them, see what one would do with an event, run their tests.
+    /// None of these calls AWS.
+    Playbook {
+        #[command(subcommand)]
+        command: PlaybookCommand,
+    },
     /// The local sandbox: a simulated AWS Organization on this machine (moto).
     Sandbox {
         #[command(subcommand)]
@@ -279,6 +285,44 @@ pub struct RotateArgs {
     /// Rotate without asking.
     #[arg(long, short)]
     pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Check every declared playbook: each problem with its file, line and column.
+    Check(PlaybookConfigArgs),
+    /// What a playbook would do with an event: trigger, each condition's values, each step's
+    /// parameters and IAM actions. Makes no AWS call.
+    Simulate(SimulateArgs),
+    /// Run every declared playbook's `tests:`; exits 1 when one fails.
+    Test(PlaybookConfigArgs),
+    /// The actions a step may use: parameters, outputs, what undoes each, the IAM actions it needs.
+    Actions,
+}
+
+#[derive(Debug, Args)]
+pub struct PlaybookConfigArgs {
+    /// Quell configuration file (its `declared_playbooks`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Quell configuration file (its `declared_playbooks`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The playbook's id.
+    pub playbook: String,
+    /// An EventBridge event, as JSON (fixtures for each kind: playbooks/fixtures/events).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// What the run would read live about the target, as JSON (state, tags, ...).
+    #[arg(long)]
+    pub resource: Option<PathBuf>,
+    /// The account, as JSON (id, name, ou_path).
+    #[arg(long)]
+    pub account: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

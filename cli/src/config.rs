@@ -56,6 +56,10 @@ pub struct Config {
     /// Who may send each kind of request.
     #[serde(default)]
     pub authorization: crate::authorization::AuthorizationConfig,
+    /// Playbooks declared in Quell's playbook language, inline or `include: FILE`; read and
+    /// checked by `crate::declared`, which keeps each key's line and column.
+    #[serde(default)]
+    pub declared_playbooks: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

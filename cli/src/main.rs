@@ -9,13 +9,16 @@ mod commands;
 mod config;
 mod contain;
 mod converge;
+mod declared;
 mod deployment;
 mod doctor;
 mod exit;
 #[cfg(test)]
 mod granted;
 mod limits;
+mod located;
 mod package;
+mod playbook_commands;
 mod printer;
 mod render;
 mod sandbox;
@@ -24,7 +27,7 @@ mod uninstall;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command, SandboxCommand};
+use crate::args::{Cli, Command, PlaybookCommand, SandboxCommand};
 use crate::printer::Printer;
 use quell_responder::contract::Action;
 
@@ -91,6 +94,12 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::RotateExternalId(args) => {
             contain::rotate_external_id(&global, &args, printer).await
         }
+        Command::Playbook { command } => match command {
+            PlaybookCommand::Check(args) => playbook_commands::check(&args, printer),
+            PlaybookCommand::Simulate(args) => playbook_commands::simulate(&args, printer),
+            PlaybookCommand::Test(args) => playbook_commands::test(&args, printer),
+            PlaybookCommand::Actions => Ok(playbook_commands::actions(printer)),
+        },
         Command::Sandbox { command } => match command {
             SandboxCommand::Up(args) => sandbox::up(&args, printer).await,
             SandboxCommand::Down => sandbox::down(printer),

@@ -30,6 +30,10 @@ pub fn offline() -> Vec<Trial> {
             || config_errors().map_err(|e| Failed::from(format!("{e:#}"))),
         ),
         Trial::test(
+            "declared_playbooks_are_checked_simulated_and_tested_without_aws",
+            || declared_playbooks().map_err(|e| Failed::from(format!("{e:#}"))),
+        ),
+        Trial::test(
             "checkov_and_parliament_find_nothing_unexplained_in_the_rendered_templates",
             || scanners().map_err(|e| Failed::from(format!("{e:#}"))),
         ),
@@ -151,6 +155,122 @@ fn config_errors() -> Result<()> {
         );
         ensure!(!out_dir.exists(), "case {i}: nothing written");
     }
+    Ok(())
+}
+
+/// The shipped playbooks through the real binary: `render` refuses a broken one with its file,
+/// line and column; `playbook test` runs their tests; `simulate` shows the plan and calls nothing.
+fn declared_playbooks() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let config = dir.path().join("quell.yaml");
+    let good = std::fs::read_to_string(example())?;
+    std::fs::write(
+        &config,
+        format!(
+            "{good}\ndeclared_playbooks:\n  - include: {}\n",
+            shipped.join("critical-cve.yaml").display()
+        ),
+    )?;
+    let quell = |args: &[&str]| {
+        Command::new(quell_bin())
+            .args(args)
+            .env("NO_COLOR", "1")
+            // No AWS: a command that tried would fail for want of credentials and a Region.
+            .env("AWS_ACCESS_KEY_ID", "")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .output()
+    };
+    let c = config.to_str().context("utf-8 path")?;
+    let out = quell(&["playbook", "test", "--config", c])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "the shipped tests pass: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(stdout.contains("2 tests, 0 failed"), "{stdout}");
+
+    let event = shipped.join("fixtures/events/inspector2-package-vulnerability.json");
+    let resource = dir.path().join("resource.json");
+    std::fs::write(&resource, r#"{"state": "running"}"#)?;
+    let out = quell(&[
+        "playbook",
+        "simulate",
+        "--config",
+        c,
+        "critical-cve",
+        "--event",
+        event.to_str().context("utf-8 path")?,
+        "--resource",
+        resource.to_str().context("utf-8 path")?,
+    ])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "trigger: matches",
+        "target: i-0123456789abcdef0",
+        "step quarantine (ec2.quarantine): run, writes",
+        "undone by ec2.release_quarantine",
+        "No AWS call was made.",
+    ] {
+        ensure!(
+            stdout.contains(expected),
+            "simulate shows '{expected}': {stdout}"
+        );
+    }
+    let out = quell(&[
+        "playbook",
+        "simulate",
+        "--config",
+        c,
+        "critical-cv",
+        "--event",
+        event.to_str().unwrap_or_default(),
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("did you mean `critical-cve`?"),
+        "{stderr}"
+    );
+
+    // A quarantine that would block its own patch, caught by render before anything is written.
+    let broken = dir.path().join("broken.yaml");
+    let text = std::fs::read_to_string(shipped.join("critical-cve.yaml"))?;
+    std::fs::write(
+        &broken,
+        text.replace("profile: patch_egress", "profile: deny_all"),
+    )?;
+    let bad_config = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad_config,
+        format!("{good}\ndeclared_playbooks:\n  - include: broken.yaml\n"),
+    )?;
+    let out_dir = dir.path().join("out");
+    let out = quell(&[
+        "render",
+        "--config",
+        bad_config.to_str().unwrap_or_default(),
+        "--out",
+        out_dir.to_str().unwrap_or_default(),
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .position(|l| l.contains("action: patch.install"))
+        .context("the patch step")?
+        + 1;
+    ensure!(
+        out.status.code() == Some(1)
+            && stderr.contains(&format!("broken.yaml:{line}:5 (steps[5].action)"))
+            && stderr.contains("deny_all quarantine"),
+        "render names file, line, column and the problem: {stderr}"
+    );
+    ensure!(!out_dir.exists(), "nothing written");
     Ok(())
 }
 

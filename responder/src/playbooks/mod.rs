@@ -5,6 +5,7 @@
 pub mod bucket;
 pub mod event;
 pub mod exposure;
+pub mod language;
 pub mod security_group;
 pub mod snapshot;
 
