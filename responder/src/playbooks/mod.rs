@@ -5,9 +5,12 @@
 pub mod bucket;
 pub mod event;
 pub mod exposure;
-pub mod language;
 pub mod security_group;
 pub mod snapshot;
+
+/// Playbooks declared in the configuration: the language lives in its own crate, which calls no
+/// AWS API.
+pub use quell_playbook as language;
 
 use std::collections::HashMap;
 

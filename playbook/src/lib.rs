@@ -1,4 +1,4 @@
-//! Playbooks declared in the configuration: a small typed language, read from JSON (the CLI turns
+//! Quell's playbook language: playbooks declared in the configuration, read from JSON (the CLI turns
 //! the YAML into JSON and keeps each key's line and column for its messages). Nothing here runs
 //! code a playbook brings: conditions are a closed set of operators over paths, templates only
 //! substitute one value, and actions come from Quell's catalogue.

@@ -299,20 +299,31 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_playbook_passes_its_own_tests() {
-        let v = load("critical-cve.yaml");
-        let playbook = Playbook::parse(Node::new(&v, "")).unwrap();
-        assert_eq!(playbook.tests.len(), 2);
-        for (i, t) in playbook.tests.iter().enumerate() {
-            let case = Case::parse(Node::new(t, &format!("tests[{i}]"))).unwrap();
-            let event = load(case.event.as_str().unwrap());
-            let plan = simulate(&playbook, &event, &case.resource, &case.account, now());
-            assert!(
-                case.differences(&plan).is_empty(),
-                "{}: {:?}",
-                case.name,
-                case.differences(&plan)
-            );
+    fn every_shipped_playbook_passes_its_own_tests() {
+        let dir = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| {
+                std::path::Path::new(n)
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("yaml"))
+            })
+            .collect();
+        files.sort();
+        assert!(files.len() >= 2, "{files:?}");
+        for file in files {
+            let v = load(&file);
+            let playbook =
+                Playbook::parse(Node::new(&v, "")).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(!playbook.tests.is_empty(), "{file} ships with tests");
+            for (i, t) in playbook.tests.iter().enumerate() {
+                let case = Case::parse(Node::new(t, &format!("tests[{i}]"))).unwrap();
+                let event = load(case.event.as_str().unwrap());
+                let plan = simulate(&playbook, &event, &case.resource, &case.account, now());
+                let d = case.differences(&plan);
+                assert!(d.is_empty(), "{file}: {}: {d:?}", case.name);
+            }
         }
     }
 

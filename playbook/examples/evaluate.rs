@@ -1,0 +1,127 @@
+//! How long the responder takes to decide what 1,000 findings start, against 50 declared
+//! playbooks: once with playbooks none of the findings match, once with playbooks each finding
+//! matches (trigger, conditions, and the plan of every step with its parameters filled). Run by
+//! `bench/playbooks`, which writes the figures to bench/results/playbooks.md.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use quell_playbook::definition::Playbook;
+use quell_playbook::simulate::simulate;
+use quell_playbook::Node;
+use serde_json::{json, Value};
+
+const FINDINGS: usize = 1_000;
+const PLAYBOOKS: usize = 50;
+const ROUNDS: usize = 5;
+
+fn shipped(path: &str) -> Value {
+    let full = format!("{}/../playbooks/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    if std::path::Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        serde_json::from_str(&text).expect("JSON fixture")
+    } else {
+        serde_saphyr::from_str(&text).expect("YAML playbook")
+    }
+}
+
+/// 1,000 findings: Inspector and GuardDuty events, each with its own id, resource and severity.
+fn findings() -> Vec<Value> {
+    let inspector = shipped("fixtures/events/inspector2-package-vulnerability.json");
+    let guardduty = shipped("fixtures/events/guardduty-ec2-cryptocurrency.json");
+    (0..FINDINGS)
+        .map(|i| {
+            let mut e = if i % 2 == 0 {
+                inspector.clone()
+            } else {
+                guardduty.clone()
+            };
+            let instance = format!("i-{i:017x}");
+            if i % 2 == 0 {
+                e["detail"]["findingArn"] = json!(format!(
+                    "arn:aws:inspector2:us-east-1:111122223333:finding/{i:032x}"
+                ));
+                e["detail"]["resources"][0]["id"] = json!(instance);
+                e["detail"]["inspectorScore"] =
+                    json!(7.0 + f64::from(u8::try_from(i % 30).unwrap_or(0)) / 10.0);
+            } else {
+                e["detail"]["id"] = json!(format!("{i:032x}"));
+                e["detail"]["resource"]["instanceDetails"]["instanceId"] = json!(instance);
+                e["detail"]["severity"] = json!(7 + i % 2);
+            }
+            e
+        })
+        .collect()
+}
+
+/// 50 playbooks from the shipped ones: `matching` keeps their triggers; otherwise each asks for a
+/// finding type no event has.
+fn playbooks(matching: bool) -> Vec<Playbook> {
+    let bases = [
+        shipped("critical-cve.yaml"),
+        shipped("guardduty-instance-compromise.yaml"),
+    ];
+    (0..PLAYBOOKS)
+        .map(|i| {
+            let mut v = bases[i % 2].clone();
+            v["id"] = json!(format!("{}-{i}", v["id"].as_str().unwrap_or("p")));
+            if !matching {
+                if i % 2 == 0 {
+                    v["trigger"]["inspector"]["types"] = json!(["NETWORK_REACHABILITY"]);
+                } else {
+                    v["trigger"]["guardduty"]["types"] = json!([format!("Recon:EC2/Variant{i}")]);
+                }
+            }
+            Playbook::parse(Node::new(&v, "")).expect("a valid playbook")
+        })
+        .collect()
+}
+
+/// Every finding against every playbook; returns the fastest round and how many runs would start.
+fn measure(findings: &[Value], playbooks: &[Playbook]) -> (Duration, usize) {
+    let resource = json!({"state": "running", "tags": {"Env": "prod"}});
+    let account = json!({"id": "111122223333"});
+    let now = Utc::now();
+    let mut best = Duration::MAX;
+    let mut started = 0;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        started = 0;
+        for f in findings {
+            for p in playbooks {
+                if simulate(p, f, &resource, &account, now).matched {
+                    started += 1;
+                }
+            }
+        }
+        best = best.min(t.elapsed());
+    }
+    (best, started)
+}
+
+fn main() {
+    let findings = findings();
+    let steps: usize = playbooks(true).iter().map(|p| p.steps.len()).sum();
+    println!(
+        "| playbooks | findings | runs that would start | wall ms | per finding x playbook µs |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, matching) in [
+        ("none match", false),
+        ("half match (trigger, conditions, every step planned)", true),
+    ] {
+        let playbooks = playbooks(matching);
+        let (wall, started) = measure(&findings, &playbooks);
+        let pairs = f64::from(u32::try_from(findings.len() * playbooks.len()).unwrap_or(u32::MAX));
+        println!(
+            "| {PLAYBOOKS} ({name}) | {FINDINGS} | {started} | {:.1} | {:.2} |",
+            wall.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e6 / pairs
+        );
+    }
+    println!();
+    println!("{steps} steps across the 50 matching playbooks; fastest of {ROUNDS} rounds.");
+}
