@@ -110,7 +110,11 @@ pub fn simulate(args: &SimulateArgs, printer: &Printer) -> anyhow::Result<u8> {
 
 fn plan_text(plan: &Plan, printer: &Printer) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "playbook {} v{}", plan.playbook, plan.version);
+    let _ = writeln!(
+        t,
+        "playbook {} v{} (mode {})",
+        plan.playbook, plan.version, plan.mode
+    );
     let _ = writeln!(
         t,
         "  trigger: {}",
@@ -129,6 +133,9 @@ fn plan_text(plan: &Plan, printer: &Printer) -> String {
     }
     if let Some(target) = &plan.target {
         let _ = writeln!(t, "  target: {target}");
+    }
+    if let Some(why) = &plan.exempt {
+        let _ = writeln!(t, "  exempt: {why}");
     }
     if let Some(w) = &plan.when {
         let _ = writeln!(

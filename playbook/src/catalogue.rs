@@ -203,6 +203,16 @@ pub const ACTIONS: &[Action] = &[
         targets: &["AWS::IAM::Role"],
     },
     Action {
+        name: "iam.session_instance",
+        summary: "The EC2 instance whose instance-profile credentials a session used (its session name), read back to exist in the account",
+        params: &[param("principal_id", Type::Text, true)],
+        outputs: &["instance_id"],
+        inverse: None,
+        writes: false,
+        iam: &["ec2:DescribeInstances"],
+        targets: &["any"],
+    },
+    Action {
         name: "lambda.contain",
         summary: "Stop the function: reserved concurrency 0 and a deny on its role",
         params: &[],

@@ -466,8 +466,8 @@ mod tests {
     #[test]
     fn each_operator_decides_as_documented() {
         let ctx = json!({
-            "finding": {"severity": 8.2, "type": "UnauthorizedAccess:EC2/SSHBruteForce", "product": "GuardDuty",
-                        "updated_at": "2026-11-01T00:00:00Z", "ip": "10.1.2.3", "count": "12"},
+            "finding": {"severity": 8.2, "type": "UnauthorizedAccess:EC2/SSHBruteForce", "product": "GuardDuty"},
+            "event": {"updated_at": "2026-11-01T00:00:00Z", "ip": "10.1.2.3", "count": "12"},
             "resource": {"tags": {"Env": "prod"}, "roles": ["web", "ssh"]}
         });
         let cases = [
@@ -479,7 +479,7 @@ mod tests {
                 json!({"path": "finding.product", "not_equals": "GuardDuty"}),
                 false,
             ),
-            (json!({"path": "finding.count", "equals": 12}), true),
+            (json!({"path": "event.count", "equals": 12}), true),
             (
                 json!({"path": "resource.tags.Env", "in": ["prod", "staging"]}),
                 true,
@@ -514,22 +514,19 @@ mod tests {
             (json!({"path": "finding.severity", "gte": 7}), true),
             (json!({"path": "finding.severity", "lt": 7}), false),
             (
-                json!({"path": "finding.updated_at", "lt": "2026-11-02T00:00:00Z"}),
+                json!({"path": "event.updated_at", "lt": "2026-11-02T00:00:00Z"}),
                 true,
             ),
             (
-                json!({"path": "finding.updated_at", "older_than": "7d"}),
+                json!({"path": "event.updated_at", "older_than": "7d"}),
                 true,
             ),
             (
-                json!({"path": "finding.updated_at", "newer_than": "7d"}),
+                json!({"path": "event.updated_at", "newer_than": "7d"}),
                 false,
             ),
-            (json!({"path": "finding.ip", "cidr": "10.0.0.0/8"}), true),
-            (
-                json!({"path": "finding.ip", "cidr": "192.168.0.0/16"}),
-                false,
-            ),
+            (json!({"path": "event.ip", "cidr": "10.0.0.0/8"}), true),
+            (json!({"path": "event.ip", "cidr": "192.168.0.0/16"}), false),
         ];
         for (cond, want) in cases {
             assert_eq!(check(&cond, &ctx), want, "{cond}");
@@ -579,11 +576,11 @@ mod tests {
         let e = parse(&json!({"any": [{"path": "findng.x", "exists": true}]})).unwrap_err();
         assert_eq!(e.at, "when.any[0].path");
         assert_eq!(e.did_you_mean.as_deref(), Some("finding"));
-        let e = parse(&json!({"path": "finding.ip", "cidr": "10.0.0.0/33"})).unwrap_err();
+        let e = parse(&json!({"path": "event.ip", "cidr": "10.0.0.0/33"})).unwrap_err();
         assert_eq!(e.at, "when.cidr");
-        let e = parse(&json!({"path": "finding.t", "older_than": "3 weeks"})).unwrap_err();
+        let e = parse(&json!({"path": "event.t", "older_than": "3 weeks"})).unwrap_err();
         assert_eq!(e.at, "when.older_than");
-        let e = parse(&json!({"path": "finding.t", "gt": "soon"})).unwrap_err();
+        let e = parse(&json!({"path": "event.t", "gt": "soon"})).unwrap_err();
         assert!(e.to_string().contains("RFC 3339"), "{e}");
     }
 

@@ -34,6 +34,7 @@ const PLAYBOOK_KEYS: &[&str] = &[
 const STEP_KEYS: &[&str] = &[
     "id",
     "action",
+    "target",
     "with",
     "if",
     "retry",
@@ -78,11 +79,34 @@ pub struct Playbook {
     pub tests: Vec<Value>,
 }
 
+/// What the playbook leaves alone, as Quell's exemptions do: accounts, OUs (any account under
+/// them), and resources carrying a tag whose value is the reason (an empty value exempts nothing).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Scope {
-    pub accounts: Vec<String>,
-    pub organizational_units: Vec<String>,
+    pub exempt_accounts: Vec<String>,
+    pub exempt_organizational_units: Vec<String>,
     pub exempt_tag: Option<String>,
+}
+
+impl Scope {
+    /// Why the run would leave this account or resource alone, if it would.
+    pub fn exemption(&self, account: &str, ou_path: &[&str], resource: &Value) -> Option<String> {
+        if self.exempt_accounts.iter().any(|a| a == account) {
+            return Some(format!("account {account} is exempt"));
+        }
+        if let Some(ou) = self
+            .exempt_organizational_units
+            .iter()
+            .find(|ou| ou_path.contains(&ou.as_str()))
+        {
+            return Some(format!("account {account} is under exempt OU {ou}"));
+        }
+        let tag = self.exempt_tag.as_deref()?;
+        let reason = resource["tags"][tag]
+            .as_str()
+            .filter(|r| !r.trim().is_empty())?;
+        Some(format!("tagged {tag}: {reason}"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +129,28 @@ pub struct Target {
     pub id: String,
 }
 
+impl Target {
+    fn parse(node: Node<'_>) -> Result<Target, Problem> {
+        let at = node.at().to_owned();
+        let t = node.object("a target", &["type", "id"], &["type", "id"])?;
+        let type_at = child_path(&at, "type");
+        let kind = Node::new(&t["type"], &type_at).string("a resource type")?;
+        if !TARGET_TYPES.contains(&kind) {
+            return Err(Problem::new(format!("the resource type `{kind}`"))
+                .expected(format!("one of {}", TARGET_TYPES.join(", ")))
+                .suggest(kind, TARGET_TYPES)
+                .at(&type_at));
+        }
+        let id_at = child_path(&at, "id");
+        let id = Node::new(&t["id"], &id_at).string("the target's id")?;
+        Template::parse(id).map_err(|p| p.at(&id_at))?;
+        Ok(Target {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
@@ -116,6 +162,9 @@ pub struct Step {
     pub timeout: Option<Duration>,
     pub on_timeout: Option<String>,
     pub outputs: Vec<String>,
+    /// Another resource than the playbook's target, named by the event or an earlier step
+    /// (the instance whose credentials leaked, say).
+    pub target: Option<Target>,
 }
 
 impl Step {
@@ -217,7 +266,11 @@ impl Playbook {
             Some((field_node, key_at)) => {
                 let s = Node::new(field_node.value, &key_at).object(
                     "a scope",
-                    &["accounts", "organizational_units", "exempt_tag"],
+                    &[
+                        "exempt_accounts",
+                        "exempt_organizational_units",
+                        "exempt_tag",
+                    ],
                     &[],
                 )?;
                 let list = |k: &str| match s.get(k) {
@@ -225,8 +278,8 @@ impl Playbook {
                     None => Ok(Vec::new()),
                 };
                 Scope {
-                    accounts: list("accounts")?,
-                    organizational_units: list("organizational_units")?,
+                    exempt_accounts: list("exempt_accounts")?,
+                    exempt_organizational_units: list("exempt_organizational_units")?,
                     exempt_tag: s
                         .get("exempt_tag")
                         .and_then(Value::as_str)
@@ -295,27 +348,13 @@ impl Playbook {
             },
         };
         let (field_node, target_at) = get("target").expect("required");
-        let t = Node::new(field_node.value, &target_at).object(
-            "a target",
-            &["type", "id"],
-            &["type", "id"],
-        )?;
-        let type_at = child_path(&target_at, "type");
-        let kind = Node::new(&t["type"], &type_at).string("a resource type")?;
-        if !TARGET_TYPES.contains(&kind) {
-            return Err(Problem::new(format!("the resource type `{kind}`"))
-                .expected(format!("one of {}", TARGET_TYPES.join(", ")))
-                .suggest(kind, TARGET_TYPES)
-                .at(&type_at));
-        }
-        let tid_at = child_path(&target_at, "id");
-        let target_id = Node::new(&t["id"], &tid_at).string("the target's id")?;
-        let target_template = Template::parse(target_id).map_err(|p| p.at(&tid_at))?;
+        let target = Target::parse(Node::new(field_node.value, &target_at))?;
+        let target_template = Template::parse(&target.id).expect("checked by Target::parse");
         for p in target_template.paths() {
             if p.root() == "steps" || p.root() == "resource" {
                 return Err(Problem::new(format!("`{p}` in the target"))
                     .expected("a path into the event, the finding, the account or vars: the target is known before any step runs")
-                    .at(&tid_at));
+                    .at(&child_path(&target_at, "id")));
             }
         }
         let when = match get("when") {
@@ -343,7 +382,7 @@ impl Playbook {
         for (i, item) in items.iter().enumerate() {
             steps.push(parse_step(Node::new(item, &format!("{steps_at}[{i}]")))?);
         }
-        check_steps(&steps, &steps_at, kind)?;
+        check_steps(&steps, &steps_at, &target.kind)?;
 
         let tests = match get("tests") {
             Some((field_node, key_at)) => {
@@ -365,10 +404,7 @@ impl Playbook {
             dedup,
             concurrency,
             limits,
-            target: Target {
-                kind: kind.to_owned(),
-                id: target_id.to_owned(),
-            },
+            target,
             when,
             steps,
             tests,
@@ -495,7 +531,25 @@ fn parse_step(node: Node<'_>) -> Result<Step, Problem> {
                 .at(&format!("{}[{i}]", child_path(&at, "outputs"))));
         }
     }
+    let target = match map.get("target") {
+        Some(v) => {
+            let t_at = child_path(&at, "target");
+            let t = Target::parse(Node::new(v, &t_at))?;
+            if let Some(p) = Template::parse(&t.id)
+                .expect("checked by Target::parse")
+                .paths()
+                .find(|p| p.root() == "resource")
+            {
+                return Err(Problem::new(format!("`{p}` in a step's target"))
+                    .expected("a path into the event, the finding or an earlier step's outputs")
+                    .at(&child_path(&t_at, "id")));
+            }
+            Some(t)
+        }
+        None => None,
+    };
     Ok(Step {
+        target,
         id: id.to_owned(),
         action: action.to_owned(),
         with: with.clone(),
@@ -650,6 +704,7 @@ fn check_steps(steps: &[Step], at: &str, target_type: &str) -> Result<(), Proble
     let mut quarantine: Option<(&str, String)> = None;
     for (i, s) in steps.iter().enumerate() {
         let step_at = format!("{at}[{i}]");
+        let target_type = s.target.as_ref().map_or(target_type, |t| t.kind.as_str());
         if let Some(a) = catalogue::action(&s.action) {
             if !a.targets.contains(&"any") && !a.targets.contains(&target_type) {
                 return Err(Problem::new(format!("`{}` on a {target_type}", s.action))
@@ -704,6 +759,11 @@ fn check_steps(steps: &[Step], at: &str, target_type: &str) -> Result<(), Proble
                     .into_iter()
                     .map(|p| (child_path(&step_at, "if"), p.clone())),
             );
+        }
+        if let Some(t) = &s.target {
+            let t_at = child_path(&child_path(&step_at, "target"), "id");
+            let template = Template::parse(&t.id).expect("checked by Target::parse");
+            paths.extend(template.paths().map(|p| (t_at.clone(), p.clone())));
         }
         for (a, p) in paths {
             if p.root() != "steps" {

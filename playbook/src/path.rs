@@ -13,6 +13,27 @@ pub const ROOTS: &[&str] = &[
     "event", "finding", "resource", "account", "steps", "run", "vars",
 ];
 
+/// The fields of the roots whose shape Quell makes, so that a misspelt one is caught before it
+/// silently never matches. `event` is AWS's and free-form; `resource` is what the live read gives.
+pub const FINDING_FIELDS: &[&str] = &[
+    "arn",
+    "id",
+    "type",
+    "title",
+    "severity",
+    "product",
+    "account",
+    "region",
+    "resource_type",
+    "resource_id",
+    "sample",
+    "fix_available",
+    "status",
+    "workflow",
+];
+pub const RUN_FIELDS: &[&str] = &["id", "started_at"];
+pub const ACCOUNT_FIELDS: &[&str] = &["id", "name", "ou_path", "tags"];
+
 /// Longest path accepted, in characters.
 const MAX_LEN: usize = 256;
 
@@ -105,6 +126,28 @@ impl Path {
                 .expected(format!("one of {}", ROOTS.join(", ")))
                 .suggest(root, ROOTS));
         }
+        let fields = match root.as_str() {
+            "finding" => FINDING_FIELDS,
+            "run" => RUN_FIELDS,
+            "account" => ACCOUNT_FIELDS,
+            _ => &[],
+        };
+        if !fields.is_empty() {
+            match segments.get(1) {
+                Some(Segment::Key(field)) if fields.contains(&field.as_str()) => {}
+                Some(Segment::Key(field)) => {
+                    return Err(Problem::new(format!(
+                        "`{root}` has no field `{field}` (in `{text}`)"
+                    ))
+                    .expected(format!("one of {}", fields.join(", ")))
+                    .suggest(field, fields))
+                }
+                _ => {
+                    return Err(Problem::new(format!("`{text}`"))
+                        .expected(format!("a field of `{root}`: {}", fields.join(", "))))
+                }
+            }
+        }
         Ok(Path {
             text: text.to_owned(),
             segments,
@@ -163,6 +206,14 @@ mod tests {
         let e = Path::parse("finding..severity").unwrap_err();
         assert!(e.to_string().contains("the part ``"), "{e}");
         assert!(Path::parse("resource.tags[Env]").is_err());
+        let e = Path::parse("finding.severty").unwrap_err();
+        assert_eq!(e.did_you_mean.as_deref(), Some("severity"), "{e}");
+        assert!(
+            Path::parse("finding").is_err(),
+            "a root alone names no value"
+        );
+        assert!(Path::parse("account.tags.Team").is_ok());
+        assert!(Path::parse("event.anything.AWS.sends").is_ok());
         assert!(Path::parse(&format!("event.{}", "a".repeat(300))).is_err());
     }
 }

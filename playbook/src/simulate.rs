@@ -26,8 +26,12 @@ pub struct Plan {
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub when: Option<Evaluation>,
-    /// The trigger matched and the conditions held: a run would start.
+    /// Why the playbook's scope leaves this alone, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exempt: Option<String>,
+    /// The trigger matched, the scope admits it and the conditions held: a run would start.
     pub matched: bool,
+    pub mode: String,
     pub steps: Vec<PlannedStep>,
     /// Why the plan stops short, when it does (a value an event lacks).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,6 +48,9 @@ pub struct PlannedStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<Evaluation>,
     pub parameters: Value,
+    /// The resource the step acts on, when it is not the playbook's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub writes: bool,
     pub iam: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,7 +90,9 @@ pub fn simulate(
         finding: None,
         target: None,
         when: None,
+        exempt: None,
         matched: false,
+        mode: playbook.mode.clone(),
         steps: Vec::new(),
         problem: None,
     };
@@ -111,6 +120,20 @@ pub fn simulate(
             return plan;
         }
     }
+    let account_id = account["id"]
+        .as_str()
+        .or(context["finding"]["account"].as_str())
+        .or(event["account"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let ou_path: Vec<&str> = account["ou_path"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(why) = playbook.scope.exemption(&account_id, &ou_path, resource) {
+        plan.exempt = Some(why);
+        return plan;
+    }
     let holds = match &playbook.when {
         Some(w) => {
             let e = w.evaluate(&context, now);
@@ -125,6 +148,7 @@ pub fn simulate(
     }
     plan.matched = true;
     with_output_placeholders(&mut context, &playbook.steps);
+    let mut approved = playbook.mode != "approve";
     for step in &playbook.steps {
         let reads_outputs = step
             .condition
@@ -134,6 +158,15 @@ pub fn simulate(
         let decision = match (&condition, reads_outputs) {
             (_, true) => "decided during the run",
             (Some(e), false) if !e.matched => "skip",
+            _ if step.writes() => match playbook.mode.as_str() {
+                "notify" => "told, not done (mode notify)",
+                "simulate" => "would run (mode simulate: no writes)",
+                "approve" if !approved => {
+                    approved = true;
+                    "run once approved (mode approve)"
+                }
+                _ => "run",
+            },
             _ => "run",
         };
         // Conditions given as parameters (verify, wait_for) are evaluated later, on what the run
@@ -149,8 +182,19 @@ pub fn simulate(
                 }
             }
         };
+        let target = match &step.target {
+            Some(t) => match Template::parse(&t.id).and_then(|t| t.fill(&context)) {
+                Ok(v) => Some(v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
+                Err(e) => {
+                    plan.problem = Some(format!("step {} target: {e}", step.id));
+                    return plan;
+                }
+            },
+            None => None,
+        };
         let action = catalogue::action(&step.action);
         plan.steps.push(PlannedStep {
+            target,
             id: step.id.clone(),
             action: step.action.clone(),
             decision,
@@ -221,7 +265,9 @@ impl Case {
             out.push(format!("the plan stops: {p}"));
         }
         if plan.matched != self.expect_matched {
-            let why = if plan.trigger_matched {
+            let why = if let Some(exempt) = &plan.exempt {
+                format!("exempt: {exempt}")
+            } else if plan.trigger_matched {
                 let failed: Vec<String> = plan
                     .when
                     .iter()
@@ -389,5 +435,147 @@ mod tests {
         let other = load("fixtures/events/guardduty-ec2-ssh-brute-force.json");
         let plan = simulate(&playbook, &other, &case.resource, &case.account, now());
         assert!(case.differences(&plan)[0].contains("the trigger did not match"));
+    }
+}
+
+#[cfg(test)]
+mod second_resource {
+    use super::*;
+
+    #[test]
+    fn a_step_on_another_resource_shows_which() {
+        let root = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
+        let v: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(format!("{root}/guardduty-credential-exfiltration.yaml"))
+                .unwrap(),
+        )
+        .unwrap();
+        let p = Playbook::parse(Node::new(&v, "")).unwrap();
+        let event: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{root}/fixtures/events/guardduty-iam-instance-credential-exfiltration.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let plan = simulate(&p, &event, &json!({}), &json!({}), Utc::now());
+        assert_eq!(plan.target.as_deref(), Some("web-instance-role"));
+        let isolate = plan.steps.iter().find(|s| s.id == "isolate").unwrap();
+        assert_eq!(
+            isolate.target.as_deref(),
+            Some("<instance_id of step source>")
+        );
+        let source = plan.steps.iter().find(|s| s.id == "source").unwrap();
+        assert_eq!(
+            source.parameters["principal_id"],
+            json!("AROAEXAMPLEROLEID001:i-0abc1234def567890")
+        );
+        assert!(plan
+            .steps
+            .iter()
+            .find(|s| s.id == "revoke")
+            .unwrap()
+            .target
+            .is_none());
+    }
+}
+
+#[cfg(test)]
+mod modes_and_scope {
+    use super::*;
+
+    fn playbook(edit: impl FnOnce(&mut Value)) -> Playbook {
+        let path = format!(
+            "{}/../playbooks/critical-cve.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut v: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        edit(&mut v);
+        Playbook::parse(Node::new(&v, "")).unwrap()
+    }
+
+    fn plan(p: &Playbook, resource: &Value, account: &Value) -> Plan {
+        let path = format!(
+            "{}/../playbooks/fixtures/events/inspector2-package-vulnerability.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        simulate(p, &event, resource, account, Utc::now())
+    }
+
+    fn decisions(plan: &Plan) -> Vec<(&str, &str)> {
+        plan.steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.decision))
+            .collect()
+    }
+
+    #[test]
+    fn approve_mode_holds_the_first_write_and_notify_mode_writes_nothing() {
+        let running = json!({"state": "running"});
+        let approve = plan(
+            &playbook(|v| v["mode"] = json!("approve")),
+            &running,
+            &json!({}),
+        );
+        let d = decisions(&approve);
+        assert_eq!(d[0], ("mark", "run once approved (mode approve)"));
+        assert_eq!(d[1], ("evidence", "run"), "one approval covers the run");
+        let notify = plan(
+            &playbook(|v| v["mode"] = json!("notify")),
+            &running,
+            &json!({}),
+        );
+        assert!(notify
+            .steps
+            .iter()
+            .filter(|s| s.writes)
+            .all(|s| s.decision == "told, not done (mode notify)"));
+        assert!(notify
+            .steps
+            .iter()
+            .any(|s| !s.writes && s.decision == "run"));
+    }
+
+    #[test]
+    fn exempt_accounts_ous_and_tags_start_nothing_and_say_why() {
+        let p = playbook(|v| {
+            v["scope"] = json!({
+                "exempt_accounts": ["111122223333"],
+                "exempt_organizational_units": ["ou-ab12-frozen00"],
+                "exempt_tag": "quell:exempt"
+            });
+        });
+        let running = json!({"state": "running"});
+        let by_account = plan(&p, &running, &json!({}));
+        assert!(!by_account.matched);
+        assert_eq!(
+            by_account.exempt.as_deref(),
+            Some("account 111122223333 is exempt")
+        );
+        let p = playbook(|v| {
+            v["scope"] = json!({"exempt_organizational_units": ["ou-ab12-frozen00"], "exempt_tag": "quell:exempt"});
+        });
+        let under_ou = plan(
+            &p,
+            &running,
+            &json!({"ou_path": ["r-ab12", "ou-ab12-frozen00"]}),
+        );
+        assert!(under_ou.exempt.unwrap().contains("ou-ab12-frozen00"));
+        let tagged = plan(
+            &p,
+            &json!({"state": "running", "tags": {"quell:exempt": "change freeze"}}),
+            &json!({}),
+        );
+        assert_eq!(
+            tagged.exempt.as_deref(),
+            Some("tagged quell:exempt: change freeze")
+        );
+        let empty_reason = plan(
+            &p,
+            &json!({"state": "running", "tags": {"quell:exempt": " "}}),
+            &json!({}),
+        );
+        assert!(empty_reason.matched, "an empty reason exempts nothing");
     }
 }

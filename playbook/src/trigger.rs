@@ -394,6 +394,14 @@ impl Trigger {
                 .map(|(n, _)| Matched { finding: Some(n) })
         };
         let detail_type = event["detail-type"].as_str().unwrap_or_default();
+        let source = event["source"].as_str().unwrap_or_default();
+        // The envelope first: most events are not this trigger's kind, and reading the finding
+        // costs more than looking at two fields.
+        match self {
+            Trigger::Guardduty { .. } if source != "aws.guardduty" => return None,
+            Trigger::Inspector { .. } if source != "aws.inspector2" => return None,
+            _ => {}
+        }
         match self {
             Trigger::Guardduty {
                 type_prefixes,
@@ -408,7 +416,6 @@ impl Trigger {
                     && (resource_types.is_empty() || resource_types.contains(&f.resource_type))
                     && (*include_samples || !f.sample)
                     && f.status.as_deref() != Some("ARCHIVED")
-                    && event["source"] == "aws.guardduty"
             }),
             Trigger::Inspector {
                 types,
@@ -416,8 +423,7 @@ impl Trigger {
                 fix_available,
                 statuses,
             } => finding(&|f, _| {
-                event["source"] == "aws.inspector2"
-                    && types.contains(&f.kind)
+                types.contains(&f.kind)
                     && f.severity >= *min_severity
                     && (fix_available.is_empty()
                         || f.fix_available

@@ -193,3 +193,39 @@ fn actions_fit_the_target_type() {
         "{e}"
     );
 }
+
+#[test]
+fn a_step_may_act_on_another_resource_named_by_an_earlier_step() {
+    let v = shipped("guardduty-credential-exfiltration.yaml");
+    let p = parse(&v).unwrap();
+    let isolate = p.steps.iter().find(|s| s.id == "isolate").unwrap();
+    assert_eq!(isolate.target.as_ref().unwrap().kind, "AWS::EC2::Instance");
+    let refused = |edit: &dyn Fn(&mut Value)| {
+        let mut v = shipped("guardduty-credential-exfiltration.yaml");
+        edit(&mut v);
+        parse(&v).expect_err("refused")
+    };
+    let e = refused(&|v| {
+        step(v, "isolate").as_object_mut().unwrap().remove("target");
+    });
+    assert!(
+        e.found.contains("`ec2.quarantine` on a AWS::IAM::Role"),
+        "{e}"
+    );
+    let e = refused(&|v| {
+        step(v, "isolate")["target"]["id"] = json!("${{ steps.note.outputs.x }}");
+    });
+    assert_eq!(e.at, "playbooks[0].steps[3].target.id");
+    assert!(
+        e.found.contains("names no step") || e.found.contains("runs later"),
+        "{e}"
+    );
+    let e = refused(&|v| {
+        step(v, "isolate")["target"]["id"] = json!("${{ resource.instance }}");
+    });
+    assert!(e.to_string().contains("earlier step's outputs"), "{e}");
+    let e = refused(&|v| {
+        step(v, "isolate")["target"]["type"] = json!("AWS::EC2::Instace");
+    });
+    assert_eq!(e.did_you_mean.as_deref(), Some("AWS::EC2::Instance"));
+}
