@@ -271,6 +271,18 @@ fn declared_playbooks() -> Result<()> {
         "render names file, line, column and the problem: {stderr}"
     );
     ensure!(!out_dir.exists(), "nothing written");
+    // Install checks them too, before it reaches for any AWS credential.
+    let out = quell(&[
+        "install",
+        "--config",
+        bad_config.to_str().unwrap_or_default(),
+        "--yes",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && stderr.contains(&format!("broken.yaml:{line}:5")),
+        "install refuses the broken playbook first: {stderr}"
+    );
     Ok(())
 }
 

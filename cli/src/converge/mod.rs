@@ -398,6 +398,15 @@ pub async fn run(
     printer: &Printer,
 ) -> anyhow::Result<u8> {
     let config = Config::load(&args.config)?;
+    // A broken playbook stops the run here, as it stops `render`: nothing half-deployed.
+    let declared = crate::declared::load(&args.config)?;
+    if !declared.is_empty() {
+        printer.warn(&format!(
+            "{} declared playbook{} checked; this responder build does not run declared playbooks yet (`quell playbook simulate` and `test` show what they would do)",
+            declared.len(),
+            if declared.len() == 1 { "" } else { "s" }
+        ));
+    }
     let aws = Aws::connect(global, &config.home_region).await?;
     Box::pin(converge(aws, config, args, verb, printer)).await
 }
