@@ -8,6 +8,8 @@ pub mod condition;
 pub mod definition;
 pub mod finding;
 pub mod path;
+#[cfg(test)]
+mod properties;
 pub mod simulate;
 pub mod template;
 pub mod trigger;

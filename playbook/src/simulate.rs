@@ -61,6 +61,22 @@ pub struct PlannedStep {
     pub on_timeout: Option<String>,
 }
 
+/// A resource id or ARN as AWS writes them: never empty, no spaces or control characters, and
+/// of a sane length. Anything else in an event is a forgery or a mistake, and names nothing.
+fn usable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 2048 && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A value as it appears in a message, cut short: events are anyone's to write.
+fn shorten(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 80 {
+        format!("{}...", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
 /// Step outputs are not known before the run; in the plan each shows where it will come from.
 fn with_output_placeholders(context: &mut Value, steps: &[Step]) {
     let mut outputs = Map::new();
@@ -110,9 +126,12 @@ pub fn simulate(
         "vars": {},
     });
     match Template::parse(&playbook.target.id).and_then(|t| t.fill(&context)) {
-        Ok(Value::String(id)) => plan.target = Some(id),
+        Ok(Value::String(id)) if usable_id(&id) => plan.target = Some(id),
         Ok(other) => {
-            plan.problem = Some(format!("the target id is {other}, not text"));
+            plan.problem = Some(format!(
+                "the event names no usable target ({}): an id or ARN, without spaces",
+                shorten(&other)
+            ));
             return plan;
         }
         Err(e) => {
@@ -184,7 +203,20 @@ pub fn simulate(
         };
         let target = match &step.target {
             Some(t) => match Template::parse(&t.id).and_then(|t| t.fill(&context)) {
-                Ok(v) => Some(v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
+                // A step's output is known only during the run, which checks it then.
+                Ok(Value::String(id))
+                    if usable_id(&id) || t.id.contains("steps.") && id.starts_with('<') =>
+                {
+                    Some(id)
+                }
+                Ok(other) => {
+                    plan.problem = Some(format!(
+                        "step {}: the event names no usable target ({})",
+                        step.id,
+                        shorten(&other)
+                    ));
+                    return plan;
+                }
                 Err(e) => {
                     plan.problem = Some(format!("step {} target: {e}", step.id));
                     return plan;
@@ -577,5 +609,43 @@ mod modes_and_scope {
             &json!({}),
         );
         assert!(empty_reason.matched, "an empty reason exempts nothing");
+    }
+}
+
+#[cfg(test)]
+mod forged_targets {
+    use super::*;
+
+    #[test]
+    fn an_event_that_names_no_usable_target_starts_nothing() {
+        let root = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
+        let v: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(format!("{root}/guardduty-instance-compromise.yaml")).unwrap(),
+        )
+        .unwrap();
+        let p = Playbook::parse(Node::new(&v, "")).unwrap();
+        let event: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{root}/fixtures/events/guardduty-ec2-cryptocurrency.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        for forged in [
+            json!(""),
+            json!("i-1 i-2"),
+            json!(42),
+            json!(null),
+            json!("i-1\n"),
+        ] {
+            let mut e = event.clone();
+            e["detail"]["resource"]["instanceDetails"]["instanceId"] = forged.clone();
+            let plan = simulate(&p, &e, &json!({}), &json!({}), Utc::now());
+            assert!(!plan.matched, "{forged}: {plan:?}");
+            assert!(
+                plan.problem.unwrap().contains("no usable target"),
+                "{forged}"
+            );
+        }
     }
 }
