@@ -10,6 +10,7 @@ pub mod finding;
 pub mod path;
 #[cfg(test)]
 mod properties;
+pub mod run;
 pub mod simulate;
 pub mod template;
 pub mod trigger;
