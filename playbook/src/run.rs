@@ -86,7 +86,16 @@ pub struct Run {
     pub context: Value,
     pub status: Status,
     pub steps: Vec<StepRecord>,
+    /// Who may approve a playbook in approve mode (the configuration's `authorization.decide`),
+    /// and whether they have: one approval before the first write covers the run.
+    #[serde(default)]
+    pub mode_approvers: Vec<String>,
+    #[serde(default)]
+    pub mode_approved: bool,
 }
+
+/// How long a playbook in approve mode waits for its approval before the run ends.
+pub const MODE_APPROVAL_WINDOW: Span = Span::days(7);
 
 /// What happened, fed back to the run.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +192,15 @@ impl Run {
                     ..StepRecord::default()
                 })
                 .collect(),
+            mode_approvers: Vec::new(),
+            mode_approved: false,
         }
+    }
+
+    /// Whether the run waits at `at` for the approval its playbook's approve mode asks before
+    /// the first write.
+    fn awaits_mode_approval(&self, playbook: &Playbook, at: usize) -> bool {
+        playbook.mode == "approve" && !self.mode_approved && playbook.steps[at].writes()
     }
 
     fn index(&self, id: &str) -> Option<usize> {
@@ -288,6 +305,15 @@ impl Run {
                     self.steps[at].outcome = "done".into();
                     return Ok(self.proceed(playbook, at + 1, now));
                 }
+                if self.awaits_mode_approval(playbook, at) {
+                    self.steps[at].outcome = "not_done".into();
+                    return Ok(self.finish(Status::Ended {
+                        reason: format!(
+                            "nobody approved step {step} within {} days (mode approve)",
+                            MODE_APPROVAL_WINDOW.num_days()
+                        ),
+                    }));
+                }
                 self.steps[at].outcome = "timed_out".into();
                 self.steps[at]
                     .outputs
@@ -317,13 +343,20 @@ impl Run {
                     )));
                 };
                 let definition = &playbook.steps[at];
-                if self.index(&step) != Some(at) || definition.action != "approval" {
+                let mode_approval = self.awaits_mode_approval(playbook, at);
+                if self.index(&step) != Some(at)
+                    || !(definition.action == "approval" || mode_approval)
+                {
                     return Err(Refused(format!(
                         "run {} is waiting at step {}, not at approval {step}",
                         self.id, self.steps[at].id
                     )));
                 }
-                let approvers = strings(&definition.with, "approvers");
+                let approvers = if mode_approval {
+                    self.mode_approvers.clone()
+                } else {
+                    strings(&definition.with, "approvers")
+                };
                 if !approvers
                     .iter()
                     .any(|p| WildMatch::new(p).matches(&principal))
@@ -337,6 +370,19 @@ impl Run {
                         "{person} started run {}, and may not approve it",
                         self.id
                     )));
+                }
+                if mode_approval {
+                    self.steps[at].approvers.push(person.clone());
+                    if !approve {
+                        self.steps[at].outcome = "not_done".into();
+                        return Ok(self.finish(Status::Ended {
+                            reason: format!(
+                                "{person} ({principal}) rejected the run (mode approve)"
+                            ),
+                        }));
+                    }
+                    self.mode_approved = true;
+                    return Ok(self.act(playbook, at, 1));
                 }
                 if !approve {
                     let record = &mut self.steps[at];
@@ -579,6 +625,27 @@ impl Run {
                 }
                 "wait_for" => self.hold(step, at, now, step.timeout.unwrap_or_default()),
                 // notify and simulate: the run goes through its steps, writing nothing.
+                _ if self.awaits_mode_approval(playbook, at) => {
+                    let mut effects = self.hold(
+                        step,
+                        at,
+                        now,
+                        MODE_APPROVAL_WINDOW.to_std().unwrap_or_default(),
+                    );
+                    effects.insert(
+                        0,
+                        Effect::AskApproval {
+                            step: step.id.clone(),
+                            approvers: self.mode_approvers.clone(),
+                            min: 1,
+                            summary: format!(
+                                "playbook {} (mode approve) would now start writing on {}: step {} ({})",
+                                playbook.id, self.target, step.id, step.action
+                            ),
+                        },
+                    );
+                    effects
+                }
                 _ if step.writes() && matches!(playbook.mode.as_str(), "notify" | "simulate") => {
                     self.steps[at].outcome = "not_done".into();
                     at += 1;

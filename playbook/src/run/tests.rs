@@ -373,3 +373,99 @@ fn notify_and_simulate_modes_go_through_the_run_without_a_write() {
         );
     }
 }
+
+#[test]
+fn approve_mode_asks_the_deciders_once_before_the_first_write() {
+    let p = playbook(|v| v["mode"] = json!("approve"));
+    let decider = "arn:aws:iam::222233334444:role/SecurityAutomation";
+    let start = |p: &Playbook| {
+        let (mut r, _) = run(p, None);
+        // As the responder would: the deciders from the configuration, before the first step.
+        r = Run::new(&r.id, p, &r.target, r.context.clone(), None, now());
+        r.mode_approvers = vec!["arn:aws:iam::222233334444:role/SecurityAutomation".into()];
+        let effects = r.start(p, now());
+        (r, effects)
+    };
+    let (mut r, first) = start(&p);
+    assert!(
+        matches!(&first[0], Effect::AskApproval { step, approvers, .. } if step == "mark" && approvers == &[decider.to_owned()]),
+        "{first:?}"
+    );
+    assert_eq!(
+        first[1],
+        Effect::Timer {
+            step: "mark".into(),
+            at: now() + MODE_APPROVAL_WINDOW
+        }
+    );
+    let e = r
+        .advance(
+            &p,
+            Input::Decision {
+                step: "mark".into(),
+                principal: LEAD.into(),
+                person: PAT.into(),
+                approve: true,
+            },
+            now(),
+        )
+        .unwrap_err();
+    assert!(e.0.contains("not among the approvers"), "{e:?}");
+    let e = r
+        .advance(
+            &p,
+            Input::Decision {
+                step: "mark".into(),
+                principal: decider.into(),
+                person: "AROASECAUTO:bot".into(),
+                approve: true,
+            },
+            now(),
+        )
+        .unwrap();
+    assert_eq!(acted(&e).unwrap().0, "mark");
+    let e = r.advance(&p, done("mark", 1, json!({})), now()).unwrap();
+    assert_eq!(
+        acted(&e).unwrap().0,
+        "evidence",
+        "one approval covers the run"
+    );
+
+    let (mut r, _) = start(&p);
+    let e = r
+        .advance(
+            &p,
+            Input::TimerFired {
+                step: "mark".into(),
+            },
+            now() + MODE_APPROVAL_WINDOW,
+        )
+        .unwrap();
+    assert!(
+        matches!(&e[..], [Effect::Finished { status: Status::Ended { reason } }] if reason.contains("nobody approved")),
+        "{e:?}"
+    );
+    let (mut r, _) = start(&p);
+    let e = r
+        .advance(
+            &p,
+            Input::Decision {
+                step: "mark".into(),
+                principal: decider.into(),
+                person: "AROASECAUTO:bot".into(),
+                approve: false,
+            },
+            now(),
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            &e[..],
+            [Effect::Finished {
+                status: Status::Ended { .. }
+            }]
+        ),
+        "{e:?}"
+    );
+    assert_eq!(r.steps[0].outcome, "not_done");
+}
