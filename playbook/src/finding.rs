@@ -169,14 +169,7 @@ fn security_hub(f: &Value) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Value {
-        let path = format!(
-            "{}/../playbooks/fixtures/events/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use crate::fixtures::event as fixture;
 
     #[test]
     fn guardduty_inspector_and_security_hub_read_alike() {

@@ -7,6 +7,8 @@ pub mod catalogue;
 pub mod condition;
 pub mod definition;
 pub mod finding;
+#[cfg(test)]
+mod fixtures;
 pub mod path;
 #[cfg(test)]
 mod properties;

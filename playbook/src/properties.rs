@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use crate::definition::Playbook;
+use crate::fixtures;
 use crate::simulate::simulate;
 use crate::Node;
 
@@ -119,13 +120,7 @@ fn near_miss() -> impl Strategy<Value = Value> {
         value(),
     )
         .prop_map(|(fixture, field, v)| {
-            let path = format!(
-                "{}/../playbooks/fixtures/events/{fixture}",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let mut e: Value =
-                serde_json::from_str(&std::fs::read_to_string(path).expect("a fixture"))
-                    .expect("JSON");
+            let mut e = fixtures::event(fixture);
             if let Some(slot) = e.pointer_mut(field) {
                 *slot = v;
             }
@@ -134,21 +129,10 @@ fn near_miss() -> impl Strategy<Value = Value> {
 }
 
 fn shipped() -> Vec<Playbook> {
-    let dir = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("the shipped playbooks") {
-        let path = entry.expect("an entry").path();
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("yaml"))
-        {
-            let v: Value =
-                serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("readable"))
-                    .expect("YAML");
-            out.push(Playbook::parse(Node::new(&v, "")).expect("a valid playbook"));
-        }
-    }
-    out
+    fixtures::playbook_files()
+        .iter()
+        .map(|f| fixtures::playbook(f))
+        .collect()
 }
 
 proptest! {

@@ -356,19 +356,7 @@ pub fn unresolved<'a>(paths: impl Iterator<Item = &'a Path>, context: &Value) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn load(path: &str) -> Value {
-        let full = format!("{}/../playbooks/{path}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&full).unwrap();
-        if std::path::Path::new(path)
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        {
-            serde_json::from_str(&text).unwrap()
-        } else {
-            serde_saphyr::from_str(&text).unwrap()
-        }
-    }
+    use crate::fixtures::{playbook_files, shipped as load};
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
@@ -378,22 +366,10 @@ mod tests {
 
     #[test]
     fn every_shipped_playbook_passes_its_own_tests() {
-        let dir = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
-        let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| {
-                std::path::Path::new(n)
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("yaml"))
-            })
-            .collect();
-        files.sort();
+        let files = playbook_files();
         assert!(files.len() >= 2, "{files:?}");
         for file in files {
-            let v = load(&file);
-            let playbook =
-                Playbook::parse(Node::new(&v, "")).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let playbook = crate::fixtures::playbook(&file);
             assert!(!playbook.tests.is_empty(), "{file} ships with tests");
             for (i, t) in playbook.tests.iter().enumerate() {
                 let case = Case::parse(Node::new(t, &format!("tests[{i}]"))).unwrap();
@@ -473,23 +449,12 @@ mod tests {
 #[cfg(test)]
 mod second_resource {
     use super::*;
+    use crate::fixtures;
 
     #[test]
     fn a_step_on_another_resource_shows_which() {
-        let root = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
-        let v: Value = serde_saphyr::from_str(
-            &std::fs::read_to_string(format!("{root}/guardduty-credential-exfiltration.yaml"))
-                .unwrap(),
-        )
-        .unwrap();
-        let p = Playbook::parse(Node::new(&v, "")).unwrap();
-        let event: Value = serde_json::from_str(
-            &std::fs::read_to_string(format!(
-                "{root}/fixtures/events/guardduty-iam-instance-credential-exfiltration.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+        let p = fixtures::playbook("guardduty-credential-exfiltration.yaml");
+        let event = fixtures::event("guardduty-iam-instance-credential-exfiltration.json");
         let plan = simulate(&p, &event, &json!({}), &json!({}), Utc::now());
         assert_eq!(plan.target.as_deref(), Some("web-instance-role"));
         let isolate = plan.steps.iter().find(|s| s.id == "isolate").unwrap();
@@ -515,23 +480,16 @@ mod second_resource {
 #[cfg(test)]
 mod modes_and_scope {
     use super::*;
+    use crate::fixtures;
 
     fn playbook(edit: impl FnOnce(&mut Value)) -> Playbook {
-        let path = format!(
-            "{}/../playbooks/critical-cve.yaml",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut v: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut v = fixtures::shipped("critical-cve.yaml");
         edit(&mut v);
         Playbook::parse(Node::new(&v, "")).unwrap()
     }
 
     fn plan(p: &Playbook, resource: &Value, account: &Value) -> Plan {
-        let path = format!(
-            "{}/../playbooks/fixtures/events/inspector2-package-vulnerability.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let event = fixtures::event("inspector2-package-vulnerability.json");
         simulate(p, &event, resource, account, Utc::now())
     }
 
@@ -615,22 +573,12 @@ mod modes_and_scope {
 #[cfg(test)]
 mod forged_targets {
     use super::*;
+    use crate::fixtures;
 
     #[test]
     fn an_event_that_names_no_usable_target_starts_nothing() {
-        let root = format!("{}/../playbooks", env!("CARGO_MANIFEST_DIR"));
-        let v: Value = serde_saphyr::from_str(
-            &std::fs::read_to_string(format!("{root}/guardduty-instance-compromise.yaml")).unwrap(),
-        )
-        .unwrap();
-        let p = Playbook::parse(Node::new(&v, "")).unwrap();
-        let event: Value = serde_json::from_str(
-            &std::fs::read_to_string(format!(
-                "{root}/fixtures/events/guardduty-ec2-cryptocurrency.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+        let p = fixtures::playbook("guardduty-instance-compromise.yaml");
+        let event = fixtures::event("guardduty-ec2-cryptocurrency.json");
         for forged in [
             json!(""),
             json!("i-1 i-2"),

@@ -490,14 +490,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Value {
-        let path = format!(
-            "{}/../playbooks/fixtures/events/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use crate::fixtures::event as fixture;
 
     fn trigger(v: &Value) -> Result<Trigger, Problem> {
         Trigger::parse(Node::new(v, "trigger"))

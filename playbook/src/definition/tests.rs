@@ -1,11 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/../playbooks/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
+use crate::fixtures::shipped;
 
 fn parse(v: &Value) -> Result<Playbook, Problem> {
     Playbook::parse(Node::new(v, "playbooks[0]"))

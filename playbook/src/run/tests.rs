@@ -3,6 +3,7 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::finding::findings;
+use crate::fixtures::shipped as load;
 use crate::Node;
 
 /// The incident leads' role, as IAM confirms a sender, and three people in it.
@@ -25,19 +26,6 @@ fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
-}
-
-fn load(path: &str) -> Value {
-    let full = format!("{}/../playbooks/{path}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(full).unwrap();
-    if std::path::Path::new(path)
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    {
-        serde_json::from_str(&text).unwrap()
-    } else {
-        serde_saphyr::from_str(&text).unwrap()
-    }
 }
 
 /// The shipped critical-CVE playbook, with one change.
