@@ -192,6 +192,12 @@ pub fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// A resource id or ARN as AWS writes them: never empty, no spaces or control characters, and
+/// of a sane length. Anything else in an event is a forgery or a mistake, and names nothing.
+pub fn usable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 2048 && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// A duration such as `90s`, `15m`, `72h` or `30d`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, Problem> {
     let text = text.trim();

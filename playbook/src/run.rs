@@ -207,6 +207,19 @@ impl Run {
         self.steps.iter().position(|s| s.id == id)
     }
 
+    /// The index of `step` when the run is carrying out exactly that attempt of it: an answer for
+    /// any other step or attempt is late or repeated.
+    fn running(&self, step: &str, attempt: u32) -> Option<usize> {
+        let Status::Running {
+            step: at,
+            attempt: current,
+        } = self.status
+        else {
+            return None;
+        };
+        (self.index(step) == Some(at) && attempt == current).then_some(at)
+    }
+
     /// The context steps read: what the run started with, its outputs so far, and itself.
     fn context(&self) -> Value {
         let mut c = self.context.clone();
@@ -241,16 +254,9 @@ impl Run {
                 attempt,
                 outputs,
             } => {
-                let Status::Running {
-                    step: at,
-                    attempt: current,
-                } = self.status
-                else {
+                let Some(at) = self.running(&step, attempt) else {
                     return Ok(Vec::new());
                 };
-                if self.index(&step) != Some(at) || attempt != current {
-                    return Ok(Vec::new());
-                }
                 let declared = &playbook.steps[at].outputs;
                 let record = &mut self.steps[at];
                 record.outcome = "done".into();
@@ -266,16 +272,9 @@ impl Run {
                 error,
                 transient,
             } => {
-                let Status::Running {
-                    step: at,
-                    attempt: current,
-                } = self.status
-                else {
+                let Some(at) = self.running(&step, attempt) else {
                     return Ok(Vec::new());
                 };
-                if self.index(&step) != Some(at) || attempt != current {
-                    return Ok(Vec::new());
-                }
                 let definition = &playbook.steps[at];
                 if transient && attempt < definition.retry {
                     return Ok(self.act(playbook, at, attempt + 1));
@@ -523,7 +522,7 @@ impl Run {
         };
         let target = match &step.target {
             Some(t) => match Template::parse(&t.id).and_then(|t| t.fill(&context)) {
-                Ok(Value::String(id)) if !id.is_empty() && !id.contains(char::is_whitespace) => id,
+                Ok(Value::String(id)) if crate::usable_id(&id) => id,
                 Ok(other) => {
                     return self.finish(Status::Failed {
                         reason: format!("step {}: no usable target ({other})", step.id),

@@ -61,12 +61,6 @@ pub struct PlannedStep {
     pub on_timeout: Option<String>,
 }
 
-/// A resource id or ARN as AWS writes them: never empty, no spaces or control characters, and
-/// of a sane length. Anything else in an event is a forgery or a mistake, and names nothing.
-fn usable_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 2048 && !id.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
 /// A value as it appears in a message, cut short: events are anyone's to write.
 fn shorten(v: &Value) -> String {
     let text = v.to_string();
@@ -126,7 +120,7 @@ pub fn simulate(
         "vars": {},
     });
     match Template::parse(&playbook.target.id).and_then(|t| t.fill(&context)) {
-        Ok(Value::String(id)) if usable_id(&id) => plan.target = Some(id),
+        Ok(Value::String(id)) if crate::usable_id(&id) => plan.target = Some(id),
         Ok(other) => {
             plan.problem = Some(format!(
                 "the event names no usable target ({}): an id or ARN, without spaces",
@@ -205,7 +199,7 @@ pub fn simulate(
             Some(t) => match Template::parse(&t.id).and_then(|t| t.fill(&context)) {
                 // A step's output is known only during the run, which checks it then.
                 Ok(Value::String(id))
-                    if usable_id(&id) || t.id.contains("steps.") && id.starts_with('<') =>
+                    if crate::usable_id(&id) || t.id.contains("steps.") && id.starts_with('<') =>
                 {
                     Some(id)
                 }

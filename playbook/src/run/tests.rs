@@ -457,3 +457,49 @@ fn approve_mode_asks_the_deciders_once_before_the_first_write() {
     );
     assert_eq!(r.steps[0].outcome, "not_done");
 }
+
+#[test]
+fn a_step_target_an_earlier_step_names_must_be_a_usable_id() {
+    let p = crate::fixtures::playbook("guardduty-credential-exfiltration.yaml");
+    let event = load("fixtures/events/guardduty-iam-instance-credential-exfiltration.json");
+    let finding = serde_json::to_value(&findings(&event)[0]).unwrap();
+    let context = json!({"event": event, "finding": finding, "resource": {}, "account": {}});
+    for (instance, usable) in [("i-0abc1234def567890", true), ("i-1\u{7}", false)] {
+        let mut r = Run::new(
+            "run-2",
+            &p,
+            "web-instance-role",
+            context.clone(),
+            None,
+            now(),
+        );
+        r.start(&p, now());
+        r.advance(&p, done("revoke", 1, json!({})), now()).unwrap();
+        r.advance(
+            &p,
+            done("source", 1, json!({"instance_id": instance})),
+            now(),
+        )
+        .unwrap();
+        let e = r
+            .advance(
+                &p,
+                Input::Decision {
+                    step: "approve_isolation".into(),
+                    principal: LEAD.into(),
+                    person: PAT.into(),
+                    approve: true,
+                },
+                now(),
+            )
+            .unwrap();
+        if usable {
+            assert_eq!(acted(&e).unwrap().3, instance);
+        } else {
+            assert!(
+                matches!(&e[..], [Effect::Finished { status: Status::Failed { reason } }] if reason.contains("no usable target")),
+                "{e:?}"
+            );
+        }
+    }
+}
