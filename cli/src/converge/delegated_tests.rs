@@ -37,6 +37,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::ErrorMetadata;
 
+use super::stack_set::parameters;
 use super::{converge, Verb};
 use crate::args::{ConvergeArgs, GlobalArgs, OutputFormat};
 use crate::aws::Aws;
@@ -176,18 +177,6 @@ fn params(values: &[Parameter]) -> BTreeMap<String, String> {
                 p.parameter_key()?.to_owned(),
                 p.parameter_value().unwrap_or_default().to_owned(),
             ))
-        })
-        .collect()
-}
-
-fn as_parameters(values: &BTreeMap<String, String>) -> Vec<Parameter> {
-    values
-        .iter()
-        .map(|(k, v)| {
-            Parameter::builder()
-                .parameter_key(k)
-                .parameter_value(v)
-                .build()
         })
         .collect()
 }
@@ -449,7 +438,7 @@ fn rules(w: &Shared) -> Vec<Rule> {
                     aws_sdk_cloudformation::types::Stack::builder()
                         .stack_name(name)
                         .stack_status(StackStatus::CreateComplete)
-                        .set_parameters(Some(as_parameters(&stack.parameters)))
+                        .set_parameters(Some(parameters(&stack.parameters)))
                         .set_outputs(Some(stack_outputs(name)))
                         .build(),
                 )
@@ -492,7 +481,7 @@ fn rules(w: &Shared) -> Vec<Rule> {
                     aws_sdk_cloudformation::types::StackSet::builder()
                         .stack_set_name(req.stack_set_name().unwrap_or_default())
                         .template_body(set.template.clone())
-                        .set_parameters(Some(as_parameters(&set.parameters)))
+                        .set_parameters(Some(parameters(&set.parameters)))
                         .set_organizational_unit_ids(Some(
                             set.organizational_units.iter().cloned().collect(),
                         ))

@@ -179,7 +179,8 @@ fn tolerated(pct: u32, accounts: usize) -> u32 {
     (pct.saturating_mul(accounts).div_ceil(100)).max(1)
 }
 
-fn parameters(values: &BTreeMap<String, String>) -> Vec<Parameter> {
+/// Parameter values as CloudFormation takes them.
+pub(super) fn parameters(values: &BTreeMap<String, String>) -> Vec<Parameter> {
     values
         .iter()
         .map(|(k, v)| {
