@@ -29,6 +29,8 @@ import zipfile
 import boto3
 from botocore.config import Config
 
+from sandbox_accounts import account_session
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 QUELL = ROOT / "target/debug/quell"
 HOME = ROOT / "bench/out/containment"
@@ -53,15 +55,7 @@ def sessions(state):
     )
 
     def in_account(account):
-        creds = admin.client("sts", endpoint_url=state["endpoint"]).assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="bench"
-        )["Credentials"]
-        s = boto3.Session(
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
-            region_name="us-east-1",
-        )
+        s = account_session(state["endpoint"], admin, account, "us-east-1")
         return lambda service: s.client(service, endpoint_url=state["endpoint"], config=NO_RETRIES)
 
     return in_account

@@ -2,8 +2,9 @@
 AWS Config recording in each Region (Quell's Config rules need a recorder, and `quell install`
 checks for one before it writes anything). The sandbox seeds its own accounts the same way."""
 
-import boto3
 from botocore.config import Config
+
+from sandbox_accounts import account_session
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 RECORDER = "default"
@@ -11,14 +12,7 @@ RECORDER = "default"
 
 def record_configuration(endpoint, admin, account, regions):
     """Turns on AWS Config recording in `account` in each of `regions`, as its administrator."""
-    creds = admin.client("sts", endpoint_url=endpoint, region_name=regions[0], config=NO_RETRIES).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="landing-zone"
-    )["Credentials"]
-    session = boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    session = account_session(endpoint, admin, account, regions[0])
     for region in regions:
         config = session.client("config", region_name=region, endpoint_url=endpoint, config=NO_RETRIES)
         config.put_configuration_recorder(

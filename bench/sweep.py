@@ -33,6 +33,7 @@ import boto3
 from botocore.config import Config
 
 from landing_zone import record_configuration
+from sandbox_accounts import account_session
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 QUELL = ROOT / "target/debug/quell"
@@ -80,14 +81,7 @@ class Org:
 
     def client(self, account, service, region):
         if account not in self._sessions:
-            creds = self.admin.client("sts", endpoint_url=self.endpoint).assume_role(
-                RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="bench"
-            )["Credentials"]
-            self._sessions[account] = boto3.Session(
-                aws_access_key_id=creds["AccessKeyId"],
-                aws_secret_access_key=creds["SecretAccessKey"],
-                aws_session_token=creds["SessionToken"],
-            )
+            self._sessions[account] = account_session(self.endpoint, self.admin, account)
         return self._sessions[account].client(service, region_name=region, endpoint_url=self.endpoint, config=NO_RETRIES)
 
     def grow(self, members):
