@@ -196,8 +196,12 @@ impl SweepKind {
 
 #[derive(Debug, Args)]
 pub struct DecisionArgs {
-    /// The remediation's ledger id, e.g. remediation:<event id>:<resource>.
+    /// The remediation's ledger id, e.g. remediation:<event id>:<resource>, or a declared
+    /// playbook's run, run:<playbook>:<hash>:<window>.
     pub id: String,
+    /// A run's approval step being decided (runs only).
+    #[arg(long)]
+    pub step: Option<String>,
     /// Why: recorded in the ledger and every audit message.
     #[arg(long, short)]
     pub reason: String,

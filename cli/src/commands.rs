@@ -9,7 +9,6 @@ use crate::render;
 
 pub fn render(args: &RenderArgs, printer: &Printer) -> anyhow::Result<u8> {
     let config = Config::load(&args.config)?;
-    crate::declared::load(&args.config)?;
     let rendered = render::render_all(&config)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;

@@ -60,6 +60,9 @@ pub struct Config {
     /// checked by `crate::declared`, which keeps each key's line and column.
     #[serde(default)]
     pub declared_playbooks: Vec<serde_json::Value>,
+    /// The declared playbooks, checked, as the responder is given them; set by `load`.
+    #[serde(skip)]
+    pub playbook_document: Option<crate::playbook_document::PlaybookDocument>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,13 +347,18 @@ pub const KNOWN_REGIONS: &[&str] = &[
 ];
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// The configuration at `path` with its declared playbooks, every one checked: a broken
+    /// playbook stops every command here, before anything is rendered or deployed.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             key: String::new(),
             problem: format!("cannot read it: {e}"),
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        let declared = crate::declared::load(path)?;
+        config.playbook_document = crate::playbook_document::PlaybookDocument::of(&declared)?;
+        Ok(config)
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {

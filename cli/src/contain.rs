@@ -191,18 +191,36 @@ pub async fn decide(
     action: Action,
     printer: &Printer,
 ) -> anyhow::Result<u8> {
-    if !args.id.starts_with("remediation:") {
+    let run = args.id.starts_with("run:");
+    if !args.id.starts_with("remediation:") && !run {
         return Err(exit::refused(format!(
-            "{:?} is not a remediation id; ids look like remediation:<event id>:<resource> (see `quell history`)",
+            "{:?} is not a remediation or run id; ids look like remediation:<event id>:<resource> or run:<playbook>:<hash>:<window> (see `quell history`)",
             args.id
         )));
+    }
+    match (run, &args.step) {
+        (true, None) => {
+            return Err(exit::refused(format!(
+                "{} is a playbook run: name the approval step with --step STEP",
+                args.id
+            )))
+        }
+        (false, Some(_)) => {
+            return Err(exit::refused(
+                "--step is for a declared playbook's run (run:...); a remediation has no steps to choose",
+            ))
+        }
+        _ => {}
     }
     let request = Request {
         arn: &args.id,
         reason: &args.reason,
         request_id: None,
         action,
-        options: Options::default(),
+        options: Options {
+            step: args.step.clone(),
+            ..Options::default()
+        },
         yes: args.yes,
         config: args.config.as_ref(),
         timeout: args.timeout,
@@ -212,9 +230,11 @@ pub async fn decide(
 
 pub fn exit_code(status: Status) -> u8 {
     match status {
-        Status::Succeeded | Status::Skipped | Status::AwaitingApproval | Status::Denied => {
-            exit::SUCCESS
-        }
+        Status::Succeeded
+        | Status::Skipped
+        | Status::AwaitingApproval
+        | Status::Waiting
+        | Status::Denied => exit::SUCCESS,
         Status::Rejected => exit::REFUSED,
         Status::Failed | Status::InProgress => exit::CONTAINMENT_FAILED,
     }
@@ -420,6 +440,7 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         (Status::Succeeded, Action::Approve) => ("APPROVED AND FIXED", Tone::Good),
         (Status::Succeeded, Action::Deny) | (Status::Denied, _) => ("DENIED", Tone::Change),
         (Status::AwaitingApproval, _) => ("AWAITING APPROVAL", Tone::Change),
+        (Status::Waiting, _) => ("WAITING", Tone::Change),
     };
     let _ = writeln!(
         t,

@@ -18,6 +18,8 @@ const KEY: &str = "declared_playbooks";
 #[derive(Debug)]
 pub struct Declared {
     pub playbook: Playbook,
+    /// The playbook as written (without its `tests:`): what the responder is given to parse.
+    pub source: Value,
     /// The file it is in (the configuration, or the file it includes).
     pub file: PathBuf,
 }
@@ -144,7 +146,7 @@ pub fn load(config_path: &Path) -> Result<Vec<Declared>, Diagnostics> {
                     Ok(located) => {
                         let parsed = Playbook::parse(Node::new(&located.value, ""));
                         parsed
-                            .map(|p| (p, file.clone()))
+                            .map(|p| (p, located.value.clone(), file.clone()))
                             .map_err(|e| placed(&located, &file, e))
                     }
                     Err(mut d) => {
@@ -158,11 +160,11 @@ pub fn load(config_path: &Path) -> Result<Vec<Declared>, Diagnostics> {
                 }
             }
             None => Playbook::parse(Node::new(entry, &at))
-                .map(|p| (p, config_path.to_owned()))
+                .map(|p| (p, entry.clone(), config_path.to_owned()))
                 .map_err(|e| placed(&config, config_path, e)),
         };
         match loaded {
-            Ok((playbook, file)) => {
+            Ok((playbook, mut source, file)) => {
                 if let Some(first) = seen.insert(playbook.id.clone(), at.clone()) {
                     problems.push(placed(
                         &config,
@@ -173,7 +175,14 @@ pub fn load(config_path: &Path) -> Result<Vec<Declared>, Diagnostics> {
                     ));
                     continue;
                 }
-                out.push(Declared { playbook, file });
+                if let Some(fields) = source.as_object_mut() {
+                    fields.remove("tests");
+                }
+                out.push(Declared {
+                    playbook,
+                    source,
+                    file,
+                });
             }
             Err(d) => problems.push(d),
         }

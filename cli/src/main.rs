@@ -19,6 +19,7 @@ mod limits;
 mod located;
 mod package;
 mod playbook_commands;
+mod playbook_document;
 mod printer;
 mod render;
 mod sandbox;

@@ -177,6 +177,18 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
         "regions_json": serde_json::to_string(&config.all_regions())?,
         "playbooks_json": serde_json::to_string(&config.playbook_settings())?.replace('\'', "''"),
         "authorization_json": serde_json::to_string(&authorization)?.replace('\'', "''"),
+        "declared_playbooks_key": config.playbook_document.as_ref().map(|d| d.key.clone()),
+        // JSON is YAML's flow style: the pattern goes in as it is.
+        "declared_forwarded": config
+            .playbook_document
+            .as_ref()
+            .and_then(|d| d.forwarded.as_ref())
+            .map(ToString::to_string),
+        "member_forwarded": config
+            .playbook_document
+            .as_ref()
+            .and_then(|d| d.member_forwarded.as_ref())
+            .map(ToString::to_string),
         "request_queues": Channel::ALL.iter().map(|c| Ok(json!({
             "logical_id": format!("{}RequestsQueue", title(c.as_str())),
             "kind": c.as_str(),
@@ -499,7 +511,12 @@ mod tests {
             "no role named by ARN: every role it uses is its own"
         );
         let role_arns = regional.matches("RoleArn:").count();
-        assert_eq!(role_arns, 3, "three forwarding rules");
+        assert_eq!(
+            role_arns,
+            regional.matches("Type: AWS::Events::Rule").count(),
+            "every forwarding rule names its role"
+        );
+        assert!(role_arns >= 4, "API calls, Config, Security Hub, findings");
         assert_eq!(
             regional
                 .matches("RoleArn: !GetAtt EventForwarderRole.Arn")

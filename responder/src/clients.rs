@@ -123,6 +123,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sts: aws_sdk_sts::Client,
+    /// The declared playbooks' document, in the artifacts bucket.
+    pub s3: aws_sdk_s3::Client,
     /// Finding updates, made from the security account (the Security Hub administrator).
     pub security_hub: aws_sdk_securityhub::Client,
     /// The security account's IAM: who sent a request from there.
@@ -148,6 +150,7 @@ impl Clients {
             sqs: counted!(aws_sdk_sqs, config, counter, RunsAs::Execution),
             secrets: counted!(aws_sdk_secretsmanager, config, counter, RunsAs::Execution),
             sts: counted!(aws_sdk_sts, config, counter, RunsAs::Execution),
+            s3: counted!(aws_sdk_s3, config, counter, RunsAs::Execution),
             security_hub: counted!(aws_sdk_securityhub, config, counter, RunsAs::Execution),
             iam: counted!(aws_sdk_iam, config, counter, RunsAs::Execution),
             member: Arc::new(move |c| MemberClients::from_config(c, &member_counter)),

@@ -56,6 +56,9 @@ pub struct Options {
     /// Sweep: only these kinds of resource (`SWEEP_KINDS`); every kind when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<String>,
+    /// Approve and deny of a declared playbook's run: the approval step decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// The kinds of resource a sweep can be limited to.

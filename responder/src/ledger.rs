@@ -35,6 +35,8 @@ pub enum Status {
     AwaitingApproval,
     /// Someone ran `quell deny` on a pending fix: nothing more will be done.
     Denied,
+    /// A run of a declared playbook holds for a timer, an approval or an event.
+    Waiting,
 }
 
 impl Status {
@@ -47,6 +49,7 @@ impl Status {
             Status::Skipped => "skipped",
             Status::AwaitingApproval => "awaiting_approval",
             Status::Denied => "denied",
+            Status::Waiting => "waiting",
         }
     }
 
@@ -137,6 +140,9 @@ pub struct Record {
     /// record is the evidence; the audit topic is only the news.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_failures: Vec<String>,
+    /// A run of a declared playbook: where it stands, pinned to its playbook's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Box<quell_playbook::run::Run>>,
 }
 
 impl Record {
@@ -168,6 +174,7 @@ impl Record {
             decided_by: None,
             releases: None,
             audit_failures: Vec::new(),
+            run: None,
         }
     }
 
@@ -239,6 +246,7 @@ impl Ledger {
                 | Status::Rejected
                 | Status::Skipped
                 | Status::AwaitingApproval
+                | Status::Waiting
                 | Status::Denied => return Ok(Claim::Finished(existing)),
                 Status::InProgress if !stale => return Ok(Claim::Busy(existing)),
                 Status::InProgress | Status::Failed => {

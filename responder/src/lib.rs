@@ -19,6 +19,7 @@ pub mod membership;
 pub mod permissions;
 pub mod playbooks;
 pub mod protection;
+pub mod runs;
 pub mod secret;
 pub mod sessions;
 pub mod settings;

@@ -33,6 +33,8 @@ pub struct Settings {
     /// Queue the central bus's remediation rule delivers to (an event source of the function).
     pub events_queue_arn: Option<String>,
     pub playbooks: PlaybookSettings,
+    /// `s3://BUCKET/declared-playbooks/SHA256.json`: the declared playbooks (`runs::document`).
+    pub declared_playbooks: Option<String>,
     /// The account the responder runs in: custom actions and the sweep come from here alone.
     pub security_account: String,
     /// The Region the responder runs in; its partition is the only one Quell acts in.
@@ -128,6 +130,7 @@ impl Settings {
                 })?,
             dead_letter_queue_url: need("QUELL_DLQ_URL")?,
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
+            declared_playbooks: get("QUELL_DECLARED_PLAYBOOKS").filter(|v| !v.trim().is_empty()),
             playbooks: match get("QUELL_PLAYBOOKS") {
                 Some(json) if !json.trim().is_empty() => PlaybookSettings::parse(&json)?,
                 _ => PlaybookSettings::default(),

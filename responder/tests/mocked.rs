@@ -831,6 +831,7 @@ fn responder_full(
         sqs: sqs(w),
         secrets: secrets(),
         sts: sts(),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),
         security_hub: playbooks::security_hub(w),
         iam: authorization::security_account_iam(),
         member: Arc::new(move |_| member.clone()),

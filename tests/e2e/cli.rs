@@ -295,7 +295,24 @@ pub fn online() -> Vec<(&'static str, TestFn)> {
 
 async fn rendered_templates_pass_cfn_lint(s: Arc<Sandbox>) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    for (name, config) in [("example", example()), ("sandbox", s.config_path())] {
+    // Declared playbooks add the central bus's rule, the members' forwarding of API calls and
+    // the document's setting: linted too.
+    let calls = dir.path().join("calls.yaml");
+    std::fs::write(&calls, crate::declared::CLOUDTRAIL_PLAYBOOK)?;
+    let instance =
+        crate::declared::repository().join("playbooks/guardduty-instance-compromise.yaml");
+    let declared = s.config_variant("lint-declared.yaml", |text| {
+        format!(
+            "{text}declared_playbooks:\n  - include: {}\n  - include: {}\n",
+            instance.display(),
+            calls.display()
+        )
+    })?;
+    for (name, config) in [
+        ("example", example()),
+        ("sandbox", s.config_path()),
+        ("declared", declared),
+    ] {
         let out_dir = dir.path().join(name);
         s.must(&[
             "render",

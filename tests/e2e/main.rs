@@ -6,6 +6,7 @@ mod authorization;
 mod bad_input;
 mod cli;
 mod contain;
+mod declared;
 mod entities;
 mod install;
 mod permissions;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         cli::online(),
         remediate::tests(),
         storage::tests(),
+        declared::tests(),
         // It ends with an uninstall and a fresh install.
         upgrade::tests(),
         // Last: what the responder called in all of the above.

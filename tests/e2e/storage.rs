@@ -527,7 +527,7 @@ async fn approvals(s: &Sandbox) -> Result<()> {
     let bogus = s.quell(&["--sandbox", "approve", "sg-123", "--reason", "x", "--yes"]);
     ensure!(!bogus.status.success());
     ensure!(
-        String::from_utf8_lossy(&bogus.stderr).contains("is not a remediation id"),
+        String::from_utf8_lossy(&bogus.stderr).contains("is not a remediation or run id"),
         "{}",
         String::from_utf8_lossy(&bogus.stderr)
     );

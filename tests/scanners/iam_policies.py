@@ -39,6 +39,8 @@ PARAMETER_ARNS = {
     # Not an ARN: the execution role's unique id, as IAM gives it.
     "ResponderRoleId": "AROAEXAMPLEEXECUTION1",
     "ExternalIdSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:quell/external-ids-AbCdEf",
+    # Not an ARN: the artifacts stack's bucket name.
+    "ArtifactBucket": "quell-artifacts-example",
 }
 
 

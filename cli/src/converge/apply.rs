@@ -281,6 +281,9 @@ pub async fn apply(
     if plan.upload_artifact {
         upload(ctx, &bucket, printer).await?;
     }
+    if let (Some(_), Some(document)) = (&plan.upload_playbooks, &ctx.config.playbook_document) {
+        upload_playbooks(ctx, &bucket, document, printer).await?;
+    }
 
     let name = ctx.stack(StackKind::Security).name;
     let outputs = converge_stack(
@@ -456,6 +459,34 @@ fn check(set: &StackSet<'_>, outcome: Outcome) -> anyhow::Result<Outcome> {
             format!(":\n  {}", failed.join("\n  "))
         }
     )
+}
+
+/// Before the security stack names it: the responder reads the document at its next cold start.
+async fn upload_playbooks(
+    ctx: &Context,
+    bucket: &str,
+    document: &crate::playbook_document::PlaybookDocument,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let task = printer.task(&format!(
+        "uploading the declared playbooks to s3://{bucket}/{}",
+        document.key
+    ));
+    client!(aws_sdk_s3, &ctx.security)
+        .put_object()
+        .bucket(bucket)
+        .key(&document.key)
+        .content_type("application/json")
+        .body(document.body.clone().into())
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .described("s3:PutObject")?;
+    task.done(&format!(
+        "uploaded the declared playbooks ({} bytes)",
+        document.body.len()
+    ));
+    Ok(())
 }
 
 async fn upload(ctx: &Context, bucket: &str, printer: &Printer) -> anyhow::Result<()> {

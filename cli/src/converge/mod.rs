@@ -79,6 +79,8 @@ pub struct Observed {
     pub security: Option<DeployedStack>,
     pub management: Option<DeployedStack>,
     pub artifact_uploaded: bool,
+    /// The declared playbooks' document is in the bucket (or there is none to ship).
+    pub playbooks_uploaded: bool,
     pub stack_sets: Vec<Option<stack_set::Deployed>>,
     pub custom_actions: custom_actions::Observed,
 }
@@ -244,6 +246,18 @@ impl Context {
             Some(bucket) => is_uploaded(&self.security, bucket, &self.package().key()).await?,
             None => false,
         };
+        let playbooks_uploaded = match (
+            &self.config.playbook_document,
+            artifacts
+                .as_ref()
+                .and_then(|s| s.outputs.get("ArtifactBucketName")),
+        ) {
+            (None, _) => true,
+            (Some(document), Some(bucket)) => {
+                is_uploaded(&self.security, bucket, &document.key).await?
+            }
+            (Some(_), None) => false,
+        };
         let mut stack_sets = Vec::new();
         for d in &self.definitions {
             stack_sets.push(self.stack_set(d).describe().await?);
@@ -258,6 +272,7 @@ impl Context {
             security: self.stack(StackKind::Security).read().await?,
             management: self.stack(StackKind::Management).read().await?,
             artifact_uploaded,
+            playbooks_uploaded,
             stack_sets,
             custom_actions: custom_actions::read(
                 &custom_actions::client(&self.security),
@@ -344,6 +359,17 @@ impl Context {
             },
             artifact_key: self.package().key(),
             upload_artifact: !observed.artifact_uploaded,
+            playbooks_key: self
+                .config
+                .playbook_document
+                .as_ref()
+                .map(|d| d.key.clone()),
+            upload_playbooks: self
+                .config
+                .playbook_document
+                .as_ref()
+                .filter(|_| !observed.playbooks_uploaded)
+                .map(|d| d.key.clone()),
             stacks,
             stack_sets,
         })
@@ -397,15 +423,10 @@ pub async fn run(
     verb: Verb,
     printer: &Printer,
 ) -> anyhow::Result<u8> {
+    // Loading checks the declared playbooks: a broken one stops the run here, before any call.
     let config = Config::load(&args.config)?;
-    // A broken playbook stops the run here, as it stops `render`: nothing half-deployed.
-    let declared = crate::declared::load(&args.config)?;
-    if !declared.is_empty() {
-        printer.warn(&format!(
-            "{} declared playbook{} checked; this responder build does not run declared playbooks yet (`quell playbook simulate` and `test` show what they would do)",
-            declared.len(),
-            if declared.len() == 1 { "" } else { "s" }
-        ));
+    if let Some(document) = &config.playbook_document {
+        document.refuse_unrunnable()?;
     }
     let aws = Aws::connect(global, &config.home_region).await?;
     Box::pin(converge(aws, config, args, verb, printer)).await

@@ -434,6 +434,10 @@ pub struct Plan {
     pub custom_actions_unavailable: Option<String>,
     pub artifact_key: String,
     pub upload_artifact: bool,
+    /// The declared playbooks' document, content-addressed like the package.
+    pub playbooks_key: Option<String>,
+    /// Its key when the bucket does not hold it yet.
+    pub upload_playbooks: Option<String>,
     pub stacks: Vec<StackPlan>,
     #[serde(serialize_with = "skipping_absent")]
     pub stack_sets: Vec<StackSetPlan>,
@@ -454,6 +458,7 @@ impl Plan {
             || self.create_secret
             || !self.custom_actions.is_empty()
             || self.upload_artifact
+            || self.upload_playbooks.is_some()
             || self
                 .stacks
                 .iter()
@@ -467,6 +472,7 @@ impl Plan {
     fn totals(&self) -> (usize, usize, usize) {
         let mut add = usize::from(self.create_secret)
             + usize::from(self.upload_artifact)
+            + usize::from(self.upload_playbooks.is_some())
             + self.custom_actions.len();
         let mut change = usize::from(self.trusted_access);
         let mut remove = 0;
@@ -519,6 +525,9 @@ impl Plan {
                 add("+"),
                 self.artifact_key
             );
+        }
+        if let Some(key) = &self.upload_playbooks {
+            let _ = writeln!(t, "  {} declared playbooks {key}: upload", add("+"));
         }
         for s in &self.stacks {
             write_change(

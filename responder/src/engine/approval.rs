@@ -46,6 +46,9 @@ impl Responder {
             self.ledger.get(key).await.map_err(|e| {
                 ResponderError::Aws(format!("cannot read {key} from the ledger: {e}"))
             })?;
+        if let Some(run) = target.clone().filter(|r| r.run.is_some()) {
+            return self.decide_declared(d, message, &mut request, run).await;
+        }
         let Some(mut target) = target.filter(|r| r.action == Action::Remediate) else {
             let why = format!(
                 "no remediation {key} in the ledger; `quell history` lists them with their ids"
@@ -143,5 +146,41 @@ impl Responder {
             key: request.key.clone(),
             ..outcome
         })
+    }
+}
+
+impl Responder {
+    /// A decision on a declared playbook's run: the run's own checks decide who may approve.
+    async fn decide_declared(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+        request: &mut Record,
+        run: Record,
+    ) -> Result<Outcome, ResponderError> {
+        let Some(step) = message.options.step.clone() else {
+            let why = format!(
+                "{} is a playbook run: name the approval with `--step STEP`",
+                run.key
+            );
+            return self.finish_rejected(request, refuse("no_step", why)).await;
+        };
+        request.account.clone_from(&run.account);
+        let approve = message.action == Action::Approve;
+        match self.decide_run(run, &step, &d.caller, approve).await? {
+            Err(why) => {
+                self.finish_rejected(request, refuse("decision_refused", why))
+                    .await
+            }
+            Ok(decided) => {
+                request.reason = Some(format!(
+                    "{}; run {} is now {}",
+                    message.reason,
+                    decided.key,
+                    decided.status.as_str()
+                ));
+                self.finish_succeeded(request, AuditEvent::Succeeded).await
+            }
+        }
     }
 }

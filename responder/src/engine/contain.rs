@@ -262,9 +262,14 @@ impl Responder {
                 q.queue_arn
             ));
         }
+        if let Ok(wake) = serde_json::from_str::<super::runs::Wake>(&q.body) {
+            return self.wake(&q.message_id, &wake).await;
+        }
         let Ok(message) = serde_json::from_str::<IsolationMessage>(&q.body) else {
             return match serde_json::from_str::<RetryMessage>(&q.body) {
-                Ok(retry) if retry.version == MESSAGE_VERSION => self.retry(q, &retry).await,
+                Ok(retry) if retry.version == MESSAGE_VERSION => {
+                    Box::pin(self.retry(q, &retry)).await
+                }
                 _ => ignore("not an isolation or retry message".into()),
             };
         };

@@ -64,7 +64,7 @@ impl Responder {
             attributes: std::collections::HashMap::new(),
             caller: crate::authorization::Caller::CustomAction,
         };
-        let outcome = self.handle_request(&delivery, &message).await?;
+        let outcome = Box::pin(self.handle_request(&delivery, &message)).await?;
         let note = format!(
             "Quell contain {}: {} (request {})",
             outcome.status.as_str(),

@@ -10,6 +10,7 @@ mod findings;
 mod release;
 mod remediate;
 mod requests;
+mod runs;
 mod sweep;
 
 use aws_config::{Region, SdkConfig};
@@ -63,6 +64,10 @@ pub struct Responder {
     calls: crate::clients::CallCounter,
     /// Where events may come from, from the settings.
     origin: crate::playbooks::event::Origin,
+    /// The security account's S3: the declared playbooks' document.
+    s3: aws_sdk_s3::Client,
+    /// The declared playbooks, read at the first event that needs them.
+    library: tokio::sync::OnceCell<Arc<crate::runs::document::Library>>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -112,6 +117,8 @@ impl Responder {
             iam: clients.iam,
             calls: clients.counter,
             origin: origin_of(&settings),
+            s3: clients.s3,
+            library: tokio::sync::OnceCell::new(),
             settings,
         }
     }
@@ -226,7 +233,7 @@ impl Responder {
                 .reject_delivery(d, Some(&message), refuse("channel_not_allowed", why))
                 .await;
         }
-        self.handle_authenticated(d, &message, 1).await
+        Box::pin(self.handle_authenticated(d, &message, 1)).await
     }
 
     /// Runs an authenticated request. What fails for a reason that may pass is tried again
@@ -239,7 +246,7 @@ impl Responder {
         message: &ContainmentMessage,
         attempt: u32,
     ) -> Result<Outcome, ResponderError> {
-        let outcome = self.handle_request(d, message).await;
+        let outcome = Box::pin(self.handle_request(d, message)).await;
         let why = match &outcome {
             Ok(o) if o.status == Status::Failed && o.transient => o.message.clone(),
             Err(e) => e.to_string(),
@@ -306,8 +313,7 @@ impl Responder {
             attributes: std::collections::HashMap::new(),
             caller: retry.caller.clone(),
         };
-        self.handle_authenticated(&d, &retry.request, retry.attempt)
-            .await
+        Box::pin(self.handle_authenticated(&d, &retry.request, retry.attempt)).await
     }
 
     async fn dead_letter_request(
@@ -372,7 +378,7 @@ impl Responder {
                 .await;
         }
         if matches!(message.action, Action::Approve | Action::Deny) {
-            return self.decide(d, message).await;
+            return Box::pin(self.decide(d, message)).await;
         }
         // Protection first, on the ARN as given: Quell's own roles are refused as protected, not
         // merely as a type it does not contain.

@@ -96,6 +96,25 @@ impl Responder {
         &self,
         q: &QueueDelivery,
     ) -> Result<Vec<Outcome>, ResponderError> {
+        // Declared playbooks see every event first: their triggers are their own.
+        let runs = match serde_json::from_str::<Value>(&q.body) {
+            Ok(event) if event.is_object() => {
+                Box::pin(self.start_runs(&q.message_id, &event)).await?
+            }
+            _ => Vec::new(),
+        };
+        let mut built_in = Box::pin(self.remediate_built_in(q, !runs.is_empty())).await?;
+        built_in.extend(runs);
+        Ok(built_in)
+    }
+
+    /// The built-in playbooks. An event they do not know is refused, unless a declared
+    /// playbook took it (`declared`).
+    async fn remediate_built_in(
+        &self,
+        q: &QueueDelivery,
+        declared: bool,
+    ) -> Result<Vec<Outcome>, ResponderError> {
         let parsed = serde_json::from_str::<Value>(&q.body)
             .map_err(|e| {
                 Refused::Malformed(format!("the message is not an EventBridge event: {e}"))
@@ -103,6 +122,7 @@ impl Responder {
             .and_then(|v| event::parse(&v, &self.origin).map(|p| (v, p)));
         let (raw, parsed) = match parsed {
             Ok(p) => p,
+            Err(_) if declared => return Ok(Vec::new()),
             Err(refused) => {
                 return Ok(vec![
                     self.reject_event(q, refused.code(), refused.message().to_owned())

@@ -62,7 +62,7 @@ impl Responder {
             Ok(caller) => d.caller = caller,
             Err(refusal) => return self.reject_delivery(&d, Some(&message), refusal).await,
         }
-        self.handle_authenticated(&d, &message, 1).await
+        Box::pin(self.handle_authenticated(&d, &message, 1)).await
     }
 
     /// Who sent a queued request: the requester the message names, confirmed to be the principal

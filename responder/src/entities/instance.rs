@@ -166,6 +166,7 @@ pub async fn run(
         "forensic_snapshots" => snapshots(c, facts).await,
         "untracked_groups" => swap_groups(c, facts, Purpose::Untracked).await,
         "isolation_groups" => swap_groups(c, facts, Purpose::Isolation).await,
+        "patch_egress_groups" => swap_groups(c, facts, Purpose::PatchEgress).await,
         other => unreachable!("no instance step {other}"),
     }
 }
@@ -402,6 +403,9 @@ async fn snapshots(c: &Ctx<'_>, facts: &Facts) -> Result<StepOutcome, CallError>
 pub enum Purpose {
     Untracked,
     Isolation,
+    /// HTTPS out and nothing else: SSM and the package repositories stay reachable, so a
+    /// quarantined instance can still be patched.
+    PatchEgress,
 }
 
 impl Purpose {
@@ -409,6 +413,7 @@ impl Purpose {
         match self {
             Purpose::Untracked => "untracked",
             Purpose::Isolation => "isolation",
+            Purpose::PatchEgress => "patch-egress",
         }
     }
 }
@@ -465,18 +470,31 @@ pub fn verify_group(
         return Err(format!("it is not tagged {PURPOSE_TAG}={}", purpose.tag()));
     }
     let expected: BTreeSet<(String, String, String)> = match purpose {
-        Purpose::Isolation => BTreeSet::new(),
+        Purpose::Isolation | Purpose::PatchEgress => BTreeSet::new(),
         Purpose::Untracked => ["0.0.0.0/0", "::/0"]
             .iter()
             .map(|c| ("-1".to_owned(), String::new(), (*c).to_owned()))
             .collect(),
     };
-    for (direction, perms) in [
-        ("inbound", g.ip_permissions()),
-        ("outbound", g.ip_permissions_egress()),
+    let expected_out: BTreeSet<(String, String, String)> = match purpose {
+        Purpose::PatchEgress => ["0.0.0.0/0", "::/0"]
+            .iter()
+            .map(|c| {
+                (
+                    "tcp".to_owned(),
+                    format!("{:?}-{:?}", Some(443), Some(443)),
+                    (*c).to_owned(),
+                )
+            })
+            .collect(),
+        _ => expected.clone(),
+    };
+    for (direction, perms, expected) in [
+        ("inbound", g.ip_permissions(), &expected),
+        ("outbound", g.ip_permissions_egress(), &expected_out),
     ] {
         let found = flat_rules(perms);
-        if found != expected {
+        if found != *expected {
             return Err(format!(
                 "its {direction} rules are {found:?}, not the {} group's {expected:?}",
                 purpose.tag()
@@ -569,6 +587,7 @@ async fn create_group(
     let description = match purpose {
         Purpose::Untracked => "Quell containment phase 1: all traffic by 0.0.0.0/0 and ::/0 rules, so EC2 stops tracking flows",
         Purpose::Isolation => "Quell containment phase 2: no rules, no traffic",
+        Purpose::PatchEgress => "Quell quarantine for patching: HTTPS out, nothing else",
     };
     let created = ec2
         .create_security_group()
@@ -613,7 +632,7 @@ async fn create_group(
                 .described("ec2:AuthorizeSecurityGroupEgress")
                 .tolerating("InvalidPermission.Duplicate")?;
         }
-        Purpose::Isolation => {
+        Purpose::Isolation | Purpose::PatchEgress => {
             let default_out = IpPermission::builder()
                 .ip_protocol("-1")
                 .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
@@ -625,6 +644,22 @@ async fn create_group(
                 .await
                 .described("ec2:RevokeSecurityGroupEgress")
                 .tolerating("InvalidPermission.NotFound")?;
+            if purpose == Purpose::PatchEgress {
+                let https = IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(443)
+                    .to_port(443)
+                    .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                    .ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build())
+                    .build();
+                ec2.authorize_security_group_egress()
+                    .group_id(&id)
+                    .ip_permissions(https)
+                    .send()
+                    .await
+                    .described("ec2:AuthorizeSecurityGroupEgress")
+                    .tolerating("InvalidPermission.Duplicate")?;
+            }
         }
     }
     Ok(id)
@@ -913,7 +948,9 @@ pub async fn release(
     let current = facts(c.ec2, c.instance).await;
     for step in done {
         let result = match step.name.as_str() {
-            "isolation_groups" => restore_groups(c, &current, step, done).await,
+            "isolation_groups" | "patch_egress_groups" => {
+                restore_groups(c, &current, step, done).await
+            }
             "deny_instance_credentials" => {
                 async {
                     let name = policy_name(c.instance);

@@ -1,0 +1,259 @@
+//! The declared playbooks as the responder is given them: one JSON document, kept in the artifacts
+//! bucket under the SHA-256 of its content (`quell_responder::runs::document`), and the EventBridge
+//! patterns their triggers need.
+//!
+//! Member accounts forward every GuardDuty, Inspector and Security Hub finding to the central bus
+//! whatever the playbooks (a few events a day per account, and a playbook change then never waits
+//! for a rollout to every account); the central bus's rule picks what the triggers match. So a
+//! change to a playbook's steps, or to a finding trigger, is an update of the security stack
+//! alone. CloudTrail and Config triggers name calls and rules that member accounts must forward
+//! specifically (forwarding every API call would be a flood): adding or changing one is a
+//! StackSet update too. The plan shows each as the template it changes.
+
+use quell_responder::runs::actions::runnable;
+use quell_responder::runs::document::key_for;
+use serde_json::{json, Value};
+
+use crate::declared::Declared;
+
+/// EventBridge's default limit on an event pattern's length (adjustable to 4,096 through a quota
+/// increase).
+pub const PATTERN_LIMIT: usize = 2048;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaybookDocument {
+    pub key: String,
+    pub body: Vec<u8>,
+    /// `{"$or": [...]}` of every trigger that events bring, `None` when none does: the central
+    /// bus's rule.
+    pub forwarded: Option<Value>,
+    /// The same for the triggers member accounts do not forward already: their regional rule.
+    pub member_forwarded: Option<Value>,
+    /// Steps this responder build does not carry out, each named: install and upgrade refuse
+    /// to ship them (render, check, simulate and test still work on them).
+    pub unrunnable: Vec<String>,
+}
+
+impl PlaybookDocument {
+    /// The document for `declared`, `None` when there are none. Refuses patterns EventBridge
+    /// would refuse.
+    pub fn of(declared: &[Declared]) -> anyhow::Result<Option<PlaybookDocument>> {
+        if declared.is_empty() {
+            return Ok(None);
+        }
+        let unrunnable = declared
+            .iter()
+            .flat_map(|d| {
+                d.playbook
+                    .steps
+                    .iter()
+                    .filter(|s| !runnable(&s.action))
+                    .map(move |s| {
+                        format!(
+                            "{}: playbook {} step {} uses `{}`, which this responder build does not carry out yet",
+                            d.file.display(),
+                            d.playbook.id,
+                            s.id,
+                            s.action
+                        )
+                    })
+            })
+            .collect();
+        let sources: Vec<&Value> = declared.iter().map(|d| &d.source).collect();
+        let body = serde_json::to_vec(&sources)?;
+        let patterns: Vec<Value> = declared
+            .iter()
+            .filter_map(|d| d.playbook.trigger.forwarding_pattern())
+            .collect();
+        let member: Vec<Value> = patterns
+            .iter()
+            .filter(|p| !forwarded_by_members(p))
+            .cloned()
+            .collect();
+        let forwarded = one_pattern(patterns)?;
+        let member_forwarded = one_pattern(member)?;
+        Ok(Some(PlaybookDocument {
+            key: key_for(&body),
+            body,
+            forwarded,
+            member_forwarded,
+            unrunnable,
+        }))
+    }
+
+    /// Install and upgrade ship only what the responder carries out.
+    pub fn refuse_unrunnable(&self) -> anyhow::Result<()> {
+        if self.unrunnable.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{}\nnothing was changed: take those playbooks out of declared_playbooks for now (`quell playbook simulate` and `test` still show what they would do)",
+            self.unrunnable.join("\n")
+        )
+    }
+}
+
+/// What the member-regional template forwards whatever the playbooks: GuardDuty's, Inspector's
+/// and Security Hub's findings.
+const FINDINGS: &[(&str, &str)] = &[
+    ("aws.guardduty", "GuardDuty Finding"),
+    ("aws.inspector2", "Inspector2 Finding"),
+    ("aws.securityhub", "Security Hub Findings - Imported"),
+];
+
+fn forwarded_by_members(pattern: &Value) -> bool {
+    FINDINGS.iter().any(|(source, kind)| {
+        pattern["source"] == json!([source]) && pattern["detail-type"] == json!([kind])
+    })
+}
+
+/// One pattern for several, each once; refused when EventBridge would refuse it.
+fn one_pattern(mut patterns: Vec<Value>) -> anyhow::Result<Option<Value>> {
+    let mut unique: Vec<Value> = Vec::new();
+    for p in patterns.drain(..) {
+        if !unique.contains(&p) {
+            unique.push(p);
+        }
+    }
+    let pattern = match unique.len() {
+        0 => return Ok(None),
+        1 => unique.pop().unwrap_or_default(),
+        _ => json!({ "$or": unique }),
+    };
+    let length = pattern.to_string().len();
+    if length > PATTERN_LIMIT {
+        anyhow::bail!(
+            "the declared playbooks' triggers make an event pattern of {length} characters; EventBridge takes {PATTERN_LIMIT} by default: merge triggers (one playbook per finding family), or raise the quota and the limit together"
+        );
+    }
+    Ok(Some(pattern))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quell_responder::playbooks::language::definition::Playbook;
+    use quell_responder::playbooks::language::Node;
+    use quell_responder::runs::document::Library;
+
+    fn declared(source: &Value) -> Declared {
+        Declared {
+            playbook: Playbook::parse(Node::new(source, "")).unwrap(),
+            source: source.clone(),
+            file: "quell.yaml".into(),
+        }
+    }
+
+    fn playbook(id: &str, trigger: &Value, action: &str) -> Value {
+        json!({
+            "id": id, "version": 1, "description": "d", "mode": "auto", "trigger": trigger,
+            "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+            "steps": [{"id": "s", "action": action, "with": if action == "tag" { json!({"tags": {"a": "b"}}) } else { json!({}) }}]
+        })
+    }
+
+    fn guardduty(prefix: &str) -> Value {
+        json!({"guardduty": {"types": [prefix], "min_severity": 5}})
+    }
+
+    #[test]
+    fn the_document_is_what_the_responder_parses_and_its_key_is_its_hash() {
+        let d =
+            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
+                .unwrap()
+                .unwrap();
+        let library = Library::parse(&d.key, &d.body).unwrap();
+        assert_eq!(library.playbooks[0].id, "a");
+        assert_eq!(d.forwarded.unwrap()["source"], json!(["aws.guardduty"]));
+    }
+
+    #[test]
+    fn a_step_change_changes_the_key_and_not_the_pattern_a_trigger_change_changes_both() {
+        let base =
+            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
+                .unwrap()
+                .unwrap();
+        let steps = PlaybookDocument::of(&[declared(&playbook(
+            "a",
+            &guardduty("Backdoor:EC2/"),
+            "ec2.snapshot_volumes",
+        ))])
+        .unwrap()
+        .unwrap();
+        let trigger =
+            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Trojan:EC2/"), "tag"))])
+                .unwrap()
+                .unwrap();
+        assert_ne!(base.key, steps.key);
+        assert_eq!(base.forwarded, steps.forwarded);
+        assert_ne!(base.forwarded, trigger.forwarded);
+    }
+
+    #[test]
+    fn finding_triggers_need_nothing_more_from_members_and_cloudtrail_triggers_do() {
+        let findings =
+            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
+                .unwrap()
+                .unwrap();
+        assert!(findings.forwarded.is_some());
+        assert_eq!(findings.member_forwarded, None);
+        let calls =
+            json!({"cloudtrail": {"source": "ec2.amazonaws.com", "names": ["RunInstances"]}});
+        let both = PlaybookDocument::of(&[
+            declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag")),
+            declared(&playbook("b", &calls, "tag")),
+        ])
+        .unwrap()
+        .unwrap();
+        let member = both.member_forwarded.unwrap();
+        assert_eq!(member["source"], json!(["aws.ec2"]), "{member}");
+        assert_eq!(both.forwarded.unwrap()["$or"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn several_triggers_are_one_pattern_and_the_same_trigger_twice_is_one() {
+        let d = PlaybookDocument::of(&[
+            declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag")),
+            declared(&playbook("b", &guardduty("Backdoor:EC2/"), "tag")),
+            declared(&playbook("c", &json!({"manual": {}}), "tag")),
+            declared(&playbook("d", &guardduty("Trojan:EC2/"), "tag")),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.forwarded.unwrap()["$or"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_step_this_build_cannot_carry_out_is_refused_before_anything_ships() {
+        let d = PlaybookDocument::of(&[declared(&playbook(
+            "a",
+            &guardduty("Backdoor:EC2/"),
+            "patch.install",
+        ))])
+        .unwrap()
+        .unwrap();
+        let e = d.refuse_unrunnable().unwrap_err().to_string();
+        assert!(e.contains("step s uses `patch.install`"), "{e}");
+        assert!(e.contains("nothing was changed"), "{e}");
+        let fine =
+            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
+                .unwrap()
+                .unwrap();
+        fine.refuse_unrunnable().unwrap();
+    }
+
+    #[test]
+    fn a_pattern_longer_than_eventbridge_takes_is_refused_with_the_way_out() {
+        let many: Vec<Declared> = (0..40)
+            .map(|i| {
+                declared(&playbook(
+                    &format!("p{i}"),
+                    &guardduty(&format!("Backdoor:EC2/Variant{i:03}")),
+                    "tag",
+                ))
+            })
+            .collect();
+        let e = PlaybookDocument::of(&many).unwrap_err().to_string();
+        assert!(e.contains("EventBridge takes 2048"), "{e}");
+    }
+}

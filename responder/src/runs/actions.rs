@@ -1,0 +1,500 @@
+//! The catalogue's actions carried out in a member account, each reading what it changes first
+//! (the prior state a release puts back) and returning what it did as a ledger step.
+//!
+//! `ec2.quarantine` changes groups in two phases, as a containment does: security group changes
+//! do not end tracked connections, so phase 1 moves the interfaces to the untracked group and
+//! phase 2, after the configured wait, to the quarantine group. The engine comes back for phase 2
+//! through the isolation queue; the run stays on the step meanwhile.
+
+use std::fmt::Write as _;
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use serde_json::{json, Map, Value};
+
+use crate::aws_error::{AwsFailure, CallError, Described};
+use crate::clients::MemberClients;
+use crate::entities::iam::{Kind, Principal};
+use crate::entities::instance::{self, Ctx};
+use crate::entities::StepOutcome;
+use crate::entity::{IamPrincipal, Instance};
+use crate::ledger::Step;
+
+/// The actions this module carries out in member accounts. With the engine's own (`notify`,
+/// `finding.update`, `verify`), these are what a declared playbook may use with this build:
+/// install and upgrade refuse a playbook that names any other.
+pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
+    "tag",
+    "untag",
+    "ec2.snapshot_volumes",
+    "ec2.quarantine",
+    "ec2.release_quarantine",
+    "iam.revoke_sessions",
+    "iam.restore_sessions",
+    "iam.session_instance",
+];
+
+/// Carried out by the engine from the security account.
+pub const IN_SECURITY_ACCOUNT: &[&str] = &["notify", "finding.update", "verify"];
+
+/// Whether this responder build carries out `action` (control steps are the run's own).
+pub fn runnable(action: &str) -> bool {
+    IN_MEMBER_ACCOUNTS.contains(&action)
+        || IN_SECURITY_ACCOUNT.contains(&action)
+        || quell_playbook::catalogue::CONTROL.contains(&action)
+}
+
+/// Where a run acts.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub partition: &'a str,
+    pub account: &'a str,
+    pub region: &'a str,
+    pub name_prefix: &'a str,
+    /// The run's ledger key: tags and descriptions name it.
+    pub run: &'a str,
+}
+
+/// What one phase of an action did.
+#[derive(Debug, Clone)]
+pub struct Acted {
+    /// Ledger steps, named `<step>.<part>`.
+    pub parts: Vec<(String, StepOutcome)>,
+    pub outputs: Map<String, Value>,
+    /// Another phase is due after the isolation wait.
+    pub next_phase: Option<u8>,
+}
+
+impl Acted {
+    fn one(part: &str, outcome: StepOutcome, outputs: Map<String, Value>) -> Acted {
+        Acted {
+            parts: vec![(part.to_owned(), outcome)],
+            outputs,
+            next_phase: None,
+        }
+    }
+}
+
+fn refused(call: &str, message: String) -> CallError {
+    CallError {
+        call: call.into(),
+        failure: AwsFailure {
+            code: Some("Quell.Playbook".into()),
+            message,
+        },
+    }
+}
+
+fn instance_of(place: &Place<'_>, id: &str) -> Instance {
+    Instance {
+        partition: place.partition.to_owned(),
+        region: place.region.to_owned(),
+        account: place.account.to_owned(),
+        id: id.to_owned(),
+    }
+}
+
+fn role_of(place: &Place<'_>, name: &str) -> IamPrincipal {
+    IamPrincipal {
+        partition: place.partition.to_owned(),
+        account: place.account.to_owned(),
+        path: "/".into(),
+        name: name.to_owned(),
+    }
+}
+
+/// Carries out phase `phase` (1 first) of `action` with `with` on `target`; `earlier` holds the
+/// ledger steps of the run so far (phase 2 of a quarantine reads phase 1's).
+pub async fn carry_out(
+    m: &MemberClients,
+    place: &Place<'_>,
+    action: &str,
+    with: &Value,
+    target: &str,
+    phase: u8,
+    wait_seconds: i32,
+) -> Result<Acted, CallError> {
+    let vm = instance_of(place, target);
+    let ctx = Ctx {
+        ec2: &m.ec2,
+        iam: &m.iam,
+        instance: &vm,
+        request_id: place.run,
+        name_prefix: place.name_prefix,
+    };
+    match action {
+        "tag" => tag(m, target, with).await,
+        "untag" => untag(m, target, with).await,
+        "ec2.snapshot_volumes" => snapshot_volumes(&ctx, with).await,
+        "ec2.quarantine" => quarantine(&ctx, with, phase, wait_seconds).await,
+        "iam.revoke_sessions" => {
+            let who = role_of(place, target);
+            let p = Principal {
+                kind: Kind::Role,
+                who: &who,
+            };
+            let outcome =
+                crate::entities::iam::run(&m.iam, p, "revoke_older_sessions", chrono::Utc::now())
+                    .await?;
+            Ok(Acted::one("revoke_older_sessions", outcome, Map::new()))
+        }
+        "iam.session_instance" => session_instance(m, target, with).await,
+        other => Err(refused(
+            "playbook",
+            format!("this responder build does not carry out `{other}`"),
+        )),
+    }
+}
+
+/// Undoes what `parts` (the step's ledger steps) did, with the catalogue's inverse.
+pub async fn undo(
+    m: &MemberClients,
+    place: &Place<'_>,
+    inverse: &str,
+    target: &str,
+    parts: &[Step],
+) -> Result<StepOutcome, CallError> {
+    let vm = instance_of(place, target);
+    let ctx = Ctx {
+        ec2: &m.ec2,
+        iam: &m.iam,
+        instance: &vm,
+        request_id: place.run,
+        name_prefix: place.name_prefix,
+    };
+    let named: Vec<Step> = parts
+        .iter()
+        .map(|s| Step {
+            name: s.name.rsplit('.').next().unwrap_or_default().to_owned(),
+            ..s.clone()
+        })
+        .collect();
+    let refs: Vec<&Step> = named.iter().collect();
+    match inverse {
+        "untag" | "tag" => restore_tags(m, target, &named).await,
+        "ec2.release_quarantine" => {
+            let mut results = instance::release(&ctx, &refs).await;
+            match results.pop() {
+                Some((_, outcome)) => outcome,
+                None => Err(refused(
+                    "playbook",
+                    "nothing recorded to release: the quarantine did not reach its second phase"
+                        .into(),
+                )),
+            }
+        }
+        "iam.restore_sessions" => {
+            let who = role_of(place, target);
+            let p = Principal {
+                kind: Kind::Role,
+                who: &who,
+            };
+            let mut results = crate::entities::iam::release(&m.iam, p, &refs, false).await;
+            results.pop().map_or_else(
+                || {
+                    Err(refused(
+                        "playbook",
+                        "no revocation recorded to release".into(),
+                    ))
+                },
+                |(_, r)| r,
+            )
+        }
+        other => Err(refused(
+            "playbook",
+            format!("this responder build cannot release with `{other}`"),
+        )),
+    }
+}
+
+fn text_map(with: &Value, key: &str) -> Vec<(String, String)> {
+    with[key]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
+        .collect()
+}
+
+async fn current_tags(m: &MemberClients, id: &str) -> Result<Map<String, Value>, CallError> {
+    let out = m
+        .ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(id)
+                .build(),
+        )
+        .send()
+        .await
+        .described("ec2:DescribeTags")?;
+    Ok(out
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), json!(t.value().unwrap_or_default()))))
+        .collect())
+}
+
+async fn tag(m: &MemberClients, id: &str, with: &Value) -> Result<Acted, CallError> {
+    let tags = text_map(with, "tags");
+    let before = current_tags(m, id).await?;
+    let prior: Map<String, Value> = tags
+        .iter()
+        .map(|(k, _)| (k.clone(), before.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    let mut call = m.ec2.create_tags().resources(id);
+    for (k, v) in &tags {
+        call = call.tags(Tag::builder().key(k).value(v).build());
+    }
+    call.send().await.described("ec2:CreateTags")?;
+    let keys: Vec<&str> = tags.iter().map(|(k, _)| k.as_str()).collect();
+    Ok(Acted::one(
+        "tags",
+        StepOutcome::done(
+            format!("tagged {id}: {}", keys.join(", ")),
+            json!({ "tags": prior }),
+            json!({ "tags": tags.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>() }),
+        ),
+        Map::new(),
+    ))
+}
+
+async fn untag(m: &MemberClients, id: &str, with: &Value) -> Result<Acted, CallError> {
+    let keys: Vec<String> = with["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let before = current_tags(m, id).await?;
+    let prior: Map<String, Value> = keys
+        .iter()
+        .map(|k| (k.clone(), before.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    let mut call = m.ec2.delete_tags().resources(id);
+    for k in &keys {
+        call = call.tags(Tag::builder().key(k).build());
+    }
+    call.send().await.described("ec2:DeleteTags")?;
+    Ok(Acted::one(
+        "tags",
+        StepOutcome::done(
+            format!("removed tags from {id}: {}", keys.join(", ")),
+            json!({ "tags": prior }),
+            json!({ "tags": keys.iter().map(|k| (k.clone(), Value::Null)).collect::<Map<_, _>>() }),
+        ),
+        Map::new(),
+    ))
+}
+
+/// Puts each tag back as it was before the step, unless someone changed it since: a tag whose
+/// value is no longer the one the step set is left alone and named.
+async fn restore_tags(
+    m: &MemberClients,
+    id: &str,
+    parts: &[Step],
+) -> Result<StepOutcome, CallError> {
+    let Some(step) = parts.iter().find(|s| s.name == "tags") else {
+        return Err(refused(
+            "playbook",
+            "no tag change recorded to release".into(),
+        ));
+    };
+    let now = current_tags(m, id).await?;
+    let mut put = Vec::new();
+    let mut delete = Vec::new();
+    let mut drifted = Vec::new();
+    for (key, set) in step.new["tags"].as_object().into_iter().flatten() {
+        if now.get(key).unwrap_or(&Value::Null) != set {
+            drifted.push(key.clone());
+            continue;
+        }
+        match step.prior["tags"].get(key).and_then(Value::as_str) {
+            Some(value) => put.push((key.clone(), value.to_owned())),
+            None => delete.push(key.clone()),
+        }
+    }
+    if !put.is_empty() {
+        let mut call = m.ec2.create_tags().resources(id);
+        for (k, v) in &put {
+            call = call.tags(Tag::builder().key(k).value(v).build());
+        }
+        call.send().await.described("ec2:CreateTags")?;
+    }
+    if !delete.is_empty() {
+        let mut call = m.ec2.delete_tags().resources(id);
+        for k in &delete {
+            call = call.tags(Tag::builder().key(k).build());
+        }
+        call.send().await.described("ec2:DeleteTags")?;
+    }
+    let mut detail = format!(
+        "tags on {id} put back as they were ({} restored, {} removed)",
+        put.len(),
+        delete.len()
+    );
+    if !drifted.is_empty() {
+        let _ = write!(
+            detail,
+            "; changed since, left alone: {}",
+            drifted.join(", ")
+        );
+    }
+    Ok(StepOutcome::done(
+        detail,
+        step.new.clone(),
+        step.prior.clone(),
+    ))
+}
+
+async fn snapshot_volumes(c: &Ctx<'_>, with: &Value) -> Result<Acted, CallError> {
+    let Some(facts) = instance::facts(c.ec2, c.instance).await? else {
+        return Err(refused(
+            "ec2:DescribeInstances",
+            format!("{} does not exist", c.instance.id),
+        ));
+    };
+    let description = with["description"].as_str().map_or_else(
+        || format!("Quell evidence, run {}", c.request_id),
+        |d| d.chars().take(255).collect(),
+    );
+    let mut taken = Vec::new();
+    for volume in &facts.volumes {
+        let snap = c
+            .ec2
+            .create_snapshot()
+            .volume_id(volume)
+            .description(&description)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .tags(Tag::builder().key("quell:run").value(c.request_id).build())
+                    .tags(
+                        Tag::builder()
+                            .key("quell:source-instance")
+                            .value(&c.instance.id)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .described("ec2:CreateSnapshot")?;
+        taken.push(snap.snapshot_id().unwrap_or_default().to_owned());
+    }
+    let mut outputs = Map::new();
+    outputs.insert("snapshot_ids".into(), json!(taken));
+    let outcome = if taken.is_empty() {
+        StepOutcome::skipped(
+            "the instance has no EBS volumes to snapshot",
+            json!({ "volumes": [] }),
+        )
+    } else {
+        StepOutcome::done(
+            format!(
+                "{} evidence snapshot(s) started: {}",
+                taken.len(),
+                taken.join(", ")
+            ),
+            json!({ "volumes": facts.volumes }),
+            json!({ "snapshots": taken }),
+        )
+    };
+    Ok(Acted::one("snapshots", outcome, outputs))
+}
+
+async fn quarantine(
+    c: &Ctx<'_>,
+    with: &Value,
+    phase: u8,
+    wait_seconds: i32,
+) -> Result<Acted, CallError> {
+    let Some(facts) = instance::facts(c.ec2, c.instance).await? else {
+        return Err(refused(
+            "ec2:DescribeInstances",
+            format!("{} does not exist", c.instance.id),
+        ));
+    };
+    let last = match with["profile"].as_str() {
+        Some("patch_egress") => "patch_egress_groups",
+        _ => "isolation_groups",
+    };
+    let part = if phase <= 1 { "untracked_groups" } else { last };
+    let outcome = instance::run(c, &facts, part, &|_| None).await?;
+    let mut outputs = Map::new();
+    if phase <= 1 {
+        outputs.insert(
+            "previous_groups".into(),
+            outcome.prior["interfaces"].clone(),
+        );
+    } else {
+        outputs.insert("isolation_group".into(), outcome.new["group"].clone());
+    }
+    Ok(Acted {
+        parts: vec![(part.to_owned(), outcome)],
+        outputs,
+        next_phase: (phase <= 1).then_some(2).filter(|_| wait_seconds >= 0),
+    })
+}
+
+/// The instance whose role credentials a session used: EC2 names an instance role's sessions
+/// after the instance, so the session name of `principal_id` (`ROLEID:SESSION`) is the instance
+/// id, which is read back and accepted only when its profile holds the run's role.
+async fn session_instance(m: &MemberClients, role: &str, with: &Value) -> Result<Acted, CallError> {
+    let principal = with["principal_id"].as_str().unwrap_or_default();
+    let session = principal
+        .split_once(':')
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    let looks_like_instance = session
+        .strip_prefix("i-")
+        .is_some_and(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if !looks_like_instance {
+        return Err(refused(
+            "playbook",
+            format!(
+                "the session {principal:?} is not an instance's: its name is not an instance id"
+            ),
+        ));
+    }
+    let vm = json!(crate::runs::resource::read(m, "AWS::EC2::Instance", session).await?);
+    let Some(profile) = vm["profile_arn"].as_str() else {
+        return Err(refused(
+            "ec2:DescribeInstances",
+            format!("{session} does not exist or has no instance profile"),
+        ));
+    };
+    let name = profile.rsplit('/').next().unwrap_or_default();
+    let roles = m
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .described("iam:GetInstanceProfile")?;
+    let holds = roles
+        .instance_profile()
+        .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == role));
+    if !holds {
+        return Err(refused(
+            "iam:GetInstanceProfile",
+            format!("{session}'s instance profile does not hold the role {role}: the session is not its"),
+        ));
+    }
+    let mut outputs = Map::new();
+    outputs.insert("instance_id".into(), json!(session));
+    Ok(Acted::one(
+        "session_instance",
+        StepOutcome::done(
+            format!("the session came from {session}, whose profile holds {role}"),
+            Value::Null,
+            json!({ "instance_id": session }),
+        ),
+        outputs,
+    ))
+}

@@ -1,0 +1,85 @@
+//! What a run's conditions see under `resource`: the target read live from its account, never
+//! what the event says about it (anyone who can put an event can say anything).
+
+use serde_json::{json, Map, Value};
+
+use crate::aws_error::{CallError, Described};
+use crate::clients::MemberClients;
+
+/// The target as AWS has it now, `None` when it does not exist. The id is what AWS returns, so
+/// a run acts on the real entity (an IAM name in another letter case is IAM's spelling).
+pub async fn read(
+    clients: &MemberClients,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Value>, CallError> {
+    match kind {
+        "AWS::EC2::Instance" => instance(clients, id).await,
+        "AWS::IAM::Role" => role(clients, id).await,
+        _ => Ok(Some(json!({ "id": id }))),
+    }
+}
+
+async fn instance(clients: &MemberClients, id: &str) -> Result<Option<Value>, CallError> {
+    let out = match clients
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .described("ec2:DescribeInstances")
+    {
+        Ok(out) => out,
+        Err(e)
+            if e.is_code("InvalidInstanceID.NotFound")
+                || e.is_code("InvalidInstanceID.Malformed") =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(i) = out
+        .reservations()
+        .iter()
+        .flat_map(aws_sdk_ec2::types::Reservation::instances)
+        .find(|i| i.instance_id() == Some(id))
+    else {
+        return Ok(None);
+    };
+    let tags: Map<String, Value> = i
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), json!(t.value().unwrap_or_default()))))
+        .collect();
+    Ok(Some(json!({
+        "id": i.instance_id(),
+        "state": i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()),
+        "tags": tags,
+        "vpc": i.vpc_id(),
+        "profile_arn": i.iam_instance_profile().and_then(|p| p.arn()),
+        "security_groups": i.security_groups().iter().filter_map(|g| g.group_id()).collect::<Vec<_>>(),
+        "launched_at": i.launch_time().map(ToString::to_string),
+    })))
+}
+
+async fn role(clients: &MemberClients, name: &str) -> Result<Option<Value>, CallError> {
+    match clients
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .described("iam:GetRole")
+    {
+        Ok(out) => Ok(out.role().map(|r| {
+            let tags: Map<String, Value> = r
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), json!(t.value())))
+                .collect();
+            json!({ "id": r.role_name(), "arn": r.arn(), "path": r.path(), "tags": tags })
+        })),
+        Err(e) if e.is_code("NoSuchEntity") => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,373 @@
+//! Declared playbooks end to end: a playbook added to the configuration reaches the responder
+//! with `quell upgrade` and no new build, and a GuardDuty finding put on a member account's bus
+//! (forwarded by the rule its trigger rendered) runs it. Every effect is read back from EC2.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use quell_responder::ledger::{Record, Status};
+use serde_json::Value;
+
+use crate::remediate::{ledger_of, put_event, uuid_like};
+use crate::support::{Sandbox, HOME};
+use crate::TestFn;
+
+pub fn tests() -> Vec<(&'static str, TestFn)> {
+    crate::online![a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardduty_names,]
+}
+
+const PLAYBOOK: &str = "guardduty-instance-compromise";
+
+/// A playbook on API calls: its trigger is forwarded by member accounts specifically.
+pub const CLOUDTRAIL_PLAYBOOK: &str = r"
+id: tag-new-instances
+version: 1
+description: Tags every instance launched.
+mode: auto
+trigger:
+  cloudtrail:
+    source: ec2.amazonaws.com
+    names: [RunInstances]
+target:
+  type: AWS::EC2::Instance
+  id: ${{ event.detail.responseElements.instancesSet.items[0].instanceId }}
+steps:
+  - id: mark
+    action: tag
+    with:
+      tags: {seen-by: quell}
+";
+
+pub fn repository() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}
+
+fn with_playbook(text: &str) -> String {
+    format!(
+        "{text}declared_playbooks:\n  - include: {}\n",
+        repository()
+            .join("playbooks")
+            .join(format!("{PLAYBOOK}.yaml"))
+            .display()
+    )
+}
+
+fn json(out: &std::process::Output) -> Result<Value> {
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "not JSON: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn change_of<'a>(plan: &'a Value, list: &str, name: &str) -> Result<&'a Value> {
+    plan[list]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .map(|x| &x["action"])
+        .with_context(|| format!("{name} in the plan's {list}: {plan}"))
+}
+
+/// The finished run on `instance`, waiting up to 60 s.
+async fn run_on(s: &Sandbox, account: &str, instance: &str) -> Result<Record> {
+    let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
+    let entity = format!("{account}/{HOME}/AWS::EC2::Instance/{instance}");
+    for _ in 0..120 {
+        if let Some(r) = ledger
+            .for_entity(&entity)
+            .await?
+            .into_iter()
+            .find(|r| r.key.starts_with(&format!("run:{PLAYBOOK}:")))
+        {
+            if r.run.as_ref().is_some_and(|run| run.status.finished()) {
+                return Ok(r);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(s.home().join("sandbox/responder.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    bail!(
+        "no finished run of {PLAYBOOK} on {instance} within 60 s; the responder's log ends:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// The GuardDuty finding of the shipped fixture, about `instance` in `account`, under a fresh id.
+fn finding(account: &str, instance: &str) -> Result<Value> {
+    let text = std::fs::read_to_string(
+        repository().join("playbooks/fixtures/events/guardduty-ec2-cryptocurrency.json"),
+    )?
+    .replace("111122223333", account)
+    .replace("i-0feedc0ffee123456", instance)
+    .replace("8e2c3a7b9d1f4e6a0b5c2d8f7e9a1b3c", &uuid_like());
+    Ok(serde_json::from_str::<Value>(&text)?["detail"].clone())
+}
+
+async fn groups_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<Vec<String>> {
+    let out = ec2
+        .describe_network_interfaces()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(out
+        .network_interfaces()
+        .iter()
+        .flat_map(|n| {
+            n.groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_owned))
+        })
+        .collect())
+}
+
+async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardduty_names(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let config = s.config_variant("declared.yaml", with_playbook)?;
+    let config = config.to_str().unwrap_or_default();
+
+    // The plan: the document is uploaded and the security stack names it. Member accounts
+    // forward every finding already, so no StackSet changes; the responder package is not built
+    // or uploaded again.
+    let plan = json(&s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "upgrade",
+        "--config",
+        config,
+        "--dry-run",
+    ])?)?;
+    ensure!(plan["upload_playbooks"].is_string(), "{plan}");
+    ensure!(
+        plan["upload_artifact"] == false,
+        "no new responder build: {plan}"
+    );
+    ensure!(
+        change_of(&plan, "stacks", "quell-security")? == "update",
+        "{plan}"
+    );
+    for set in ["quell-member-regional", "quell-member-roles"] {
+        ensure!(
+            change_of(&plan, "stack_sets", set)? == "unchanged",
+            "{set}: {plan}"
+        );
+    }
+    s.must(&["--sandbox", "upgrade", "--config", config, "--yes"])?;
+    s.settings_applied().await;
+
+    let account = s.members()[0].clone();
+    let ec2 = aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?);
+    let launched = ec2
+        .run_instances()
+        .image_id("ami-0abcdef1234567890")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await?;
+    let instance = launched
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .context("an instance")?
+        .to_owned();
+    let before = groups_of(&ec2, &instance).await?;
+    ensure!(!before.is_empty(), "the instance has groups");
+
+    put_event(
+        &s,
+        &account,
+        HOME,
+        "aws.guardduty",
+        "GuardDuty Finding",
+        &finding(&account, &instance)?,
+    )
+    .await?;
+    let record = run_on(&s, &account, &instance).await?;
+    let run = record.run.as_ref().context("a run")?;
+    ensure!(
+        record.status == Status::Succeeded,
+        "the run succeeded: {:?} {:?}",
+        run.status,
+        record.steps
+    );
+    let outcomes: Vec<(&str, &str)> = run
+        .steps
+        .iter()
+        .map(|st| (st.id.as_str(), st.outcome.as_str()))
+        .collect();
+    // The emulator has no BatchUpdateFindings: the note fails, recorded, and the playbook goes
+    // on (`on_error: continue`), as a finding update never undoes a containment.
+    ensure!(
+        outcomes
+            == [
+                ("evidence", "done"),
+                ("isolate", "done"),
+                ("note", "failed"),
+                ("tell", "done")
+            ],
+        "{outcomes:?}"
+    );
+
+    // Evidence first: a snapshot of the instance's volume, tagged with the run.
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:quell:source-instance")
+                .values(&instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    let taken = &run.steps[0].outputs["snapshot_ids"];
+    ensure!(
+        snapshots.snapshots().len() == taken.as_array().map_or(0, Vec::len)
+            && !snapshots.snapshots().is_empty(),
+        "the evidence snapshots are there: {taken} {:?}",
+        snapshots.snapshots()
+    );
+    ensure!(
+        snapshots.snapshots().iter().all(|snap| snap
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("quell:run") && t.value() == Some(record.key.as_str()))),
+        "tagged with the run"
+    );
+    let first_snapshot = record
+        .steps
+        .iter()
+        .position(|st| st.name == "evidence.snapshots")
+        .context("the snapshot step is recorded")?;
+    let first_isolation = record
+        .steps
+        .iter()
+        .position(|st| st.name.starts_with("isolate."))
+        .context("the isolation is recorded")?;
+    ensure!(
+        first_snapshot < first_isolation,
+        "evidence before isolation"
+    );
+
+    // Then isolation, in two phases, read back: every interface in Quell's isolation group only.
+    let isolation = record
+        .step("isolate.isolation_groups")
+        .context("phase 2 recorded")?
+        .new["group"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        record.step("isolate.untracked_groups").is_some(),
+        "phase 1 recorded"
+    );
+    let after = groups_of(&ec2, &instance).await?;
+    ensure!(
+        after == [isolation.clone()],
+        "isolated: {after:?} (was {before:?})"
+    );
+
+    // The same finding again (EventBridge delivers at least once) starts nothing new.
+    let again = finding(&account, &instance)?;
+    let mut same = again.clone();
+    same["id"] = run.context["finding"]["id"].clone();
+    same["arn"] = run.context["finding"]["arn"].clone();
+    put_event(
+        &s,
+        &account,
+        HOME,
+        "aws.guardduty",
+        "GuardDuty Finding",
+        &same,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
+    let runs = ledger
+        .for_entity(&format!("{account}/{HOME}/AWS::EC2::Instance/{instance}"))
+        .await?;
+    ensure!(runs.len() == 1, "one run for one finding: {}", runs.len());
+
+    // A change to a step only is a new document for the security stack; the member StackSet's
+    // forwarding stays as it is.
+    let edited = std::fs::read_to_string(repository().join(format!("playbooks/{PLAYBOOK}.yaml")))?
+        .replace(
+            "Isolated ${{ finding.resource_id }}",
+            "Quell isolated ${{ finding.resource_id }}",
+        );
+    let copy = s.home().join("edited-playbook.yaml");
+    std::fs::write(&copy, edited)?;
+    let steps_only = s.config_variant("declared-edited.yaml", |text| {
+        format!(
+            "{text}declared_playbooks:\n  - include: {}\n",
+            copy.display()
+        )
+    })?;
+    let plan = json(&s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "upgrade",
+        "--config",
+        steps_only.to_str().unwrap_or_default(),
+        "--dry-run",
+    ])?)?;
+    ensure!(plan["upload_playbooks"].is_string(), "{plan}");
+    ensure!(
+        change_of(&plan, "stacks", "quell-security")? == "update",
+        "{plan}"
+    );
+    ensure!(
+        change_of(&plan, "stack_sets", "quell-member-regional")? == "unchanged",
+        "a step change needs no StackSet update: {plan}"
+    );
+
+    // A CloudTrail trigger names calls that member accounts must forward: a StackSet update.
+    let calls = s.home().join("calls-playbook.yaml");
+    std::fs::write(&calls, CLOUDTRAIL_PLAYBOOK)?;
+    let with_calls = s.config_variant("declared-calls.yaml", |text| {
+        format!(
+            "{text}declared_playbooks:\n  - include: {}\n",
+            calls.display()
+        )
+    })?;
+    let plan = json(&s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "upgrade",
+        "--config",
+        with_calls.to_str().unwrap_or_default(),
+        "--dry-run",
+    ])?)?;
+    ensure!(
+        change_of(&plan, "stack_sets", "quell-member-regional")? == "update",
+        "a CloudTrail trigger is forwarded by members: {plan}"
+    );
+
+    // Back to the configuration the other tests use: the playbook and its forwarding go.
+    let original = s.config_path();
+    s.must(&[
+        "--sandbox",
+        "upgrade",
+        "--config",
+        original.to_str().unwrap_or_default(),
+        "--yes",
+    ])?;
+    s.settings_applied().await;
+    Ok(())
+}
