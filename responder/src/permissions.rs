@@ -67,6 +67,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("secretsmanager:GetSecretValue", Execution),
     op("securityhub:BatchUpdateFindings", Execution),
     op("sts:AssumeRole", Execution),
+    // The declared playbooks' document, in the artifacts bucket.
+    op("s3:GetObject", Execution),
     op("iam:GetRole", Execution),
     op("iam:GetUser", Execution),
     // Member accounts: containment.
@@ -108,6 +110,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("ec2:RevokeSecurityGroupEgress", Member),
     op("ec2:CreateTags", Member),
     op("ec2:DescribeTags", Member),
+    op("ec2:DeleteTags", Member),
     op("ec2:CreateSnapshot", Member),
     op("ec2:CopySnapshot", Member),
     op("ec2:DeleteSnapshot", Member),

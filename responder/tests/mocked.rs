@@ -20,6 +20,8 @@ mod authorization;
 mod isolation;
 #[path = "mocked/playbooks.rs"]
 mod playbooks;
+#[path = "mocked/runs.rs"]
+mod runs;
 #[path = "mocked/trust.rs"]
 mod trust;
 
@@ -51,6 +53,8 @@ struct World {
     /// EBS snapshots of the member account, and finding updates sent to Security Hub.
     snapshots: HashMap<String, playbooks::Snap>,
     finding_updates: Vec<playbooks::FindingUpdate>,
+    /// The member instance's tags, as EC2 has them.
+    instance_tags: HashMap<String, String>,
     /// Operation name -> error codes to answer with, one per call, before answering normally.
     failures: HashMap<&'static str, VecDeque<&'static str>>,
     calls: HashMap<&'static str, usize>,
@@ -813,6 +817,16 @@ fn responder_full(
     s3: Option<aws_sdk_s3::Client>,
     settings: Settings,
 ) -> Responder {
+    Responder::with_clients(clients(w, first_iam, ec2, s3), settings)
+}
+
+/// The clients `responder_full` uses, for tests that replace one more.
+fn clients(
+    w: &Shared,
+    first_iam: Vec<Rule>,
+    ec2: aws_sdk_ec2::Client,
+    s3: Option<aws_sdk_s3::Client>,
+) -> Clients {
     let base = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -824,7 +838,7 @@ fn responder_full(
         s3: s3.unwrap_or_else(|| mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[])),
         organizations: organizations(),
     };
-    let clients = Clients {
+    Clients {
         base,
         dynamodb: dynamodb(w),
         sns: sns(w),
@@ -836,8 +850,7 @@ fn responder_full(
         iam: authorization::security_account_iam(),
         member: Arc::new(move |_| member.clone()),
         counter: quell_responder::clients::CallCounter::default(),
-    };
-    Responder::with_clients(clients, settings)
+    }
 }
 
 fn world() -> Shared {

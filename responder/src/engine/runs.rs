@@ -147,9 +147,17 @@ impl Responder {
                         ))
                     })?
                     .into_bytes();
-                Library::parse(&key, &body)
-                    .map(Arc::new)
-                    .map_err(ResponderError::Settings)
+                // A refused document is kept as refused: reading it again would refuse it again.
+                Ok::<_, ResponderError>(Arc::new(Library::parse(&key, &body).unwrap_or_else(
+                    |why| {
+                        tracing::error!(document = %key, reason = %why, declared_playbooks_refused = 1_u8, "declared playbooks refused");
+                        Library {
+                            key: key.clone(),
+                            playbooks: Vec::new(),
+                            refused: Some(why),
+                        }
+                    },
+                )))
             })
             .await?;
         Ok(Some(library.clone()))
@@ -165,6 +173,15 @@ impl Responder {
         let Some(library) = self.library().await? else {
             return Ok(Vec::new());
         };
+        if let Some(why) = &library.refused {
+            return Ok(vec![Outcome {
+                key: format!("event:{message_id}"),
+                status: Status::Rejected,
+                code: Some("declared_playbooks_refused".into()),
+                message: why.clone(),
+                transient: false,
+            }]);
+        }
         let matches: Vec<(&Playbook, Option<Finding>)> = library
             .playbooks
             .iter()
@@ -172,7 +189,27 @@ impl Responder {
             .filter_map(|p| p.trigger.matches(event).map(|m| (p, m.finding)))
             .collect();
         if matches.is_empty() {
-            return Ok(Vec::new());
+            // An event of a kind the playbooks take (forwarded for them) that none matches is
+            // theirs to skip, not an unknown event.
+            let theirs = library.playbooks.iter().any(|p| {
+                p.trigger.forwarding_pattern().is_some_and(|pattern| {
+                    pattern["source"]
+                        .as_array()
+                        .is_some_and(|s| s.contains(&event["source"]))
+                        && pattern["detail-type"]
+                            .as_array()
+                            .is_some_and(|d| d.contains(&event["detail-type"]))
+                })
+            });
+            if !theirs {
+                return Ok(Vec::new());
+            }
+            let why = if event["detail"]["service"]["additionalInfo"]["sample"] == true {
+                "a GuardDuty sample finding describes nothing real; no run starts"
+            } else {
+                "no declared playbook's trigger matches this event"
+            };
+            return Ok(vec![skipped(&format!("event:{message_id}"), why.into())]);
         }
         let mut outcomes = Vec::new();
         for (playbook, finding) in matches {
@@ -1037,8 +1074,23 @@ impl Responder {
             Ok(e) => e,
             Err(refused) => return Ok(Err(refused.0)),
         };
+        // Taken in one conditional write: of two decisions sent at once, one counts and the
+        // other is refused (and may be sent again).
+        let seen = target.updated_at;
         target.run = Some(Box::new(run));
         target.decided_by = Some(principal_arn.clone());
+        target.updated_at = Utc::now();
+        let taken = self
+            .ledger
+            .save_if_unchanged(&target, seen)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot record the decision: {e}")))?;
+        if !taken {
+            return Ok(Err(format!(
+                "run {} changed a moment ago; send the decision again",
+                target.key
+            )));
+        }
         self.drive(&mut target, &playbook, effects, None).await?;
         Ok(Ok(target))
     }

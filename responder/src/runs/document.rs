@@ -22,6 +22,9 @@ pub fn key_for(body: &[u8]) -> String {
 pub struct Library {
     pub key: String,
     pub playbooks: Vec<Playbook>,
+    /// Why the document was refused, when it was: then no declared playbook runs (the built-in
+    /// ones still do), and every event a trigger would have taken says so.
+    pub refused: Option<String>,
 }
 
 impl Library {
@@ -51,6 +54,7 @@ impl Library {
         Ok(Library {
             key: key.to_owned(),
             playbooks,
+            refused: None,
         })
     }
 }

@@ -84,7 +84,7 @@ fn strict(w: &Shared, extra: &[(&str, &str)]) -> Responder {
 }
 
 /// A request as Lambda hands it over from the `kind` queue, stamped by SQS with `sender`.
-fn queued(kind: &str, message_id: &str, body: &Value, sender: Option<&str>) -> Value {
+pub fn queued(kind: &str, message_id: &str, body: &Value, sender: Option<&str>) -> Value {
     let attributes = match sender {
         Some(s) => json!({"SenderId": s, "ApproximateReceiveCount": "1"}),
         None => json!({"ApproximateReceiveCount": "1"}),

@@ -1,0 +1,394 @@
+//! Declared playbooks' runs against mocks: what the sandbox cannot show. Approvals need senders
+//! AWS authenticated (the emulator stamps none); a document changed in the bucket, a finding
+//! that names another account, a GuardDuty sample finding, an exemption added while a run waits
+//! and timers delivered early or twice are each tried here as an attacker or the platform would.
+
+use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use quell_responder::ledger::Status;
+use quell_responder::runs::document::key_for;
+use quell_responder::Responder;
+use serde_json::{json, Value};
+
+use super::authorization::queued;
+use super::playbooks::{event_delivery, request_delivery, EVENTS_QUEUE};
+use super::{calls, clients, record, settings_with, world, Shared, ACCOUNT};
+
+const INSTANCE: &str = "i-0123456789abcdef0";
+const ANALYST: &str = "arn:aws:iam::222233334444:role/team/Analyst";
+const JO: &str = "arn:aws:sts::222233334444:assumed-role/Analyst/jo";
+const KIM: &str = "arn:aws:sts::222233334444:assumed-role/Analyst/kim";
+const ANALYST_ID: &str = "AROAANALYST000000001";
+
+/// A GuardDuty instance playbook with `steps`.
+fn playbook(steps: &Value) -> Value {
+    json!({
+        "id": "gd-tag", "version": 1, "description": "Tags an instance GuardDuty names.",
+        "mode": "auto",
+        "trigger": {"guardduty": {"types": ["CryptoCurrency:EC2/"], "min_severity": 5, "resource_types": ["Instance"]}},
+        "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+        "scope": {"exempt_tag": "quell:exempt"},
+        "steps": steps
+    })
+}
+
+fn tag_step() -> Value {
+    json!({"id": "mark", "action": "tag", "with": {"tags": {"quell:incident": "${{ finding.id }}"}}})
+}
+
+/// The member account's EC2: one running instance whose tags are the world's.
+fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
+    use aws_sdk_ec2::operation::{create_tags::*, describe_instances::*, describe_tags::*};
+    use aws_sdk_ec2::types::{
+        Instance, InstanceState, InstanceStateName, Reservation, Tag, TagDescription,
+    };
+    let describe = {
+        let w = w.clone();
+        mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(move |_| {
+            let world = w.lock().unwrap();
+            let tags = world
+                .instance_tags
+                .iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build());
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            Instance::builder()
+                                .instance_id(INSTANCE)
+                                .vpc_id("vpc-1")
+                                .state(
+                                    InstanceState::builder()
+                                        .name(InstanceStateName::Running)
+                                        .build(),
+                                )
+                                .set_tags(Some(tags.collect()))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+    };
+    let describe_tags = {
+        let w = w.clone();
+        mock!(aws_sdk_ec2::Client::describe_tags).then_compute_output(move |_| {
+            let world = w.lock().unwrap();
+            DescribeTagsOutput::builder()
+                .set_tags(Some(
+                    world
+                        .instance_tags
+                        .iter()
+                        .map(|(k, v)| {
+                            TagDescription::builder()
+                                .key(k)
+                                .value(v)
+                                .resource_id(INSTANCE)
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .build()
+        })
+    };
+    let create = {
+        let w = w.clone();
+        mock!(aws_sdk_ec2::Client::create_tags).then_compute_output(move |req| {
+            let mut world = w.lock().unwrap();
+            world.call("CreateTags");
+            for t in req.tags() {
+                world.instance_tags.insert(
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                );
+            }
+            CreateTagsOutput::builder().build()
+        })
+    };
+    mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&describe, &describe_tags, &create]
+    )
+}
+
+/// A responder whose declared playbooks are `playbooks`, with the bucket serving `served` under
+/// their key (what someone who can write the bucket may have put there instead).
+fn responder_serving(w: &Shared, playbooks: &[Value], served: Option<Vec<u8>>) -> Responder {
+    let document = serde_json::to_vec(playbooks).unwrap();
+    let uri = format!("s3://quell-artifacts/{}", key_for(&document));
+    let body = served.unwrap_or(document);
+    let get = mock!(aws_sdk_s3::Client::get_object).then_compute_output(move |_| {
+        aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.clone()))
+            .build()
+    });
+    let mut all = clients(w, Vec::new(), ec2(w), None);
+    all.s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&get]);
+    Responder::with_clients(
+        all,
+        settings_with(&[
+            ("QUELL_EVENTS_QUEUE_ARN", EVENTS_QUEUE),
+            ("QUELL_DECLARED_PLAYBOOKS", &uri),
+        ]),
+    )
+}
+
+fn responder(w: &Shared, playbooks: &[Value]) -> Responder {
+    responder_serving(w, playbooks, None)
+}
+
+/// GuardDuty's event about the instance, from `envelope` naming `named` in its finding.
+fn finding_event(envelope: &str, named: &str, sample: bool) -> Value {
+    json!({
+        "version": "0", "id": format!("ev-{named}-{sample}"), "detail-type": "GuardDuty Finding",
+        "source": "aws.guardduty", "account": envelope, "region": "us-east-1", "time": "2026-11-30T08:00:00Z",
+        "resources": [],
+        "detail": {
+            "schemaVersion": "2.0", "accountId": named, "region": "us-east-1", "partition": "aws",
+            "id": "f1", "arn": format!("arn:aws:guardduty:us-east-1:{named}:detector/d/finding/f1"),
+            "type": "CryptoCurrency:EC2/BitcoinTool.B!DNS", "severity": 8, "title": "mining",
+            "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": INSTANCE}},
+            "service": {"resourceRole": "ACTOR", "additionalInfo": {"sample": sample}}
+        }
+    })
+}
+
+async fn deliver_finding(r: &Responder, envelope: &str, named: &str, sample: bool) -> Value {
+    r.handle(event_delivery(
+        &format!("m-{named}-{sample}"),
+        &finding_event(envelope, named, sample),
+    ))
+    .await
+    .unwrap()
+}
+
+/// The one run record in the world's ledger.
+fn the_run(w: &Shared) -> quell_responder::ledger::Record {
+    let key = {
+        let world = w.lock().unwrap();
+        let keys: Vec<&String> = world
+            .ledger
+            .keys()
+            .filter(|k| k.starts_with("run:"))
+            .collect();
+        assert_eq!(keys.len(), 1, "one run: {keys:?}");
+        keys[0].clone()
+    };
+    record(w, &key)
+}
+
+/// `quell approve RUN --step S` as the decide queue delivers it, from `requester` whom SQS
+/// stamped with `sender`.
+fn approval(key: &str, step: &str, requester: &str, sender: Option<&str>, n: u32) -> Value {
+    let body = json!({"version": "1", "request_id": format!("decision-{n}"), "action": "approve",
+        "entity": key, "reason": "ticket 9", "requester": requester, "options": {"step": step}});
+    queued("decide", &format!("q-{n}"), &body, sender)
+}
+
+#[tokio::test]
+async fn a_finding_runs_its_playbook_once_in_the_account_that_sent_it() {
+    let w = world();
+    let r = responder(&w, &[playbook(&json!([tag_step()]))]);
+    let out = deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{out} {run:?}");
+    assert_eq!(w.lock().unwrap().instance_tags["quell:incident"], "f1");
+    assert!(run
+        .entity
+        .as_deref()
+        .unwrap()
+        .starts_with(&format!("{ACCOUNT}/us-east-1/")));
+    // Delivered again (at least once): acted on once.
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+#[tokio::test]
+async fn a_document_that_does_not_hash_to_its_key_runs_nothing() {
+    let w = world();
+    let honest = playbook(&json!([tag_step()]));
+    let mut forged = honest.clone();
+    forged["steps"][0]["with"]["tags"] = json!({"owner": "attacker"});
+    let r = responder_serving(&w, &[honest], Some(serde_json::to_vec(&[forged]).unwrap()));
+    let out = deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    assert_eq!(out[0]["code"], "declared_playbooks_refused", "{out}");
+    assert!(
+        out[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("do not hash to their key"),
+        "{out}"
+    );
+    assert_eq!(calls(&w, "CreateTags"), 0);
+    assert!(w.lock().unwrap().instance_tags.is_empty());
+}
+
+#[tokio::test]
+async fn a_finding_naming_another_account_or_a_sample_finding_runs_nothing() {
+    let w = world();
+    let r = responder(&w, &[playbook(&json!([tag_step()]))]);
+    // A member puts an event about an instance in another account on its own bus.
+    let out = deliver_finding(&r, "444455556666", ACCOUNT, false).await;
+    assert!(
+        out.to_string()
+            .contains("acts only in the account that produced its event"),
+        "{out}"
+    );
+    let out = deliver_finding(&r, ACCOUNT, ACCOUNT, true).await;
+    assert!(out.to_string().contains("sample finding"), "{out}");
+    assert_eq!(calls(&w, "CreateTags"), 0);
+    assert!(!w
+        .lock()
+        .unwrap()
+        .ledger
+        .keys()
+        .any(|k| k.starts_with("run:")));
+}
+
+fn approval_first(min: u64) -> Value {
+    playbook(&json!([
+        {"id": "agree", "action": "approval", "timeout": "4h", "on_timeout": "end",
+         "with": {"approvers": [ANALYST], "min": min, "summary": "tag ${{ finding.resource_id }}?"}},
+        tag_step()
+    ]))
+}
+
+#[tokio::test]
+async fn an_approval_counts_only_distinct_verified_approvers() {
+    let w = world();
+    let r = responder(&w, &[approval_first(2)]);
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Waiting, "{run:?}");
+    assert!(
+        w.lock()
+            .unwrap()
+            .published
+            .iter()
+            .any(|m| m["event"] == "awaiting_approval"
+                && m["record"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("--step agree")),
+        "the approvers are asked, with the command"
+    );
+    let key = run.key.clone();
+
+    // Through the ExternalId topic nobody is authenticated: refused.
+    let topic = request_delivery(
+        "t-1",
+        &json!({"version": "1", "request_id": "decision-topic", "action": "approve", "entity": key,
+                "reason": "r", "requester": JO, "options": {"step": "agree"}}),
+    );
+    r.handle(topic).await.unwrap();
+    assert_eq!(record(&w, "decision-topic").status, Status::Rejected);
+
+    // jo approves twice: one person, one approval.
+    let jo = format!("{ANALYST_ID}:jo");
+    r.handle(approval(&key, "agree", JO, Some(&jo), 1))
+        .await
+        .unwrap();
+    r.handle(approval(&key, "agree", JO, Some(&jo), 2))
+        .await
+        .unwrap();
+    assert_eq!(the_run(&w).status, Status::Waiting);
+    assert_eq!(
+        calls(&w, "CreateTags"),
+        0,
+        "nothing before the second approver"
+    );
+
+    // kim is the second person: the step is approved and the tag written.
+    let kim = format!("{ANALYST_ID}:kim");
+    r.handle(approval(&key, "agree", KIM, Some(&kim), 3))
+        .await
+        .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{run:?}");
+    assert_eq!(
+        run.run.as_ref().unwrap().steps[0].approvers,
+        vec![jo, kim],
+        "both recorded"
+    );
+    assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+#[tokio::test]
+async fn an_exemption_tag_added_during_the_wait_wins_over_the_approval() {
+    let w = world();
+    let r = responder(&w, &[approval_first(1)]);
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let key = the_run(&w).key;
+    w.lock()
+        .unwrap()
+        .instance_tags
+        .insert("quell:exempt".into(), "forensics team has it".into());
+    let jo = format!("{ANALYST_ID}:jo");
+    r.handle(approval(&key, "agree", JO, Some(&jo), 1))
+        .await
+        .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Failed, "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("forensics team has it"),
+        "{run:?}"
+    );
+    assert_eq!(calls(&w, "CreateTags"), 0);
+}
+
+#[tokio::test]
+async fn a_timer_early_is_chained_and_a_timer_twice_acts_once() {
+    let w = world();
+    let waits = playbook(&json!([
+        {"id": "cool_off", "action": "wait", "with": {"for": "2h"}},
+        tag_step()
+    ]));
+    let r = responder(&w, &[waits]);
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let wake = {
+        let world = w.lock().unwrap();
+        let (queue, body) = world.queued.last().cloned().expect("a timer was sent");
+        assert!(queue.ends_with("-isolation"), "{queue}");
+        body
+    };
+    let deliver = |n: u32, body: &str| {
+        json!({"Records": [{
+            "messageId": format!("wake-{n}"), "receiptHandle": "r", "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
+            "awsRegion": "us-east-1"
+        }]})
+    };
+    // Two hours are eight 15-minute links: an early delivery sends the next one and acts not.
+    let sent = w.lock().unwrap().queued.len();
+    r.handle(deliver(1, &wake)).await.unwrap();
+    assert_eq!(w.lock().unwrap().queued.len(), sent + 1, "the next link");
+    assert_eq!(calls(&w, "CreateTags"), 0);
+
+    // Due now (the run's wait set to the past) and delivered twice: one tag.
+    let mut due: Value = serde_json::from_str(&wake).unwrap();
+    due["at"] = json!("2020-01-01T00:00:00Z");
+    {
+        let mut world = w.lock().unwrap();
+        let key = world
+            .ledger
+            .keys()
+            .find(|k| k.starts_with("run:"))
+            .cloned()
+            .unwrap();
+        let item = world.ledger.get_mut(&key).unwrap();
+        let mut stored: Value = serde_json::from_str(item["record"].as_s().unwrap()).unwrap();
+        stored["run"]["status"]["until"] = json!("2020-01-01T00:00:00Z");
+        item.insert(
+            "record".into(),
+            aws_sdk_dynamodb::types::AttributeValue::S(stored.to_string()),
+        );
+    }
+    r.handle(deliver(2, &due.to_string())).await.unwrap();
+    r.handle(deliver(3, &due.to_string())).await.unwrap();
+    assert_eq!(the_run(&w).status, Status::Succeeded);
+    assert_eq!(calls(&w, "CreateTags"), 1);
+}
