@@ -69,6 +69,8 @@ pub enum Command {
     Release(ReleaseArgs),
     /// List containments and releases from the ledger, newest first.
     History(HistoryArgs),
+    /// Runs of the declared playbooks: the latest, or one as a timeline with what it waits for.
+    Runs(RunsArgs),
     /// Replace the ExternalId that authenticates containment messages; the old one is still
     /// accepted for the grace period, so publishers can switch without a gap.
     RotateExternalId(RotateArgs),
@@ -275,6 +277,17 @@ pub struct HistoryArgs {
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// At most this many records.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// One run's id (run:<playbook>:<hash>:<window>), shown step by step.
+    pub id: Option<String>,
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
 }

@@ -54,11 +54,11 @@ pub struct Outcome {
 }
 
 /// Where requests go: the deployment found from the configuration.
-struct Connection {
-    security: SdkConfig,
+pub(crate) struct Connection {
+    pub(crate) security: SdkConfig,
     /// The caller's own identity, which requests are sent with.
     sender: SdkConfig,
-    deployment: Deployment,
+    pub(crate) deployment: Deployment,
     caller: Caller,
     name: String,
     security_account: String,
@@ -78,7 +78,10 @@ fn config_path(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Resul
     anyhow::bail!("no configuration: pass --config FILE (the one `quell install` used), or create quell.yaml here")
 }
 
-async fn connect(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(
+    global: &GlobalArgs,
+    explicit: Option<&PathBuf>,
+) -> anyhow::Result<Connection> {
     let config = Config::load(&config_path(global, explicit)?)?;
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;

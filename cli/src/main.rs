@@ -22,6 +22,7 @@ mod playbook_commands;
 mod playbook_document;
 mod printer;
 mod render;
+mod runs_command;
 mod sandbox;
 mod status;
 mod uninstall;
@@ -92,6 +93,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::Contain(args) => contain::run(&global, &args, printer).await,
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,
+        Command::Runs(args) => runs_command::run(&global, &args, printer).await,
         Command::RotateExternalId(args) => {
             contain::rotate_external_id(&global, &args, printer).await
         }
