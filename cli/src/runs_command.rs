@@ -41,7 +41,9 @@ pub async fn run(global: &GlobalArgs, args: &RunsArgs, printer: &Printer) -> any
             let _ = writeln!(t, "no runs of declared playbooks");
         }
         for r in &runs {
-            let Some(run) = r.run.as_deref() else { continue };
+            let Some(run) = r.run.as_deref() else {
+                continue;
+            };
             let _ = writeln!(
                 t,
                 "{}  {:<9} {} v{}  {}  {}  {}",
@@ -68,7 +70,11 @@ fn standing(run: &Run) -> String {
     match &run.status {
         RunStatus::Running { step: i, attempt } => format!("at {} (attempt {attempt})", step(*i)),
         RunStatus::Waiting { step: i, until } => {
-            format!("waiting at {} until {}", step(*i), until.format("%Y-%m-%d %H:%M UTC"))
+            format!(
+                "waiting at {} until {}",
+                step(*i),
+                until.format("%Y-%m-%d %H:%M UTC")
+            )
         }
         RunStatus::Succeeded => "succeeded".into(),
         RunStatus::Ended { reason } => format!("ended: {reason}"),
@@ -101,13 +107,21 @@ fn timeline(r: &Record, printer: &Printer) -> String {
         let _ = writeln!(t, "  about     {reason}");
     }
     for step in &run.steps {
-        let outcome = if step.outcome.is_empty() { "-" } else { &step.outcome };
+        let outcome = if step.outcome.is_empty() {
+            "-"
+        } else {
+            &step.outcome
+        };
         let _ = writeln!(t, "  {:<10} {outcome}", step.id);
         if !step.approvers.is_empty() {
             let _ = writeln!(t, "             approved by {}", step.approvers.join(", "));
         }
         let prefix = format!("{}.", step.id);
-        let changes: Vec<_> = r.steps.iter().filter(|s| s.name.starts_with(&prefix)).collect();
+        let changes: Vec<_> = r
+            .steps
+            .iter()
+            .filter(|s| s.name.starts_with(&prefix))
+            .collect();
         // A failed step's error is its last change's detail, when it got that far.
         if let (Some(e), true) = (&step.error, changes.is_empty()) {
             let _ = writeln!(t, "             {}", clipped(e, DETAIL));
@@ -123,10 +137,17 @@ fn timeline(r: &Record, printer: &Printer) -> String {
         }
     }
     for release in r.steps.iter().filter(|s| s.name.starts_with("release.")) {
-        let _ = writeln!(t, "  {:<10} {:?} {}", release.name, release.status, release.detail);
+        let _ = writeln!(
+            t,
+            "  {:<10} {:?} {}",
+            release.name, release.status, release.detail
+        );
     }
     // An approval asks with the command (the record's reason says so); a plain wait does not.
-    let asks = r.reason.as_deref().is_some_and(|x| x.contains("quell approve"));
+    let asks = r
+        .reason
+        .as_deref()
+        .is_some_and(|x| x.contains("quell approve"));
     if let (true, RunStatus::Waiting { step, .. }) = (asks, &run.status) {
         if let Some(s) = run.steps.get(*step) {
             let _ = writeln!(

@@ -392,6 +392,36 @@ impl Ledger {
         }
     }
 
+    /// Who holds the entity's lock now, if anyone (an expired lock is held by no one).
+    pub async fn holder(
+        &self,
+        entity: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, CallError> {
+        let held = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                "request_id",
+                AttributeValue::S(format!("{LOCK_PREFIX}{entity}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .described("dynamodb:GetItem (lock)")?;
+        let text = |k: &str| {
+            held.item()
+                .and_then(|i| i.get(k))
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+        };
+        let live = text("expires_at")
+            .and_then(|e| DateTime::parse_from_rfc3339(&e).ok())
+            .is_some_and(|e| e > now);
+        Ok(text("owner").filter(|_| live))
+    }
+
     pub async fn unlock(&self, entity: &str, owner: &str) -> Result<(), CallError> {
         let r = self
             .client

@@ -225,12 +225,19 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
     // `quell runs` lists it and shows it step by step.
     let listed = json(&s.must(&["--sandbox", "--output", "json", "runs"])?)?;
     ensure!(
-        listed.as_array().is_some_and(|l| l.iter().any(|r| r["key"] == record.key.as_str())),
+        listed
+            .as_array()
+            .is_some_and(|l| l.iter().any(|r| r["key"] == record.key.as_str())),
         "listed: {listed}"
     );
     let shown = s.must(&["--sandbox", "runs", &record.key])?;
     let shown = String::from_utf8_lossy(&shown.stdout);
-    for words in ["SUCCEEDED", "evidence", "evidence snapshot(s) started", "isolation group"] {
+    for words in [
+        "SUCCEEDED",
+        "evidence",
+        "evidence snapshot(s) started",
+        "isolation group",
+    ] {
         ensure!(shown.contains(words), "{words:?} in:\n{shown}");
     }
 

@@ -182,12 +182,16 @@ impl Responder {
                 transient: false,
             }]);
         }
+        let mut outcomes = self.deliver_to_waiting_runs(event, &library).await?;
         let matches: Vec<(&Playbook, Option<Finding>)> = library
             .playbooks
             .iter()
             .filter(|p| p.trigger.forwarding_pattern().is_some())
             .filter_map(|p| p.trigger.matches(event).map(|m| (p, m.finding)))
             .collect();
+        if matches.is_empty() && !outcomes.is_empty() {
+            return Ok(outcomes);
+        }
         if matches.is_empty() {
             // An event of a kind the playbooks take (forwarded for them) that none matches is
             // theirs to skip, not an unknown event.
@@ -211,7 +215,6 @@ impl Responder {
             };
             return Ok(vec![skipped(&format!("event:{message_id}"), why.into())]);
         }
-        let mut outcomes = Vec::new();
         for (playbook, finding) in matches {
             let outcome = match self.origin_of(event, finding.as_ref()).await {
                 Ok(origin) => {
@@ -221,6 +224,85 @@ impl Responder {
                 Err(why) => skipped(&format!("run:{}", playbook.id), why),
             };
             outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Events about a finding a run waits for (`wait_for`) move that run on. The event must
+    /// come from the run's own account, like any event a run acts on.
+    async fn deliver_to_waiting_runs(
+        &self,
+        event: &Value,
+        library: &Library,
+    ) -> Result<Vec<Outcome>, ResponderError> {
+        let mut outcomes = Vec::new();
+        for finding in quell_playbook::finding::findings(event) {
+            let pointer = pointer_for(&finding.arn);
+            let Some(key) = self
+                .ledger
+                .holder(&pointer, Utc::now())
+                .await
+                .map_err(|e| ResponderError::Aws(e.to_string()))?
+            else {
+                continue;
+            };
+            let Some(mut record) = self
+                .ledger
+                .get(&key)
+                .await
+                .map_err(|e| ResponderError::Aws(e.to_string()))?
+            else {
+                continue;
+            };
+            let Some(run) = record.run.as_deref().cloned() else {
+                continue;
+            };
+            if let Err(why) = self.origin_of(event, Some(&finding)).await {
+                outcomes.push(skipped(&key, why));
+                continue;
+            }
+            if record.account.as_deref() != Some(finding.account.as_str()) {
+                outcomes.push(skipped(
+                    &key,
+                    "the finding is not in the run's account".into(),
+                ));
+                continue;
+            }
+            let Some(playbook) = library
+                .playbook(&run.playbook)
+                .filter(|p| p.version == run.version)
+                .cloned()
+            else {
+                continue;
+            };
+            let seen = record.updated_at;
+            let mut run = run;
+            let effects = run
+                .advance(
+                    &playbook,
+                    Input::Event {
+                        finding: serde_json::to_value(&finding).unwrap_or_default(),
+                    },
+                    Utc::now(),
+                )
+                .unwrap_or_default();
+            if effects.is_empty() {
+                continue;
+            }
+            record.run = Some(Box::new(run));
+            record.updated_at = Utc::now();
+            if !self
+                .ledger
+                .save_if_unchanged(&record, seen)
+                .await
+                .map_err(|e| ResponderError::Aws(e.to_string()))?
+            {
+                continue;
+            }
+            if let Some(run) = record.run.as_deref() {
+                let _ = self.ledger.unlock(&wait_pointer(run), &record.key).await;
+            }
+            outcomes.push(Box::pin(self.drive(&mut record, &playbook, effects, None)).await?);
         }
         Ok(outcomes)
     }
@@ -540,6 +622,16 @@ impl Responder {
                     record.status = ledger_status(&run.status);
                     record.updated_at = Utc::now();
                     self.save_run(record).await?;
+                    if is_wait_for(playbook, &step) {
+                        // Events about the run's finding find the run through this pointer.
+                        let pointer = wait_pointer(&run);
+                        if let Err(e) = self.ledger.lock(&pointer, &record.key, now, at).await {
+                            return Err(ResponderError::Aws(format!(
+                                "cannot let events about the finding reach run {}: {e}",
+                                record.key
+                            )));
+                        }
+                    }
                     self.wake_later(&Wake {
                         quell_run: record.key.clone(),
                         step,
@@ -605,8 +697,10 @@ impl Responder {
                         record.reason = Some(reason.clone());
                     }
                     let hold = format!("run:{}:{account}:{region}:{}", playbook.id, run.target);
-                    if let Err(e) = self.ledger.unlock(&hold, &record.key).await {
-                        tracing::warn!(run = %record.key, error = %e, "the run's hold on its target stays until it expires");
+                    for lock in [hold, wait_pointer(&run)] {
+                        if let Err(e) = self.ledger.unlock(&lock, &record.key).await {
+                            tracing::warn!(run = %record.key, error = %e, "a lock of the run stays until it expires");
+                        }
                     }
                 }
             }
@@ -1094,6 +1188,22 @@ impl Responder {
         self.drive(&mut target, &playbook, effects, None).await?;
         Ok(Ok(target))
     }
+}
+
+fn is_wait_for(playbook: &Playbook, step: &str) -> bool {
+    playbook
+        .steps
+        .iter()
+        .any(|s| s.id == step && s.action == "wait_for")
+}
+
+/// The lock item through which events about a finding find the run waiting for them.
+fn pointer_for(finding_arn: &str) -> String {
+    format!("wait_for:{}", short_hash(finding_arn))
+}
+
+fn wait_pointer(run: &Run) -> String {
+    pointer_for(run.context["finding"]["arn"].as_str().unwrap_or_default())
 }
 
 /// A run's entity in the ledger: where it acts and on what.

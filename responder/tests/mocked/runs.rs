@@ -37,7 +37,9 @@ fn tag_step() -> Value {
 
 /// The member account's EC2: one running instance whose tags are the world's.
 fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
-    use aws_sdk_ec2::operation::{create_tags::*, describe_instances::*, describe_tags::*};
+    use aws_sdk_ec2::operation::{
+        create_tags::*, delete_tags::*, describe_instances::*, describe_tags::*,
+    };
     use aws_sdk_ec2::types::{
         Instance, InstanceState, InstanceStateName, Reservation, Tag, TagDescription,
     };
@@ -104,10 +106,20 @@ fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
             CreateTagsOutput::builder().build()
         })
     };
+    let delete = {
+        let w = w.clone();
+        mock!(aws_sdk_ec2::Client::delete_tags).then_compute_output(move |req| {
+            let mut world = w.lock().unwrap();
+            for t in req.tags() {
+                world.instance_tags.remove(t.key().unwrap_or_default());
+            }
+            DeleteTagsOutput::builder().build()
+        })
+    };
     mock_client!(
         aws_sdk_ec2,
         RuleMode::MatchAny,
-        &[&describe, &describe_tags, &create]
+        &[&describe, &describe_tags, &create, &delete]
     )
 }
 
@@ -391,4 +403,74 @@ async fn a_timer_early_is_chained_and_a_timer_twice_acts_once() {
     r.handle(deliver(3, &due.to_string())).await.unwrap();
     assert_eq!(the_run(&w).status, Status::Succeeded);
     assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+fn inspector_event(envelope: &str, status: &str) -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../playbooks/fixtures/events/inspector2-package-vulnerability.json"
+    ))
+    .unwrap();
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    event["account"] = json!(envelope);
+    event["id"] = json!(format!("inspector-{envelope}-{status}"));
+    event["detail"]["status"] = json!(status);
+    event
+}
+
+#[tokio::test]
+async fn a_wait_for_moves_on_only_for_its_finding_closing_in_its_account() {
+    let w = world();
+    let closes = json!({
+        "id": "cve-tag", "version": 1, "description": "Tags until Inspector closes the finding.",
+        "mode": "auto",
+        "trigger": {"inspector": {"types": ["PACKAGE_VULNERABILITY"], "min_severity": "CRITICAL"}},
+        "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+        "steps": [
+            tag_step(),
+            {"id": "closed", "action": "wait_for", "timeout": "7d", "on_timeout": "fail",
+             "with": {"event": {"path": "finding.status", "equals": "CLOSED"}}},
+            {"id": "put_back", "action": "release", "with": {"steps": ["mark"]}}
+        ]
+    });
+    let r = responder(&w, &[closes]);
+    r.handle(event_delivery("i-1", &inspector_event(ACCOUNT, "ACTIVE")))
+        .await
+        .unwrap();
+    assert_eq!(the_run(&w).status, Status::Waiting);
+    assert!(w
+        .lock()
+        .unwrap()
+        .instance_tags
+        .contains_key("quell:incident"));
+
+    // Another member says the finding closed: not its finding to close.
+    r.handle(event_delivery(
+        "i-2",
+        &inspector_event("444455556666", "CLOSED"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(the_run(&w).status, Status::Waiting);
+
+    // Still active: the condition does not hold.
+    r.handle(event_delivery("i-3", &inspector_event(ACCOUNT, "ACTIVE")))
+        .await
+        .unwrap();
+    assert_eq!(the_run(&w).status, Status::Waiting);
+
+    // Inspector closes it: the release puts the tags back as they were (none).
+    r.handle(event_delivery("i-4", &inspector_event(ACCOUNT, "CLOSED")))
+        .await
+        .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{run:?}");
+    assert!(
+        !w.lock()
+            .unwrap()
+            .instance_tags
+            .contains_key("quell:incident"),
+        "released"
+    );
+    assert!(run.step("release.mark").is_some(), "{:?}", run.steps);
 }
