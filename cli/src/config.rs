@@ -60,6 +60,10 @@ pub struct Config {
     /// checked by `crate::declared`, which keeps each key's line and column.
     #[serde(default)]
     pub declared_playbooks: Vec<serde_json::Value>,
+    /// SSM documents the declared playbooks may run with `ssm.run_document`, besides the patch
+    /// baselines: your own reviewed documents, by name.
+    #[serde(default)]
+    pub ssm_documents: Vec<String>,
     /// The declared playbooks, checked, as the responder is given them; set by `load`.
     #[serde(skip)]
     pub playbook_document: Option<crate::playbook_document::PlaybookDocument>,
@@ -357,7 +361,8 @@ impl Config {
         })?;
         let mut config = Config::parse(&text, path)?;
         let declared = crate::declared::load(path)?;
-        config.playbook_document = crate::playbook_document::PlaybookDocument::of(&declared)?;
+        config.playbook_document =
+            crate::playbook_document::PlaybookDocument::of(&declared, &config.ssm_documents)?;
         Ok(config)
     }
 
@@ -400,6 +405,22 @@ impl Config {
             return Err(err("name".into(), format!("'{}' is not usable as a resource prefix; expected 1-20 lowercase letters, digits and '-', starting with a letter", self.name)));
         }
         check_region(&self.home_region).map_err(|p| err("home_region".into(), p))?;
+        for (i, d) in self.ssm_documents.iter().enumerate() {
+            let shaped = (3..=128).contains(&d.len())
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !shaped {
+                return Err(err(
+                    format!("ssm_documents[{i}]"),
+                    format!(
+                        "{d:?} is not an SSM document name (3-128 letters, digits, '_', '-', '.')"
+                    ),
+                ));
+            }
+            if matches!(d.as_str(), "AWS-RunShellScript" | "AWS-RunPowerShellScript") {
+                return Err(err(format!("ssm_documents[{i}]"), format!("{d} runs any command line a playbook would hand it; allow-list a reviewed document of your own that takes no command")));
+            }
+        }
         if self.regions.is_empty() {
             return Err(err(
                 "regions".into(),
@@ -619,6 +640,24 @@ targets:
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("quell.yaml"))
+    }
+
+    #[test]
+    fn an_ssm_document_that_runs_any_command_or_is_not_a_name_is_refused() {
+        for (doc, words) in [
+            ("AWS-RunShellScript", "runs any command line"),
+            ("team doc", "is not an SSM document name"),
+        ] {
+            let e = parse(&format!("{GOOD}ssm_documents: [\"{doc}\"]\n")).unwrap_err();
+            assert_eq!(e.key, "ssm_documents[0]");
+            assert!(e.problem.contains(words), "{e}");
+        }
+        assert_eq!(
+            parse(&format!("{GOOD}ssm_documents: [Team-Harden]\n"))
+                .unwrap()
+                .ssm_documents,
+            ["Team-Harden"]
+        );
     }
 
     #[test]

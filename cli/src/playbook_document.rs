@@ -37,9 +37,37 @@ pub struct PlaybookDocument {
 impl PlaybookDocument {
     /// The document for `declared`, `None` when there are none. Refuses patterns EventBridge
     /// would refuse.
-    pub fn of(declared: &[Declared]) -> anyhow::Result<Option<PlaybookDocument>> {
+    pub fn of(
+        declared: &[Declared],
+        ssm_documents: &[String],
+    ) -> anyhow::Result<Option<PlaybookDocument>> {
         if declared.is_empty() {
             return Ok(None);
+        }
+        for d in declared {
+            for step in d
+                .playbook
+                .steps
+                .iter()
+                .filter(|s| s.action == "ssm.run_document")
+            {
+                let document = step
+                    .with
+                    .get("document")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let allowed = quell_responder::playbooks::language::catalogue::DEFAULT_DOCUMENTS
+                    .contains(&document)
+                    || ssm_documents.iter().any(|a| a == document);
+                if !allowed {
+                    anyhow::bail!(
+                        "{}: playbook {} step {} runs the SSM document {document:?}, which is not allow-listed: add it to ssm_documents in the configuration (the patch baselines are allowed already)",
+                        d.file.display(),
+                        d.playbook.id,
+                        step.id
+                    );
+                }
+            }
         }
         let unrunnable = declared
             .iter()
@@ -158,10 +186,12 @@ mod tests {
 
     #[test]
     fn the_document_is_what_the_responder_parses_and_its_key_is_its_hash() {
-        let d =
-            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
-                .unwrap()
-                .unwrap();
+        let d = PlaybookDocument::of(
+            &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
+            &[],
+        )
+        .unwrap()
+        .unwrap();
         let library = Library::parse(&d.key, &d.body).unwrap();
         assert_eq!(library.playbooks[0].id, "a");
         assert_eq!(d.forwarded.unwrap()["source"], json!(["aws.guardduty"]));
@@ -169,21 +199,28 @@ mod tests {
 
     #[test]
     fn a_step_change_changes_the_key_and_not_the_pattern_a_trigger_change_changes_both() {
-        let base =
-            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
-                .unwrap()
-                .unwrap();
-        let steps = PlaybookDocument::of(&[declared(&playbook(
-            "a",
-            &guardduty("Backdoor:EC2/"),
-            "ec2.snapshot_volumes",
-        ))])
+        let base = PlaybookDocument::of(
+            &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
+            &[],
+        )
         .unwrap()
         .unwrap();
-        let trigger =
-            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Trojan:EC2/"), "tag"))])
-                .unwrap()
-                .unwrap();
+        let steps = PlaybookDocument::of(
+            &[declared(&playbook(
+                "a",
+                &guardduty("Backdoor:EC2/"),
+                "ec2.snapshot_volumes",
+            ))],
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        let trigger = PlaybookDocument::of(
+            &[declared(&playbook("a", &guardduty("Trojan:EC2/"), "tag"))],
+            &[],
+        )
+        .unwrap()
+        .unwrap();
         assert_ne!(base.key, steps.key);
         assert_eq!(base.forwarded, steps.forwarded);
         assert_ne!(base.forwarded, trigger.forwarded);
@@ -191,18 +228,23 @@ mod tests {
 
     #[test]
     fn finding_triggers_need_nothing_more_from_members_and_cloudtrail_triggers_do() {
-        let findings =
-            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
-                .unwrap()
-                .unwrap();
+        let findings = PlaybookDocument::of(
+            &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
+            &[],
+        )
+        .unwrap()
+        .unwrap();
         assert!(findings.forwarded.is_some());
         assert_eq!(findings.member_forwarded, None);
         let calls =
             json!({"cloudtrail": {"source": "ec2.amazonaws.com", "names": ["RunInstances"]}});
-        let both = PlaybookDocument::of(&[
-            declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag")),
-            declared(&playbook("b", &calls, "tag")),
-        ])
+        let both = PlaybookDocument::of(
+            &[
+                declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag")),
+                declared(&playbook("b", &calls, "tag")),
+            ],
+            &[],
+        )
         .unwrap()
         .unwrap();
         let member = both.member_forwarded.unwrap();
@@ -212,12 +254,15 @@ mod tests {
 
     #[test]
     fn several_triggers_are_one_pattern_and_the_same_trigger_twice_is_one() {
-        let d = PlaybookDocument::of(&[
-            declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag")),
-            declared(&playbook("b", &guardduty("Backdoor:EC2/"), "tag")),
-            declared(&playbook("c", &json!({"manual": {}}), "tag")),
-            declared(&playbook("d", &guardduty("Trojan:EC2/"), "tag")),
-        ])
+        let d = PlaybookDocument::of(
+            &[
+                declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag")),
+                declared(&playbook("b", &guardduty("Backdoor:EC2/"), "tag")),
+                declared(&playbook("c", &json!({"manual": {}}), "tag")),
+                declared(&playbook("d", &guardduty("Trojan:EC2/"), "tag")),
+            ],
+            &[],
+        )
         .unwrap()
         .unwrap();
         assert_eq!(d.forwarded.unwrap()["$or"].as_array().unwrap().len(), 2);
@@ -225,20 +270,20 @@ mod tests {
 
     #[test]
     fn a_step_this_build_cannot_carry_out_is_refused_before_anything_ships() {
-        let d = PlaybookDocument::of(&[declared(&playbook(
-            "a",
-            &guardduty("Backdoor:EC2/"),
-            "patch.install",
-        ))])
+        let mut ticket = playbook("a", &guardduty("Backdoor:EC2/"), "ticket.open");
+        ticket["steps"][0]["with"] = json!({"webhook": "jira", "title": "t"});
+        let d = PlaybookDocument::of(&[declared(&ticket)], &[])
+            .unwrap()
+            .unwrap();
+        let e = d.refuse_unrunnable().unwrap_err().to_string();
+        assert!(e.contains("step s uses `ticket.open`"), "{e}");
+        assert!(e.contains("nothing was changed"), "{e}");
+        let fine = PlaybookDocument::of(
+            &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
+            &[],
+        )
         .unwrap()
         .unwrap();
-        let e = d.refuse_unrunnable().unwrap_err().to_string();
-        assert!(e.contains("step s uses `patch.install`"), "{e}");
-        assert!(e.contains("nothing was changed"), "{e}");
-        let fine =
-            PlaybookDocument::of(&[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))])
-                .unwrap()
-                .unwrap();
         fine.refuse_unrunnable().unwrap();
     }
 
@@ -253,7 +298,42 @@ mod tests {
                 ))
             })
             .collect();
-        let e = PlaybookDocument::of(&many).unwrap_err().to_string();
+        let e = PlaybookDocument::of(&many, &[]).unwrap_err().to_string();
         assert!(e.contains("EventBridge takes 2048"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod documents {
+    use super::*;
+    use quell_responder::playbooks::language::definition::Playbook;
+    use quell_responder::playbooks::language::Node;
+
+    fn runs(document: &str) -> Declared {
+        let source = json!({
+            "id": "custom", "version": 1, "description": "d", "mode": "auto",
+            "trigger": {"manual": {}},
+            "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+            "steps": [{"id": "fix", "action": "ssm.run_document", "with": {"document": document}}]
+        });
+        Declared {
+            playbook: Playbook::parse(Node::new(&source, "")).unwrap(),
+            source,
+            file: "quell.yaml".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_patch_baselines_and_allow_listed_documents_run() {
+        PlaybookDocument::of(&[runs("AWS-RunPatchBaseline")], &[]).unwrap();
+        let e = PlaybookDocument::of(&[runs("Team-Harden")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Team-Harden\", which is not allow-listed"),
+            "{e}"
+        );
+        assert!(e.contains("ssm_documents"), "{e}");
+        PlaybookDocument::of(&[runs("Team-Harden")], &["Team-Harden".into()]).unwrap();
     }
 }

@@ -184,6 +184,8 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
             .as_ref()
             .and_then(|d| d.forwarded.as_ref())
             .map(ToString::to_string),
+        "ssm_documents_json": serde_json::to_string(&config.ssm_documents)?,
+        "ssm_documents": config.ssm_documents,
         "member_forwarded": config
             .playbook_document
             .as_ref()

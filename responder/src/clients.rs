@@ -94,6 +94,8 @@ pub struct MemberClients {
     pub lambda: aws_sdk_lambda::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub s3: aws_sdk_s3::Client,
+    /// Declared playbooks' patching and allow-listed documents.
+    pub ssm: aws_sdk_ssm::Client,
     pub organizations: aws_sdk_organizations::Client,
 }
 
@@ -104,6 +106,7 @@ impl MemberClients {
             lambda: counted!(aws_sdk_lambda, config, counter, RunsAs::Member),
             ec2: counted!(aws_sdk_ec2, config, counter, RunsAs::Member),
             s3: counted!(aws_sdk_s3, config, counter, RunsAs::Member),
+            ssm: counted!(aws_sdk_ssm, config, counter, RunsAs::Member),
             // Only the organization reader's session asks Organizations anything.
             organizations: counted!(aws_sdk_organizations, config, counter, RunsAs::OrgReader),
         }

@@ -111,6 +111,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("ec2:CreateTags", Member),
     op("ec2:DescribeTags", Member),
     op("ec2:DeleteTags", Member),
+    op("ssm:SendCommand", Member),
+    op("ssm:GetCommandInvocation", Member),
     op("ec2:CreateSnapshot", Member),
     op("ec2:CopySnapshot", Member),
     op("ec2:DeleteSnapshot", Member),

@@ -35,6 +35,9 @@ pub struct Settings {
     pub playbooks: PlaybookSettings,
     /// `s3://BUCKET/declared-playbooks/SHA256.json`: the declared playbooks (`runs::document`).
     pub declared_playbooks: Option<String>,
+    /// SSM documents a playbook may run besides the patch baselines (the configuration's
+    /// `ssm_documents`).
+    pub ssm_documents: Vec<String>,
     /// The account the responder runs in: custom actions and the sweep come from here alone.
     pub security_account: String,
     /// The Region the responder runs in; its partition is the only one Quell acts in.
@@ -131,6 +134,14 @@ impl Settings {
             dead_letter_queue_url: need("QUELL_DLQ_URL")?,
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
             declared_playbooks: get("QUELL_DECLARED_PLAYBOOKS").filter(|v| !v.trim().is_empty()),
+            ssm_documents: match get("QUELL_SSM_DOCUMENTS") {
+                Some(json) if !json.trim().is_empty() => serde_json::from_str(&json).map_err(|e| {
+                    ResponderError::Settings(format!(
+                        "QUELL_SSM_DOCUMENTS is not a JSON array of document names: {e}"
+                    ))
+                })?,
+                _ => Vec::new(),
+            },
             playbooks: match get("QUELL_PLAYBOOKS") {
                 Some(json) if !json.trim().is_empty() => PlaybookSettings::parse(&json)?,
                 _ => PlaybookSettings::default(),

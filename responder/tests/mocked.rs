@@ -836,6 +836,7 @@ fn clients(
         lambda: lambda(w),
         ec2,
         s3: s3.unwrap_or_else(|| mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[])),
+        ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[]),
         organizations: organizations(),
     };
     Clients {

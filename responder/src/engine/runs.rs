@@ -61,8 +61,15 @@ pub(crate) struct Wake {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "wake", rename_all = "snake_case")]
 pub(crate) enum WakeKind {
-    Timer { at: DateTime<Utc> },
-    Phase { attempt: u32, phase: u8 },
+    Timer {
+        at: DateTime<Utc>,
+    },
+    Phase {
+        attempt: u32,
+        phase: u8,
+        /// Seconds from sending until it is due.
+        after: i64,
+    },
 }
 
 /// The run's record status for the ledger, which `quell history` and the claim read.
@@ -662,6 +669,7 @@ impl Responder {
                         region: &region,
                         name_prefix: &self.settings.name_prefix,
                         run: &record.key.clone(),
+                        ssm_documents: &self.settings.ssm_documents,
                     };
                     for (step, inverse) in steps {
                         let parts: Vec<Step> = record
@@ -883,7 +891,14 @@ impl Responder {
                     region: &region,
                     name_prefix: &self.settings.name_prefix,
                     run: &record.key.clone(),
+                    ssm_documents: &self.settings.ssm_documents,
                 };
+                let earlier: Vec<Step> = record
+                    .steps
+                    .iter()
+                    .filter(|s| s.name.starts_with(&format!("{step}.")))
+                    .cloned()
+                    .collect();
                 let acted = actions::carry_out(
                     &member,
                     &place,
@@ -892,6 +907,7 @@ impl Responder {
                     target,
                     phase,
                     self.settings.isolation_wait_seconds,
+                    &earlier,
                 )
                 .await;
                 let acted = match acted {
@@ -911,13 +927,14 @@ impl Responder {
                         .steps
                         .push(ledger_step(&format!("{step}.{part}"), Ok(outcome), started));
                 }
-                if let Some(next) = acted.next_phase {
+                if let Some((next, after)) = acted.next_phase {
                     return Ok(Acting::Later(Wake {
                         quell_run: record.key.clone(),
                         step: step.to_owned(),
                         what: WakeKind::Phase {
                             attempt,
                             phase: next,
+                            after,
                         },
                     }));
                 }
@@ -949,7 +966,7 @@ impl Responder {
             WakeKind::Timer { at } => (*at - Utc::now())
                 .num_seconds()
                 .clamp(0, LONGEST_DELAY_SECONDS),
-            WakeKind::Phase { .. } => i64::from(self.settings.isolation_wait_seconds),
+            WakeKind::Phase { after, .. } => (*after).clamp(0, LONGEST_DELAY_SECONDS),
         };
         let body = serde_json::to_string(wake).unwrap_or_default();
         self.sqs
@@ -1026,7 +1043,7 @@ impl Responder {
             record.run = Some(Box::new(run));
             return self.drive(&mut record, &playbook, effects, None).await;
         }
-        let WakeKind::Phase { attempt, phase } = wake.what else {
+        let WakeKind::Phase { attempt, phase, .. } = wake.what else {
             unreachable!("timers are handled above")
         };
         let RunStatus::Running {

@@ -31,7 +31,14 @@ pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
     "iam.revoke_sessions",
     "iam.restore_sessions",
     "iam.session_instance",
+    "ssm.run_document",
+    "patch.scan",
+    "patch.install",
 ];
+
+/// How long after sending a command its result is first asked for, and then again while it
+/// runs: patching takes minutes, and a poll is one call.
+pub const COMMAND_POLL_SECONDS: i64 = 20;
 
 /// Carried out by the engine from the security account.
 pub const IN_SECURITY_ACCOUNT: &[&str] = &["notify", "finding.update", "verify"];
@@ -52,6 +59,8 @@ pub struct Place<'a> {
     pub name_prefix: &'a str,
     /// The run's ledger key: tags and descriptions name it.
     pub run: &'a str,
+    /// SSM documents allowed besides the patch baselines.
+    pub ssm_documents: &'a [String],
 }
 
 /// What one phase of an action did.
@@ -60,8 +69,8 @@ pub struct Acted {
     /// Ledger steps, named `<step>.<part>`.
     pub parts: Vec<(String, StepOutcome)>,
     pub outputs: Map<String, Value>,
-    /// Another phase is due after the isolation wait.
-    pub next_phase: Option<u8>,
+    /// Another phase is due, this many seconds from now.
+    pub next_phase: Option<(u8, i64)>,
 }
 
 impl Acted {
@@ -103,7 +112,8 @@ fn role_of(place: &Place<'_>, name: &str) -> IamPrincipal {
 }
 
 /// Carries out phase `phase` (1 first) of `action` with `with` on `target`; `earlier` holds the
-/// ledger steps of the run so far (phase 2 of a quarantine reads phase 1's).
+/// ledger steps this step recorded in its earlier phases (a command's id, for its result).
+#[allow(clippy::too_many_arguments)]
 pub async fn carry_out(
     m: &MemberClients,
     place: &Place<'_>,
@@ -112,6 +122,7 @@ pub async fn carry_out(
     target: &str,
     phase: u8,
     wait_seconds: i32,
+    earlier: &[Step],
 ) -> Result<Acted, CallError> {
     let vm = instance_of(place, target);
     let ctx = Ctx {
@@ -138,6 +149,14 @@ pub async fn carry_out(
             Ok(Acted::one("revoke_older_sessions", outcome, Map::new()))
         }
         "iam.session_instance" => session_instance(m, target, with).await,
+        "ssm.run_document" | "patch.scan" | "patch.install" => {
+            let (document, parameters) = command_of(action, with, place.ssm_documents)?;
+            if phase <= 1 {
+                send_command(m, place, target, &document, &parameters).await
+            } else {
+                command_result(m, target, earlier, phase).await
+            }
+        }
         other => Err(refused(
             "playbook",
             format!("this responder build does not carry out `{other}`"),
@@ -438,8 +457,167 @@ async fn quarantine(
     Ok(Acted {
         parts: vec![(part.to_owned(), outcome)],
         outputs,
-        next_phase: (phase <= 1).then_some(2).filter(|_| wait_seconds >= 0),
+        next_phase: (phase <= 1).then_some((2, i64::from(wait_seconds.max(0)))),
     })
+}
+
+/// An SSM document's name and its parameters.
+type Command = (String, Vec<(String, Vec<String>)>);
+
+/// The document and parameters a command step sends: the patch baseline for `patch.*`, an
+/// allow-listed document for `ssm.run_document` (checked again here: the document is not
+/// trusted to have been checked).
+fn command_of(action: &str, with: &Value, allowed: &[String]) -> Result<Command, CallError> {
+    let baseline = quell_playbook::catalogue::DEFAULT_DOCUMENTS[0].to_owned();
+    match action {
+        "patch.scan" => Ok((baseline, vec![("Operation".into(), vec!["Scan".into()])])),
+        "patch.install" => {
+            let reboot = match with["reboot"].as_str() {
+                Some("never") => "NoReboot",
+                _ => "RebootIfNeeded",
+            };
+            Ok((
+                baseline,
+                vec![
+                    ("Operation".into(), vec!["Install".into()]),
+                    ("RebootOption".into(), vec![reboot.into()]),
+                ],
+            ))
+        }
+        _ => {
+            let document = with["document"].as_str().unwrap_or_default().to_owned();
+            let permitted = quell_playbook::catalogue::DEFAULT_DOCUMENTS
+                .contains(&document.as_str())
+                || allowed.contains(&document);
+            if !permitted {
+                return Err(refused(
+                    "ssm:SendCommand",
+                    format!("the SSM document {document:?} is not allow-listed (ssm_documents in the configuration)"),
+                ));
+            }
+            let parameters = text_map(with, "parameters")
+                .into_iter()
+                .map(|(k, v)| (k, vec![v]))
+                .collect();
+            Ok((document, parameters))
+        }
+    }
+}
+
+async fn send_command(
+    m: &MemberClients,
+    place: &Place<'_>,
+    instance: &str,
+    document: &str,
+    parameters: &[(String, Vec<String>)],
+) -> Result<Acted, CallError> {
+    let mut call = m
+        .ssm
+        .send_command()
+        .document_name(document)
+        .instance_ids(instance)
+        // SSM keeps at most 100 characters of comment.
+        .comment(place.run.chars().take(100).collect::<String>());
+    for (name, values) in parameters {
+        call = call.parameters(name, values.clone());
+    }
+    // An instance SSM does not manage is refused here (InvalidInstanceId): nothing was sent.
+    let sent = call.send().await.described("ssm:SendCommand")?;
+    let id = sent
+        .command()
+        .and_then(|c| c.command_id())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Acted {
+        parts: vec![(
+            "send_command".into(),
+            StepOutcome::done(
+                format!("{document} sent to {instance} (command {id})"),
+                Value::Null,
+                json!({ "command_id": id, "document": document }),
+            ),
+        )],
+        outputs: Map::new(),
+        next_phase: Some((2, COMMAND_POLL_SECONDS)),
+    })
+}
+
+/// The command's result on the instance: done, failed, or ask again later.
+async fn command_result(
+    m: &MemberClients,
+    instance: &str,
+    earlier: &[Step],
+    phase: u8,
+) -> Result<Acted, CallError> {
+    let Some(id) = earlier
+        .iter()
+        .rev()
+        .find(|s| s.name.ends_with(".send_command"))
+        .and_then(|s| s.new["command_id"].as_str())
+    else {
+        return Err(refused(
+            "ssm:GetCommandInvocation",
+            "no command was recorded as sent".into(),
+        ));
+    };
+    let out = match m
+        .ssm
+        .get_command_invocation()
+        .command_id(id)
+        .instance_id(instance)
+        .send()
+        .await
+        .described("ssm:GetCommandInvocation")
+    {
+        Ok(out) => out,
+        // Asked too soon after sending: SSM has not registered the invocation yet.
+        Err(e) if e.is_code("InvocationDoesNotExist") => return Ok(later(phase)),
+        Err(e) => return Err(e),
+    };
+    let status = out
+        .status()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    match status.as_str() {
+        "Pending" | "InProgress" | "Delayed" => Ok(later(phase)),
+        "Success" => {
+            let mut outputs = Map::new();
+            outputs.insert("command_id".into(), json!(id));
+            outputs.insert("status".into(), json!(status));
+            let shown: Option<String> = out
+                .standard_output_content()
+                .map(|o| o.chars().take(2000).collect());
+            Ok(Acted::one(
+                "command_result",
+                StepOutcome::done(
+                    format!("command {id} succeeded on {instance}"),
+                    Value::Null,
+                    json!({ "command_id": id, "status": status, "output": shown }),
+                ),
+                outputs,
+            ))
+        }
+        other => Err(refused(
+            "ssm:GetCommandInvocation",
+            format!(
+                "command {id} ended {other} on {instance}: {}",
+                out.standard_error_content()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(500)
+                    .collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// Nothing new yet: the next poll.
+fn later(phase: u8) -> Acted {
+    Acted {
+        parts: Vec::new(),
+        outputs: Map::new(),
+        next_phase: Some((phase.saturating_add(1), COMMAND_POLL_SECONDS)),
+    }
 }
 
 /// The instance whose role credentials a session used: EC2 names an instance role's sessions

@@ -4,6 +4,7 @@
 //! and timers delivered early or twice are each tried here as an attacker or the platform would.
 
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use quell_responder::clients::MemberClients;
 use quell_responder::ledger::Status;
 use quell_responder::runs::document::key_for;
 use quell_responder::Responder;
@@ -126,6 +127,20 @@ fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
 /// A responder whose declared playbooks are `playbooks`, with the bucket serving `served` under
 /// their key (what someone who can write the bucket may have put there instead).
 fn responder_serving(w: &Shared, playbooks: &[Value], served: Option<Vec<u8>>) -> Responder {
+    responder_with_ssm(
+        w,
+        playbooks,
+        served,
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[]),
+    )
+}
+
+fn responder_with_ssm(
+    w: &Shared,
+    playbooks: &[Value],
+    served: Option<Vec<u8>>,
+    ssm: aws_sdk_ssm::Client,
+) -> Responder {
     let document = serde_json::to_vec(playbooks).unwrap();
     let uri = format!("s3://quell-artifacts/{}", key_for(&document));
     let body = served.unwrap_or(document);
@@ -136,6 +151,15 @@ fn responder_serving(w: &Shared, playbooks: &[Value], served: Option<Vec<u8>>) -
     });
     let mut all = clients(w, Vec::new(), ec2(w), None);
     all.s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&get]);
+    let member = MemberClients {
+        iam: super::iam(w, Vec::new()),
+        lambda: super::lambda(w),
+        ec2: ec2(w),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),
+        ssm,
+        organizations: super::organizations(),
+    };
+    all.member = std::sync::Arc::new(move |_| member.clone());
     Responder::with_clients(
         all,
         settings_with(&[
@@ -473,4 +497,153 @@ async fn a_wait_for_moves_on_only_for_its_finding_closing_in_its_account() {
         "released"
     );
     assert!(run.step("release.mark").is_some(), "{:?}", run.steps);
+}
+
+/// SSM answering SendCommand with one command and GetCommandInvocation with `statuses` in turn.
+fn ssm(w: &Shared, statuses: &'static [&'static str]) -> aws_sdk_ssm::Client {
+    use aws_sdk_ssm::operation::{get_command_invocation::*, send_command::*};
+    use aws_sdk_ssm::types::{Command, CommandInvocationStatus};
+    let send = {
+        let w = w.clone();
+        mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |req| {
+            let mut world = w.lock().unwrap();
+            world.call("SendCommand");
+            world.published.push(json!({"ssm": req.document_name(), "parameters": format!("{:?}", req.parameters())}));
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id("cmd-1").build())
+                .build()
+        })
+    };
+    let result = {
+        let w = w.clone();
+        mock!(aws_sdk_ssm::Client::get_command_invocation).then_compute_output(move |_| {
+            let n = {
+                let mut world = w.lock().unwrap();
+                world.call("GetCommandInvocation");
+                world.calls["GetCommandInvocation"] - 1
+            };
+            let status = statuses[n.min(statuses.len() - 1)];
+            GetCommandInvocationOutput::builder()
+                .status(CommandInvocationStatus::from(status))
+                .standard_error_content(if status == "Failed" {
+                    "yum: no space left"
+                } else {
+                    ""
+                })
+                .build()
+        })
+    };
+    mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[&send, &result])
+}
+
+fn patch_playbook() -> Value {
+    playbook(&json!([
+        {"id": "patch", "action": "patch.install", "with": {"reboot": "if_needed"}, "outputs": ["status"]},
+        tag_step()
+    ]))
+}
+
+/// Delivers every wake the responder queued since `from`, as the isolation queue would.
+async fn deliver_wakes(r: &Responder, w: &Shared, from: usize) -> usize {
+    let bodies: Vec<String> = w.lock().unwrap().queued[from..]
+        .iter()
+        .filter(|(q, _)| q.ends_with("-isolation"))
+        .map(|(_, b)| b.clone())
+        .collect();
+    let sent = w.lock().unwrap().queued.len();
+    for (n, body) in bodies.iter().enumerate() {
+        r.handle(json!({"Records": [{
+            "messageId": format!("wake-{from}-{n}"), "receiptHandle": "r", "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
+            "awsRegion": "us-east-1"
+        }]}))
+        .await
+        .unwrap();
+    }
+    sent
+}
+
+#[tokio::test]
+async fn a_patch_is_sent_once_and_its_result_polled_until_ssm_says_it_succeeded() {
+    let w = world();
+    let r = responder_with_ssm(
+        &w,
+        &[patch_playbook()],
+        None,
+        ssm(&w, &["Pending", "InProgress", "Success"]),
+    );
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    assert_eq!(
+        the_run(&w).status,
+        Status::InProgress,
+        "waiting for the command"
+    );
+    let mut from = 0;
+    for _ in 0..5 {
+        from = deliver_wakes(&r, &w, from).await;
+    }
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{run:?}");
+    assert_eq!(calls(&w, "SendCommand"), 1, "sent once, however many polls");
+    assert_eq!(calls(&w, "GetCommandInvocation"), 3);
+    assert!(
+        w.lock()
+            .unwrap()
+            .published
+            .iter()
+            .any(|m| m["ssm"] == "AWS-RunPatchBaseline"
+                && m["parameters"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Install")),
+        "the patch baseline, Operation=Install"
+    );
+    assert_eq!(
+        run.run.as_ref().unwrap().steps[0].outputs["status"],
+        "Success"
+    );
+    assert_eq!(
+        calls(&w, "CreateTags"),
+        1,
+        "the next step ran after the patch"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_patch_fails_the_step_with_what_ssm_said_and_nothing_after_it_runs() {
+    let w = world();
+    let r = responder_with_ssm(&w, &[patch_playbook()], None, ssm(&w, &["Failed"]));
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    deliver_wakes(&r, &w, 0).await;
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Failed, "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no space left"),
+        "{run:?}"
+    );
+    assert_eq!(calls(&w, "CreateTags"), 0);
+}
+
+#[tokio::test]
+async fn a_document_not_allow_listed_is_refused_by_the_responder_too() {
+    let w = world();
+    let custom = playbook(&json!([
+        {"id": "harden", "action": "ssm.run_document", "with": {"document": "Team-Harden"}}
+    ]));
+    let r = responder_with_ssm(&w, &[custom], None, ssm(&w, &["Success"]));
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Failed, "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not allow-listed"),
+        "{run:?}"
+    );
+    assert_eq!(calls(&w, "SendCommand"), 0);
 }
