@@ -64,6 +64,9 @@ pub struct Config {
     /// baselines: your own reviewed documents, by name.
     #[serde(default)]
     pub ssm_documents: Vec<String>,
+    /// Ticket systems and notice receivers the declared playbooks name (`webhook: NAME`).
+    #[serde(default)]
+    pub webhooks: quell_responder::runs::webhook::Webhooks,
     /// The declared playbooks, checked, as the responder is given them; set by `load`.
     #[serde(skip)]
     pub playbook_document: Option<crate::playbook_document::PlaybookDocument>,
@@ -361,8 +364,11 @@ impl Config {
         })?;
         let mut config = Config::parse(&text, path)?;
         let declared = crate::declared::load(path)?;
-        config.playbook_document =
-            crate::playbook_document::PlaybookDocument::of(&declared, &config.ssm_documents)?;
+        config.playbook_document = crate::playbook_document::PlaybookDocument::of(
+            &declared,
+            &config.ssm_documents,
+            &config.webhooks,
+        )?;
         Ok(config)
     }
 
@@ -405,6 +411,31 @@ impl Config {
             return Err(err("name".into(), format!("'{}' is not usable as a resource prefix; expected 1-20 lowercase letters, digits and '-', starting with a letter", self.name)));
         }
         check_region(&self.home_region).map_err(|p| err("home_region".into(), p))?;
+        for (name, hook) in &self.webhooks {
+            let key = format!("webhooks.{name}");
+            let named = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !named {
+                return Err(err(
+                    key,
+                    "a webhook's name is 1-32 letters, digits, '-' and '_'".into(),
+                ));
+            }
+            quell_responder::runs::webhook::acceptable_url(&hook.url)
+                .map_err(|p| err(format!("{key}.url"), p))?;
+            if let Some(secret) = &hook.secret {
+                if !secret.starts_with("arn:") || !secret.contains(":secretsmanager:") {
+                    return Err(err(format!("{key}.secret"), format!("{secret:?} is not a Secrets Manager secret ARN; the secret's value is the Authorization header, and never appears here")));
+                }
+            }
+            let jira = hook.shape == quell_responder::runs::webhook::Shape::Jira;
+            if jira && (hook.project.is_none() || hook.close_transition.is_none()) {
+                return Err(err(key, "a jira webhook needs `project` (the key tickets open in) and `close_transition` (the transition id that closes one)".into()));
+            }
+        }
         for (i, d) in self.ssm_documents.iter().enumerate() {
             let shaped = (3..=128).contains(&d.len())
                 && d.chars()
@@ -640,6 +671,37 @@ targets:
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("quell.yaml"))
+    }
+
+    #[test]
+    fn a_webhook_over_plain_http_a_jira_one_without_its_project_or_a_secret_that_is_not_an_arn_is_refused(
+    ) {
+        for (hook, key, words) in [
+            (
+                "{url: 'http://tickets.example.com', shape: generic}",
+                "webhooks.t.url",
+                "use https",
+            ),
+            (
+                "{url: 'https://x.atlassian.net', shape: jira}",
+                "webhooks.t",
+                "needs `project`",
+            ),
+            (
+                "{url: 'https://x.example', shape: generic, secret: 'Bearer abc'}",
+                "webhooks.t.secret",
+                "not a Secrets Manager secret ARN",
+            ),
+        ] {
+            let e = parse(&format!("{GOOD}webhooks:\n  t: {hook}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.problem.contains(words), "{e}");
+        }
+        let ok = parse(&format!(
+            "{GOOD}webhooks:\n  t: {{url: 'https://x.example/hook', shape: generic}}\n"
+        ))
+        .unwrap();
+        assert!(ok.webhooks.contains_key("t"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use quell_responder::runs::actions::runnable;
 use quell_responder::runs::document::key_for;
+use quell_responder::runs::webhook::Webhooks;
 use serde_json::{json, Value};
 
 use crate::declared::Declared;
@@ -40,9 +41,27 @@ impl PlaybookDocument {
     pub fn of(
         declared: &[Declared],
         ssm_documents: &[String],
+        webhooks: &Webhooks,
     ) -> anyhow::Result<Option<PlaybookDocument>> {
         if declared.is_empty() {
             return Ok(None);
+        }
+        for d in declared {
+            for step in &d.playbook.steps {
+                let Some(name) = step.with.get("webhook").and_then(Value::as_str) else {
+                    continue;
+                };
+                if !webhooks.contains_key(name) {
+                    let known: Vec<&str> = webhooks.keys().map(String::as_str).collect();
+                    anyhow::bail!(
+                        "{}: playbook {} step {} names the webhook {name:?}, which the configuration's webhooks do not have ({}): add it under webhooks",
+                        d.file.display(),
+                        d.playbook.id,
+                        step.id,
+                        if known.is_empty() { "none is configured".to_owned() } else { format!("it has {}", known.join(", ")) }
+                    );
+                }
+            }
         }
         for d in declared {
             for step in d
@@ -189,6 +208,7 @@ mod tests {
         let d = PlaybookDocument::of(
             &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -202,6 +222,7 @@ mod tests {
         let base = PlaybookDocument::of(
             &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -212,12 +233,14 @@ mod tests {
                 "ec2.snapshot_volumes",
             ))],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
         let trigger = PlaybookDocument::of(
             &[declared(&playbook("a", &guardduty("Trojan:EC2/"), "tag"))],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -231,6 +254,7 @@ mod tests {
         let findings = PlaybookDocument::of(
             &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -244,6 +268,7 @@ mod tests {
                 declared(&playbook("b", &calls, "tag")),
             ],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -262,6 +287,7 @@ mod tests {
                 declared(&playbook("d", &guardduty("Trojan:EC2/"), "tag")),
             ],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -270,17 +296,18 @@ mod tests {
 
     #[test]
     fn a_step_this_build_cannot_carry_out_is_refused_before_anything_ships() {
-        let mut ticket = playbook("a", &guardduty("Backdoor:EC2/"), "ticket.open");
-        ticket["steps"][0]["with"] = json!({"webhook": "jira", "title": "t"});
-        let d = PlaybookDocument::of(&[declared(&ticket)], &[])
+        let mut contain = playbook("a", &guardduty("Backdoor:EC2/"), "iam.contain_user");
+        contain["target"] = json!({"type": "AWS::IAM::User", "id": "${{ finding.resource_id }}"});
+        let d = PlaybookDocument::of(&[declared(&contain)], &[], &Webhooks::new())
             .unwrap()
             .unwrap();
         let e = d.refuse_unrunnable().unwrap_err().to_string();
-        assert!(e.contains("step s uses `ticket.open`"), "{e}");
+        assert!(e.contains("step s uses `iam.contain_user`"), "{e}");
         assert!(e.contains("nothing was changed"), "{e}");
         let fine = PlaybookDocument::of(
             &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],
             &[],
+            &Webhooks::new(),
         )
         .unwrap()
         .unwrap();
@@ -298,7 +325,9 @@ mod tests {
                 ))
             })
             .collect();
-        let e = PlaybookDocument::of(&many, &[]).unwrap_err().to_string();
+        let e = PlaybookDocument::of(&many, &[], &Webhooks::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("EventBridge takes 2048"), "{e}");
     }
 }
@@ -324,9 +353,35 @@ mod documents {
     }
 
     #[test]
+    fn a_step_naming_a_webhook_the_configuration_lacks_is_refused_naming_those_it_has() {
+        let source = json!({
+            "id": "tickets", "version": 1, "description": "d", "mode": "auto",
+            "trigger": {"manual": {}},
+            "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+            "steps": [{"id": "open", "action": "ticket.open", "with": {"webhook": "jira", "title": "t"}}]
+        });
+        let declared = Declared {
+            playbook: Playbook::parse(Node::new(&source, "")).unwrap(),
+            source,
+            file: "quell.yaml".into(),
+        };
+        let hooks: Webhooks = serde_json::from_value(
+            json!({"servicenow": {"url": "https://x.service-now.com", "shape": "servicenow"}}),
+        )
+        .unwrap();
+        let e = PlaybookDocument::of(std::slice::from_ref(&declared), &[], &hooks)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names the webhook \"jira\""), "{e}");
+        assert!(e.contains("it has servicenow"), "{e}");
+        let with_jira: Webhooks = serde_json::from_value(json!({"jira": {"url": "https://x.atlassian.net", "shape": "jira", "project": "SEC", "close_transition": "31"}})).unwrap();
+        PlaybookDocument::of(&[declared], &[], &with_jira).unwrap();
+    }
+
+    #[test]
     fn only_the_patch_baselines_and_allow_listed_documents_run() {
-        PlaybookDocument::of(&[runs("AWS-RunPatchBaseline")], &[]).unwrap();
-        let e = PlaybookDocument::of(&[runs("Team-Harden")], &[])
+        PlaybookDocument::of(&[runs("AWS-RunPatchBaseline")], &[], &Webhooks::new()).unwrap();
+        let e = PlaybookDocument::of(&[runs("Team-Harden")], &[], &Webhooks::new())
             .unwrap_err()
             .to_string();
         assert!(
@@ -334,6 +389,11 @@ mod documents {
             "{e}"
         );
         assert!(e.contains("ssm_documents"), "{e}");
-        PlaybookDocument::of(&[runs("Team-Harden")], &["Team-Harden".into()]).unwrap();
+        PlaybookDocument::of(
+            &[runs("Team-Harden")],
+            &["Team-Harden".into()],
+            &Webhooks::new(),
+        )
+        .unwrap();
     }
 }

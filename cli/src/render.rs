@@ -185,6 +185,9 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
             .and_then(|d| d.forwarded.as_ref())
             .map(ToString::to_string),
         "ssm_documents_json": serde_json::to_string(&config.ssm_documents)?,
+        // Inside a single-quoted YAML scalar: quotes are doubled.
+        "webhooks_json": serde_json::to_string(&config.webhooks)?.replace('\'', "''"),
+        "webhook_secrets": config.webhooks.values().filter_map(|h| h.secret.clone()).collect::<Vec<_>>(),
         "ssm_documents": config.ssm_documents,
         "member_forwarded": config
             .playbook_document

@@ -38,6 +38,8 @@ pub struct Settings {
     /// SSM documents a playbook may run besides the patch baselines (the configuration's
     /// `ssm_documents`).
     pub ssm_documents: Vec<String>,
+    /// Ticket systems and notice receivers, by the name playbooks use.
+    pub webhooks: crate::runs::webhook::Webhooks,
     /// The account the responder runs in: custom actions and the sweep come from here alone.
     pub security_account: String,
     /// The Region the responder runs in; its partition is the only one Quell acts in.
@@ -134,6 +136,14 @@ impl Settings {
             dead_letter_queue_url: need("QUELL_DLQ_URL")?,
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
             declared_playbooks: get("QUELL_DECLARED_PLAYBOOKS").filter(|v| !v.trim().is_empty()),
+            webhooks: match get("QUELL_WEBHOOKS") {
+                Some(json) if !json.trim().is_empty() => serde_json::from_str(&json).map_err(|e| {
+                    ResponderError::Settings(format!(
+                        "QUELL_WEBHOOKS is not the webhooks the security stack renders: {e}"
+                    ))
+                })?,
+                _ => crate::runs::webhook::Webhooks::new(),
+            },
             ssm_documents: match get("QUELL_SSM_DOCUMENTS") {
                 Some(json) if !json.trim().is_empty() => serde_json::from_str(&json).map_err(|e| {
                     ResponderError::Settings(format!(

@@ -68,6 +68,9 @@ pub struct Responder {
     s3: aws_sdk_s3::Client,
     /// The declared playbooks, read at the first event that needs them.
     library: tokio::sync::OnceCell<Arc<crate::runs::document::Library>>,
+    /// Webhook calls, and the secrets that authorize them.
+    http: reqwest::Client,
+    secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl std::fmt::Debug for Responder {
@@ -105,7 +108,7 @@ impl Responder {
             audit: Audit::new(clients.sns, &settings.audit_topic_arn),
             sqs: clients.sqs,
             external_ids: CachedIds::new(
-                clients.secrets,
+                clients.secrets.clone(),
                 &settings.secret_id,
                 crate::secret::CACHE_LIFETIME,
             ),
@@ -119,6 +122,8 @@ impl Responder {
             origin: origin_of(&settings),
             s3: clients.s3,
             library: tokio::sync::OnceCell::new(),
+            http: reqwest::Client::new(),
+            secrets: clients.secrets.clone(),
             settings,
         }
     }

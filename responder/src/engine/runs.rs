@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Outcome, Responder};
 use crate::audit::AuditEvent;
-use crate::aws_error::CallError;
+use crate::aws_error::{CallError, Described};
 use crate::clients::MemberClients;
 use crate::contract::Action;
 use crate::entities::StepOutcome;
@@ -678,6 +678,27 @@ impl Responder {
                             .filter(|s| s.name.starts_with(&format!("{step}.")))
                             .cloned()
                             .collect();
+                        if inverse.starts_with("ticket.") {
+                            // A ticket the run opened is closed through the webhook that opened it.
+                            let opened = parts.iter().find(|p| p.name.ends_with(".ticket"));
+                            let name = opened
+                                .and_then(|p| p.new["webhook"].as_str())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let with = json!({
+                                "ticket_id": opened.map(|p| p.new["ticket_id"].clone()),
+                                "body": format!("Released by Quell run {}", record.key),
+                            });
+                            let started = Utc::now();
+                            let called =
+                                self.call_webhook(&name, &inverse, &with, &record.key).await;
+                            record.steps.push(ledger_step(
+                                &format!("release.{step}"),
+                                called.map(|(d, new, _)| StepOutcome::done(d, Value::Null, new)),
+                                started,
+                            ));
+                            continue;
+                        }
                         let target = run_target(&run, playbook, &step, &parts);
                         let started = Utc::now();
                         let member = self
@@ -807,7 +828,47 @@ impl Responder {
                     started,
                 ));
                 self.audit_or_log(AuditEvent::Started, record).await;
+                if let Some(name) = parameters["webhook"].as_str() {
+                    let called = self
+                        .call_webhook(name, action, parameters, &record.key)
+                        .await;
+                    let ok = called.is_ok();
+                    let detail = called.as_ref().err().map(ToString::to_string);
+                    record.steps.push(ledger_step(
+                        &format!("{step}.webhook"),
+                        called.map(|(d, new, _)| StepOutcome::done(d, Value::Null, new)),
+                        started,
+                    ));
+                    if !ok {
+                        return failed(detail.unwrap_or_default(), true);
+                    }
+                }
                 Map::new()
+            }
+            "ticket.open" | "ticket.comment" | "ticket.close" => {
+                let name = parameters["webhook"].as_str().unwrap_or_default();
+                match self
+                    .call_webhook(name, action, parameters, &record.key)
+                    .await
+                {
+                    Ok((detail, new, outputs)) => {
+                        record.steps.push(ledger_step(
+                            &format!("{step}.ticket"),
+                            Ok(StepOutcome::done(detail, Value::Null, new)),
+                            started,
+                        ));
+                        outputs
+                    }
+                    Err(e) => {
+                        record.steps.push(ledger_step(
+                            &format!("{step}.ticket"),
+                            Err(e.clone()),
+                            started,
+                        ));
+                        // A ticket system down for a moment is worth the step's retries.
+                        return failed(e.to_string(), true);
+                    }
+                }
             }
             "finding.update" => {
                 let finding = run.context["finding"].clone();
@@ -957,6 +1018,45 @@ impl Responder {
             attempt,
             outputs,
         }))
+    }
+
+    /// Calls webhook `name`, with its credential read from Secrets Manager for this call only.
+    async fn call_webhook(
+        &self,
+        name: &str,
+        action: &str,
+        with: &Value,
+        run: &str,
+    ) -> Result<(String, Value, Map<String, Value>), CallError> {
+        let secret = self
+            .settings
+            .webhooks
+            .get(name)
+            .and_then(|h| h.secret.clone());
+        let authorization = match secret {
+            Some(arn) => Some(
+                self.secrets
+                    .get_secret_value()
+                    .secret_id(&arn)
+                    .send()
+                    .await
+                    .described("secretsmanager:GetSecretValue (webhook)")?
+                    .secret_string()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        crate::runs::webhook::call(
+            &self.http,
+            &self.settings.webhooks,
+            name,
+            action,
+            with,
+            run,
+            authorization.as_deref(),
+        )
+        .await
     }
 
     /// Sends `wake` to the isolation queue, delayed until it is due (at most 15 minutes at a

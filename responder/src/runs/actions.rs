@@ -20,16 +20,15 @@ use crate::entity::{IamPrincipal, Instance};
 use crate::ledger::Step;
 
 /// The actions this module carries out in member accounts. With the engine's own (`notify`,
-/// `finding.update`, `verify`), these are what a declared playbook may use with this build:
-/// install and upgrade refuse a playbook that names any other.
+/// `finding.update`, `verify`, tickets), these are what a declared playbook may use with this
+/// build: install and upgrade refuse a playbook that names any other. Inverses (what `undo`
+/// runs on release) are not steps of their own.
 pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
     "tag",
     "untag",
     "ec2.snapshot_volumes",
     "ec2.quarantine",
-    "ec2.release_quarantine",
     "iam.revoke_sessions",
-    "iam.restore_sessions",
     "iam.session_instance",
     "ssm.run_document",
     "patch.scan",
@@ -41,7 +40,14 @@ pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
 pub const COMMAND_POLL_SECONDS: i64 = 20;
 
 /// Carried out by the engine from the security account.
-pub const IN_SECURITY_ACCOUNT: &[&str] = &["notify", "finding.update", "verify"];
+pub const IN_SECURITY_ACCOUNT: &[&str] = &[
+    "notify",
+    "finding.update",
+    "verify",
+    "ticket.open",
+    "ticket.comment",
+    "ticket.close",
+];
 
 /// Whether this responder build carries out `action` (control steps are the run's own).
 pub fn runnable(action: &str) -> bool {

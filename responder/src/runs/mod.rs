@@ -6,3 +6,4 @@
 pub mod actions;
 pub mod document;
 pub mod resource;
+pub mod webhook;

@@ -127,23 +127,42 @@ fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
 /// A responder whose declared playbooks are `playbooks`, with the bucket serving `served` under
 /// their key (what someone who can write the bucket may have put there instead).
 fn responder_serving(w: &Shared, playbooks: &[Value], served: Option<Vec<u8>>) -> Responder {
-    responder_with_ssm(
+    build(
         w,
         playbooks,
-        served,
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[]),
+        Setup {
+            served,
+            ..Setup::default()
+        },
     )
 }
 
-fn responder_with_ssm(
-    w: &Shared,
-    playbooks: &[Value],
+fn responder_with_ssm(w: &Shared, playbooks: &[Value], ssm: aws_sdk_ssm::Client) -> Responder {
+    build(
+        w,
+        playbooks,
+        Setup {
+            ssm: Some(ssm),
+            ..Setup::default()
+        },
+    )
+}
+
+/// What a test changes in the responder it runs against.
+#[derive(Default)]
+struct Setup {
+    /// What the bucket serves instead of the document (someone who can write it).
     served: Option<Vec<u8>>,
-    ssm: aws_sdk_ssm::Client,
-) -> Responder {
+    ssm: Option<aws_sdk_ssm::Client>,
+    secrets: Option<aws_sdk_secretsmanager::Client>,
+    /// `QUELL_WEBHOOKS`.
+    webhooks: Option<String>,
+}
+
+fn build(w: &Shared, playbooks: &[Value], setup: Setup) -> Responder {
     let document = serde_json::to_vec(playbooks).unwrap();
     let uri = format!("s3://quell-artifacts/{}", key_for(&document));
-    let body = served.unwrap_or(document);
+    let body = setup.served.unwrap_or(document);
     let get = mock!(aws_sdk_s3::Client::get_object).then_compute_output(move |_| {
         aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
             .body(aws_sdk_s3::primitives::ByteStream::from(body.clone()))
@@ -151,22 +170,28 @@ fn responder_with_ssm(
     });
     let mut all = clients(w, Vec::new(), ec2(w), None);
     all.s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&get]);
+    if let Some(secrets) = setup.secrets {
+        all.secrets = secrets;
+    }
     let member = MemberClients {
         iam: super::iam(w, Vec::new()),
         lambda: super::lambda(w),
         ec2: ec2(w),
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),
-        ssm,
+        ssm: setup
+            .ssm
+            .unwrap_or_else(|| mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[])),
         organizations: super::organizations(),
     };
     all.member = std::sync::Arc::new(move |_| member.clone());
-    Responder::with_clients(
-        all,
-        settings_with(&[
-            ("QUELL_EVENTS_QUEUE_ARN", EVENTS_QUEUE),
-            ("QUELL_DECLARED_PLAYBOOKS", &uri),
-        ]),
-    )
+    let mut env = vec![
+        ("QUELL_EVENTS_QUEUE_ARN", EVENTS_QUEUE),
+        ("QUELL_DECLARED_PLAYBOOKS", uri.as_str()),
+    ];
+    if let Some(hooks) = &setup.webhooks {
+        env.push(("QUELL_WEBHOOKS", hooks.as_str()));
+    }
+    Responder::with_clients(all, settings_with(&env))
 }
 
 fn responder(w: &Shared, playbooks: &[Value]) -> Responder {
@@ -570,7 +595,6 @@ async fn a_patch_is_sent_once_and_its_result_polled_until_ssm_says_it_succeeded(
     let r = responder_with_ssm(
         &w,
         &[patch_playbook()],
-        None,
         ssm(&w, &["Pending", "InProgress", "Success"]),
     );
     deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
@@ -613,7 +637,7 @@ async fn a_patch_is_sent_once_and_its_result_polled_until_ssm_says_it_succeeded(
 #[tokio::test]
 async fn a_failed_patch_fails_the_step_with_what_ssm_said_and_nothing_after_it_runs() {
     let w = world();
-    let r = responder_with_ssm(&w, &[patch_playbook()], None, ssm(&w, &["Failed"]));
+    let r = responder_with_ssm(&w, &[patch_playbook()], ssm(&w, &["Failed"]));
     deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
     deliver_wakes(&r, &w, 0).await;
     let run = the_run(&w);
@@ -634,7 +658,7 @@ async fn a_document_not_allow_listed_is_refused_by_the_responder_too() {
     let custom = playbook(&json!([
         {"id": "harden", "action": "ssm.run_document", "with": {"document": "Team-Harden"}}
     ]));
-    let r = responder_with_ssm(&w, &[custom], None, ssm(&w, &["Success"]));
+    let r = responder_with_ssm(&w, &[custom], ssm(&w, &["Success"]));
     deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
     let run = the_run(&w);
     assert_eq!(run.status, Status::Failed, "{run:?}");
@@ -646,4 +670,140 @@ async fn a_document_not_allow_listed_is_refused_by_the_responder_too() {
         "{run:?}"
     );
     assert_eq!(calls(&w, "SendCommand"), 0);
+}
+
+/// A ticket system on this machine: it answers every request with `{"ticket_id": "SEC-1"}` and
+/// keeps what it was sent (request line, headers, body).
+async fn ticket_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0_u8; 4096];
+            // Headers, then as much body as Content-Length says.
+            loop {
+                let n = socket.read(&mut chunk).await.unwrap_or(0);
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length || n == 0 {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            keep.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf).to_string());
+            let body = r#"{"ticket_id":"SEC-1"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+/// The security account's Secrets Manager: the ExternalIds, and the webhook's credential.
+fn secrets_with_webhook() -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+    let get = mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_compute_output(|req| {
+        let value = if req.secret_id().is_some_and(|id| id.contains("tickets")) {
+            "Bearer hook-secret-123".to_owned()
+        } else {
+            json!({"message_external_id": super::EXTERNAL_ID, "role_external_id": "role-secret"})
+                .to_string()
+        };
+        GetSecretValueOutput::builder().secret_string(value).build()
+    });
+    mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[&get])
+}
+
+#[tokio::test]
+async fn a_ticket_is_opened_with_the_secret_in_its_header_only_and_closed_on_release() {
+    let (url, seen) = ticket_server().await;
+    let w = world();
+    let playbooks = [playbook(&json!([
+        {"id": "ticket", "action": "ticket.open", "outputs": ["ticket_id"],
+         "with": {"webhook": "tickets", "title": "Mining on ${{ finding.resource_id }}", "body": "see run"}},
+        tag_step(),
+        {"id": "done", "action": "release", "with": {"steps": ["mark", "ticket"]}}
+    ]))];
+    let hooks = json!({"tickets": {"url": url, "shape": "generic",
+        "secret": "arn:aws:secretsmanager:us-east-1:222233334444:secret:tickets-AbCd"}})
+    .to_string();
+    let r = build(
+        &w,
+        &playbooks,
+        Setup {
+            secrets: Some(secrets_with_webhook()),
+            webhooks: Some(hooks),
+            ..Setup::default()
+        },
+    );
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{run:?}");
+    assert_eq!(
+        run.run.as_ref().unwrap().steps[0].outputs["ticket_id"],
+        "SEC-1"
+    );
+
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(
+        requests.len(),
+        2,
+        "opened, then closed on release: {requests:?}"
+    );
+    for (request, action) in requests.iter().zip(["open", "close"]) {
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer hook-secret-123"),
+            "{request}"
+        );
+        assert!(
+            request.contains(&format!("\"action\":\"{action}\"")),
+            "{request}"
+        );
+    }
+    assert!(
+        requests[1].contains("\"ticket_id\":\"SEC-1\""),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        !w.lock()
+            .unwrap()
+            .instance_tags
+            .contains_key("quell:incident"),
+        "the tag released too"
+    );
+
+    // The credential went to the ticket system and nowhere else.
+    let world = w.lock().unwrap();
+    let kept = format!(
+        "{:?} {:?} {:?}",
+        world.ledger, world.published, world.queued
+    );
+    assert!(
+        !kept.contains("hook-secret-123"),
+        "the credential is in a record, message or queue"
+    );
 }
