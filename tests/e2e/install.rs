@@ -69,6 +69,7 @@ async fn install_puts_the_responder_role_and_rules_in_every_account_and_region(
                     == [
                         "quell-forward-api-calls",
                         "quell-forward-config",
+                        "quell-forward-findings",
                         "quell-forward-securityhub"
                     ],
                 "{account} {region}: rules {names:?}"

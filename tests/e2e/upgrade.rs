@@ -202,7 +202,7 @@ async fn a_region_added_and_removed_adds_and_removes_exactly_its_instances(
     );
     let some = accounts.iter().next().context("an account")?;
     ensure!(
-        forwarding_rules(&s, some, NEW_REGION).await? == 3,
+        forwarding_rules(&s, some, NEW_REGION).await? == 4,
         "the rules exist in {some} {NEW_REGION}"
     );
 

@@ -66,7 +66,9 @@ def resolver(template):
     resources = template.get("Resources", {})
 
     def arn_of(name):
-        if name in PARAMETER_ARNS:
+        # A template's own resource first: the artifacts stack's bucket is a parameter of the
+        # security stack by the same name.
+        if name in PARAMETER_ARNS and name not in resources:
             return PARAMETER_ARNS[name]
         kind = resources.get(name, {}).get("Type", "")
         props = resources.get(name, {}).get("Properties", {}) or {}

@@ -466,27 +466,44 @@ impl Responder {
             "{}; document {}",
             playbook.description, library.key
         ));
-        let mut record =
-            match self.ledger.claim(fresh, now).await.map_err(|e| {
-                ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}"))
-            })? {
-                Claim::Fresh(r) => r,
-                // Cut off mid-step: the run record says where; the step is carried out again.
-                Claim::Resumed(r) if r.run.as_ref().is_some_and(|run| !run.status.finished()) => {
-                    return self.resume(r).await;
-                }
-                Claim::Resumed(r) | Claim::Busy(r) | Claim::Finished(r) => {
-                    return Ok(Outcome {
+        let mut record = match self
+            .ledger
+            .claim(fresh, now)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}")))?
+        {
+            Claim::Fresh(r) => r,
+            // Cut off mid-step: the run record says where; the step is carried out again.
+            Claim::Resumed(r) if r.run.as_ref().is_some_and(|run| !run.status.finished()) => {
+                return self.resume(r).await;
+            }
+            // The ledger's claim takes a failed record up again; a failed run stays failed.
+            Claim::Resumed(mut r) => {
+                r.status = r
+                    .run
+                    .as_ref()
+                    .map_or(Status::Failed, |run| ledger_status(&run.status));
+                r.finished_at = Some(r.updated_at);
+                self.save_run(&r).await?;
+                return Ok(Outcome {
                         key,
                         status: r.status,
                         code: Some("duplicate".into()),
-                        message:
-                            "this finding already has a run of this playbook in its dedup window"
-                                .into(),
+                        message: "this finding's run of this playbook in its dedup window has ended; nothing was done again".into(),
                         transient: false,
-                    })
-                }
-            };
+                    });
+            }
+            Claim::Busy(r) | Claim::Finished(r) => {
+                return Ok(Outcome {
+                    key,
+                    status: r.status,
+                    code: Some("duplicate".into()),
+                    message: "this finding already has a run of this playbook in its dedup window"
+                        .into(),
+                    transient: false,
+                })
+            }
+        };
         let hold = format!(
             "run:{}:{}:{}:{target}",
             playbook.id, origin.account, origin.region

@@ -650,6 +650,10 @@ async fn a_failed_patch_fails_the_step_with_what_ssm_said_and_nothing_after_it_r
         "{run:?}"
     );
     assert_eq!(calls(&w, "CreateTags"), 0);
+    // The finding delivered again: the failed run stays failed, and nothing is sent again.
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    assert_eq!(the_run(&w).status, Status::Failed);
+    assert_eq!(calls(&w, "SendCommand"), 1);
 }
 
 #[tokio::test]
