@@ -811,3 +811,43 @@ async fn a_ticket_is_opened_with_the_secret_in_its_header_only_and_closed_on_rel
         "the credential is in a record, message or queue"
     );
 }
+
+fn launched_by(arn: &str) -> Value {
+    json!({
+        "version": "0", "id": format!("ct-{}", arn.len()), "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ec2", "account": ACCOUNT, "region": "us-east-1", "time": "2026-11-30T08:00:00Z",
+        "resources": [],
+        "detail": {
+            "eventSource": "ec2.amazonaws.com", "eventName": "RunInstances", "awsRegion": "us-east-1",
+            "recipientAccountId": ACCOUNT, "eventID": format!("e-{}", arn.len()),
+            "userIdentity": {"type": "AssumedRole", "arn": arn},
+            "responseElements": {"instancesSet": {"items": [{"instanceId": INSTANCE}]}}
+        }
+    })
+}
+
+#[tokio::test]
+async fn quells_own_calls_start_no_run_and_anyone_elses_do() {
+    let w = world();
+    let on_launch = json!({
+        "id": "tag-launches", "version": 1, "description": "Tags what is launched.", "mode": "auto",
+        "trigger": {"cloudtrail": {"source": "ec2.amazonaws.com", "names": ["RunInstances"]}},
+        "target": {"type": "AWS::EC2::Instance",
+                   "id": "${{ event.detail.responseElements.instancesSet.items[0].instanceId }}"},
+        "steps": [{"id": "mark", "action": "tag", "with": {"tags": {"seen": "yes"}}}]
+    });
+    let r = responder(&w, &[on_launch]);
+    let own = "arn:aws:sts::111122223333:assumed-role/quell-responder/quell-responder";
+    let out = r
+        .handle(event_delivery("ct-1", &launched_by(own)))
+        .await
+        .unwrap();
+    assert!(out.to_string().contains("loop guard"), "{out}");
+    assert_eq!(calls(&w, "CreateTags"), 0);
+    let someone = "arn:aws:sts::111122223333:assumed-role/deployer/ci";
+    r.handle(event_delivery("ct-2", &launched_by(someone)))
+        .await
+        .unwrap();
+    assert_eq!(the_run(&w).status, Status::Succeeded);
+    assert_eq!(calls(&w, "CreateTags"), 1);
+}
