@@ -252,7 +252,8 @@ pub struct ContainArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    /// ARN of the contained entity.
+    /// ARN of the contained entity, or a declared playbook's finished run (run:...): what it
+    /// changed is undone, newest first.
     pub arn: String,
     /// Why: recorded in the ledger and in every audit message.
     #[arg(long, default_value = "released with quell release")]

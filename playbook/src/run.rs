@@ -488,6 +488,21 @@ impl Run {
         }
     }
 
+    /// `quell release RUN` on a finished run: every done step with an inverse, newest first,
+    /// marked released. Nothing when the run still goes on, or all is released already.
+    pub fn release_all(&mut self, playbook: &Playbook) -> Vec<(String, String)> {
+        if !self.status.finished() {
+            return Vec::new();
+        }
+        let undo = self.undoable(playbook, None);
+        for (id, _) in &undo {
+            if let Some(i) = self.index(id) {
+                self.steps[i].outcome = "released".into();
+            }
+        }
+        undo
+    }
+
     /// Done steps with an inverse, newest first, limited to `only` when given.
     fn undoable(
         &self,

@@ -150,6 +150,75 @@ impl Responder {
 }
 
 impl Responder {
+    /// `quell release RUN`: what a finished run changed is undone from its ledger steps, newest
+    /// first (each inverse refuses what changed since). The release is a request of its own.
+    pub(super) async fn release_run(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+    ) -> Result<Outcome, ResponderError> {
+        let mut fresh = Record::new(message.request_id.clone(), Utc::now(), &d.message_id);
+        fresh.request_id = Some(message.request_id.clone());
+        fresh.action = message.action;
+        fresh.entity = Some(message.entity.clone());
+        fresh.entity_kind = Some("run".into());
+        fresh.requester = Some(message.requester.clone());
+        fresh.caller = Some(d.caller.clone());
+        fresh.reason = Some(message.reason.clone());
+        let mut request = match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
+            ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
+        })? {
+            Claim::Fresh(r) | Claim::Resumed(r) => r,
+            Claim::Busy(existing) | Claim::Finished(existing) => {
+                let why = format!(
+                    "request {} was already received (status {}); it is not acted on twice",
+                    message.request_id,
+                    existing.status.as_str()
+                );
+                return self
+                    .reject_delivery(d, Some(message), refuse("duplicate", why))
+                    .await;
+            }
+        };
+        let key = &message.entity;
+        let run = self
+            .ledger
+            .get(key)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot read {key} from the ledger: {e}")))?
+            .filter(|r| r.run.is_some());
+        let Some(run) = run else {
+            let why = format!("no run {key} in the ledger; `quell runs` lists them");
+            return self
+                .finish_rejected(&mut request, refuse("unknown_run", why))
+                .await;
+        };
+        request.account.clone_from(&run.account);
+        match self.release_run_steps(run, &message.request_id).await? {
+            Err(why) => {
+                self.finish_rejected(&mut request, refuse("not_releasable", why))
+                    .await
+            }
+            Ok(released) => {
+                request.steps = released;
+                let failed = request
+                    .steps
+                    .iter()
+                    .any(|s| s.status == crate::ledger::StepStatus::Failed);
+                if failed {
+                    let why = "some of the run's changes could not be undone; the steps say which"
+                        .to_owned();
+                    request.error = Some(why.clone());
+                    return self
+                        .finish_rejected(&mut request, refuse("release_incomplete", why))
+                        .await;
+                }
+                self.finish_succeeded(&mut request, AuditEvent::Released)
+                    .await
+            }
+        }
+    }
+
     /// A decision on a declared playbook's run: the run's own checks decide who may approve.
     async fn decide_declared(
         &self,

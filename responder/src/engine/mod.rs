@@ -385,6 +385,9 @@ impl Responder {
         if matches!(message.action, Action::Approve | Action::Deny) {
             return Box::pin(self.decide(d, message)).await;
         }
+        if message.action == Action::Release && message.entity.starts_with("run:") {
+            return Box::pin(self.release_run(d, message)).await;
+        }
         // Protection first, on the ARN as given: Quell's own roles are refused as protected, not
         // merely as a type it does not contain.
         if let Some(pattern) = self.protection.protecting(&message.entity) {

@@ -1265,6 +1265,64 @@ impl Responder {
         Ok(found)
     }
 
+    /// Undoes what a finished run changed, as `quell release RUN` asks. The ledger steps of the
+    /// release, or why there is nothing to release.
+    pub(super) async fn release_run_steps(
+        &self,
+        mut target: Record,
+        request_id: &str,
+    ) -> Result<Result<Vec<Step>, String>, ResponderError> {
+        let Some(mut run) = target.run.as_deref().cloned() else {
+            return Ok(Err(format!("{} is not a run", target.key)));
+        };
+        if !run.status.finished() {
+            return Ok(Err(format!(
+                "run {} still goes on; deny its approval or let it end first",
+                target.key
+            )));
+        }
+        let Some(playbook) = self.pinned(&run, &target).await? else {
+            return Ok(Err(
+                "the run's playbook version is no longer declared".into()
+            ));
+        };
+        let undo = run.release_all(&playbook);
+        if undo.is_empty() {
+            return Ok(Err(format!(
+                "run {} left nothing to undo (or it was released already)",
+                target.key
+            )));
+        }
+        let seen = target.updated_at;
+        let before = target.steps.len();
+        target.run = Some(Box::new(run));
+        target.released_by = Some(request_id.to_owned());
+        target.updated_at = Utc::now();
+        let taken = self
+            .ledger
+            .save_if_unchanged(&target, seen)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot record the release: {e}")))?;
+        if !taken {
+            return Ok(Err(format!(
+                "run {} changed a moment ago; send the release again",
+                target.key
+            )));
+        }
+        let status = target.status;
+        self.drive(
+            &mut target,
+            &playbook,
+            vec![Effect::Release { steps: undo }],
+            None,
+        )
+        .await?;
+        // The run ended as it ended; the release is recorded on it and on the request.
+        target.status = status;
+        self.save_run(&target).await?;
+        Ok(Ok(target.steps[before..].to_vec()))
+    }
+
     /// `quell approve RUN --step S` or `quell deny`: a decision by a sender AWS authenticated.
     pub(super) async fn decide_run(
         &self,

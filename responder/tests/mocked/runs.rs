@@ -851,3 +851,46 @@ async fn quells_own_calls_start_no_run_and_anyone_elses_do() {
     assert_eq!(the_run(&w).status, Status::Succeeded);
     assert_eq!(calls(&w, "CreateTags"), 1);
 }
+
+#[tokio::test]
+async fn a_finished_run_is_released_once_and_its_tag_put_back() {
+    let w = world();
+    let r = responder(&w, &[playbook(&json!([tag_step()]))]);
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let key = the_run(&w).key;
+    assert!(w
+        .lock()
+        .unwrap()
+        .instance_tags
+        .contains_key("quell:incident"));
+    let release = |n: u32| {
+        request_delivery(
+            &format!("rel-{n}"),
+            &json!({"version": "1", "request_id": format!("release-{n}"), "action": "release",
+                    "entity": key, "reason": "false positive", "requester": JO}),
+        )
+    };
+    r.handle(release(1)).await.unwrap();
+    assert_eq!(record(&w, "release-1").status, Status::Succeeded);
+    assert!(
+        !w.lock()
+            .unwrap()
+            .instance_tags
+            .contains_key("quell:incident"),
+        "put back"
+    );
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "the run ended as it ended");
+    assert_eq!(run.released_by.as_deref(), Some("release-1"));
+    assert_eq!(run.run.as_ref().unwrap().steps[0].outcome, "released");
+    // Nothing is left to undo: a second release is refused and changes nothing.
+    w.lock()
+        .unwrap()
+        .instance_tags
+        .insert("quell:incident".into(), "again".into());
+    r.handle(release(2)).await.unwrap();
+    let second = record(&w, "release-2");
+    assert_eq!(second.status, Status::Rejected);
+    assert_eq!(second.rejection.unwrap().code, "not_releasable");
+    assert_eq!(w.lock().unwrap().instance_tags["quell:incident"], "again");
+}
