@@ -13,33 +13,47 @@ use crate::inbound::SnsDelivery;
 use crate::ledger::{Claim, Record, Status};
 
 impl Responder {
-    pub(super) async fn decide(
+    /// A decision or a run's release is a request of its own: recorded, and acted on once. The
+    /// request's record, or the outcome of refusing a second delivery.
+    async fn claim_decision(
         &self,
         d: &SnsDelivery,
         message: &ContainmentMessage,
-    ) -> Result<Outcome, ResponderError> {
+        kind: &str,
+    ) -> Result<Result<Record, Outcome>, ResponderError> {
         let mut fresh = Record::new(message.request_id.clone(), Utc::now(), &d.message_id);
         fresh.request_id = Some(message.request_id.clone());
         fresh.action = message.action;
         fresh.entity = Some(message.entity.clone());
-        fresh.entity_kind = Some("remediation".into());
+        fresh.entity_kind = Some(kind.into());
         fresh.requester = Some(message.requester.clone());
         fresh.caller = Some(d.caller.clone());
         fresh.reason = Some(message.reason.clone());
-        let mut request = match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
+        match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
             ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
         })? {
-            Claim::Fresh(r) | Claim::Resumed(r) => r,
+            Claim::Fresh(r) | Claim::Resumed(r) => Ok(Ok(r)),
             Claim::Busy(existing) | Claim::Finished(existing) => {
                 let why = format!(
                     "request {} was already received (status {}); it is not acted on twice",
                     message.request_id,
                     existing.status.as_str()
                 );
-                return self
-                    .reject_delivery(d, Some(message), refuse("duplicate", why))
-                    .await;
+                self.reject_delivery(d, Some(message), refuse("duplicate", why))
+                    .await
+                    .map(Err)
             }
+        }
+    }
+
+    pub(super) async fn decide(
+        &self,
+        d: &SnsDelivery,
+        message: &ContainmentMessage,
+    ) -> Result<Outcome, ResponderError> {
+        let mut request = match self.claim_decision(d, message, "remediation").await? {
+            Ok(r) => r,
+            Err(refused) => return Ok(refused),
         };
         let key = &message.entity;
         let target =
@@ -157,28 +171,9 @@ impl Responder {
         d: &SnsDelivery,
         message: &ContainmentMessage,
     ) -> Result<Outcome, ResponderError> {
-        let mut fresh = Record::new(message.request_id.clone(), Utc::now(), &d.message_id);
-        fresh.request_id = Some(message.request_id.clone());
-        fresh.action = message.action;
-        fresh.entity = Some(message.entity.clone());
-        fresh.entity_kind = Some("run".into());
-        fresh.requester = Some(message.requester.clone());
-        fresh.caller = Some(d.caller.clone());
-        fresh.reason = Some(message.reason.clone());
-        let mut request = match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
-            ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
-        })? {
-            Claim::Fresh(r) | Claim::Resumed(r) => r,
-            Claim::Busy(existing) | Claim::Finished(existing) => {
-                let why = format!(
-                    "request {} was already received (status {}); it is not acted on twice",
-                    message.request_id,
-                    existing.status.as_str()
-                );
-                return self
-                    .reject_delivery(d, Some(message), refuse("duplicate", why))
-                    .await;
-            }
+        let mut request = match self.claim_decision(d, message, "run").await? {
+            Ok(r) => r,
+            Err(refused) => return Ok(refused),
         };
         let key = &message.entity;
         let run = self

@@ -1265,6 +1265,29 @@ impl Responder {
         Ok(found)
     }
 
+    /// Saves a run a person's request changed, unless someone saved it since `seen`: of two
+    /// requests sent at once, one counts and the other is refused (and may be sent again).
+    async fn take(
+        &self,
+        target: &Record,
+        seen: DateTime<Utc>,
+        what: &str,
+    ) -> Result<Result<(), String>, ResponderError> {
+        let taken = self
+            .ledger
+            .save_if_unchanged(target, seen)
+            .await
+            .map_err(|e| ResponderError::Aws(format!("cannot record the {what}: {e}")))?;
+        Ok(if taken {
+            Ok(())
+        } else {
+            Err(format!(
+                "run {} changed a moment ago; send the {what} again",
+                target.key
+            ))
+        })
+    }
+
     /// Undoes what a finished run changed, as `quell release RUN` asks. The ledger steps of the
     /// release, or why there is nothing to release.
     pub(super) async fn release_run_steps(
@@ -1298,16 +1321,8 @@ impl Responder {
         target.run = Some(Box::new(run));
         target.released_by = Some(request_id.to_owned());
         target.updated_at = Utc::now();
-        let taken = self
-            .ledger
-            .save_if_unchanged(&target, seen)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot record the release: {e}")))?;
-        if !taken {
-            return Ok(Err(format!(
-                "run {} changed a moment ago; send the release again",
-                target.key
-            )));
+        if let Err(why) = self.take(&target, seen, "release").await? {
+            return Ok(Err(why));
         }
         let status = target.status;
         self.drive(
@@ -1366,16 +1381,8 @@ impl Responder {
         target.run = Some(Box::new(run));
         target.decided_by = Some(principal_arn.clone());
         target.updated_at = Utc::now();
-        let taken = self
-            .ledger
-            .save_if_unchanged(&target, seen)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot record the decision: {e}")))?;
-        if !taken {
-            return Ok(Err(format!(
-                "run {} changed a moment ago; send the decision again",
-                target.key
-            )));
+        if let Err(why) = self.take(&target, seen, "decision").await? {
+            return Ok(Err(why));
         }
         self.drive(&mut target, &playbook, effects, None).await?;
         Ok(Ok(target))
