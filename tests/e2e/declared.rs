@@ -110,25 +110,12 @@ fn finding(account: &str, instance: &str) -> Result<Value> {
     Ok(serde_json::from_str::<Value>(&text)?["detail"].clone())
 }
 
+/// Every group of every interface of `instance`.
 async fn groups_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<Vec<String>> {
-    let out = ec2
-        .describe_network_interfaces()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("attachment.instance-id")
-                .values(instance)
-                .build(),
-        )
-        .send()
-        .await?;
-    Ok(out
-        .network_interfaces()
-        .iter()
-        .flat_map(|n| {
-            n.groups()
-                .iter()
-                .filter_map(|g| g.group_id().map(str::to_owned))
-        })
+    Ok(crate::entities::enis(ec2, instance)
+        .await?
+        .into_iter()
+        .flatten()
         .collect())
 }
 

@@ -286,7 +286,7 @@ fn tiny_zip() -> Vec<u8> {
     z
 }
 
-async fn enis(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<Vec<Vec<String>>> {
+pub async fn enis(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<Vec<Vec<String>>> {
     let out = ec2
         .describe_network_interfaces()
         .filters(
