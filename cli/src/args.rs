@@ -71,6 +71,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Runs of the declared playbooks: the latest, or one as a timeline with what it waits for.
     Runs(RunsArgs),
+    /// Start a declared playbook with a `manual` trigger on one entity, and wait for the run to
+    /// finish or wait (for an approval, a timer, an event).
+    Run(RunArgs),
     /// Replace the ExternalId that authenticates containment messages; the old one is still
     /// accepted for the grace period, so publishers can switch without a gap.
     RotateExternalId(RotateArgs),
@@ -248,6 +251,30 @@ pub struct ContainArgs {
     /// EC2 instances: also take tagged snapshots of every attached volume, for forensics.
     #[arg(long)]
     pub snapshot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The declared playbook's id (its trigger must be `manual`).
+    pub playbook: String,
+    /// ARN of the entity the run acts on, e.g. arn:aws:ec2:eu-west-1:111122223333:instance/i-0abc
+    #[arg(long)]
+    pub target: String,
+    /// Why: recorded in the ledger, in every audit message, and in the run's `event.detail.reason`.
+    #[arg(long)]
+    pub reason: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Quell configuration file (default: quell.yaml, or the sandbox's own).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Request id (default: a new UUID). Sending the same id again never starts a second run.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Seconds to wait for the run to finish or to start waiting.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -160,6 +160,32 @@ fn report(outcome: &Outcome, printer: &Printer) -> u8 {
     exit_code(record.status)
 }
 
+/// `quell run PLAYBOOK --target ARN`: the responder checks the playbook, the target and the
+/// sender, and starts the run; the outcome names the run (`quell runs ID` shows it).
+pub async fn start_run(
+    global: &GlobalArgs,
+    args: &crate::args::RunArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    if let Err(why) = Entity::parse(&args.target) {
+        return Err(exit::refused(format!("--target: {why}")));
+    }
+    let request = Request {
+        arn: &args.target,
+        reason: &args.reason,
+        request_id: args.request_id.clone(),
+        action: Action::Run,
+        options: Options {
+            playbook: Some(args.playbook.clone()),
+            ..Options::default()
+        },
+        yes: args.yes,
+        config: args.config.as_ref(),
+        timeout: args.timeout,
+    };
+    Ok(report(&send(global, &request, printer).await?, printer))
+}
+
 /// `quell sweep`: the playbooks over every target account and Region, run by the responder.
 pub async fn sweep(
     global: &GlobalArgs,
@@ -277,10 +303,13 @@ pub async fn send(
     })?;
     let c = connect(global, req.config).await?;
 
-    let verb = if req.action == Action::Release {
-        "Release"
-    } else {
-        "Contain"
+    let verb = match req.action {
+        Action::Release => "Release".to_owned(),
+        Action::Run => format!(
+            "Run playbook {} on",
+            req.options.playbook.as_deref().unwrap_or_default()
+        ),
+        _ => "Contain".to_owned(),
     };
     let question = match Entity::parse(req.arn) {
         _ if matches!(req.action, Action::Approve | Action::Deny) => {
@@ -439,6 +468,7 @@ pub fn report_text(r: &Record, printer: &Printer) -> String {
         (Status::InProgress, _) => ("IN PROGRESS", Tone::Change),
         (Status::Succeeded, Action::Remediate) => ("REMEDIATED", Tone::Good),
         (Status::Succeeded, Action::Sweep) => ("SWEPT", Tone::Good),
+        (Status::Succeeded, Action::Run) => ("RUN STARTED", Tone::Good),
         (Status::Skipped, _) => ("SKIPPED", Tone::Dim),
         (Status::Succeeded, Action::Approve) => ("APPROVED AND FIXED", Tone::Good),
         (Status::Succeeded, Action::Deny) | (Status::Denied, _) => ("DENIED", Tone::Change),

@@ -63,6 +63,11 @@ pub enum Trigger {
     Manual,
 }
 
+/// The event a `quell run` request becomes, as the playbook's templates see it under `event`:
+/// `detail.target` (`arn`, `id`, `type`), `detail.requester`, `detail.reason`.
+pub const MANUAL_SOURCE: &str = "quell";
+pub const MANUAL_DETAIL_TYPE: &str = "Quell Manual Run";
+
 /// What a trigger matched in an event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Matched {
@@ -482,7 +487,10 @@ impl Trigger {
             Trigger::Schedule { .. } => {
                 (detail_type == "Scheduled Event").then_some(Matched { finding: None })
             }
-            Trigger::Manual => None,
+            // What the responder makes of a checked `quell run` request; it never takes this
+            // from an event, so a forged one starts nothing there.
+            Trigger::Manual => (source == MANUAL_SOURCE && detail_type == MANUAL_DETAIL_TYPE)
+                .then_some(Matched { finding: None }),
         }
     }
 }

@@ -37,7 +37,9 @@ impl Channel {
     /// The queue for `action`; none for remediations, which come from events only.
     pub fn for_action(action: Action) -> Option<Channel> {
         match action {
-            Action::Contain => Some(Channel::Contain),
+            // Starting a playbook by hand acts on an entity as containing it does, and is
+            // admitted by the same configuration.
+            Action::Contain | Action::Run => Some(Channel::Contain),
             Action::Release => Some(Channel::Release),
             Action::Approve | Action::Deny => Some(Channel::Decide),
             Action::Sweep => Some(Channel::Sweep),

@@ -26,6 +26,9 @@ pub enum Action {
     Approve,
     /// Drop a fix awaiting approval (`entity` is the remediation's ledger key).
     Deny,
+    /// Start a run of a declared playbook with a `manual` trigger (`options.playbook`) on the
+    /// entity: `quell run PLAYBOOK --target ARN`.
+    Run,
 }
 
 impl Action {
@@ -37,6 +40,7 @@ impl Action {
             Action::Sweep => "sweep",
             Action::Approve => "approve",
             Action::Deny => "deny",
+            Action::Run => "run",
         }
     }
 }
@@ -59,6 +63,9 @@ pub struct Options {
     /// Approve and deny of a declared playbook's run: the approval step decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// Run: the declared playbook to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<String>,
 }
 
 /// The kinds of resource a sweep can be limited to.

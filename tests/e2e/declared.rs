@@ -46,14 +46,41 @@ pub fn repository() -> std::path::PathBuf {
         .to_owned()
 }
 
+/// A playbook started by hand (`quell run`).
+const MANUAL: &str = "isolate-instance";
+
 fn with_playbook(text: &str) -> String {
+    let include = |id: &str| {
+        format!(
+            "  - include: {}\n",
+            repository()
+                .join("playbooks")
+                .join(format!("{id}.yaml"))
+                .display()
+        )
+    };
     format!(
-        "{text}declared_playbooks:\n  - include: {}\n",
-        repository()
-            .join("playbooks")
-            .join(format!("{PLAYBOOK}.yaml"))
-            .display()
+        "{text}declared_playbooks:\n{}{}",
+        include(PLAYBOOK),
+        include(MANUAL)
     )
+}
+
+async fn launch(ec2: &aws_sdk_ec2::Client) -> Result<String> {
+    let launched = ec2
+        .run_instances()
+        .image_id("ami-0abcdef1234567890")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await?;
+    Ok(launched
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .context("an instance")?
+        .to_owned())
 }
 
 fn json(out: &std::process::Output) -> Result<Value> {
@@ -74,8 +101,8 @@ fn change_of<'a>(plan: &'a Value, list: &str, name: &str) -> Result<&'a Value> {
         .with_context(|| format!("{name} in the plan's {list}: {plan}"))
 }
 
-/// The finished run on `instance`, waiting up to 60 s.
-async fn run_on(s: &Sandbox, account: &str, instance: &str) -> Result<Record> {
+/// The finished run of `playbook` on `instance`, waiting up to 60 s.
+async fn run_on(s: &Sandbox, playbook: &str, account: &str, instance: &str) -> Result<Record> {
     let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
     let entity = format!("{account}/{HOME}/AWS::EC2::Instance/{instance}");
     for _ in 0..120 {
@@ -83,7 +110,7 @@ async fn run_on(s: &Sandbox, account: &str, instance: &str) -> Result<Record> {
             .for_entity(&entity)
             .await?
             .into_iter()
-            .find(|r| r.key.starts_with(&format!("run:{PLAYBOOK}:")))
+            .find(|r| r.key.starts_with(&format!("run:{playbook}:")))
         {
             if r.run.as_ref().is_some_and(|run| run.status.finished()) {
                 return Ok(r);
@@ -94,7 +121,7 @@ async fn run_on(s: &Sandbox, account: &str, instance: &str) -> Result<Record> {
     let log = std::fs::read_to_string(s.home().join("sandbox/responder.log")).unwrap_or_default();
     let tail: Vec<&str> = log.lines().rev().take(15).collect();
     bail!(
-        "no finished run of {PLAYBOOK} on {instance} within 60 s; the responder's log ends:\n{}",
+        "no finished run of {playbook} on {instance} within 60 s; the responder's log ends:\n{}",
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )
 }
@@ -157,20 +184,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
 
     let account = s.members()[0].clone();
     let ec2 = aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?);
-    let launched = ec2
-        .run_instances()
-        .image_id("ami-0abcdef1234567890")
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await?;
-    let instance = launched
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .context("an instance")?
-        .to_owned();
+    let instance = launch(&ec2).await?;
     let before = groups_of(&ec2, &instance).await?;
     ensure!(!before.is_empty(), "the instance has groups");
 
@@ -183,7 +197,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
         &finding(&account, &instance)?,
     )
     .await?;
-    let record = run_on(&s, &account, &instance).await?;
+    let record = run_on(&s, PLAYBOOK, &account, &instance).await?;
     let run = record.run.as_ref().context("a run")?;
     ensure!(
         record.status == Status::Succeeded,
@@ -308,6 +322,8 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
         .await?;
     ensure!(runs.len() == 1, "one run for one finding: {}", runs.len());
 
+    by_hand(&s, &account, &ec2).await?;
+
     // A change to a step only is a new document for the security stack; the member StackSet's
     // forwarding stays as it is.
     let edited = std::fs::read_to_string(repository().join(format!("playbooks/{PLAYBOOK}.yaml")))?
@@ -375,5 +391,108 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
         "--yes",
     ])?;
     s.settings_applied().await;
+    Ok(())
+}
+
+/// `quell run`: a playbook with a `manual` trigger, on an instance the analyst names. A playbook
+/// with a trigger of its own is refused, and an instance named in an account it is not in is
+/// left alone; what the run did is read back from EC2.
+async fn by_hand(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client) -> Result<()> {
+    let instance = launch(ec2).await?;
+    let before = groups_of(ec2, &instance).await?;
+    let arn = format!("arn:aws:ec2:{HOME}:{account}:instance/{instance}");
+    let run = |playbook: &str, target: &str| {
+        s.quell(&[
+            "--sandbox",
+            "--output",
+            "json",
+            "run",
+            playbook,
+            "--target",
+            target,
+            "--reason",
+            "INC-4711: beaconing from the proxy logs",
+            "--yes",
+        ])
+    };
+
+    let refused = run(PLAYBOOK, &arn);
+    let report = json(&refused)?;
+    ensure!(
+        refused.status.code() == Some(3) && report["record"]["rejection"]["code"] == "not_manual",
+        "a playbook with its own trigger is not started by hand: {report}"
+    );
+    // The instance named in another member account: read there, it does not exist.
+    let other = s
+        .members()
+        .into_iter()
+        .find(|m| m != account)
+        .context("a second member account")?;
+    let elsewhere = format!("arn:aws:ec2:{HOME}:{other}:instance/{instance}");
+    let skipped = json(&run(MANUAL, &elsewhere))?;
+    ensure!(
+        skipped["record"]["status"] == "skipped",
+        "an instance named in an account it is not in starts nothing: {skipped}"
+    );
+    ensure!(
+        groups_of(ec2, &instance).await? == before,
+        "nothing changed on the instance after two refused runs"
+    );
+
+    let started = run(MANUAL, &arn);
+    let report = json(&started)?;
+    ensure!(
+        started.status.success() && report["record"]["status"] == "succeeded",
+        "the run started: {report}"
+    );
+    let record = run_on(s, MANUAL, account, &instance).await?;
+    let outcomes: Vec<&str> = record
+        .run
+        .as_ref()
+        .context("a run")?
+        .steps
+        .iter()
+        .map(|st| st.outcome.as_str())
+        .collect();
+    ensure!(
+        record.status == Status::Succeeded && outcomes == ["done"; 4],
+        "{:?} {outcomes:?}",
+        record.status
+    );
+    ensure!(
+        record
+            .requester
+            .as_deref()
+            .is_some_and(|r| r.contains("running playbook isolate-instance")),
+        "the run records who started it: {:?}",
+        record.requester
+    );
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    ensure!(
+        tags.tags()
+            .iter()
+            .any(|t| t.key() == Some("quell:contained-by")
+                && t.value().is_some_and(|v| !v.is_empty())),
+        "the instance is marked with who asked: {:?}",
+        tags.tags()
+    );
+    let isolation = record
+        .step("isolate.isolation_groups")
+        .context("phase 2 recorded")?
+        .new["group"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let after = groups_of(ec2, &instance).await?;
+    ensure!(after == [isolation], "isolated: {after:?} (was {before:?})");
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::ledger::{Claim, Record, Status};
 impl Responder {
     /// A decision or a run's release is a request of its own: recorded, and acted on once. The
     /// request's record, or the outcome of refusing a second delivery.
-    async fn claim_decision(
+    pub(super) async fn claim_decision(
         &self,
         d: &SnsDelivery,
         message: &ContainmentMessage,

@@ -7,6 +7,7 @@
 mod approval;
 mod contain;
 mod findings;
+mod manual;
 mod release;
 mod remediate;
 mod requests;
@@ -354,6 +355,13 @@ impl Responder {
                 .reject_delivery(d, Some(message), refuse("malformed_message", why))
                 .await;
         }
+        if message.options.playbook.is_some() != (message.action == Action::Run) {
+            let why =
+                "options.playbook names the playbook of a run request (action run), and only that";
+            return self
+                .reject_delivery(d, Some(message), refuse("malformed_message", why))
+                .await;
+        }
         let sweep_only = message.options.dry_run || !message.options.only.is_empty();
         if sweep_only && message.action != Action::Sweep {
             let why = "options.dry_run and options.only apply to a sweep only; a containment or release is never a dry run";
@@ -433,6 +441,7 @@ impl Responder {
         match message.action {
             Action::Contain => self.contain(d, message, &entity).await,
             Action::Release => self.release(d, message, &entity).await,
+            Action::Run => Box::pin(self.run_manual(d, message, &entity)).await,
             Action::Remediate | Action::Sweep | Action::Approve | Action::Deny => {
                 let why = "remediations come from events, not from containment messages; use action contain or release";
                 self.reject_delivery(d, Some(message), refuse("action_not_accepted", why))
@@ -775,6 +784,7 @@ impl Responder {
             Action::Approve => "approved",
             Action::Deny => "denied",
             Action::Contain | Action::Remediate | Action::Sweep => "contained",
+            Action::Run => "started",
         };
         Ok(Outcome {
             key: record.key.clone(),

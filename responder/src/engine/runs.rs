@@ -115,10 +115,20 @@ fn finding_ref(finding: &Finding, event: &Value, partition: &str) -> Option<Find
 }
 
 /// What a run was started with and acts within: the account and Region that produced the event.
-struct Origin {
-    account: String,
-    region: String,
-    partition: &'static str,
+pub(super) struct Origin {
+    pub account: String,
+    pub region: String,
+    pub partition: &'static str,
+}
+
+/// Who started a run by hand (`quell run`), as far as AWS vouched for them.
+pub(super) struct Starter {
+    /// The unique id SQS stamped on the request: that person may not approve the run.
+    pub person: Option<String>,
+    pub requester: String,
+    pub caller: crate::authorization::Caller,
+    /// The ARN the request named: the run acts only if the entity read back is this one.
+    pub arn: String,
 }
 
 impl Responder {
@@ -225,8 +235,10 @@ impl Responder {
         for (playbook, finding) in matches {
             let outcome = match self.origin_of(event, finding.as_ref()).await {
                 Ok(origin) => {
-                    self.start_run(message_id, &library, playbook, event, finding, &origin)
-                        .await?
+                    self.start_run(
+                        message_id, &library, playbook, event, finding, &origin, None,
+                    )
+                    .await?
                 }
                 Err(why) => skipped(&format!("run:{}", playbook.id), why),
             };
@@ -364,8 +376,8 @@ impl Responder {
         })
     }
 
-    #[allow(clippy::too_many_lines)]
-    async fn start_run(
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+    pub(super) async fn start_run(
         &self,
         message_id: &str,
         library: &Library,
@@ -373,6 +385,7 @@ impl Responder {
         event: &Value,
         finding: Option<Finding>,
         origin: &Origin,
+        starter: Option<&Starter>,
     ) -> Result<Outcome, ResponderError> {
         let now = Utc::now();
         let finding_value = finding
@@ -414,6 +427,19 @@ impl Responder {
             Err(e) => return Ok(skipped(&label, format!("cannot read {named}: {e}"))),
         };
         let target = resource["id"].as_str().unwrap_or(&named).to_owned();
+        if let Some(asked) = starter.map(|s| s.arn.as_str()) {
+            // IAM finds a name in any letter case and under any path: the request must name the
+            // entity exactly as it is, or it names another one.
+            if resource["arn"].as_str().is_some_and(|real| real != asked) {
+                return Ok(skipped(
+                    &label,
+                    format!(
+                        "{asked} names {}, which is not that entity (path or letter case differ); nothing was done",
+                        resource["arn"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
         if let Some(arn) = resource["arn"].as_str() {
             if let Some(pattern) = self.protection.protecting(arn) {
                 return Ok(skipped(
@@ -460,8 +486,17 @@ impl Responder {
         ));
         fresh.entity_kind = Some("run".into());
         fresh.account = Some(origin.account.clone());
-        fresh.requester = Some(format!("playbook {} v{}", playbook.id, playbook.version));
-        fresh.caller = Some(crate::authorization::Caller::Quell);
+        fresh.requester = Some(match starter {
+            Some(s) => format!(
+                "{}, running playbook {} v{}",
+                s.caller.describe(&s.requester),
+                playbook.id,
+                playbook.version
+            ),
+            None => format!("playbook {} v{}", playbook.id, playbook.version),
+        });
+        fresh.caller =
+            Some(starter.map_or(crate::authorization::Caller::Quell, |s| s.caller.clone()));
         fresh.reason = Some(format!(
             "{}; document {}",
             playbook.description, library.key
@@ -530,7 +565,8 @@ impl Responder {
                 )))
             }
         }
-        let mut run = Run::new(&key, playbook, &target, context, None, now);
+        let person = starter.and_then(|s| s.person.clone());
+        let mut run = Run::new(&key, playbook, &target, context, person, now);
         if playbook.mode == "approve" {
             run.mode_approvers
                 .clone_from(&self.settings.authorization.decide);
