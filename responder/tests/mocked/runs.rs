@@ -894,3 +894,160 @@ async fn a_finished_run_is_released_once_and_its_tag_put_back() {
     assert_eq!(second.rejection.unwrap().code, "not_releasable");
     assert_eq!(w.lock().unwrap().instance_tags["quell:incident"], "again");
 }
+
+/// A playbook started by hand (`quell run`) on `kind`, with `steps`.
+fn manual_playbook(kind: &str, steps: &Value) -> Value {
+    json!({
+        "id": "by-hand", "version": 1, "description": "Started by an analyst.", "mode": "auto",
+        "trigger": {"manual": {}},
+        "dedup": {"key": "${{ event.id }}"},
+        "target": {"type": kind, "id": "${{ event.detail.target.id }}"},
+        "steps": steps
+    })
+}
+
+/// `quell run by-hand --target ARN` as the contain queue delivers it, from `requester` whom SQS
+/// stamped with `sender`.
+fn run_request(id: &str, target: &str, requester: &str, sender: &str) -> Value {
+    let body = json!({"version": "1", "request_id": id, "action": "run", "entity": target,
+        "reason": "INC-4711", "requester": requester, "options": {"playbook": "by-hand"}});
+    queued("contain", &format!("q-{id}"), &body, Some(sender))
+}
+
+#[tokio::test]
+async fn a_manual_playbook_starts_only_from_a_checked_request_and_its_starter_may_not_approve_it() {
+    let w = world();
+    let r = responder(
+        &w,
+        &[manual_playbook(
+            "AWS::EC2::Instance",
+            &json!([
+                {"id": "agree", "action": "approval", "timeout": "4h", "on_timeout": "end",
+                 "with": {"approvers": [ANALYST], "min": 1, "summary": "tag ${{ event.detail.target.id }}?"}},
+                {"id": "mark", "action": "tag", "with": {"tags": {"quell:asked-by": "${{ event.detail.requester }}"}}}
+            ]),
+        )],
+    );
+    let arn = format!("arn:aws:ec2:us-east-1:{ACCOUNT}:instance/{INSTANCE}");
+
+    // The event a request becomes, put on the bus by someone: the responder never takes it from
+    // an event.
+    let forged = json!({"version": "0", "id": "ev-forged", "source": "quell",
+        "detail-type": "Quell Manual Run", "account": ACCOUNT, "region": "us-east-1",
+        "resources": [], "detail": {"target": {"arn": arn, "id": INSTANCE,
+        "type": "AWS::EC2::Instance"}, "requester": JO, "reason": "forged"}});
+    r.handle(event_delivery("m-forged", &forged)).await.unwrap();
+    assert!(
+        !w.lock()
+            .unwrap()
+            .ledger
+            .keys()
+            .any(|k| k.starts_with("run:")),
+        "a forged event starts no run"
+    );
+
+    let jo = format!("{ANALYST_ID}:jo");
+    r.handle(run_request("run-1", &arn, JO, &jo)).await.unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Waiting, "{run:?}");
+    assert!(
+        run.requester
+            .as_deref()
+            .is_some_and(|who| who.contains(JO) && who.contains("by-hand")),
+        "{:?}",
+        run.requester
+    );
+    let request = record(&w, "run-1");
+    assert_eq!(request.status, Status::Succeeded, "{request:?}");
+    assert!(request
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains(&run.key));
+
+    // jo started it: jo's approval is refused, and nothing is tagged.
+    r.handle(approval(&run.key, "agree", JO, Some(&jo), 1))
+        .await
+        .unwrap();
+    assert_eq!(record(&w, "decision-1").status, Status::Rejected);
+    assert_eq!(the_run(&w).status, Status::Waiting);
+    assert_eq!(calls(&w, "CreateTags"), 0);
+
+    // kim approves: the tag names who asked.
+    let kim = format!("{ANALYST_ID}:kim");
+    r.handle(approval(&run.key, "agree", KIM, Some(&kim), 2))
+        .await
+        .unwrap();
+    assert_eq!(the_run(&w).status, Status::Succeeded);
+    assert_eq!(w.lock().unwrap().instance_tags["quell:asked-by"], JO);
+
+    // The same request delivered again starts nothing.
+    r.handle(run_request("run-1", &arn, JO, &jo)).await.unwrap();
+    assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+#[tokio::test]
+async fn a_manual_run_acts_only_on_the_entity_its_arn_spells_path_and_all() {
+    let w = world();
+    let r = responder(
+        &w,
+        &[manual_playbook(
+            "AWS::IAM::Role",
+            &json!([{"id": "revoke", "action": "iam.revoke_sessions"}]),
+        )],
+    );
+    let jo = format!("{ANALYST_ID}:jo");
+    // IAM finds role `app` by name whatever path the request gives; the role is at `/`.
+    let out = r
+        .handle(run_request(
+            "wrong-path",
+            &format!("arn:aws:iam::{ACCOUNT}:role/ops/app"),
+            JO,
+            &jo,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(record(&w, "wrong-path").status, Status::Skipped, "{out}");
+    assert!(out.to_string().contains("not that entity"), "{out}");
+    assert_eq!(calls(&w, "PutRolePolicy"), 0);
+
+    // A playbook the configuration does not declare, or one of another target type.
+    r.handle(queued(
+        "contain",
+        "q-unknown",
+        &json!({"version": "1", "request_id": "unknown", "action": "run",
+            "entity": format!("arn:aws:iam::{ACCOUNT}:role/app"), "reason": "r",
+            "requester": JO, "options": {"playbook": "nope"}}),
+        Some(&jo),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        record(&w, "unknown").rejection.unwrap().code,
+        "unknown_playbook"
+    );
+    r.handle(run_request(
+        "wrong-type",
+        &format!("arn:aws:ec2:us-east-1:{ACCOUNT}:instance/{INSTANCE}"),
+        JO,
+        &jo,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        record(&w, "wrong-type").rejection.unwrap().code,
+        "wrong_target"
+    );
+    assert_eq!(calls(&w, "PutRolePolicy"), 0);
+
+    r.handle(run_request(
+        "right",
+        &format!("arn:aws:iam::{ACCOUNT}:role/app"),
+        JO,
+        &jo,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(record(&w, "right").status, Status::Succeeded);
+    assert_eq!(calls(&w, "PutRolePolicy"), 1);
+}
