@@ -226,13 +226,20 @@ async fn custom_action_check(security: &aws_config::SdkConfig, config: &Config) 
     let hub = custom_actions::client(security);
     match custom_actions::read(&hub, &config.security_account, &config.home_region).await {
         Ok(observed @ custom_actions::Observed::Available { .. }) => {
-            let missing = observed.missing();
+            let wanted = custom_actions::wanted(config.playbook_document.as_ref());
+            let missing = observed.missing(&wanted);
             if missing.is_empty() {
                 ok(
                     CHECK,
                     format!(
-                        "\"Quell: contain\" and \"Quell: remediate\" in {} {}",
-                        config.security_account, config.home_region
+                        "{} in {} {}",
+                        wanted
+                            .iter()
+                            .map(|a| format!("{:?}", a.name))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        config.security_account,
+                        config.home_region
                     ),
                 )
             } else {
@@ -245,7 +252,7 @@ async fn custom_action_check(security: &aws_config::SdkConfig, config: &Config) 
                         config.home_region,
                         missing
                             .iter()
-                            .map(|(_, name, _)| format!("{name:?}"))
+                            .map(|a| format!("{:?}", a.name))
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),

@@ -33,6 +33,9 @@ pub struct PlaybookDocument {
     /// Steps this responder build does not carry out, each named: install and upgrade refuse
     /// to ship them (render, check, simulate and test still work on them).
     pub unrunnable: Vec<String>,
+    /// The Security Hub custom actions the `securityhub_action` triggers are started from:
+    /// (id, name, the first playbook's id), each once.
+    pub custom_actions: Vec<(String, String, String)>,
 }
 
 impl PlaybookDocument {
@@ -117,6 +120,15 @@ impl PlaybookDocument {
             .filter(|p| !forwarded_by_members(p))
             .cloned()
             .collect();
+        let mut custom_actions: Vec<(String, String, String)> = Vec::new();
+        for d in declared {
+            let Some((id, name)) = d.playbook.trigger.custom_action() else {
+                continue;
+            };
+            if !custom_actions.iter().any(|(known, _, _)| *known == id) {
+                custom_actions.push((id, name, d.playbook.id.clone()));
+            }
+        }
         let forwarded = one_pattern(patterns)?;
         let member_forwarded = one_pattern(member)?;
         Ok(Some(PlaybookDocument {
@@ -125,6 +137,7 @@ impl PlaybookDocument {
             forwarded,
             member_forwarded,
             unrunnable,
+            custom_actions,
         }))
     }
 
@@ -214,7 +227,10 @@ mod tests {
         .unwrap();
         let library = Library::parse(&d.key, &d.body).unwrap();
         assert_eq!(library.playbooks[0].id, "a");
-        assert_eq!(d.forwarded.unwrap()["source"], json!(["aws.guardduty"]));
+        assert_eq!(
+            d.forwarded.as_ref().unwrap()["source"],
+            json!(["aws.guardduty"])
+        );
     }
 
     #[test]
@@ -292,6 +308,37 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(d.forwarded.unwrap()["$or"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn each_custom_action_is_made_once_and_the_security_stack_routes_it() {
+        let action = json!({"securityhub_action": {"name": "Quell: patch"}});
+        let d = PlaybookDocument::of(
+            &[
+                declared(&playbook("a", &action, "tag")),
+                declared(&playbook("b", &action, "tag")),
+                declared(&playbook("c", &guardduty("Trojan:EC2/"), "tag")),
+            ],
+            &[],
+            &Webhooks::new(),
+        )
+        .unwrap()
+        .unwrap();
+        let id = quell_responder::playbooks::language::trigger::custom_action_id("Quell: patch");
+        assert_eq!(
+            d.custom_actions,
+            [(id.clone(), "Quell: patch".to_owned(), "a".to_owned())]
+        );
+        // The security account's own events: nothing for members to forward.
+        assert_eq!(
+            d.forwarded.as_ref().unwrap()["source"],
+            json!(["aws.guardduty"])
+        );
+        let wanted = crate::converge::custom_actions::wanted(Some(&d));
+        assert_eq!(
+            wanted.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["QuellContain", "QuellRemediate", id.as_str()]
+        );
     }
 
     #[test]

@@ -184,6 +184,11 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
             .as_ref()
             .and_then(|d| d.forwarded.as_ref())
             .map(ToString::to_string),
+        "declared_actions": config
+            .playbook_document
+            .as_ref()
+            .map(|d| d.custom_actions.iter().map(|(id, _, _)| id.clone()).collect::<Vec<_>>())
+            .unwrap_or_default(),
         "ssm_documents_json": serde_json::to_string(&config.ssm_documents)?,
         // Inside a single-quoted YAML scalar: quotes are doubled.
         "webhooks_json": serde_json::to_string(&config.webhooks)?.replace('\'', "''"),
@@ -251,10 +256,11 @@ mod tests {
     #[test]
     fn the_custom_action_rule_names_the_actions_install_creates() {
         let r = render_all(&config()).unwrap();
-        for (id, _, _) in crate::converge::custom_actions::ACTIONS {
+        for a in crate::converge::custom_actions::wanted(None) {
             assert!(
-                r["security.yaml"].contains(&format!("action/custom/{id}\"")),
-                "{id}"
+                r["security.yaml"].contains(&format!("action/custom/{}\"", a.id)),
+                "{}",
+                a.id
             );
         }
         assert!(r["member-regional.yaml"].contains("- CreateSnapshot"));

@@ -155,7 +155,7 @@ fn security_hub(f: &Value) -> Finding {
         account: text(f, "/AwsAccountId"),
         region: text(f, "/Region"),
         resource_type: text(f, "/Resources/0/Type"),
-        resource_id: text(f, "/Resources/0/Id"),
+        resource_id: asff_resource_id(&text(f, "/Resources/0/Type"), text(f, "/Resources/0/Id")),
         sample: f
             .pointer("/ProductFields/aws~1guardduty~1service~1additionalInfo~1sample")
             .and_then(Value::as_str)
@@ -166,10 +166,46 @@ fn security_hub(f: &Value) -> Finding {
     }
 }
 
+/// Security Hub names resources by ARN; a run's target is an instance's id or a role's name, as
+/// GuardDuty and Inspector give them.
+fn asff_resource_id(kind: &str, id: String) -> String {
+    let marker = match kind {
+        "AwsEc2Instance" => ":instance/",
+        "AwsIamRole" => ":role/",
+        _ => return id,
+    };
+    match id.split_once(marker) {
+        Some((_, rest)) => rest.rsplit('/').next().unwrap_or(rest).to_owned(),
+        None => id,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::event as fixture;
+
+    #[test]
+    fn security_hub_names_instances_and_roles_as_the_other_products_do() {
+        assert_eq!(
+            asff_resource_id(
+                "AwsEc2Instance",
+                "arn:aws:ec2:us-east-1:111122223333:instance/i-0abc".into()
+            ),
+            "i-0abc"
+        );
+        assert_eq!(
+            asff_resource_id(
+                "AwsIamRole",
+                "arn:aws:iam::111122223333:role/service/app".into()
+            ),
+            "app"
+        );
+        assert_eq!(
+            asff_resource_id("AwsS3Bucket", "arn:aws:s3:::logs".into()),
+            "arn:aws:s3:::logs"
+        );
+    }
 
     #[test]
     fn guardduty_inspector_and_security_hub_read_alike() {

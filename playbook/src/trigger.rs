@@ -68,6 +68,19 @@ pub enum Trigger {
 pub const MANUAL_SOURCE: &str = "quell";
 pub const MANUAL_DETAIL_TYPE: &str = "Quell Manual Run";
 
+/// The id of the Security Hub custom action a `securityhub_action` trigger named `name` is
+/// started from: install creates it under this id and the responder accepts its events only. An
+/// id is at most 20 letters and digits; FNV-1a keeps it the same across builds and releases
+/// (it names an AWS resource) without a dependency.
+pub fn custom_action_id(name: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("QuellPb{:013x}", hash >> 12)
+}
+
 /// What a trigger matched in an event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Matched {
@@ -384,6 +397,14 @@ impl Trigger {
         })
     }
 
+    /// The custom action a `securityhub_action` trigger is started from: (id, name).
+    pub fn custom_action(&self) -> Option<(String, String)> {
+        match self {
+            Trigger::SecurityhubAction { name } => Some((custom_action_id(name), name.clone())),
+            _ => None,
+        }
+    }
+
     /// Whether `event` starts this trigger, and with what.
     pub fn matches(&self, event: &Value) -> Option<Matched> {
         let finding = |f: &dyn Fn(&Finding, &Value) -> bool| -> Option<Matched> {
@@ -502,6 +523,18 @@ mod tests {
 
     fn trigger(v: &Value) -> Result<Trigger, Problem> {
         Trigger::parse(Node::new(v, "trigger"))
+    }
+
+    #[test]
+    fn custom_action_ids_are_security_hubs_shape_stable_and_distinct() {
+        let a = custom_action_id("Quell: patch now");
+        assert_eq!(a.len(), 20, "{a}");
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert!(a.starts_with("QuellPb"));
+        // The id names a resource install made: the same name gives it again, in any build.
+        assert_eq!(a, custom_action_id("Quell: patch now"));
+        assert_eq!(custom_action_id(""), "QuellPbcbf29ce484222");
+        assert_ne!(a, custom_action_id("Quell: patch now "));
     }
 
     #[test]

@@ -39,6 +39,31 @@ steps:
       tags: {seen-by: quell}
 ";
 
+/// A playbook an analyst starts from the security account's Security Hub: install makes the
+/// custom action, the security stack routes its events.
+pub const CUSTOM_ACTION_PLAYBOOK: &str = r"
+id: evidence-on-request
+version: 1
+description: Tags the instance of the findings an analyst chose, and snapshots its volumes.
+mode: auto
+trigger:
+  securityhub_action:
+    name: 'Quell: evidence'
+target:
+  type: AWS::EC2::Instance
+  id: ${{ finding.resource_id }}
+steps:
+  - id: mark
+    action: tag
+    with:
+      tags:
+        quell:evidence-for: ${{ finding.id }}
+  - id: evidence
+    action: ec2.snapshot_volumes
+    with:
+      description: Evidence for ${{ finding.id }}
+";
+
 pub fn repository() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -49,7 +74,7 @@ pub fn repository() -> std::path::PathBuf {
 /// A playbook started by hand (`quell run`).
 const MANUAL: &str = "isolate-instance";
 
-fn with_playbook(text: &str) -> String {
+fn with_playbooks(text: &str, custom_action: &std::path::Path) -> String {
     let include = |id: &str| {
         format!(
             "  - include: {}\n",
@@ -60,9 +85,10 @@ fn with_playbook(text: &str) -> String {
         )
     };
     format!(
-        "{text}declared_playbooks:\n{}{}",
+        "{text}declared_playbooks:\n{}{}  - include: {}\n",
         include(PLAYBOOK),
-        include(MANUAL)
+        include(MANUAL),
+        custom_action.display()
     )
 }
 
@@ -149,7 +175,9 @@ async fn groups_of(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<Vec<Stri
 async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardduty_names(
     s: Arc<Sandbox>,
 ) -> Result<()> {
-    let config = s.config_variant("declared.yaml", with_playbook)?;
+    let custom_action = s.home().join("custom-action-playbook.yaml");
+    std::fs::write(&custom_action, CUSTOM_ACTION_PLAYBOOK)?;
+    let config = s.config_variant("declared.yaml", |text| with_playbooks(text, &custom_action))?;
     let config = config.to_str().unwrap_or_default();
 
     // The plan: the document is uploaded and the security stack names it. Member accounts
@@ -323,6 +351,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
     ensure!(runs.len() == 1, "one run for one finding: {}", runs.len());
 
     by_hand(&s, &account, &ec2).await?;
+    by_custom_action(&s, &account, &ec2).await?;
 
     // A change to a step only is a new document for the security stack; the member StackSet's
     // forwarding stays as it is.
@@ -494,5 +523,84 @@ async fn by_hand(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client) -> Resul
         .to_owned();
     let after = groups_of(ec2, &instance).await?;
     ensure!(after == [isolation], "isolated: {after:?} (was {before:?})");
+    Ok(())
+}
+
+/// "Quell: evidence" chosen in the security account's Security Hub on a member's finding: the run
+/// acts in the member account, read back from EC2. (The sandbox's emulator has no custom
+/// actions, so the event Security Hub would send is put on the security account's bus.)
+async fn by_custom_action(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client) -> Result<()> {
+    let instance = launch(ec2).await?;
+    let security = s.security();
+    let id = quell_responder::playbooks::language::trigger::custom_action_id("Quell: evidence");
+    let finding_id = format!("finding-{}", uuid_like());
+    let finding = serde_json::json!({
+        "SchemaVersion": "2018-10-08", "Id": finding_id,
+        "ProductArn": format!("arn:aws:securityhub:{HOME}::product/aws/securityhub"),
+        "GeneratorId": "analyst", "AwsAccountId": account, "Region": HOME,
+        "Types": ["TTPs/Discovery"], "Title": "beaconing", "Severity": {"Label": "HIGH"},
+        "RecordState": "ACTIVE", "Workflow": {"Status": "NEW"},
+        "Resources": [{"Type": "AwsEc2Instance", "Region": HOME, "Partition": "aws",
+            "Id": format!("arn:aws:ec2:{HOME}:{account}:instance/{instance}")}]
+    });
+    let events = aws_sdk_eventbridge::Client::new(&s.in_account(&security, HOME).await?);
+    let out = events
+        .put_events()
+        .entries(
+            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .source("aws.securityhub")
+                .detail_type("Security Hub Findings - Custom Action")
+                .resources(format!(
+                    "arn:aws:securityhub:{HOME}:{security}:action/custom/{id}"
+                ))
+                .detail(
+                    serde_json::json!({"actionName": "Quell: evidence",
+                        "actionDescription": "Evidence", "findings": [finding]})
+                    .to_string(),
+                )
+                .build(),
+        )
+        .send()
+        .await?;
+    ensure!(out.failed_entry_count() == 0, "{out:?}");
+    let record = run_on(s, "evidence-on-request", account, &instance).await?;
+    ensure!(
+        record.status == Status::Succeeded,
+        "{:?} {:?}",
+        record.run.as_ref().map(|r| &r.status),
+        record.steps
+    );
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    ensure!(
+        tags.tags().iter().any(
+            |t| t.key() == Some("quell:evidence-for") && t.value() == Some(finding_id.as_str())
+        ),
+        "the finding's instance is tagged: {:?}",
+        tags.tags()
+    );
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:quell:source-instance")
+                .values(&instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    ensure!(
+        !snapshots.snapshots().is_empty(),
+        "the evidence snapshot is there"
+    );
     Ok(())
 }

@@ -309,7 +309,7 @@ pub async fn apply(
             "Security Hub custom actions created: {}",
             plan.custom_actions
                 .iter()
-                .map(|(_, name, _)| format!("{name:?}"))
+                .map(|a| format!("{:?}", a.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));

@@ -1,6 +1,7 @@
-//! Security Hub custom actions "Quell: contain" and "Quell: remediate", in the security account's
-//! home Region. CloudFormation has no resource for them, so install creates them and uninstall
-//! deletes them; the security stack's rule sends their events to the responder.
+//! Security Hub custom actions "Quell: contain" and "Quell: remediate", and one for each declared
+//! playbook's `securityhub_action` trigger, in the security account's home Region. CloudFormation
+//! has no resource for them, so install creates them and uninstall deletes them; the security
+//! stack's rule sends their events to the responder.
 
 /// The Security Hub client for the security account's home Region.
 pub fn client(security: &aws_config::SdkConfig) -> aws_sdk_securityhub::Client {
@@ -12,8 +13,38 @@ use quell_responder::aws_error::Described;
 use quell_responder::playbooks::event::{CONTAIN_ACTION, REMEDIATE_ACTION};
 use serde::Serialize;
 
-/// (id, name, description) of each action Quell owns.
-pub const ACTIONS: [(&str, &str, &str); 2] = [CONTAIN_ACTION, REMEDIATE_ACTION];
+use crate::playbook_document::PlaybookDocument;
+
+/// Every custom action Quell makes has an id that starts so: what uninstall deletes.
+const OWNED_PREFIX: &str = "Quell";
+
+/// One custom action Quell owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CustomAction {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+}
+
+/// The actions this configuration needs: Quell's two, and each declared playbook's.
+pub fn wanted(document: Option<&PlaybookDocument>) -> Vec<CustomAction> {
+    let built_in = [CONTAIN_ACTION, REMEDIATE_ACTION]
+        .into_iter()
+        .map(|(id, name, description)| CustomAction {
+            id: id.into(),
+            name: name.into(),
+            description: description.into(),
+        });
+    let declared = document
+        .into_iter()
+        .flat_map(|d| d.custom_actions.iter())
+        .map(|(id, name, playbook)| CustomAction {
+            id: id.clone(),
+            name: name.clone(),
+            description: format!("Starts Quell's declared playbook {playbook}"),
+        });
+    built_in.chain(declared).collect()
+}
 
 /// What the security account has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,13 +57,13 @@ pub enum Observed {
 }
 
 impl Observed {
-    /// The actions to create: (id, name, description).
-    pub fn missing(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+    /// The actions of `wanted` to create.
+    pub fn missing(&self, wanted: &[CustomAction]) -> Vec<CustomAction> {
         match self {
-            Observed::Available { present } => ACTIONS
+            Observed::Available { present } => wanted
                 .iter()
-                .filter(|(id, _, _)| !present.iter().any(|(p, _)| p == id))
-                .copied()
+                .filter(|a| !present.iter().any(|(p, _)| *p == a.id))
+                .cloned()
                 .collect(),
             Observed::Unavailable { .. } => Vec::new(),
         }
@@ -78,7 +109,7 @@ pub async fn read(
         for t in page.action_targets() {
             let arn = t.action_target_arn().unwrap_or_default();
             let id = arn.rsplit('/').next().unwrap_or_default();
-            if ACTIONS.iter().any(|(ours, _, _)| *ours == id) {
+            if id.starts_with(OWNED_PREFIX) {
                 present.push((id.to_owned(), arn.to_owned()));
             }
         }
@@ -88,14 +119,14 @@ pub async fn read(
 
 pub async fn create(
     hub: &aws_sdk_securityhub::Client,
-    missing: &[(&str, &str, &str)],
+    missing: &[CustomAction],
 ) -> anyhow::Result<()> {
-    for (id, name, description) in missing {
+    for a in missing {
         match hub
             .create_action_target()
-            .id(*id)
-            .name(*name)
-            .description(*description)
+            .id(&a.id)
+            .name(&a.name)
+            .description(&a.description)
             .send()
             .await
             .described("securityhub:CreateActionTarget")
@@ -229,9 +260,10 @@ mod tests {
         let deleted = Arc::new(Mutex::new(Vec::new()));
         let hub = hub(&["QuellContain"], &created, &deleted);
         let observed = read(&hub, "222233334444", "us-east-1").await.unwrap();
-        let missing = observed.missing();
+        let all = wanted(None);
+        let missing = observed.missing(&all);
         assert_eq!(
-            missing.iter().map(|m| m.1).collect::<Vec<_>>(),
+            missing.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
             ["Quell: remediate"]
         );
         create(&hub, &missing).await.unwrap();
@@ -240,10 +272,10 @@ mod tests {
             [("QuellRemediate".to_owned(), "Quell: remediate".to_owned())]
         );
         // A run that stopped after creating it finds it there: no error, nothing twice.
-        create(&hub, &[CONTAIN_ACTION]).await.unwrap();
+        create(&hub, &all[..1]).await.unwrap();
         assert_eq!(created.lock().unwrap().len(), 1);
         assert!(
-            ACTIONS.iter().all(|(_, name, _)| name.len() < 20),
+            all.iter().all(|a| a.name.len() < 20),
             "Security Hub's limit"
         );
 
@@ -272,7 +304,7 @@ mod tests {
         };
         assert!(reason.contains("HTTP 404"), "{reason}");
         assert!(
-            observed.missing().is_empty(),
+            observed.missing(&wanted(None)).is_empty(),
             "nothing to create, nothing written"
         );
     }
@@ -294,7 +326,7 @@ mod tests {
             panic!("{observed:?}")
         };
         assert!(reason.contains("enable-security-hub"), "{reason}");
-        assert!(observed.missing().is_empty());
+        assert!(observed.missing(&wanted(None)).is_empty());
         assert!(delete(&hub, &observed).await.unwrap().is_empty());
     }
 }

@@ -352,7 +352,9 @@ impl Context {
             organization_id: self.org.id.clone(),
             trusted_access: !observed.trusted_access,
             create_secret: observed.secret.is_none(),
-            custom_actions: observed.custom_actions.missing(),
+            custom_actions: observed.custom_actions.missing(&custom_actions::wanted(
+                self.config.playbook_document.as_ref(),
+            )),
             custom_actions_unavailable: match &observed.custom_actions {
                 custom_actions::Observed::Unavailable { reason } => Some(reason.clone()),
                 custom_actions::Observed::Available { .. } => None,

@@ -429,7 +429,7 @@ pub struct Plan {
     pub trusted_access: bool,
     pub create_secret: bool,
     /// Security Hub custom actions to create: (id, name, description).
-    pub custom_actions: Vec<(&'static str, &'static str, &'static str)>,
+    pub custom_actions: Vec<super::custom_actions::CustomAction>,
     /// Why custom actions cannot be created, when they cannot.
     pub custom_actions_unavailable: Option<String>,
     pub artifact_key: String,
@@ -592,11 +592,12 @@ impl Plan {
                 );
             }
         }
-        for (_, name, _) in &self.custom_actions {
+        for a in &self.custom_actions {
             let _ = writeln!(
                 t,
-                "  {} Security Hub custom action {name:?}: create",
-                add("+")
+                "  {} Security Hub custom action {:?}: create",
+                add("+"),
+                a.name
             );
         }
         if let Some(why) = &self.custom_actions_unavailable {

@@ -200,6 +200,16 @@ impl Responder {
             }]);
         }
         let mut outcomes = self.deliver_to_waiting_runs(event, &library).await?;
+        for playbook in library
+            .playbooks
+            .iter()
+            .filter(|p| p.trigger.custom_action().is_some() && p.trigger.matches(event).is_some())
+        {
+            outcomes.extend(
+                self.start_from_custom_action(message_id, &library, playbook, event)
+                    .await?,
+            );
+        }
         let matches: Vec<(&Playbook, Option<Finding>)> = library
             .playbooks
             .iter()
@@ -327,6 +337,80 @@ impl Responder {
     }
 
     /// The account and Region a run may act in, or why none.
+    /// A Security Hub custom action chosen in the security account starts a run for each
+    /// finding it was chosen on, in that finding's account: the security account's Security Hub
+    /// holds the organization's findings, and only its own principals choose its actions.
+    async fn start_from_custom_action(
+        &self,
+        message_id: &str,
+        library: &Library,
+        playbook: &Playbook,
+        event: &Value,
+    ) -> Result<Vec<Outcome>, ResponderError> {
+        let label = format!("run:{}", playbook.id);
+        let (id, _) = playbook
+            .trigger
+            .custom_action()
+            .expect("filtered on custom actions");
+        let home = &self.settings.home_region;
+        let security = &self.settings.security_account;
+        let ours = format!(
+            "arn:{}:securityhub:{home}:{security}:action/custom/{id}",
+            super::remediate::partition_of(home)
+        );
+        let what = format!("the custom action of {}", playbook.id);
+        if let Err(refused) = self.origin.sent_by(event, security, &what) {
+            return Ok(vec![skipped(&label, refused.message().to_owned())]);
+        }
+        if event["region"].as_str() != Some(home.as_str()) {
+            return Ok(vec![skipped(
+                &label,
+                format!(
+                    "a custom action event from {}: only the security account's Security Hub in {home} starts {}",
+                    event["region"], playbook.id
+                ),
+            )]);
+        }
+        let named = event["resources"].as_array().map_or(&[][..], Vec::as_slice);
+        if named.len() != 1 || named[0].as_str() != Some(ours.as_str()) {
+            return Ok(vec![skipped(
+                &label,
+                format!(
+                    "the event names the action {}, not {ours}, which install made for {}",
+                    Value::Array(named.to_vec()),
+                    playbook.id
+                ),
+            )]);
+        }
+        let mut outcomes = Vec::new();
+        for finding in crate::playbooks::language::finding::findings(event) {
+            let origin = self
+                .checked_origin(
+                    event,
+                    Some(&finding),
+                    finding.account.clone(),
+                    finding.region.clone(),
+                )
+                .await;
+            outcomes.push(match origin {
+                Ok(origin) => {
+                    self.start_run(
+                        message_id,
+                        library,
+                        playbook,
+                        event,
+                        Some(finding),
+                        &origin,
+                        None,
+                    )
+                    .await?
+                }
+                Err(why) => skipped(&label, why),
+            });
+        }
+        Ok(outcomes)
+    }
+
     async fn origin_of(&self, event: &Value, finding: Option<&Finding>) -> Result<Origin, String> {
         let envelope = event["account"].as_str().filter(|a| !a.is_empty());
         let account = match (envelope, finding) {
@@ -341,6 +425,17 @@ impl Responder {
             (None, _) => return Err("the event names no account".into()),
         };
         let region = event["region"].as_str().unwrap_or_default().to_owned();
+        self.checked_origin(event, finding, account, region).await
+    }
+
+    /// The account and Region a run would act in, if Quell acts there at all.
+    async fn checked_origin(
+        &self,
+        event: &Value,
+        finding: Option<&Finding>,
+        account: String,
+        region: String,
+    ) -> Result<Origin, String> {
         if !self.settings.regions.contains(&region) {
             return Err(format!(
                 "the event comes from {region:?}, where Quell is not installed"

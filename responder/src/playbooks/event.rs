@@ -238,7 +238,7 @@ pub struct Origin {
 
 impl Origin {
     /// The envelope's `account` must be `claimed`.
-    fn sent_by(&self, event: &Value, claimed: &str, what: &str) -> Result<(), Refused> {
+    pub(crate) fn sent_by(&self, event: &Value, claimed: &str, what: &str) -> Result<(), Refused> {
         match text(event, "/account") {
             Some(a) if a == claimed => Ok(()),
             Some(a) => Err(foreign(format!(

@@ -1051,3 +1051,97 @@ async fn a_manual_run_acts_only_on_the_entity_its_arn_spells_path_and_all() {
     assert_eq!(record(&w, "right").status, Status::Succeeded);
     assert_eq!(calls(&w, "PutRolePolicy"), 1);
 }
+
+/// Security Hub's event for the custom action `action_arn` chosen in `envelope` on a finding
+/// about the instance in `named`.
+fn custom_action_event(envelope: &str, action_arn: &str, named: &str) -> Value {
+    json!({
+        "version": "0", "id": format!("ca-{envelope}-{named}"),
+        "detail-type": "Security Hub Findings - Custom Action", "source": "aws.securityhub",
+        "account": envelope, "region": "us-east-1", "time": "2026-11-30T08:00:00Z",
+        "resources": [action_arn],
+        "detail": {"actionName": "Quell: tag it", "actionDescription": "d", "findings": [{
+            "SchemaVersion": "2018-10-08", "Id": format!("finding-{named}"),
+            "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
+            "AwsAccountId": named, "Region": "us-east-1", "Types": ["Software and Configuration Checks"],
+            "Title": "t", "Severity": {"Label": "HIGH"}, "RecordState": "ACTIVE",
+            "Workflow": {"Status": "NEW"},
+            "Resources": [{"Type": "AwsEc2Instance", "Region": "us-east-1",
+                "Id": format!("arn:aws:ec2:us-east-1:{named}:instance/{INSTANCE}")}]
+        }]}
+    })
+}
+
+#[tokio::test]
+async fn a_custom_action_starts_runs_only_when_chosen_in_the_security_accounts_security_hub() {
+    let w = world();
+    let name = "Quell: tag it";
+    let tagging = json!({
+        "id": "tag-on-action", "version": 1, "description": "Tags the finding's instance.",
+        "mode": "auto", "trigger": {"securityhub_action": {"name": name}},
+        "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+        "steps": [tag_step()]
+    });
+    let r = responder(&w, &[tagging]);
+    let id = quell_responder::playbooks::language::trigger::custom_action_id(name);
+    let security = "222233334444";
+    let ours = format!("arn:aws:securityhub:us-east-1:{security}:action/custom/{id}");
+    let no_runs = |w: &Shared| {
+        !w.lock()
+            .unwrap()
+            .ledger
+            .keys()
+            .any(|k| k.starts_with("run:"))
+    };
+
+    // A member account's own Security Hub, with an action of the same id there.
+    let theirs = format!("arn:aws:securityhub:us-east-1:{ACCOUNT}:action/custom/{id}");
+    let out = r
+        .handle(event_delivery(
+            "m-1",
+            &custom_action_event(ACCOUNT, &theirs, ACCOUNT),
+        ))
+        .await
+        .unwrap();
+    assert!(no_runs(&w), "{out}");
+    // A member's event that names the security account's action: the envelope says who sent it.
+    let out = r
+        .handle(event_delivery(
+            "m-1b",
+            &custom_action_event(ACCOUNT, &ours, ACCOUNT),
+        ))
+        .await
+        .unwrap();
+    assert!(no_runs(&w), "{out}");
+    // The security account, but another action than the one install made for this playbook.
+    let other =
+        format!("arn:aws:securityhub:us-east-1:{security}:action/custom/QuellPbffffffffffff0");
+    let out = r
+        .handle(event_delivery(
+            "m-2",
+            &custom_action_event(security, &other, ACCOUNT),
+        ))
+        .await
+        .unwrap();
+    assert!(no_runs(&w), "{out}");
+    assert_eq!(calls(&w, "CreateTags"), 0);
+
+    // Chosen in the security account on the member's finding: the run acts in the member.
+    let out = r
+        .handle(event_delivery(
+            "m-3",
+            &custom_action_event(security, &ours, ACCOUNT),
+        ))
+        .await
+        .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{out}");
+    assert_eq!(
+        run.entity.as_deref(),
+        Some(format!("{ACCOUNT}/us-east-1/AWS::EC2::Instance/{INSTANCE}").as_str())
+    );
+    assert_eq!(
+        w.lock().unwrap().instance_tags["quell:incident"],
+        format!("finding-{ACCOUNT}")
+    );
+}
