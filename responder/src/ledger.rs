@@ -443,6 +443,59 @@ impl Ledger {
         }
     }
 
+    /// Counts one more use of `key` (a playbook's runs in one hour), unless `limit` are counted
+    /// already: `false` then. The counter is an item of its own under the lock prefix, written
+    /// with a condition on the count read, so two responders counting at once never both take
+    /// the last one.
+    pub async fn count_up(&self, key: &str, limit: u64) -> Result<bool, CallError> {
+        let key = format!("{LOCK_PREFIX}{key}");
+        for _ in 0..8 {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("request_id", AttributeValue::S(key.clone()))
+                .consistent_read(true)
+                .send()
+                .await
+                .described("dynamodb:GetItem (counter)")?;
+            let seen = out
+                .item()
+                .and_then(|i| i.get("updated_at"))
+                .and_then(|v| v.as_s().ok())
+                .cloned();
+            let count: u64 = seen.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+            if count >= limit {
+                return Ok(false);
+            }
+            // The count is also the version the next writer's condition names.
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("request_id", AttributeValue::S(key.clone()))
+                .item("updated_at", AttributeValue::S((count + 1).to_string()));
+            let put = match seen {
+                Some(seen) => put
+                    .condition_expression("updated_at = :seen")
+                    .expression_attribute_values(":seen", AttributeValue::S(seen)),
+                None => put.condition_expression("attribute_not_exists(request_id)"),
+            };
+            match put.send().await.described("dynamodb:PutItem (counter)") {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_code("ConditionalCheckFailedException") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CallError {
+            call: "dynamodb:PutItem (counter)".into(),
+            failure: AwsFailure {
+                code: Some("Quell.Contended".into()),
+                message: format!("{key} changed under eight attempts to count on it"),
+            },
+        })
+    }
+
     /// Writes the record as it is now (the claimant is the only writer of its request).
     pub async fn save(&self, record: &Record) -> Result<(), CallError> {
         self.put(record, Condition::None).await

@@ -383,7 +383,19 @@ impl Responder {
             )]);
         }
         let mut outcomes = Vec::new();
-        for finding in crate::playbooks::language::finding::findings(event) {
+        let findings = crate::playbooks::language::finding::findings(event);
+        let most = usize::try_from(playbook.limits.max_targets).unwrap_or(usize::MAX);
+        if findings.len() > most {
+            outcomes.push(skipped(
+                &label,
+                format!(
+                    "the action was chosen on {} findings; {} acts on the first {most} (limits.max_targets)",
+                    findings.len(),
+                    playbook.id
+                ),
+            ));
+        }
+        for finding in findings.into_iter().take(most) {
             let origin = self
                 .checked_origin(
                     event,
@@ -634,6 +646,35 @@ impl Responder {
                 })
             }
         };
+        // Counted once a run is sure to be new: a finding delivered twice is one run, not two.
+        let hour = now.timestamp() / 3600;
+        match self
+            .ledger
+            .count_up(
+                &format!("rate:{}:{hour}", playbook.id),
+                playbook.limits.max_runs_per_hour,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                record.status = Status::Skipped;
+                record.finished_at = Some(now);
+                record.error = Some(format!(
+                    "{} runs of {} started this hour already (limits.max_runs_per_hour); this one did not start",
+                    playbook.limits.max_runs_per_hour, playbook.id
+                ));
+                self.save_run(&record).await?;
+                self.audit_or_log(AuditEvent::Skipped, &mut record).await;
+                return Ok(outcome_of(&record));
+            }
+            Err(e) => {
+                return Err(ResponderError::Aws(format!(
+                    "cannot count the runs of {} this hour: {e}",
+                    playbook.id
+                )))
+            }
+        }
         let hold = format!(
             "run:{}:{}:{}:{target}",
             playbook.id, origin.account, origin.region

@@ -1145,3 +1145,48 @@ async fn a_custom_action_starts_runs_only_when_chosen_in_the_security_accounts_s
         format!("finding-{ACCOUNT}")
     );
 }
+
+#[tokio::test]
+async fn runs_beyond_the_playbooks_hourly_limit_do_not_start() {
+    let w = world();
+    let mut limited = playbook(&json!([tag_step()]));
+    limited["limits"] = json!({"max_runs_per_hour": 1});
+    limited["dedup"] = json!({"key": "${{ finding.arn }}"});
+    let r = responder(&w, &[limited]);
+    for n in 1..=2 {
+        let mut event = finding_event(ACCOUNT, ACCOUNT, false);
+        event["id"] = json!(format!("ev-{n}"));
+        event["detail"]["id"] = json!(format!("f{n}"));
+        event["detail"]["arn"] = json!(format!(
+            "arn:aws:guardduty:us-east-1:{ACCOUNT}:detector/d/finding/f{n}"
+        ));
+        r.handle(event_delivery(&format!("m-{n}"), &event))
+            .await
+            .unwrap();
+    }
+    let runs: Vec<_> = {
+        let world = w.lock().unwrap();
+        world
+            .ledger
+            .keys()
+            .filter(|k| k.starts_with("run:"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let records: Vec<_> = runs.iter().map(|k| record(&w, k)).collect();
+    let skipped = records
+        .iter()
+        .find(|r| r.status == Status::Skipped)
+        .expect("the second run was held back");
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("limits.max_runs_per_hour"),
+        "{skipped:?}"
+    );
+    assert!(records.iter().any(|r| r.status == Status::Succeeded));
+    assert_eq!(calls(&w, "CreateTags"), 1, "one run acted");
+}
