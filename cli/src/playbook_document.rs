@@ -10,6 +10,7 @@
 //! specifically (forwarding every API call would be a flood): adding or changing one is a
 //! StackSet update too. The plan shows each as the template it changes.
 
+use quell_responder::playbooks::language::trigger::schedule_rule_suffix;
 use quell_responder::runs::actions::runnable;
 use quell_responder::runs::document::key_for;
 use quell_responder::runs::webhook::Webhooks;
@@ -36,7 +37,22 @@ pub struct PlaybookDocument {
     /// The Security Hub custom actions the `securityhub_action` triggers are started from:
     /// (id, name, the first playbook's id), each once.
     pub custom_actions: Vec<(String, String, String)>,
+    /// The EventBridge rules that fire the `schedule` triggers: one per playbook.
+    pub schedules: Vec<Schedule>,
 }
+
+/// A `schedule` playbook's rule in the security stack.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Schedule {
+    /// After the deployment's prefix: `quell_playbook`'s `schedule_rule_suffix`.
+    pub suffix: String,
+    pub logical_id: String,
+    pub expression: String,
+    pub playbook: String,
+}
+
+/// What a scheduled sweep can list in each account and Region.
+pub const SWEPT_TARGETS: &[&str] = &["AWS::EC2::Instance"];
 
 impl PlaybookDocument {
     /// The document for `declared`, `None` when there are none. Refuses patterns EventBridge
@@ -91,9 +107,21 @@ impl PlaybookDocument {
                 }
             }
         }
-        let unrunnable = declared
-            .iter()
-            .flat_map(|d| {
+        let unswept = declared.iter().filter_map(|d| {
+            (d.playbook.trigger.schedule().is_some()
+                && !SWEPT_TARGETS.contains(&d.playbook.target.kind.as_str()))
+            .then(|| {
+                format!(
+                    "{}: playbook {} runs on a schedule over every {}, which the scheduled sweep does not list yet ({})",
+                    d.file.display(),
+                    d.playbook.id,
+                    d.playbook.target.kind,
+                    SWEPT_TARGETS.join(", ")
+                )
+            })
+        });
+        let unrunnable = unswept
+            .chain(declared.iter().flat_map(|d| {
                 d.playbook
                     .steps
                     .iter()
@@ -107,6 +135,22 @@ impl PlaybookDocument {
                             s.action
                         )
                     })
+            }))
+            .collect();
+        let schedules = declared
+            .iter()
+            .filter_map(|d| {
+                let expression = d.playbook.trigger.schedule()?;
+                let suffix = schedule_rule_suffix(&d.playbook.id);
+                Some(Schedule {
+                    logical_id: format!(
+                        "PlaybookSchedule{}",
+                        suffix.trim_start_matches("playbook-")
+                    ),
+                    suffix,
+                    expression: expression.to_owned(),
+                    playbook: d.playbook.id.clone(),
+                })
             })
             .collect();
         let sources: Vec<&Value> = declared.iter().map(|d| &d.source).collect();
@@ -138,6 +182,7 @@ impl PlaybookDocument {
             member_forwarded,
             unrunnable,
             custom_actions,
+            schedules,
         }))
     }
 
@@ -339,6 +384,32 @@ mod tests {
             wanted.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
             ["QuellContain", "QuellRemediate", id.as_str()]
         );
+    }
+
+    #[test]
+    fn a_schedule_gets_a_rule_of_its_own_and_only_instances_are_swept() {
+        let nightly = json!({"schedule": "cron(0 2 * * ? *)"});
+        let mut on_instances = playbook("nightly", &nightly, "tag");
+        on_instances["target"]["id"] = json!("${{ event.detail.target.id }}");
+        let d = PlaybookDocument::of(&[declared(&on_instances)], &[], &Webhooks::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.schedules.len(), 1);
+        let rule = &d.schedules[0];
+        assert_eq!(rule.expression, "cron(0 2 * * ? *)");
+        assert_eq!(rule.suffix, schedule_rule_suffix("nightly"));
+        assert!(rule.logical_id.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(d.forwarded, None, "nothing to forward for a schedule");
+        d.refuse_unrunnable().unwrap();
+
+        let mut on_users = playbook("users", &nightly, "iam.contain_user");
+        on_users["target"] =
+            json!({"type": "AWS::IAM::User", "id": "${{ event.detail.target.id }}"});
+        let d = PlaybookDocument::of(&[declared(&on_users)], &[], &Webhooks::new())
+            .unwrap()
+            .unwrap();
+        let e = d.refuse_unrunnable().unwrap_err().to_string();
+        assert!(e.contains("the scheduled sweep does not list yet"), "{e}");
     }
 
     #[test]

@@ -189,6 +189,11 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
             .as_ref()
             .map(|d| d.custom_actions.iter().map(|(id, _, _)| id.clone()).collect::<Vec<_>>())
             .unwrap_or_default(),
+        "declared_schedules": config
+            .playbook_document
+            .as_ref()
+            .map(|d| d.schedules.clone())
+            .unwrap_or_default(),
         "ssm_documents_json": serde_json::to_string(&config.ssm_documents)?,
         // Inside a single-quoted YAML scalar: quotes are doubled.
         "webhooks_json": serde_json::to_string(&config.webhooks)?.replace('\'', "''"),

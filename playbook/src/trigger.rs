@@ -73,12 +73,23 @@ pub const MANUAL_DETAIL_TYPE: &str = "Quell Manual Run";
 /// id is at most 20 letters and digits; FNV-1a keeps it the same across builds and releases
 /// (it names an AWS resource) without a dependency.
 pub fn custom_action_id(name: &str) -> String {
+    format!("QuellPb{}", stable_hex(name))
+}
+
+/// The name, after the deployment's prefix, of the EventBridge rule that fires a `schedule`
+/// playbook: the security stack makes it, and the responder takes scheduled events from it only.
+pub fn schedule_rule_suffix(playbook_id: &str) -> String {
+    format!("playbook-{}", stable_hex(playbook_id))
+}
+
+/// 13 hex digits of FNV-1a over `text`.
+fn stable_hex(text: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
+    for b in text.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("QuellPb{:013x}", hash >> 12)
+    format!("{:013x}", hash >> 12)
 }
 
 /// What a trigger matched in an event.
@@ -325,8 +336,15 @@ impl Trigger {
             }
             "schedule" => {
                 let expression = body_node.string("a schedule: rate(...) or cron(...)")?;
+                // What rate and cron expressions are made of, and nothing that could end a
+                // quoted scalar in the template the expression is rendered into.
+                let plain = expression
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " ()*?,/#-".contains(c));
                 if !(expression.starts_with("rate(") || expression.starts_with("cron("))
                     || !expression.ends_with(')')
+                    || !plain
+                    || expression.len() > 256
                 {
                     return Err(body_node
                         .problem(format!("`{expression}`"))
@@ -401,6 +419,14 @@ impl Trigger {
     pub fn custom_action(&self) -> Option<(String, String)> {
         match self {
             Trigger::SecurityhubAction { name } => Some((custom_action_id(name), name.clone())),
+            _ => None,
+        }
+    }
+
+    /// A `schedule` trigger's expression.
+    pub fn schedule(&self) -> Option<&str> {
+        match self {
+            Trigger::Schedule { expression } => Some(expression),
             _ => None,
         }
     }
@@ -526,6 +552,61 @@ mod tests {
     }
 
     #[test]
+    fn every_trigger_kind_ships_with_a_fixture_it_matches() {
+        let cases = [
+            (
+                "guardduty",
+                json!({"guardduty": {"types": ["CryptoCurrency:EC2/"]}}),
+                "guardduty-ec2-cryptocurrency.json",
+            ),
+            (
+                "securityhub",
+                json!({"securityhub": {"product_names": ["Inspector"]}}),
+                "securityhub-imported-inspector.json",
+            ),
+            (
+                "securityhub_action",
+                json!({"securityhub_action": {"name": "Quell: evidence"}}),
+                "securityhub-custom-action.json",
+            ),
+            (
+                "inspector",
+                json!({"inspector": {"min_severity": 7}}),
+                "inspector2-package-vulnerability.json",
+            ),
+            (
+                "config",
+                json!({"config": {"rules": ["ec2-imdsv2-check"]}}),
+                "config-compliance-change.json",
+            ),
+            (
+                "cloudtrail",
+                json!({"cloudtrail": {"source": "ec2.amazonaws.com", "names": ["RunInstances"]}}),
+                "cloudtrail-run-instances.json",
+            ),
+            (
+                "schedule",
+                json!({"schedule": "rate(1 day)"}),
+                "eventbridge-scheduled-event.json",
+            ),
+            ("manual", json!({"manual": {}}), "quell-manual-run.json"),
+        ];
+        assert_eq!(
+            cases.iter().map(|c| c.0).collect::<Vec<_>>(),
+            KINDS,
+            "one case per kind"
+        );
+        for (kind, t, file) in &cases {
+            let t = trigger(t).unwrap();
+            assert!(t.matches(&fixture(file)).is_some(), "{kind}: {file}");
+            // And no other kind's fixture starts it.
+            for (_, _, other) in cases.iter().filter(|c| c.2 != *file) {
+                assert!(t.matches(&fixture(other)).is_none(), "{kind} on {other}");
+            }
+        }
+    }
+
+    #[test]
     fn custom_action_ids_are_security_hubs_shape_stable_and_distinct() {
         let a = custom_action_id("Quell: patch now");
         assert_eq!(a.len(), 20, "{a}");
@@ -621,6 +702,13 @@ mod tests {
             trigger(&json!({"securityhub_action": {"name": "Quell: contain this instance now"}}))
                 .unwrap_err();
         assert!(e.to_string().contains("20 characters"), "{e}");
+        for smuggled in [
+            "rate(1 day)\"\n      State: DISABLED #)",
+            "cron(0 6 * * ? *)'; )",
+        ] {
+            let e = trigger(&json!({ "schedule": smuggled })).unwrap_err();
+            assert!(e.to_string().contains("EventBridge schedule"), "{e}");
+        }
         let e = trigger(&json!({"schedule": "every day"})).unwrap_err();
         assert!(e.to_string().contains("rate(12 hours)"), "{e}");
         let e = trigger(&json!({"cloudtrail": {"source": "ec2", "names": ["RunInstances"]}}))

@@ -296,19 +296,22 @@ pub fn online() -> Vec<(&'static str, TestFn)> {
 async fn rendered_templates_pass_cfn_lint(s: Arc<Sandbox>) -> Result<()> {
     let dir = tempfile::tempdir()?;
     // Declared playbooks add the central bus's rule, the members' forwarding of API calls, the
-    // custom actions' routes and the document's setting: linted too.
+    // custom actions' routes, a schedule's rule and the document's setting: linted too.
     let calls = dir.path().join("calls.yaml");
     std::fs::write(&calls, crate::declared::CLOUDTRAIL_PLAYBOOK)?;
     let action = dir.path().join("action.yaml");
     std::fs::write(&action, crate::declared::CUSTOM_ACTION_PLAYBOOK)?;
+    let schedule = dir.path().join("schedule.yaml");
+    std::fs::write(&schedule, crate::declared::SCHEDULE_PLAYBOOK)?;
     let instance =
         crate::declared::repository().join("playbooks/guardduty-instance-compromise.yaml");
     let declared = s.config_variant("lint-declared.yaml", |text| {
         format!(
-            "{text}declared_playbooks:\n  - include: {}\n  - include: {}\n  - include: {}\n",
+            "{text}declared_playbooks:\n  - include: {}\n  - include: {}\n  - include: {}\n  - include: {}\n",
             instance.display(),
             calls.display(),
-            action.display()
+            action.display(),
+            schedule.display()
         )
     })?;
     for (name, config) in [

@@ -64,6 +64,28 @@ steps:
       description: Evidence for ${{ finding.id }}
 ";
 
+/// A playbook on a schedule: the security stack gets its rule.
+pub const SCHEDULE_PLAYBOOK: &str = r"
+id: nightly-inventory
+version: 1
+description: Marks every running instance with the night it was last seen.
+mode: auto
+trigger:
+  schedule: cron(0 2 * * ? *)
+target:
+  type: AWS::EC2::Instance
+  id: ${{ event.detail.target.id }}
+when:
+  path: resource.state
+  equals: running
+steps:
+  - id: mark
+    action: tag
+    with:
+      tags:
+        quell:last-seen: ${{ event.time }}
+";
+
 pub fn repository() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -207,6 +209,16 @@ impl Responder {
         {
             outcomes.extend(
                 self.start_from_custom_action(message_id, &library, playbook, event)
+                    .await?,
+            );
+        }
+        for playbook in library
+            .playbooks
+            .iter()
+            .filter(|p| p.trigger.schedule().is_some() && p.trigger.matches(event).is_some())
+        {
+            outcomes.extend(
+                self.start_scheduled(message_id, &library, playbook, event)
                     .await?,
             );
         }
@@ -420,6 +432,130 @@ impl Responder {
                 Err(why) => skipped(&label, why),
             });
         }
+        Ok(outcomes)
+    }
+
+    /// A `schedule` playbook's rule fired: a run for each instance in every account and Region
+    /// the sweep covers (`sweep.accounts`, `sweep.organizational_units`, `sweep.regions`), at
+    /// most `limits.max_targets` new runs per firing. Each run reads its instance back and
+    /// checks its conditions and exemptions like any other.
+    async fn start_scheduled(
+        &self,
+        message_id: &str,
+        library: &Library,
+        playbook: &Playbook,
+        event: &Value,
+    ) -> Result<Vec<Outcome>, ResponderError> {
+        let label = format!("run:{}", playbook.id);
+        let home = &self.settings.home_region;
+        let security = &self.settings.security_account;
+        let partition = super::remediate::partition_of(home);
+        let rule = format!(
+            "arn:{partition}:events:{home}:{security}:rule/{}-{}",
+            self.settings.name_prefix,
+            crate::playbooks::language::trigger::schedule_rule_suffix(&playbook.id)
+        );
+        let named = event["resources"].as_array().map_or(&[][..], Vec::as_slice);
+        if named.len() != 1 || named[0].as_str() != Some(rule.as_str()) {
+            // Another rule's schedule (the built-in sweep's, another playbook's): not this one's.
+            return Ok(Vec::new());
+        }
+        let what = format!("the schedule of {}", playbook.id);
+        if let Err(refused) = self.origin.sent_by(event, security, &what) {
+            return Ok(vec![skipped(&label, refused.message().to_owned())]);
+        }
+        let sweep = &self.settings.playbooks.sweep;
+        let accounts = match self.ids_for_calls().await {
+            Ok(ids) => {
+                self.membership
+                    .accounts_under(
+                        &self.sessions,
+                        &self.member_clients,
+                        &ids.role_external_id,
+                        &sweep.organizational_units,
+                        &sweep.accounts,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| ResponderError::Aws(format!("cannot list the accounts to sweep: {e}")))?;
+        let places: Vec<(String, String)> = accounts
+            .iter()
+            .flat_map(|a| sweep.regions.iter().map(move |r| (a.clone(), r.clone())))
+            .collect();
+        let listed: Vec<(String, String, Result<Vec<(String, String)>, CallError>)> =
+            futures::stream::iter(places)
+                .map(|(account, region)| async move {
+                    let found = match self.session_in(partition, &account, Some(&region)).await {
+                        Ok(c) => {
+                            crate::runs::resource::instances(&c, partition, &account, &region).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    (account, region, found)
+                })
+                .buffer_unordered(sweep.concurrency.max(1))
+                .collect()
+                .await;
+        let most = usize::try_from(playbook.limits.max_targets).unwrap_or(usize::MAX);
+        let (mut outcomes, mut started, mut left) = (Vec::new(), 0_usize, 0_usize);
+        for (account, region, found) in listed {
+            let targets = match found {
+                Ok(t) => t,
+                Err(e) => {
+                    outcomes.push(skipped(
+                        &label,
+                        format!("cannot list the instances in {account} {region}: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            for (id, arn) in targets {
+                if started >= most {
+                    left += 1;
+                    continue;
+                }
+                let mut fired = event.clone();
+                fired["account"] = json!(account);
+                fired["region"] = json!(region);
+                fired["detail"]["target"] =
+                    json!({"arn": arn, "id": id, "type": playbook.target.kind});
+                let origin = Origin {
+                    account: account.clone(),
+                    region: region.clone(),
+                    partition,
+                };
+                let outcome = self
+                    .start_run(message_id, library, playbook, &fired, None, &origin, None)
+                    .await?;
+                // A target whose run is within its dedup window, or left alone, is no new run.
+                if outcome.status != Status::Skipped && outcome.code.as_deref() != Some("duplicate")
+                {
+                    started += 1;
+                }
+                outcomes.push(outcome);
+            }
+        }
+        let summary = if left > 0 {
+            format!(
+                "{started} runs started, the most one firing starts (limits.max_targets); {left} more instances wait for the next"
+            )
+        } else {
+            format!(
+                "{started} runs started over {} instances looked at",
+                outcomes.len()
+            )
+        };
+        tracing::info!(key = %label, %summary, "schedule fired");
+        // Said even when nothing was found: the firing is this playbook's, not an unknown event.
+        outcomes.push(Outcome {
+            key: label,
+            status: Status::Succeeded,
+            code: None,
+            message: summary,
+            transient: false,
+        });
         Ok(outcomes)
     }
 

@@ -20,6 +20,47 @@ pub async fn read(
     }
 }
 
+/// Every instance in the account and Region the clients act in that has not been terminated: what
+/// a scheduled playbook sweeps. (id, ARN) each.
+pub async fn instances(
+    clients: &MemberClients,
+    partition: &str,
+    account: &str,
+    region: &str,
+) -> Result<Vec<(String, String)>, CallError> {
+    let mut out = Vec::new();
+    let mut pages = clients
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.described("ec2:DescribeInstances")?;
+        for i in page
+            .reservations()
+            .iter()
+            .flat_map(aws_sdk_ec2::types::Reservation::instances)
+        {
+            if let Some(id) = i.instance_id() {
+                out.push((
+                    id.to_owned(),
+                    format!("arn:{partition}:ec2:{region}:{account}:instance/{id}"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn instance(clients: &MemberClients, id: &str) -> Result<Option<Value>, CallError> {
     let out = match clients
         .ec2

@@ -157,6 +157,8 @@ struct Setup {
     secrets: Option<aws_sdk_secretsmanager::Client>,
     /// `QUELL_WEBHOOKS`.
     webhooks: Option<String>,
+    /// `QUELL_PLAYBOOKS`: where the sweep goes.
+    playbook_settings: Option<String>,
 }
 
 fn build(w: &Shared, playbooks: &[Value], setup: Setup) -> Responder {
@@ -190,6 +192,9 @@ fn build(w: &Shared, playbooks: &[Value], setup: Setup) -> Responder {
     ];
     if let Some(hooks) = &setup.webhooks {
         env.push(("QUELL_WEBHOOKS", hooks.as_str()));
+    }
+    if let Some(settings) = &setup.playbook_settings {
+        env.push(("QUELL_PLAYBOOKS", settings.as_str()));
     }
     Responder::with_clients(all, settings_with(&env))
 }
@@ -1189,4 +1194,74 @@ async fn runs_beyond_the_playbooks_hourly_limit_do_not_start() {
     );
     assert!(records.iter().any(|r| r.status == Status::Succeeded));
     assert_eq!(calls(&w, "CreateTags"), 1, "one run acted");
+}
+
+#[tokio::test]
+async fn a_schedule_runs_its_playbook_over_the_swept_instances_only_from_its_own_rule() {
+    let w = world();
+    let scheduled = json!({
+        "id": "nightly-tag", "version": 1, "description": "Marks every instance nightly.",
+        "mode": "auto", "trigger": {"schedule": "cron(0 2 * * ? *)"},
+        "target": {"type": "AWS::EC2::Instance", "id": "${{ event.detail.target.id }}"},
+        "scope": {"exempt_tag": "quell:exempt"},
+        "steps": [{"id": "mark", "action": "tag", "with": {"tags": {"quell:seen": "${{ event.time }}"}}}]
+    });
+    let r = build(
+        &w,
+        &[scheduled],
+        Setup {
+            playbook_settings: Some(
+                json!({"sweep": {"accounts": [ACCOUNT], "regions": ["us-east-1"]}}).to_string(),
+            ),
+            ..Setup::default()
+        },
+    );
+    let fired = |rule: &str| {
+        json!({"version": "0", "id": format!("sched-{rule}"), "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "222233334444", "region": "us-east-1",
+            "time": "2026-11-30T02:00:00Z", "resources": [rule], "detail": {}})
+    };
+    let suffix = quell_responder::playbooks::language::trigger::schedule_rule_suffix("nightly-tag");
+    let ours = format!("arn:aws:events:us-east-1:222233334444:rule/quell-{suffix}");
+
+    // A rule someone else made in the security account: no run.
+    r.handle(event_delivery(
+        "m-other",
+        &fired("arn:aws:events:us-east-1:222233334444:rule/nightly-tag"),
+    ))
+    .await
+    .unwrap();
+    // Its own rule's name, sent from a member account.
+    let mut forged = fired(&ours);
+    forged["account"] = json!(ACCOUNT);
+    r.handle(event_delivery("m-forged", &forged)).await.unwrap();
+    assert!(!w
+        .lock()
+        .unwrap()
+        .ledger
+        .keys()
+        .any(|k| k.starts_with("run:")));
+    assert_eq!(calls(&w, "CreateTags"), 0);
+
+    let out = r
+        .handle(event_delivery("m-ours", &fired(&ours)))
+        .await
+        .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{out}");
+    assert_eq!(
+        run.entity.as_deref(),
+        Some(format!("{ACCOUNT}/us-east-1/AWS::EC2::Instance/{INSTANCE}").as_str())
+    );
+    assert_eq!(
+        w.lock().unwrap().instance_tags["quell:seen"],
+        "2026-11-30T02:00:00Z"
+    );
+    assert!(out.to_string().contains("1 runs started"), "{out}");
+
+    // The same firing delivered again is no new run.
+    r.handle(event_delivery("m-ours-again", &fired(&ours)))
+        .await
+        .unwrap();
+    assert_eq!(calls(&w, "CreateTags"), 1);
 }
