@@ -1,13 +1,17 @@
 //! How long the responder takes to decide what 1,000 findings start, against 50 declared
 //! playbooks: once with playbooks none of the findings match, once with playbooks each finding
-//! matches (trigger, conditions, and the plan of every step with its parameters filled). Run by
-//! `bench/playbooks`, which writes the figures to bench/results/playbooks.md.
+//! matches (trigger, conditions, and the plan of every step with its parameters filled). Then
+//! what the run state machine adds to each step against filling the action's parameters alone
+//! (what calling the action directly needs). Run by `bench/playbooks`, which writes the figures
+//! to bench/results/playbooks.md.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use quell_playbook::definition::Playbook;
+use quell_playbook::run::{Effect, Input, Run};
 use quell_playbook::simulate::simulate;
+use quell_playbook::template::fill_all;
 use quell_playbook::Node;
 use serde_json::{json, Value};
 
@@ -102,6 +106,84 @@ fn measure(findings: &[Value], playbooks: &[Playbook]) -> (Duration, usize) {
     (best, started)
 }
 
+const STEPS: usize = 20;
+const RUNS: usize = 500;
+
+/// A GuardDuty playbook of `STEPS` tag steps, and the context a run of it sees.
+fn tagging() -> (Playbook, Value) {
+    let steps: Vec<Value> = (0..STEPS)
+        .map(|i| json!({"id": format!("mark{i}"), "action": "tag",
+            "with": {"tags": {format!("quell:step{i}"): "${{ finding.id }} on ${{ finding.resource_id }}"}}}))
+        .collect();
+    let v = json!({
+        "id": "tagging", "version": 1, "description": "Tags.", "mode": "auto",
+        "trigger": {"guardduty": {"types": ["CryptoCurrency:EC2/"]}},
+        "target": {"type": "AWS::EC2::Instance", "id": "${{ finding.resource_id }}"},
+        "steps": steps
+    });
+    let context = json!({
+        "event": shipped("fixtures/events/guardduty-ec2-cryptocurrency.json"),
+        "finding": {"id": "8e2c3a7b9d1f4e6a0b5c2d8f7e9a1b3c", "resource_id": "i-0feedc0ffee123456"},
+        "account": {"id": "111122223333"}, "resource": {"state": "running"}, "vars": {}
+    });
+    (
+        Playbook::parse(Node::new(&v, "")).expect("a valid playbook"),
+        context,
+    )
+}
+
+/// `RUNS` runs of the tagging playbook through the state machine, each step's outcome fed back
+/// and the run serialised as the ledger saves it after every step; then the same parameters
+/// filled directly. The fastest round of each, per step.
+fn per_step() -> (Duration, Duration) {
+    let (playbook, context) = tagging();
+    let now = Utc::now();
+    let (mut runtime, mut direct) = (Duration::MAX, Duration::MAX);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for n in 0..RUNS {
+            let mut run = Run::new(
+                &format!("run:{n}"),
+                &playbook,
+                "i-0feedc0ffee123456",
+                context.clone(),
+                None,
+                now,
+            );
+            let mut effects = run.start(&playbook, now);
+            while let Some(Effect::Act { step, attempt, .. }) = effects
+                .iter()
+                .find(|e| matches!(e, Effect::Act { .. }))
+                .cloned()
+            {
+                let saved = serde_json::to_vec(&run).expect("a run serialises");
+                std::hint::black_box(saved);
+                let input = Input::StepDone {
+                    step,
+                    attempt,
+                    outputs: serde_json::Map::new(),
+                };
+                effects = run
+                    .advance(&playbook, input, now)
+                    .expect("a step's outcome is taken");
+            }
+            std::hint::black_box(&run);
+        }
+        runtime = runtime.min(t.elapsed());
+        let t = Instant::now();
+        for _ in 0..RUNS {
+            for s in &playbook.steps {
+                std::hint::black_box(
+                    fill_all(&Value::Object(s.with.clone()), &context).expect("filled"),
+                );
+            }
+        }
+        direct = direct.min(t.elapsed());
+    }
+    let steps = u32::try_from(RUNS * STEPS).unwrap_or(u32::MAX);
+    (runtime / steps, direct / steps)
+}
+
 fn main() {
     let findings = findings();
     let steps: usize = playbooks(true).iter().map(|p| p.steps.len()).sum();
@@ -124,4 +206,24 @@ fn main() {
     }
     println!();
     println!("{steps} steps across the 50 matching playbooks; fastest of {ROUNDS} rounds.");
+    println!();
+    let (runtime, direct) = per_step();
+    println!("## The runtime's cost per step, against calling the action directly");
+    println!();
+    println!("| per step | µs |");
+    println!("|---|---:|");
+    println!(
+        "| through the run (state machine, parameters filled, run serialised for its ledger save) | {:.2} |",
+        runtime.as_secs_f64() * 1e6
+    );
+    println!(
+        "| directly (parameters filled) | {:.2} |",
+        direct.as_secs_f64() * 1e6
+    );
+    println!(
+        "| runtime overhead | {:.2} |",
+        (runtime.saturating_sub(direct)).as_secs_f64() * 1e6
+    );
+    println!();
+    println!("{RUNS} runs of a {STEPS}-step playbook; fastest of {ROUNDS} rounds.");
 }

@@ -201,6 +201,7 @@ fn dynamodb(w: &Shared) -> aws_sdk_dynamodb::Client {
                         .build(),
                 ));
             }
+            world.call("PutItem");
             world.ledger.insert(key, item);
             MockResponse::Output(PutItemOutput::builder().build())
         })

@@ -47,7 +47,8 @@ fn ec2(w: &Shared) -> aws_sdk_ec2::Client {
     let describe = {
         let w = w.clone();
         mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(move |_| {
-            let world = w.lock().unwrap();
+            let mut world = w.lock().unwrap();
+            world.call("DescribeInstances");
             let tags = world
                 .instance_tags
                 .iter()
@@ -1264,4 +1265,38 @@ async fn a_schedule_runs_its_playbook_over_the_swept_instances_only_from_its_own
         .await
         .unwrap();
     assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+/// What the runtime adds to each step, in AWS calls: the bench (`bench/playbooks`) prints the
+/// figure, and this bounds it. A step is its action's calls plus the run record saved once.
+#[tokio::test]
+async fn a_step_costs_its_actions_calls_and_one_ledger_write() {
+    let mut per_run = Vec::new();
+    for steps in [1_usize, 4] {
+        let w = world();
+        let list: Vec<Value> = (0..steps)
+            .map(|i| {
+                json!({"id": format!("mark{i}"), "action": "tag",
+                "with": {"tags": {format!("quell:step{i}"): "${{ finding.id }}"}}})
+            })
+            .collect();
+        let r = responder(&w, &[playbook(&Value::Array(list))]);
+        deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+        assert_eq!(the_run(&w).status, Status::Succeeded);
+        assert_eq!(calls(&w, "CreateTags"), steps, "one call per tag step");
+        per_run.push((calls(&w, "PutItem"), calls(&w, "DescribeInstances")));
+    }
+    let writes = (per_run[1].0 - per_run[0].0) / 3;
+    let reads = (per_run[1].1 - per_run[0].1) / 3;
+    println!(
+        "runtime overhead per step: {writes} ledger write(s), {reads} read(s) of the target (the exemption check before a writing step); a one-step run: {} ledger writes, {} target reads in all",
+        per_run[0].0, per_run[0].1
+    );
+    assert_eq!(
+        per_run[1].0 - per_run[0].0,
+        3 * writes,
+        "linear in the steps"
+    );
+    assert_eq!(writes, 1, "one save per step: {per_run:?}");
+    assert!(reads <= 1, "at most one read back per step: {per_run:?}");
 }
