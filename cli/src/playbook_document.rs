@@ -107,10 +107,13 @@ impl PlaybookDocument {
                 }
             }
         }
-        let unswept = declared.iter().filter_map(|d| {
-            (d.playbook.trigger.schedule().is_some()
-                && !SWEPT_TARGETS.contains(&d.playbook.target.kind.as_str()))
-            .then(|| {
+        let unswept = declared
+            .iter()
+            .filter(|d| {
+                d.playbook.trigger.schedule().is_some()
+                    && !SWEPT_TARGETS.contains(&d.playbook.target.kind.as_str())
+            })
+            .map(|d| {
                 format!(
                     "{}: playbook {} runs on a schedule over every {}, which the scheduled sweep does not list yet ({})",
                     d.file.display(),
@@ -118,8 +121,7 @@ impl PlaybookDocument {
                     d.playbook.target.kind,
                     SWEPT_TARGETS.join(", ")
                 )
-            })
-        });
+            });
         let unrunnable = unswept
             .chain(declared.iter().flat_map(|d| {
                 d.playbook

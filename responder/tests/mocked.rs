@@ -58,6 +58,8 @@ struct World {
     /// Operation name -> error codes to answer with, one per call, before answering normally.
     failures: HashMap<&'static str, VecDeque<&'static str>>,
     calls: HashMap<&'static str, usize>,
+    /// The same calls, in the order they were made.
+    sequence: Vec<&'static str>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -66,6 +68,7 @@ impl World {
     /// Counts the call and returns the injected error code for it, if one is due.
     fn call(&mut self, op: &'static str) -> Option<&'static str> {
         *self.calls.entry(op).or_default() += 1;
+        self.sequence.push(op);
         self.failures.get_mut(op).and_then(VecDeque::pop_front)
     }
 }

@@ -14,7 +14,10 @@ use crate::support::{Sandbox, HOME};
 use crate::TestFn;
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
-    crate::online![a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardduty_names,]
+    crate::online![
+        a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardduty_names,
+        the_shipped_open_security_group_definition_takes_over_from_the_built_in,
+    ]
 }
 
 const PLAYBOOK: &str = "guardduty-instance-compromise";
@@ -151,8 +154,19 @@ fn change_of<'a>(plan: &'a Value, list: &str, name: &str) -> Result<&'a Value> {
 
 /// The finished run of `playbook` on `instance`, waiting up to 60 s.
 async fn run_on(s: &Sandbox, playbook: &str, account: &str, instance: &str) -> Result<Record> {
+    finished_run(s, playbook, account, "AWS::EC2::Instance", instance).await
+}
+
+/// The finished run of `playbook` on the resource, waiting up to 60 s.
+async fn finished_run(
+    s: &Sandbox,
+    playbook: &str,
+    account: &str,
+    kind: &str,
+    instance: &str,
+) -> Result<Record> {
     let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
-    let entity = format!("{account}/{HOME}/AWS::EC2::Instance/{instance}");
+    let entity = format!("{account}/{HOME}/{kind}/{instance}");
     for _ in 0..120 {
         if let Some(r) = ledger
             .for_entity(&entity)
@@ -167,7 +181,7 @@ async fn run_on(s: &Sandbox, playbook: &str, account: &str, instance: &str) -> R
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let log = std::fs::read_to_string(s.home().join("sandbox/responder.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    let tail: Vec<&str> = log.lines().rev().take(25).collect();
     bail!(
         "no finished run of {playbook} on {instance} within 60 s; the responder's log ends:\n{}",
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -624,5 +638,80 @@ async fn by_custom_action(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client)
         !snapshots.snapshots().is_empty(),
         "the evidence snapshot is there"
     );
+    Ok(())
+}
+
+/// The shipped definition of the built-in open-security-group playbook, declared with the
+/// built-in left to notify: the definition revokes the world-open rule and keeps the others,
+/// read back from EC2, and the built-in writes nothing.
+async fn the_shipped_open_security_group_definition_takes_over_from_the_built_in(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    use crate::remediate::{cloudtrail_authorize, ec2_rule, group_with, ingress};
+    let definition = repository().join("playbooks/open-security-group.yaml");
+    let config = s.config_variant("declared-sg.yaml", |text| {
+        format!(
+            "{text}playbooks:\n  open_security_group:\n    mode: notify\ndeclared_playbooks:\n  - include: {}\n",
+            definition.display()
+        )
+    })?;
+    s.must(&[
+        "--sandbox",
+        "upgrade",
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--yes",
+    ])?;
+    s.settings_applied().await;
+
+    let account = s.members()[0].clone();
+    let group = group_with(
+        &s,
+        &account,
+        HOME,
+        "declared-open",
+        &[],
+        vec![
+            ec2_rule("tcp", 22, "0.0.0.0/0"),
+            ec2_rule("tcp", 443, "0.0.0.0/0"),
+        ],
+    )
+    .await?;
+    cloudtrail_authorize(&s, &account, HOME, &group).await?;
+
+    let run = finished_run(
+        &s,
+        "open-security-group",
+        &account,
+        "AWS::EC2::SecurityGroup",
+        &group,
+    )
+    .await?;
+    ensure!(
+        run.status == Status::Succeeded,
+        "{:?} {:?}",
+        run.run.as_ref().map(|r| &r.status),
+        run.steps
+    );
+    let left = ingress(&s, &account, HOME, &group).await?;
+    ensure!(
+        left == [("tcp".to_owned(), 443, "0.0.0.0/0".to_owned())],
+        "SSH from anywhere revoked, HTTPS kept: {left:?}"
+    );
+    let revoked = &run.run.as_ref().context("a run")?.steps[0].outputs["revoked"];
+    ensure!(
+        revoked.as_array().is_some_and(|r| r.len() == 1),
+        "the revoked rule is the step's output: {revoked}"
+    );
+
+    let original = s.config_path();
+    s.must(&[
+        "--sandbox",
+        "upgrade",
+        "--config",
+        original.to_str().unwrap_or_default(),
+        "--yes",
+    ])?;
+    s.settings_applied().await;
     Ok(())
 }

@@ -24,7 +24,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
     ]
 }
 
-fn ec2_rule(protocol: &str, port: i32, cidr: &str) -> IpPermission {
+pub fn ec2_rule(protocol: &str, port: i32, cidr: &str) -> IpPermission {
     IpPermission::builder()
         .ip_protocol(protocol)
         .from_port(port)
@@ -33,7 +33,7 @@ fn ec2_rule(protocol: &str, port: i32, cidr: &str) -> IpPermission {
         .build()
 }
 
-async fn group_with(
+pub async fn group_with(
     s: &Sandbox,
     account: &str,
     region: &str,
@@ -76,7 +76,7 @@ pub fn uuid_like() -> String {
 }
 
 /// (protocol, from port, cidr) of every ingress rule.
-async fn ingress(
+pub async fn ingress(
     s: &Sandbox,
     account: &str,
     region: &str,
@@ -140,7 +140,12 @@ pub async fn put_event(
     Ok(())
 }
 
-async fn cloudtrail_authorize(s: &Sandbox, account: &str, region: &str, group: &str) -> Result<()> {
+pub async fn cloudtrail_authorize(
+    s: &Sandbox,
+    account: &str,
+    region: &str,
+    group: &str,
+) -> Result<()> {
     let detail = json!({
         "eventVersion": "1.09", "eventSource": "ec2.amazonaws.com",
         "eventName": "AuthorizeSecurityGroupIngress", "awsRegion": region,

@@ -133,17 +133,16 @@ impl Responder {
             caller: d.caller.clone(),
             arn: message.entity.clone(),
         };
-        let run = self
-            .start_run(
-                &d.message_id,
-                &library,
-                playbook,
-                &event,
-                None,
-                &origin,
-                Some(&starter),
-            )
-            .await?;
+        let run = Box::pin(self.start_run(
+            &d.message_id,
+            &library,
+            playbook,
+            &event,
+            None,
+            &origin,
+            Some(&starter),
+        ))
+        .await?;
         request.reason = Some(format!("{}; {}: {}", message.reason, run.key, run.message));
         let (status, audit) = match run.status {
             Status::Failed => (Status::Failed, AuditEvent::Failed),

@@ -123,6 +123,9 @@ pub(super) struct Origin {
     pub partition: &'static str,
 }
 
+/// What a scheduled sweep found in one account and Region: (account, Region, (id, ARN) each).
+type Listed = (String, String, Result<Vec<(String, String)>, CallError>);
+
 /// Who started a run by hand (`quell run`), as far as AWS vouched for them.
 pub(super) struct Starter {
     /// The unique id SQS stamped on the request: that person may not approve the run.
@@ -208,7 +211,7 @@ impl Responder {
             .filter(|p| p.trigger.custom_action().is_some() && p.trigger.matches(event).is_some())
         {
             outcomes.extend(
-                self.start_from_custom_action(message_id, &library, playbook, event)
+                Box::pin(self.start_from_custom_action(message_id, &library, playbook, event))
                     .await?,
             );
         }
@@ -218,8 +221,7 @@ impl Responder {
             .filter(|p| p.trigger.schedule().is_some() && p.trigger.matches(event).is_some())
         {
             outcomes.extend(
-                self.start_scheduled(message_id, &library, playbook, event)
-                    .await?,
+                Box::pin(self.start_scheduled(message_id, &library, playbook, event)).await?,
             );
         }
         let matches: Vec<(&Playbook, Option<Finding>)> = library
@@ -257,9 +259,9 @@ impl Responder {
         for (playbook, finding) in matches {
             let outcome = match self.origin_of(event, finding.as_ref()).await {
                 Ok(origin) => {
-                    self.start_run(
+                    Box::pin(self.start_run(
                         message_id, &library, playbook, event, finding, &origin, None,
-                    )
+                    ))
                     .await?
                 }
                 Err(why) => skipped(&format!("run:{}", playbook.id), why),
@@ -418,7 +420,7 @@ impl Responder {
                 .await;
             outcomes.push(match origin {
                 Ok(origin) => {
-                    self.start_run(
+                    Box::pin(self.start_run(
                         message_id,
                         library,
                         playbook,
@@ -426,7 +428,7 @@ impl Responder {
                         Some(finding),
                         &origin,
                         None,
-                    )
+                    ))
                     .await?
                 }
                 Err(why) => skipped(&label, why),
@@ -484,20 +486,19 @@ impl Responder {
             .iter()
             .flat_map(|a| sweep.regions.iter().map(move |r| (a.clone(), r.clone())))
             .collect();
-        let listed: Vec<(String, String, Result<Vec<(String, String)>, CallError>)> =
-            futures::stream::iter(places)
-                .map(|(account, region)| async move {
-                    let found = match self.session_in(partition, &account, Some(&region)).await {
-                        Ok(c) => {
-                            crate::runs::resource::instances(&c, partition, &account, &region).await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    (account, region, found)
-                })
-                .buffer_unordered(sweep.concurrency.max(1))
-                .collect()
-                .await;
+        let listed: Vec<Listed> = futures::stream::iter(places)
+            .map(|(account, region)| async move {
+                let found = match self.session_in(partition, &account, Some(&region)).await {
+                    Ok(c) => {
+                        crate::runs::resource::instances(&c, partition, &account, &region).await
+                    }
+                    Err(e) => Err(e),
+                };
+                (account, region, found)
+            })
+            .buffer_unordered(sweep.concurrency.max(1))
+            .collect()
+            .await;
         let most = usize::try_from(playbook.limits.max_targets).unwrap_or(usize::MAX);
         let (mut outcomes, mut started, mut left) = (Vec::new(), 0_usize, 0_usize);
         for (account, region, found) in listed {
@@ -526,9 +527,10 @@ impl Responder {
                     region: region.clone(),
                     partition,
                 };
-                let outcome = self
-                    .start_run(message_id, library, playbook, &fired, None, &origin, None)
-                    .await?;
+                let outcome = Box::pin(
+                    self.start_run(message_id, library, playbook, &fired, None, &origin, None),
+                )
+                .await?;
                 // A target whose run is within its dedup window, or left alone, is no new run.
                 if outcome.status != Status::Skipped && outcome.code.as_deref() != Some("duplicate")
                 {
@@ -570,6 +572,14 @@ impl Responder {
             }
             (Some(a), _) => a.to_owned(),
             (None, Some(f)) if self.settings.envelope_may_lack_account => f.account.clone(),
+            // The sandbox's emulator drops the envelope's account: the account the event speaks
+            // for is then the one its detail names, as the built-in playbooks take it there.
+            (None, None) if self.settings.envelope_may_lack_account => ["/detail/recipientAccountId", "/detail/awsAccountId"]
+                .iter()
+                .find_map(|p| event.pointer(p).and_then(Value::as_str))
+                .filter(|a| crate::entity::is_account_id(a))
+                .ok_or("the event names no account")?
+                .to_owned(),
             (None, _) => return Err("the event names no account".into()),
         };
         let region = event["region"].as_str().unwrap_or_default().to_owned();
@@ -653,8 +663,14 @@ impl Responder {
             Err(e) => return Err(ResponderError::Aws(e.to_string())),
         };
         // Conditions and exemptions see the resource as AWS has it, under AWS's spelling.
-        let resource = match crate::runs::resource::read(&clients, &playbook.target.kind, &named)
-            .await
+        let resource = match crate::runs::resource::read(
+            &clients,
+            &origin.account,
+            &self.settings.name_prefix,
+            &playbook.target.kind,
+            &named,
+        )
+        .await
         {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -995,6 +1011,7 @@ impl Responder {
                         name_prefix: &self.settings.name_prefix,
                         run: &record.key.clone(),
                         ssm_documents: &self.settings.ssm_documents,
+                        ports: &self.settings.playbooks.open_security_group.ports,
                     };
                     for (step, inverse) in steps {
                         let parts: Vec<Step> = record
@@ -1128,6 +1145,8 @@ impl Responder {
             };
             let resource = match crate::runs::resource::read(
                 &member,
+                &account,
+                &self.settings.name_prefix,
                 &playbook.target.kind,
                 &run.target,
             )
@@ -1225,12 +1244,18 @@ impl Responder {
                     Ok(m) => m,
                     Err(e) => return failed(e.to_string(), super::is_transient(&e)),
                 };
-                let resource =
-                    match crate::runs::resource::read(&member, &playbook.target.kind, target).await
-                    {
-                        Ok(r) => r.unwrap_or(Value::Null),
-                        Err(e) => return failed(e.to_string(), super::is_transient(&e)),
-                    };
+                let resource = match crate::runs::resource::read(
+                    &member,
+                    &account,
+                    &self.settings.name_prefix,
+                    &playbook.target.kind,
+                    target,
+                )
+                .await
+                {
+                    Ok(r) => r.unwrap_or(Value::Null),
+                    Err(e) => return failed(e.to_string(), super::is_transient(&e)),
+                };
                 let Some(condition) = parameters.get("condition").and_then(|c| {
                     quell_playbook::condition::Condition::parse(quell_playbook::Node::new(c, ""))
                         .ok()
@@ -1278,6 +1303,7 @@ impl Responder {
                     name_prefix: &self.settings.name_prefix,
                     run: &record.key.clone(),
                     ssm_documents: &self.settings.ssm_documents,
+                    ports: &self.settings.playbooks.open_security_group.ports,
                 };
                 let earlier: Vec<Step> = record
                     .steps

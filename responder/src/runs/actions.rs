@@ -19,6 +19,8 @@ use crate::entities::StepOutcome;
 use crate::entity::{IamPrincipal, Instance};
 use crate::ledger::Step;
 
+use super::remediations;
+
 /// The actions this module carries out in member accounts. With the engine's own (`notify`,
 /// `finding.update`, `verify`, tickets), these are what a declared playbook may use with this
 /// build: install and upgrade refuse a playbook that names any other. Inverses (what `undo`
@@ -33,6 +35,9 @@ pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
     "ssm.run_document",
     "patch.scan",
     "patch.install",
+    "sg.revoke_open_ingress",
+    "s3.make_private",
+    "ebs.snapshot_make_private",
 ];
 
 /// How long after sending a command its result is first asked for, and then again while it
@@ -67,6 +72,9 @@ pub struct Place<'a> {
     pub run: &'a str,
     /// SSM documents allowed besides the patch baselines.
     pub ssm_documents: &'a [String],
+    /// The ports an ingress rule open to the world must not reach
+    /// (`playbooks.open_security_group.ports`).
+    pub ports: &'a [u16],
 }
 
 /// What one phase of an action did.
@@ -80,7 +88,7 @@ pub struct Acted {
 }
 
 impl Acted {
-    fn one(part: &str, outcome: StepOutcome, outputs: Map<String, Value>) -> Acted {
+    pub(super) fn one(part: &str, outcome: StepOutcome, outputs: Map<String, Value>) -> Acted {
         Acted {
             parts: vec![(part.to_owned(), outcome)],
             outputs,
@@ -89,7 +97,7 @@ impl Acted {
     }
 }
 
-fn refused(call: &str, message: String) -> CallError {
+pub(super) fn refused(call: &str, message: String) -> CallError {
     CallError {
         call: call.into(),
         failure: AwsFailure {
@@ -155,6 +163,9 @@ pub async fn carry_out(
             Ok(Acted::one("revoke_older_sessions", outcome, Map::new()))
         }
         "iam.session_instance" => session_instance(m, target, with).await,
+        "sg.revoke_open_ingress" => remediations::revoke_open_ingress(m, place, target).await,
+        "s3.make_private" => remediations::make_bucket_private(m, place, target).await,
+        "ebs.snapshot_make_private" => remediations::make_snapshot_private(m, place, target).await,
         "ssm.run_document" | "patch.scan" | "patch.install" => {
             let (document, parameters) = command_of(action, with, place.ssm_documents)?;
             if phase <= 1 {
@@ -646,7 +657,7 @@ async fn session_instance(m: &MemberClients, role: &str, with: &Value) -> Result
             ),
         ));
     }
-    let vm = json!(crate::runs::resource::read(m, "AWS::EC2::Instance", session).await?);
+    let vm = json!(crate::runs::resource::instance(m, session).await?);
     let Some(profile) = vm["profile_arn"].as_str() else {
         return Err(refused(
             "ec2:DescribeInstances",

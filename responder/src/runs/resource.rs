@@ -5,17 +5,38 @@ use serde_json::{json, Map, Value};
 
 use crate::aws_error::{CallError, Described};
 use crate::clients::MemberClients;
+use crate::playbooks::{bucket, security_group, snapshot};
 
 /// The target as AWS has it now, `None` when it does not exist. The id is what AWS returns, so
 /// a run acts on the real entity (an IAM name in another letter case is IAM's spelling).
 pub async fn read(
     clients: &MemberClients,
+    account: &str,
+    name_prefix: &str,
     kind: &str,
     id: &str,
 ) -> Result<Option<Value>, CallError> {
+    let tags = |t: &std::collections::HashMap<String, String>| {
+        t.iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<Map<String, Value>>()
+    };
     match kind {
         "AWS::EC2::Instance" => instance(clients, id).await,
         "AWS::IAM::Role" => role(clients, id).await,
+        "AWS::EC2::SecurityGroup" => Ok(security_group::read(&clients.ec2, id, name_prefix)
+            .await?
+            .map(|g| json!({"id": g.id, "tags": tags(&g.tags), "ingress": g.ingress}))),
+        // Read with the account as the expected owner: a bucket of that name elsewhere is not
+        // this account's, and S3 refuses the calls.
+        "AWS::S3::Bucket" => Ok(bucket::read(&clients.s3, id, account).await?.map(|b| {
+            json!({"id": b.name, "tags": tags(&b.tags), "region": b.region,
+                "public": b.exposure().is_public()})
+        })),
+        "AWS::EC2::Snapshot" => Ok(snapshot::read(&clients.ec2, id).await?.map(|s| {
+            json!({"id": s.id, "tags": tags(&s.tags), "state": s.state,
+                "public": s.public, "encrypted": s.encrypted})
+        })),
         _ => Ok(Some(json!({ "id": id }))),
     }
 }
@@ -61,7 +82,7 @@ pub async fn instances(
     Ok(out)
 }
 
-async fn instance(clients: &MemberClients, id: &str) -> Result<Option<Value>, CallError> {
+pub async fn instance(clients: &MemberClients, id: &str) -> Result<Option<Value>, CallError> {
     let out = match clients
         .ec2
         .describe_instances()

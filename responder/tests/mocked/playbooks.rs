@@ -15,8 +15,8 @@ pub const EVENTS_QUEUE: &str = "arn:aws:sqs:us-east-1:222233334444:quell-events"
 
 #[derive(Debug, Clone)]
 pub struct Snap {
-    encrypted: bool,
-    public: bool,
+    pub encrypted: bool,
+    pub public: bool,
     state: &'static str,
     tags: HashMap<String, String>,
     kms: Option<String>,
@@ -579,7 +579,7 @@ async fn the_contain_action_contains_the_findings_user_and_notes_the_finding_unr
     assert_eq!(calls(&w, "AttachUserPolicy"), 1);
 }
 
-fn public_bucket_s3(w: &Shared) -> aws_sdk_s3::Client {
+pub fn public_bucket_s3(w: &Shared) -> aws_sdk_s3::Client {
     use aws_sdk_s3::operation::{
         get_bucket_acl::*, get_bucket_location::*, get_bucket_policy::*, get_bucket_tagging::*,
         get_public_access_block::*, put_bucket_acl::*, put_public_access_block::*,

@@ -158,8 +158,11 @@ struct Setup {
     secrets: Option<aws_sdk_secretsmanager::Client>,
     /// `QUELL_WEBHOOKS`.
     webhooks: Option<String>,
-    /// `QUELL_PLAYBOOKS`: where the sweep goes.
+    /// `QUELL_PLAYBOOKS`: where the sweep goes, the built-in playbooks' modes.
     playbook_settings: Option<String>,
+    /// The member account's EC2 and S3, when not the one instance's.
+    ec2: Option<aws_sdk_ec2::Client>,
+    s3: Option<aws_sdk_s3::Client>,
 }
 
 fn build(w: &Shared, playbooks: &[Value], setup: Setup) -> Responder {
@@ -179,8 +182,11 @@ fn build(w: &Shared, playbooks: &[Value], setup: Setup) -> Responder {
     let member = MemberClients {
         iam: super::iam(w, Vec::new()),
         lambda: super::lambda(w),
-        ec2: ec2(w),
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),
+        ec2: setup.ec2.clone().unwrap_or_else(|| ec2(w)),
+        s3: setup
+            .s3
+            .clone()
+            .unwrap_or_else(|| mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[])),
         ssm: setup
             .ssm
             .unwrap_or_else(|| mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[])),
@@ -1299,4 +1305,142 @@ async fn a_step_costs_its_actions_calls_and_one_ledger_write() {
     );
     assert_eq!(writes, 1, "one save per step: {per_run:?}");
     assert!(reads <= 1, "at most one read back per step: {per_run:?}");
+}
+
+/// A shipped playbook file, as the CLI puts it in the document.
+fn shipped(name: &str) -> Value {
+    let path = format!("{}/../playbooks/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The snapshot shared with everyone, and the CloudTrail call that shared it.
+fn shared_snapshot(w: &Shared) -> Value {
+    use super::playbooks::Snap;
+    let mut encrypted = Snap::plain(true);
+    encrypted.encrypted = true;
+    w.lock()
+        .unwrap()
+        .snapshots
+        .insert("snap-0a1".into(), encrypted);
+    json!({"version": "0", "id": "ev-share", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ec2", "account": ACCOUNT, "region": "us-east-1", "resources": [],
+        "detail": {"eventSource": "ec2.amazonaws.com", "eventName": "ModifySnapshotAttribute",
+            "awsRegion": "us-east-1", "recipientAccountId": ACCOUNT,
+            "userIdentity": {"arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/dev/dana")},
+            "requestParameters": {"snapshotId": "snap-0a1",
+                "createVolumePermission": {"add": {"items": [{"group": "all"}]}}}}})
+}
+
+/// What the built-in playbook does with `event`, and what the shipped definition does with it
+/// while the built-in only notifies: the member account's calls, in order, and the world after.
+async fn built_in_and_declared(
+    definition: &str,
+    built_in: &str,
+    prepare: impl Fn(&Shared) -> Value,
+    clients: impl Fn(&Shared) -> (aws_sdk_ec2::Client, Option<aws_sdk_s3::Client>),
+) -> [(Vec<String>, Shared); 2] {
+    let mut out = Vec::new();
+    for declared in [false, true] {
+        let w = world();
+        let event = prepare(&w);
+        let (ec2, s3) = clients(&w);
+        let mode = if declared { "notify" } else { "auto" };
+        let playbooks = if declared {
+            vec![shipped(definition)]
+        } else {
+            Vec::new()
+        };
+        let r = build(
+            &w,
+            &playbooks,
+            Setup {
+                playbook_settings: Some(json!({ built_in: {"mode": mode} }).to_string()),
+                ec2: Some(ec2),
+                s3,
+                ..Setup::default()
+            },
+        );
+        r.handle(event_delivery("m-1", &event)).await.unwrap();
+        // The member account's calls: the ledger's writes and the audit topic's messages are
+        // the security account's, and each path keeps its own.
+        let calls: Vec<String> = w
+            .lock()
+            .unwrap()
+            .sequence
+            .iter()
+            .filter(|op| !["PutItem", "Publish"].contains(*op))
+            .map(|op| (*op).to_owned())
+            .collect();
+        out.push((calls, w));
+    }
+    let second = out.pop().expect("two runs");
+    let first = out.pop().expect("two runs");
+    [first, second]
+}
+
+#[tokio::test]
+async fn the_shipped_public_snapshot_definition_makes_the_built_in_playbooks_calls() {
+    let [(built_in, bw), (declared, dw)] = built_in_and_declared(
+        "public-snapshot.yaml",
+        "public_snapshot",
+        shared_snapshot,
+        |w| (super::playbooks::snapshots_ec2(w, false), None),
+    )
+    .await;
+    assert_eq!(built_in, declared, "the same calls, in the same order");
+    assert!(
+        built_in.iter().any(|c| c == "ModifySnapshotAttribute"),
+        "{built_in:?}"
+    );
+    for w in [&bw, &dw] {
+        assert!(
+            !w.lock().unwrap().snapshots["snap-0a1"].public,
+            "read back private"
+        );
+    }
+    let run = the_run(&dw);
+    assert_eq!(run.status, Status::Succeeded, "{run:?}");
+}
+
+#[tokio::test]
+async fn the_shipped_public_bucket_definition_makes_the_built_in_playbooks_calls_and_fails_alike() {
+    let event = |_: &Shared| {
+        json!({"version": "0", "id": "ev-s3", "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.s3", "account": ACCOUNT, "region": "us-east-1", "resources": [],
+            "detail": {"eventSource": "s3.amazonaws.com", "eventName": "PutBucketAcl",
+                "awsRegion": "us-east-1", "recipientAccountId": ACCOUNT,
+                "userIdentity": {"arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/dev/dana")},
+                "requestParameters": {"bucketName": "open-reports"}}})
+    };
+    let [(built_in, _), (declared, dw)] =
+        built_in_and_declared("public-bucket.yaml", "public_bucket", event, |w| {
+            (
+                super::playbooks::snapshots_ec2(w, false),
+                Some(super::playbooks::public_bucket_s3(w)),
+            )
+        })
+        .await;
+    // The account denies the public access block: both stop there, and change no ACL.
+    assert_eq!(built_in, declared, "the same calls, in the same order");
+    assert_eq!(
+        declared
+            .iter()
+            .filter(|c| *c == "PutPublicAccessBlock")
+            .count(),
+        1
+    );
+    assert!(
+        !declared.iter().any(|c| c == "PutBucketAcl"),
+        "{declared:?}"
+    );
+    let run = the_run(&dw);
+    assert_eq!(run.status, Status::Failed, "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("PutPublicAccessBlock")
+            || format!("{:?}", run.run).contains("PutPublicAccessBlock"),
+        "{run:?}"
+    );
 }
