@@ -357,10 +357,10 @@ macro_rules! iam_rule {
 fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
     use aws_sdk_iam::operation::{
         attach_role_policy::*, attach_user_policy::*, delete_login_profile::*,
-        delete_user_policy::*, detach_user_policy::*, get_login_profile::*, get_role::*,
-        get_role_policy::*, get_user::*, get_user_policy::*, list_access_keys::*,
-        list_attached_role_policies::*, list_attached_user_policies::*, put_role_policy::*,
-        put_user_policy::*, update_access_key::*,
+        delete_role_policy::*, delete_user_policy::*, detach_role_policy::*, detach_user_policy::*,
+        get_login_profile::*, get_role::*, get_role_policy::*, get_user::*, get_user_policy::*,
+        list_access_keys::*, list_attached_role_policies::*, list_attached_user_policies::*,
+        put_role_policy::*, put_user_policy::*, update_access_key::*,
     };
     use aws_sdk_iam::types::{
         AccessKeyMetadata, AttachedPolicy, LoginProfile, Role, StatusType, User,
@@ -551,6 +551,30 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
                         .inline
                         .remove(req.policy_name().unwrap_or_default());
                     MockResponse::Output(DeleteUserPolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                detach_role_policy,
+                "DetachRolePolicy",
+                DetachRolePolicyError,
+                |world, req| {
+                    let arn = req.policy_arn().unwrap_or_default().to_owned();
+                    world.role.attached.retain(|a| *a != arn);
+                    MockResponse::Output(DetachRolePolicyOutput::builder().build())
+                }
+            ),
+            iam_rule!(
+                w,
+                delete_role_policy,
+                "DeleteRolePolicy",
+                DeleteRolePolicyError,
+                |world, req| {
+                    world
+                        .role
+                        .inline
+                        .remove(req.policy_name().unwrap_or_default());
+                    MockResponse::Output(DeleteRolePolicyOutput::builder().build())
                 }
             ),
             iam_rule!(

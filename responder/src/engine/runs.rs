@@ -1004,6 +1004,7 @@ impl Responder {
                         .await;
                 }
                 Effect::Release { steps } => {
+                    let protected = self.protected();
                     let place = Place {
                         partition,
                         account: &account,
@@ -1012,6 +1013,7 @@ impl Responder {
                         run: &record.key.clone(),
                         ssm_documents: &self.settings.ssm_documents,
                         ports: &self.settings.playbooks.open_security_group.ports,
+                        protected: &protected,
                     };
                     for (step, inverse) in steps {
                         let parts: Vec<Step> = record
@@ -1296,6 +1298,7 @@ impl Responder {
                     Ok(m) => m,
                     Err(e) => return failed(e.to_string(), super::is_transient(&e)),
                 };
+                let protected = self.protected();
                 let place = Place {
                     partition,
                     account: &account,
@@ -1304,6 +1307,7 @@ impl Responder {
                     run: &record.key.clone(),
                     ssm_documents: &self.settings.ssm_documents,
                     ports: &self.settings.playbooks.open_security_group.ports,
+                    protected: &protected,
                 };
                 let earlier: Vec<Step> = record
                     .steps
@@ -1334,10 +1338,20 @@ impl Responder {
                         return failed(e.to_string(), transient);
                     }
                 };
+                // A part that failed ends the step; the parts before it stay recorded, with the
+                // state a release puts back.
+                let broke = acted
+                    .parts
+                    .iter()
+                    .find(|(_, o)| o.status == StepStatus::Failed)
+                    .map(|(part, o)| format!("{part}: {}", o.detail));
                 for (part, outcome) in acted.parts {
                     record
                         .steps
                         .push(ledger_step(&format!("{step}.{part}"), Ok(outcome), started));
+                }
+                if let Some(why) = broke {
+                    return failed(why, false);
                 }
                 if let Some((next, after)) = acted.next_phase {
                     return Ok(Acting::Later(Wake {

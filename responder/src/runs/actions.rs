@@ -19,7 +19,7 @@ use crate::entities::StepOutcome;
 use crate::entity::{IamPrincipal, Instance};
 use crate::ledger::Step;
 
-use super::remediations;
+use super::{containments, remediations};
 
 /// The actions this module carries out in member accounts. With the engine's own (`notify`,
 /// `finding.update`, `verify`, tickets), these are what a declared playbook may use with this
@@ -38,6 +38,9 @@ pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
     "sg.revoke_open_ingress",
     "s3.make_private",
     "ebs.snapshot_make_private",
+    "iam.contain_user",
+    "iam.contain_role",
+    "lambda.contain",
 ];
 
 /// How long after sending a command its result is first asked for, and then again while it
@@ -62,7 +65,7 @@ pub fn runnable(action: &str) -> bool {
 }
 
 /// Where a run acts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Place<'a> {
     pub partition: &'a str,
     pub account: &'a str,
@@ -75,6 +78,8 @@ pub struct Place<'a> {
     /// The ports an ingress rule open to the world must not reach
     /// (`playbooks.open_security_group.ports`).
     pub ports: &'a [u16],
+    /// Why an ARN is protected, when it is: a function's containment leaves a protected role be.
+    pub protected: &'a dyn Fn(&str) -> Option<String>,
 }
 
 /// What one phase of an action did.
@@ -166,6 +171,9 @@ pub async fn carry_out(
         "sg.revoke_open_ingress" => remediations::revoke_open_ingress(m, place, target).await,
         "s3.make_private" => remediations::make_bucket_private(m, place, target).await,
         "ebs.snapshot_make_private" => remediations::make_snapshot_private(m, place, target).await,
+        "iam.contain_user" | "iam.contain_role" | "lambda.contain" => {
+            containments::contain(m, place, action, target).await
+        }
         "ssm.run_document" | "patch.scan" | "patch.install" => {
             let (document, parameters) = command_of(action, with, place.ssm_documents)?;
             if phase <= 1 {
@@ -217,6 +225,10 @@ pub async fn undo(
                         .into(),
                 )),
             }
+        }
+        // As `quell release` by default: a leaked key stays inactive until a person decides.
+        "iam.release_user" | "iam.release_role" | "lambda.release" => {
+            containments::release(m, place, inverse, target, &named, false).await
         }
         "iam.restore_sessions" => {
             let who = role_of(place, target);

@@ -24,6 +24,8 @@ pub async fn read(
     match kind {
         "AWS::EC2::Instance" => instance(clients, id).await,
         "AWS::IAM::Role" => role(clients, id).await,
+        "AWS::IAM::User" => user(clients, id).await,
+        "AWS::Lambda::Function" => function(clients, id).await,
         "AWS::EC2::SecurityGroup" => Ok(security_group::read(&clients.ec2, id, name_prefix)
             .await?
             .map(|g| json!({"id": g.id, "tags": tags(&g.tags), "ingress": g.ingress}))),
@@ -142,6 +144,51 @@ async fn role(clients: &MemberClients, name: &str) -> Result<Option<Value>, Call
             json!({ "id": r.role_name(), "arn": r.arn(), "path": r.path(), "tags": tags })
         })),
         Err(e) if e.is_code("NoSuchEntity") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn user(clients: &MemberClients, name: &str) -> Result<Option<Value>, CallError> {
+    match clients
+        .iam
+        .get_user()
+        .user_name(name)
+        .send()
+        .await
+        .described("iam:GetUser")
+    {
+        Ok(out) => Ok(out.user().map(|u| {
+            let tags: Map<String, Value> = u
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), json!(t.value())))
+                .collect();
+            json!({ "id": u.user_name(), "arn": u.arn(), "path": u.path(), "tags": tags })
+        })),
+        Err(e) if e.is_code("NoSuchEntity") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn function(clients: &MemberClients, name: &str) -> Result<Option<Value>, CallError> {
+    match clients
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .described("lambda:GetFunction")
+    {
+        Ok(out) => Ok(out.configuration().map(|c| {
+            let tags: Map<String, Value> = out
+                .tags()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            json!({ "id": c.function_name(), "arn": c.function_arn(), "role": c.role(), "tags": tags })
+        })),
+        Err(e) if e.is_code("ResourceNotFoundException") => Ok(None),
         Err(e) => Err(e),
     }
 }

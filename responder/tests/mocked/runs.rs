@@ -1444,3 +1444,78 @@ async fn the_shipped_public_bucket_definition_makes_the_built_in_playbooks_calls
         "{run:?}"
     );
 }
+
+/// The member account's writes in `w`, sorted: the containment's steps run at once in `quell
+/// contain` and one after another in a run, so the set is what must agree.
+fn member_writes(w: &Shared) -> Vec<String> {
+    let mut ops: Vec<String> = w
+        .lock()
+        .unwrap()
+        .sequence
+        .iter()
+        .filter(|op| !["PutItem", "Publish", "DescribeInstances"].contains(*op))
+        .filter(|op| !op.starts_with("Get") && !op.starts_with("List"))
+        .map(|op| (*op).to_owned())
+        .collect();
+    ops.sort();
+    ops
+}
+
+#[tokio::test]
+async fn the_role_containment_step_makes_quell_contains_calls_and_the_runs_release_undoes_them() {
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/app");
+    let jo = format!("{ANALYST_ID}:jo");
+
+    let by_contain = world();
+    let r = responder(&by_contain, &[]);
+    r.handle(queued(
+        "contain",
+        "q-contain",
+        &json!({"version": "1", "request_id": "contain-1", "action": "contain", "entity": role,
+            "reason": "INC-4711", "requester": JO}),
+        Some(&jo),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(record(&by_contain, "contain-1").status, Status::Succeeded);
+
+    let by_run = world();
+    let r = responder(
+        &by_run,
+        &[manual_playbook(
+            "AWS::IAM::Role",
+            &json!([{"id": "contain", "action": "iam.contain_role"}]),
+        )],
+    );
+    r.handle(run_request("run-1", &role, JO, &jo))
+        .await
+        .unwrap();
+    let run = the_run(&by_run);
+    assert_eq!(run.status, Status::Succeeded, "{:?}", run.steps);
+    let written = member_writes(&by_run);
+    assert_eq!(written, member_writes(&by_contain), "the same writes");
+    assert!(
+        written.iter().any(|op| op == "AttachRolePolicy"),
+        "{written:?}"
+    );
+    assert!(
+        run.step("contain.attach_deny_all").is_some()
+            && run.step("contain.revoke_older_sessions").is_some(),
+        "each containment step recorded with its prior state: {:?}",
+        run.steps
+    );
+
+    r.handle(request_delivery(
+        "rel-1",
+        &json!({"version": "1", "request_id": "release-1", "action": "release",
+            "entity": run.key, "reason": "false positive", "requester": JO}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(record(&by_run, "release-1").status, Status::Succeeded);
+    let after = by_run.lock().unwrap().sequence.clone();
+    assert!(
+        after.contains(&"DetachRolePolicy") && after.contains(&"DeleteRolePolicy"),
+        "the deny and the session revocation are undone: {after:?}"
+    );
+}
