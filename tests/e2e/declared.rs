@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use quell_responder::ledger::{Record, Status};
 use serde_json::Value;
 
+use crate::entities::{evidence_of, launch, tags_of};
 use crate::remediate::{ledger_of, put_event, uuid_like};
 use crate::support::{Sandbox, HOME};
 use crate::TestFn;
@@ -17,6 +18,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
     crate::online![
         a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardduty_names,
         the_shipped_open_security_group_definition_takes_over_from_the_built_in,
+        critical_cve_quarantines_for_patching_opens_a_ticket_and_waits_for_a_verified_approver,
     ]
 }
 
@@ -117,23 +119,6 @@ fn with_playbooks(text: &str, custom_action: &std::path::Path) -> String {
     )
 }
 
-async fn launch(ec2: &aws_sdk_ec2::Client) -> Result<String> {
-    let launched = ec2
-        .run_instances()
-        .image_id("ami-0abcdef1234567890")
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await?;
-    Ok(launched
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .context("an instance")?
-        .to_owned())
-}
-
 fn json(out: &std::process::Output) -> Result<Value> {
     serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
@@ -163,10 +148,25 @@ async fn finished_run(
     playbook: &str,
     account: &str,
     kind: &str,
-    instance: &str,
+    id: &str,
+) -> Result<Record> {
+    run_when(s, playbook, (account, kind, id), "finished", |run| {
+        run.status.finished()
+    })
+    .await
+}
+
+/// The run of `playbook` on the resource once `reached` holds of it, waiting up to 60 s.
+async fn run_when(
+    s: &Sandbox,
+    playbook: &str,
+    (account, kind, id): (&str, &str, &str),
+    what: &str,
+    reached: impl Fn(&quell_responder::playbooks::language::run::Run) -> bool,
 ) -> Result<Record> {
     let ledger = ledger_of(&s.in_account(&s.security(), HOME).await?);
-    let entity = format!("{account}/{HOME}/{kind}/{instance}");
+    let entity = format!("{account}/{HOME}/{kind}/{id}");
+    let mut seen = None;
     for _ in 0..120 {
         if let Some(r) = ledger
             .for_entity(&entity)
@@ -174,17 +174,23 @@ async fn finished_run(
             .into_iter()
             .find(|r| r.key.starts_with(&format!("run:{playbook}:")))
         {
-            if r.run.as_ref().is_some_and(|run| run.status.finished()) {
+            if r.run.as_deref().is_some_and(&reached) {
                 return Ok(r);
             }
+            seen = Some(r);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let log = std::fs::read_to_string(s.home().join("sandbox/responder.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+    let tail = |file: &str| {
+        let log = std::fs::read_to_string(s.home().join("sandbox").join(file)).unwrap_or_default();
+        let last: Vec<&str> = log.lines().rev().take(15).collect();
+        last.into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
     bail!(
-        "no finished run of {playbook} on {instance} within 60 s; the responder's log ends:\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        "no {what} run of {playbook} on {id} within 60 s (the run as last read: {:?}); the responder's log ends:\n{}\nthe sandbox host's:\n{}",
+        seen.map(|r| (r.status, r.error, r.steps)),
+        tail("responder.log"),
+        tail("host.log")
     )
 }
 
@@ -214,20 +220,11 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
     let custom_action = s.home().join("custom-action-playbook.yaml");
     std::fs::write(&custom_action, CUSTOM_ACTION_PLAYBOOK)?;
     let config = s.config_variant("declared.yaml", |text| with_playbooks(text, &custom_action))?;
-    let config = config.to_str().unwrap_or_default();
 
     // The plan: the document is uploaded and the security stack names it. Member accounts
     // forward every finding already, so no StackSet changes; the responder package is not built
     // or uploaded again.
-    let plan = json(&s.must(&[
-        "--sandbox",
-        "--output",
-        "json",
-        "upgrade",
-        "--config",
-        config,
-        "--dry-run",
-    ])?)?;
+    let plan = plan_of(&s, &config)?;
     ensure!(plan["upload_playbooks"].is_string(), "{plan}");
     ensure!(
         plan["upload_artifact"] == false,
@@ -243,8 +240,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
             "{set}: {plan}"
         );
     }
-    s.must(&["--sandbox", "upgrade", "--config", config, "--yes"])?;
-    s.settings_applied().await;
+    upgrade_to(&s, &config).await?;
 
     let account = s.members()[0].clone();
     let ec2 = aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?);
@@ -307,26 +303,14 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
     }
 
     // Evidence first: a snapshot of the instance's volume, tagged with the run.
-    let snapshots = ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:quell:source-instance")
-                .values(&instance)
-                .build(),
-        )
-        .send()
-        .await?;
+    let snapshots = evidence_of(&ec2, &instance).await?;
     let taken = &run.steps[0].outputs["snapshot_ids"];
     ensure!(
-        snapshots.snapshots().len() == taken.as_array().map_or(0, Vec::len)
-            && !snapshots.snapshots().is_empty(),
-        "the evidence snapshots are there: {taken} {:?}",
-        snapshots.snapshots()
+        snapshots.len() == taken.as_array().map_or(0, Vec::len) && !snapshots.is_empty(),
+        "the evidence snapshots are there: {taken} {snapshots:?}"
     );
     ensure!(
-        snapshots.snapshots().iter().all(|snap| snap
+        snapshots.iter().all(|snap| snap
             .tags()
             .iter()
             .any(|t| t.key() == Some("quell:run") && t.value() == Some(record.key.as_str()))),
@@ -404,15 +388,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
             copy.display()
         )
     })?;
-    let plan = json(&s.must(&[
-        "--sandbox",
-        "--output",
-        "json",
-        "upgrade",
-        "--config",
-        steps_only.to_str().unwrap_or_default(),
-        "--dry-run",
-    ])?)?;
+    let plan = plan_of(&s, &steps_only)?;
     ensure!(plan["upload_playbooks"].is_string(), "{plan}");
     ensure!(
         change_of(&plan, "stacks", "quell-security")? == "update",
@@ -432,15 +408,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
             calls.display()
         )
     })?;
-    let plan = json(&s.must(&[
-        "--sandbox",
-        "--output",
-        "json",
-        "upgrade",
-        "--config",
-        with_calls.to_str().unwrap_or_default(),
-        "--dry-run",
-    ])?)?;
+    let plan = plan_of(&s, &with_calls)?;
     ensure!(
         change_of(&plan, "stack_sets", "quell-member-regional")? == "update",
         "a CloudTrail trigger is forwarded by members: {plan}"
@@ -448,14 +416,7 @@ async fn a_playbook_added_by_upgrade_snapshots_then_isolates_the_instance_guardd
 
     // Back to the configuration the other tests use: the playbook and its forwarding go.
     let original = s.config_path();
-    s.must(&[
-        "--sandbox",
-        "upgrade",
-        "--config",
-        original.to_str().unwrap_or_default(),
-        "--yes",
-    ])?;
-    s.settings_applied().await;
+    upgrade_to(&s, &original).await?;
     Ok(())
 }
 
@@ -532,23 +493,11 @@ async fn by_hand(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client) -> Resul
         "the run records who started it: {:?}",
         record.requester
     );
-    let tags = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("resource-id")
-                .values(&instance)
-                .build(),
-        )
-        .send()
-        .await?;
+    let tags = tags_of(ec2, &instance).await?;
     ensure!(
-        tags.tags()
-            .iter()
-            .any(|t| t.key() == Some("quell:contained-by")
-                && t.value().is_some_and(|v| !v.is_empty())),
-        "the instance is marked with who asked: {:?}",
-        tags.tags()
+        tags.iter()
+            .any(|(k, v)| k == "quell:contained-by" && !v.is_empty()),
+        "the instance is marked with who asked: {tags:?}"
     );
     let isolation = record
         .step("isolate.isolation_groups")
@@ -567,7 +516,6 @@ async fn by_hand(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client) -> Resul
 /// actions, so the event Security Hub would send is put on the security account's bus.)
 async fn by_custom_action(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client) -> Result<()> {
     let instance = launch(ec2).await?;
-    let security = s.security();
     let id = quell_responder::playbooks::language::trigger::custom_action_id("Quell: evidence");
     let finding_id = format!("finding-{}", uuid_like());
     let finding = serde_json::json!({
@@ -579,26 +527,7 @@ async fn by_custom_action(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client)
         "Resources": [{"Type": "AwsEc2Instance", "Region": HOME, "Partition": "aws",
             "Id": format!("arn:aws:ec2:{HOME}:{account}:instance/{instance}")}]
     });
-    let events = aws_sdk_eventbridge::Client::new(&s.in_account(&security, HOME).await?);
-    let out = events
-        .put_events()
-        .entries(
-            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-                .source("aws.securityhub")
-                .detail_type("Security Hub Findings - Custom Action")
-                .resources(format!(
-                    "arn:aws:securityhub:{HOME}:{security}:action/custom/{id}"
-                ))
-                .detail(
-                    serde_json::json!({"actionName": "Quell: evidence",
-                        "actionDescription": "Evidence", "findings": [finding]})
-                    .to_string(),
-                )
-                .build(),
-        )
-        .send()
-        .await?;
-    ensure!(out.failed_entry_count() == 0, "{out:?}");
+    crate::storage::choose_custom_action(s, &id, "Quell: evidence", &finding).await?;
     let record = run_on(s, "evidence-on-request", account, &instance).await?;
     ensure!(
         record.status == Status::Succeeded,
@@ -606,36 +535,14 @@ async fn by_custom_action(s: &Sandbox, account: &str, ec2: &aws_sdk_ec2::Client)
         record.run.as_ref().map(|r| &r.status),
         record.steps
     );
-    let tags = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("resource-id")
-                .values(&instance)
-                .build(),
-        )
-        .send()
-        .await?;
+    let tags = tags_of(ec2, &instance).await?;
     ensure!(
-        tags.tags().iter().any(
-            |t| t.key() == Some("quell:evidence-for") && t.value() == Some(finding_id.as_str())
-        ),
-        "the finding's instance is tagged: {:?}",
-        tags.tags()
+        tags.iter()
+            .any(|(k, v)| k == "quell:evidence-for" && *v == finding_id),
+        "the finding's instance is tagged: {tags:?}"
     );
-    let snapshots = ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:quell:source-instance")
-                .values(&instance)
-                .build(),
-        )
-        .send()
-        .await?;
     ensure!(
-        !snapshots.snapshots().is_empty(),
+        !evidence_of(ec2, &instance).await?.is_empty(),
         "the evidence snapshot is there"
     );
     Ok(())
@@ -648,21 +555,13 @@ async fn the_shipped_open_security_group_definition_takes_over_from_the_built_in
     s: Arc<Sandbox>,
 ) -> Result<()> {
     use crate::remediate::{cloudtrail_authorize, ec2_rule, group_with, ingress};
-    let definition = repository().join("playbooks/open-security-group.yaml");
-    let config = s.config_variant("declared-sg.yaml", |text| {
-        format!(
-            "{text}playbooks:\n  open_security_group:\n    mode: notify\ndeclared_playbooks:\n  - include: {}\n",
-            definition.display()
-        )
-    })?;
-    s.must(&[
-        "--sandbox",
-        "upgrade",
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "--yes",
-    ])?;
-    s.settings_applied().await;
+    let config = declaring(
+        &s,
+        "declared-sg.yaml",
+        "playbooks:\n  open_security_group:\n    mode: notify\n",
+        "open-security-group.yaml",
+    )?;
+    upgrade_to(&s, &config).await?;
 
     let account = s.members()[0].clone();
     let group = group_with(
@@ -705,13 +604,253 @@ async fn the_shipped_open_security_group_definition_takes_over_from_the_built_in
     );
 
     let original = s.config_path();
+    upgrade_to(&s, &original).await?;
+    Ok(())
+}
+
+/// The sandbox's configuration with `extra` YAML, declaring `playbook` from `playbooks/`.
+fn declaring(s: &Sandbox, name: &str, extra: &str, playbook: &str) -> Result<std::path::PathBuf> {
+    let file = repository().join("playbooks").join(playbook);
+    s.config_variant(name, |text| {
+        format!(
+            "{text}{extra}declared_playbooks:\n  - include: {}\n",
+            file.display()
+        )
+    })
+}
+
+/// What `quell upgrade --dry-run` would do with `config`.
+fn plan_of(s: &Sandbox, config: &std::path::Path) -> Result<Value> {
+    json(&s.must(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "upgrade",
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--dry-run",
+    ])?)
+}
+
+/// `quell upgrade` to `config`, and the responder running with it.
+async fn upgrade_to(s: &Sandbox, config: &std::path::Path) -> Result<()> {
     s.must(&[
         "--sandbox",
         "upgrade",
         "--config",
-        original.to_str().unwrap_or_default(),
+        config.to_str().unwrap_or_default(),
         "--yes",
     ])?;
     s.settings_applied().await;
+    Ok(())
+}
+
+/// A ticket system on this machine, for the `security-tickets` webhook: every request is kept,
+/// and each is answered with ticket SEC-7. A blocking listener on its own thread: the responder
+/// runs in the sandbox host, another process.
+fn ticket_system() -> Result<(String, Arc<std::sync::Mutex<Vec<String>>>)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/tickets", listener.local_addr()?);
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut head = String::new();
+            let mut length = 0;
+            while reader.read_line(&mut head).is_ok_and(|n| n > 0) && !head.ends_with("\r\n\r\n") {
+                if let Some(v) = head.lines().last().and_then(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(str::to_owned)
+                }) {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(mut all) = kept.lock() {
+                all.push(format!("{head}{}", String::from_utf8_lossy(&body)));
+            }
+            let answer = r#"{"ticket_id":"SEC-7"}"#;
+            let _ = (&stream).write_all(
+                format!(
+                    "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    Ok((url, requests))
+}
+
+/// The shipped `critical-cve` playbook on an Inspector finding put on a member's bus: the instance
+/// is tagged, its volume snapshotted, quarantined with HTTPS out only, and a ticket opened, each
+/// read back; then the run waits for an approver AWS authenticates. The sandbox's queues stamp no
+/// sender, so an approval sent here is refused and nothing is patched: the approval, the patch,
+/// Inspector closing the finding and the release are shown against the SDK's mocks.
+async fn critical_cve_quarantines_for_patching_opens_a_ticket_and_waits_for_a_verified_approver(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let (url, tickets) = ticket_system()?;
+    let config = declaring(
+        &s,
+        "declared-cve.yaml",
+        &format!("webhooks:\n  security-tickets:\n    url: {url}\n    shape: generic\n"),
+        "critical-cve.yaml",
+    )?;
+    upgrade_to(&s, &config).await?;
+    let shown = quarantined_for_patching(&s, &tickets).await;
+    // Back to the configuration the other tests use, whatever happened above.
+    upgrade_to(&s, &s.config_path()).await?;
+    shown
+}
+
+async fn quarantined_for_patching(
+    s: &Sandbox,
+    tickets: &std::sync::Mutex<Vec<String>>,
+) -> Result<()> {
+    let account = s.members()[0].clone();
+    let ec2 = aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?);
+    let instance = launch(&ec2).await?;
+    let text = std::fs::read_to_string(
+        repository().join("playbooks/fixtures/events/inspector2-package-vulnerability.json"),
+    )?
+    .replace("111122223333", &account)
+    .replace("i-0123456789abcdef0", &instance)
+    .replace(
+        "0d3c8b7f6e5a4b3c2d1e0f9a8b7c6d5e",
+        &uuid_like().replace('-', ""),
+    );
+    let event: Value = serde_json::from_str(&text)?;
+    put_event(
+        s,
+        &account,
+        HOME,
+        "aws.inspector2",
+        "Inspector2 Finding",
+        &event["detail"],
+    )
+    .await?;
+
+    let record = run_when(
+        s,
+        "critical-cve",
+        (&account, "AWS::EC2::Instance", &instance),
+        "waiting",
+        |run| {
+            matches!(
+                run.status,
+                quell_responder::playbooks::language::run::Status::Waiting { .. }
+            )
+        },
+    )
+    .await?;
+    let run = record.run.as_deref().context("a run")?;
+    let outcomes: Vec<(&str, &str)> = run
+        .steps
+        .iter()
+        .take(4)
+        .map(|st| (st.id.as_str(), st.outcome.as_str()))
+        .collect();
+    ensure!(
+        outcomes
+            == [
+                ("mark", "done"),
+                ("evidence", "done"),
+                ("quarantine", "done"),
+                ("ticket", "done")
+            ],
+        "{outcomes:?} {:?}",
+        record.steps
+    );
+    ensure!(
+        record.status == Status::Waiting,
+        "waits at the approval: {:?}",
+        record.status
+    );
+
+    // Read back: the tag, the evidence, the quarantine with HTTPS out only, the ticket.
+    let tags = tags_of(&ec2, &instance).await?;
+    ensure!(
+        tags.iter().any(|(k, _)| k == "quell:incident"),
+        "tagged: {tags:?}"
+    );
+    ensure!(
+        !evidence_of(&ec2, &instance).await?.is_empty(),
+        "the evidence snapshot"
+    );
+    let groups = groups_of(&ec2, &instance).await?;
+    let [quarantine] = &groups[..] else {
+        bail!("one quarantine group on every interface: {groups:?}")
+    };
+    let described = ec2
+        .describe_security_groups()
+        .group_ids(quarantine)
+        .send()
+        .await?;
+    let group = described.security_groups().first().context("the group")?;
+    ensure!(
+        group.ip_permissions().is_empty(),
+        "nothing comes in: {:?}",
+        group.ip_permissions()
+    );
+    ensure!(
+        !group.ip_permissions_egress().is_empty()
+            && group
+                .ip_permissions_egress()
+                .iter()
+                .all(|p| p.ip_protocol() == Some("tcp")
+                    && p.from_port() == Some(443)
+                    && p.to_port() == Some(443)),
+        "HTTPS out only: {:?}",
+        group.ip_permissions_egress()
+    );
+    let opened = tickets.lock().map(|t| t.clone()).unwrap_or_default();
+    ensure!(
+        opened.len() == 1
+            && opened[0].starts_with("POST /tickets")
+            && opened[0].contains(&instance),
+        "one ticket opened, naming the instance: {opened:?}"
+    );
+    ensure!(
+        run.steps[3].outputs["ticket_id"] == "SEC-7",
+        "the ticket's id is the step's output: {:?}",
+        run.steps[3].outputs
+    );
+
+    // An approval the sandbox cannot authenticate is refused, and nothing is patched.
+    let out = s.quell(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "approve",
+        &record.key,
+        "--step",
+        "approve_patch",
+        "--reason",
+        "lead on call",
+        "--yes",
+    ]);
+    let report = json(&out)?;
+    ensure!(
+        out.status.code() == Some(3)
+            && report["record"]["rejection"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("a sender IAM confirmed")),
+        "refused for want of an authenticated approver: {report}"
+    );
+    let after = ledger_of(&s.in_account(&s.security(), HOME).await?)
+        .get(&record.key)
+        .await?
+        .context("the run")?;
+    ensure!(
+        after.status == Status::Waiting && after.step("patch.send_command").is_none(),
+        "still waiting, nothing sent: {:?}",
+        after.steps
+    );
+
     Ok(())
 }

@@ -286,6 +286,68 @@ fn tiny_zip() -> Vec<u8> {
     z
 }
 
+/// A new instance, in the default VPC, with no instance profile.
+pub async fn launch(ec2: &aws_sdk_ec2::Client) -> Result<String> {
+    let launched = ec2
+        .run_instances()
+        .image_id("ami-0abcdef1234567890")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await?;
+    Ok(launched
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .context("an instance")?
+        .to_owned())
+}
+
+/// The tags EC2 has on `resource` now: (key, value) each.
+pub async fn tags_of(ec2: &aws_sdk_ec2::Client, resource: &str) -> Result<Vec<(String, String)>> {
+    let out = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(resource)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(out
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// The snapshots Quell took of `instance`'s volumes, by the tag it puts on each.
+pub async fn evidence_of(
+    ec2: &aws_sdk_ec2::Client,
+    instance: &str,
+) -> Result<Vec<aws_sdk_ec2::types::Snapshot>> {
+    Ok(ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:quell:source-instance")
+                .values(instance)
+                .build(),
+        )
+        .send()
+        .await?
+        .snapshots()
+        .to_vec())
+}
+
 pub async fn enis(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<Vec<Vec<String>>> {
     let out = ec2
         .describe_network_interfaces()
@@ -390,39 +452,20 @@ async fn instance_is_isolated_in_two_phases_and_released_to_its_groups(
             ensure!(open, "untracked group allows everything: {g:?}");
         }
     }
-    let tags = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("resource-id")
-                .values(&id)
-                .build(),
-        )
-        .send()
-        .await?;
     ensure!(
-        tags.tags()
+        tags_of(&ec2, &id)
+            .await?
             .iter()
-            .any(|t| t.key() == Some("quell:containment-request")
-                && t.value() == report["request_id"].as_str()),
+            .any(|(k, v)| k == "quell:containment-request"
+                && Some(v.as_str()) == report["request_id"].as_str()),
         "tagged with the request id"
     );
     ensure!(
         termination_protected(&ec2, &id).await?,
         "termination protection on"
     );
-    let snaps = ec2
-        .describe_snapshots()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:quell:source-instance")
-                .values(&id)
-                .build(),
-        )
-        .send()
-        .await?;
     ensure!(
-        !snaps.snapshots().is_empty(),
+        !evidence_of(&ec2, &id).await?.is_empty(),
         "forensic snapshots tagged with the instance"
     );
     let iam = aws_sdk_iam::Client::new(&s.in_account(&account, HOME).await?);
@@ -474,20 +517,7 @@ async fn termination_protected(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<bo
 async fn instance_without_a_profile_is_still_isolated(s: Arc<Sandbox>) -> Result<()> {
     let account = s.members()[2].clone();
     let ec2 = aws_sdk_ec2::Client::new(&s.in_account(&account, HOME).await?);
-    let run = ec2
-        .run_instances()
-        .image_id("ami-0abcdef1234567890")
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await?;
-    let id = run
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .context("instance")?
-        .to_owned();
+    let id = launch(&ec2).await?;
     let arn = format!("arn:aws:ec2:{HOME}:{account}:instance/{id}");
     let (exit, report) = request(&s, &["contain", &arn, "--reason", "no profile"])?;
     ensure!(

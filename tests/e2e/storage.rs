@@ -323,14 +323,15 @@ async fn a_security_hub_finding_of_a_public_bucket_is_remediated(s: Arc<Sandbox>
     Ok(())
 }
 
-async fn the_contain_custom_action_contains_the_findings_user(s: Arc<Sandbox>) -> Result<()> {
-    let account = s.members().into_iter().last().context("a member")?;
-    let iam = aws_sdk_iam::Client::new(&s.in_account(&account, HOME).await?);
-    let user = format!("leaked-{}", uuid_like());
-    iam.create_user().user_name(&user).send().await?;
-    let arn = format!("arn:aws:iam::{account}:user/{user}");
-    let resource = json!({"Type": "AwsIamUser", "Id": arn, "Region": HOME, "Partition": "aws"});
-    // The analyst chose "Quell: contain" in the security account's Security Hub.
+/// An analyst choosing the custom action `id` (named `name`) on `finding` in the security
+/// account's Security Hub: the event Security Hub sends, put on that account's bus (the sandbox's
+/// emulator has no custom actions).
+pub async fn choose_custom_action(
+    s: &Sandbox,
+    id: &str,
+    name: &str,
+    finding: &Value,
+) -> Result<()> {
     let security = s.security();
     let events = aws_sdk_eventbridge::Client::new(&s.in_account(&security, HOME).await?);
     let out = events
@@ -340,18 +341,36 @@ async fn the_contain_custom_action_contains_the_findings_user(s: Arc<Sandbox>) -
                 .source("aws.securityhub")
                 .detail_type("Security Hub Findings - Custom Action")
                 .resources(format!(
-                    "arn:aws:securityhub:{HOME}:{security}:action/custom/QuellContain"
+                    "arn:aws:securityhub:{HOME}:{security}:action/custom/{id}"
                 ))
                 .detail(
-                    json!({"actionName": "Quell: contain", "actionDescription": "Contain",
-                           "findings": [finding(&account, &resource, "IAM.1")]})
-                    .to_string(),
+                    json!({"actionName": name, "actionDescription": name, "findings": [finding]})
+                        .to_string(),
                 )
                 .build(),
         )
         .send()
         .await?;
     ensure!(out.failed_entry_count() == 0, "{out:?}");
+    Ok(())
+}
+
+async fn the_contain_custom_action_contains_the_findings_user(s: Arc<Sandbox>) -> Result<()> {
+    let account = s.members().into_iter().last().context("a member")?;
+    let iam = aws_sdk_iam::Client::new(&s.in_account(&account, HOME).await?);
+    let user = format!("leaked-{}", uuid_like());
+    iam.create_user().user_name(&user).send().await?;
+    let arn = format!("arn:aws:iam::{account}:user/{user}");
+    let resource = json!({"Type": "AwsIamUser", "Id": arn, "Region": HOME, "Partition": "aws"});
+    // The analyst chose "Quell: contain" in the security account's Security Hub.
+    let security = s.security();
+    choose_custom_action(
+        &s,
+        "QuellContain",
+        "Quell: contain",
+        &finding(&account, &resource, "IAM.1"),
+    )
+    .await?;
     let ledger = crate::remediate::ledger_of(&s.in_account(&security, HOME).await?);
     let mut record = None;
     for _ in 0..60 {

@@ -11,6 +11,7 @@ mod manual;
 mod release;
 mod remediate;
 mod requests;
+mod run_sources;
 mod runs;
 mod sweep;
 

@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -122,9 +120,6 @@ pub(super) struct Origin {
     pub region: String,
     pub partition: &'static str,
 }
-
-/// What a scheduled sweep found in one account and Region: (account, Region, (id, ARN) each).
-type Listed = (String, String, Result<Vec<(String, String)>, CallError>);
 
 /// Who started a run by hand (`quell run`), as far as AWS vouched for them.
 pub(super) struct Starter {
@@ -351,216 +346,6 @@ impl Responder {
     }
 
     /// The account and Region a run may act in, or why none.
-    /// A Security Hub custom action chosen in the security account starts a run for each
-    /// finding it was chosen on, in that finding's account: the security account's Security Hub
-    /// holds the organization's findings, and only its own principals choose its actions.
-    async fn start_from_custom_action(
-        &self,
-        message_id: &str,
-        library: &Library,
-        playbook: &Playbook,
-        event: &Value,
-    ) -> Result<Vec<Outcome>, ResponderError> {
-        let label = format!("run:{}", playbook.id);
-        let (id, _) = playbook
-            .trigger
-            .custom_action()
-            .expect("filtered on custom actions");
-        let home = &self.settings.home_region;
-        let security = &self.settings.security_account;
-        let ours = format!(
-            "arn:{}:securityhub:{home}:{security}:action/custom/{id}",
-            super::remediate::partition_of(home)
-        );
-        let what = format!("the custom action of {}", playbook.id);
-        if let Err(refused) = self.origin.sent_by(event, security, &what) {
-            return Ok(vec![skipped(&label, refused.message().to_owned())]);
-        }
-        if event["region"].as_str() != Some(home.as_str()) {
-            return Ok(vec![skipped(
-                &label,
-                format!(
-                    "a custom action event from {}: only the security account's Security Hub in {home} starts {}",
-                    event["region"], playbook.id
-                ),
-            )]);
-        }
-        let named = event["resources"].as_array().map_or(&[][..], Vec::as_slice);
-        if named.len() != 1 || named[0].as_str() != Some(ours.as_str()) {
-            return Ok(vec![skipped(
-                &label,
-                format!(
-                    "the event names the action {}, not {ours}, which install made for {}",
-                    Value::Array(named.to_vec()),
-                    playbook.id
-                ),
-            )]);
-        }
-        let mut outcomes = Vec::new();
-        let findings = crate::playbooks::language::finding::findings(event);
-        let most = usize::try_from(playbook.limits.max_targets).unwrap_or(usize::MAX);
-        if findings.len() > most {
-            outcomes.push(skipped(
-                &label,
-                format!(
-                    "the action was chosen on {} findings; {} acts on the first {most} (limits.max_targets)",
-                    findings.len(),
-                    playbook.id
-                ),
-            ));
-        }
-        for finding in findings.into_iter().take(most) {
-            let origin = self
-                .checked_origin(
-                    event,
-                    Some(&finding),
-                    finding.account.clone(),
-                    finding.region.clone(),
-                )
-                .await;
-            outcomes.push(match origin {
-                Ok(origin) => {
-                    Box::pin(self.start_run(
-                        message_id,
-                        library,
-                        playbook,
-                        event,
-                        Some(finding),
-                        &origin,
-                        None,
-                    ))
-                    .await?
-                }
-                Err(why) => skipped(&label, why),
-            });
-        }
-        Ok(outcomes)
-    }
-
-    /// A `schedule` playbook's rule fired: a run for each instance in every account and Region
-    /// the sweep covers (`sweep.accounts`, `sweep.organizational_units`, `sweep.regions`), at
-    /// most `limits.max_targets` new runs per firing. Each run reads its instance back and
-    /// checks its conditions and exemptions like any other.
-    async fn start_scheduled(
-        &self,
-        message_id: &str,
-        library: &Library,
-        playbook: &Playbook,
-        event: &Value,
-    ) -> Result<Vec<Outcome>, ResponderError> {
-        let label = format!("run:{}", playbook.id);
-        let home = &self.settings.home_region;
-        let security = &self.settings.security_account;
-        let partition = super::remediate::partition_of(home);
-        let rule = format!(
-            "arn:{partition}:events:{home}:{security}:rule/{}-{}",
-            self.settings.name_prefix,
-            crate::playbooks::language::trigger::schedule_rule_suffix(&playbook.id)
-        );
-        let named = event["resources"].as_array().map_or(&[][..], Vec::as_slice);
-        if named.len() != 1 || named[0].as_str() != Some(rule.as_str()) {
-            // Another rule's schedule (the built-in sweep's, another playbook's): not this one's.
-            return Ok(Vec::new());
-        }
-        let what = format!("the schedule of {}", playbook.id);
-        if let Err(refused) = self.origin.sent_by(event, security, &what) {
-            return Ok(vec![skipped(&label, refused.message().to_owned())]);
-        }
-        let sweep = &self.settings.playbooks.sweep;
-        let accounts = match self.ids_for_calls().await {
-            Ok(ids) => {
-                self.membership
-                    .accounts_under(
-                        &self.sessions,
-                        &self.member_clients,
-                        &ids.role_external_id,
-                        &sweep.organizational_units,
-                        &sweep.accounts,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        }
-        .map_err(|e| ResponderError::Aws(format!("cannot list the accounts to sweep: {e}")))?;
-        let places: Vec<(String, String)> = accounts
-            .iter()
-            .flat_map(|a| sweep.regions.iter().map(move |r| (a.clone(), r.clone())))
-            .collect();
-        let listed: Vec<Listed> = futures::stream::iter(places)
-            .map(|(account, region)| async move {
-                let found = match self.session_in(partition, &account, Some(&region)).await {
-                    Ok(c) => {
-                        crate::runs::resource::instances(&c, partition, &account, &region).await
-                    }
-                    Err(e) => Err(e),
-                };
-                (account, region, found)
-            })
-            .buffer_unordered(sweep.concurrency.max(1))
-            .collect()
-            .await;
-        let most = usize::try_from(playbook.limits.max_targets).unwrap_or(usize::MAX);
-        let (mut outcomes, mut started, mut left) = (Vec::new(), 0_usize, 0_usize);
-        for (account, region, found) in listed {
-            let targets = match found {
-                Ok(t) => t,
-                Err(e) => {
-                    outcomes.push(skipped(
-                        &label,
-                        format!("cannot list the instances in {account} {region}: {e}"),
-                    ));
-                    continue;
-                }
-            };
-            for (id, arn) in targets {
-                if started >= most {
-                    left += 1;
-                    continue;
-                }
-                let mut fired = event.clone();
-                fired["account"] = json!(account);
-                fired["region"] = json!(region);
-                fired["detail"]["target"] =
-                    json!({"arn": arn, "id": id, "type": playbook.target.kind});
-                let origin = Origin {
-                    account: account.clone(),
-                    region: region.clone(),
-                    partition,
-                };
-                let outcome = Box::pin(
-                    self.start_run(message_id, library, playbook, &fired, None, &origin, None),
-                )
-                .await?;
-                // A target whose run is within its dedup window, or left alone, is no new run.
-                if outcome.status != Status::Skipped && outcome.code.as_deref() != Some("duplicate")
-                {
-                    started += 1;
-                }
-                outcomes.push(outcome);
-            }
-        }
-        let summary = if left > 0 {
-            format!(
-                "{started} runs started, the most one firing starts (limits.max_targets); {left} more instances wait for the next"
-            )
-        } else {
-            format!(
-                "{started} runs started over {} instances looked at",
-                outcomes.len()
-            )
-        };
-        tracing::info!(key = %label, %summary, "schedule fired");
-        // Said even when nothing was found: the firing is this playbook's, not an unknown event.
-        outcomes.push(Outcome {
-            key: label,
-            status: Status::Succeeded,
-            code: None,
-            message: summary,
-            transient: false,
-        });
-        Ok(outcomes)
-    }
-
     async fn origin_of(&self, event: &Value, finding: Option<&Finding>) -> Result<Origin, String> {
         let envelope = event["account"].as_str().filter(|a| !a.is_empty());
         let account = match (envelope, finding) {
@@ -587,7 +372,7 @@ impl Responder {
     }
 
     /// The account and Region a run would act in, if Quell acts there at all.
-    async fn checked_origin(
+    pub(super) async fn checked_origin(
         &self,
         event: &Value,
         finding: Option<&Finding>,
@@ -1813,7 +1598,7 @@ fn ledger_step(name: &str, result: Result<StepOutcome, CallError>, started: Date
     }
 }
 
-fn skipped(key: &str, why: String) -> Outcome {
+pub(super) fn skipped(key: &str, why: String) -> Outcome {
     tracing::info!(key, reason = %why, "no run");
     Outcome {
         key: key.to_owned(),

@@ -135,21 +135,7 @@ impl Responder {
             };
         self.audit_or_log(AuditEvent::Started, &mut record).await;
         let sweep = &self.settings.playbooks.sweep;
-        let accounts = match self.ids_for_calls().await {
-            Ok(ids) => {
-                self.membership
-                    .accounts_under(
-                        &self.sessions,
-                        &self.member_clients,
-                        &ids.role_external_id,
-                        &sweep.organizational_units,
-                        &sweep.accounts,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let accounts = match accounts {
+        let accounts = match self.swept_accounts().await {
             Ok(a) => a,
             Err(e) => {
                 return self
@@ -255,6 +241,22 @@ impl Responder {
             message: summary,
             transient: false,
         })
+    }
+
+    /// The accounts the sweep covers: `sweep.accounts`, and those under `sweep.organizational_units`
+    /// and their child OUs, as the organization lists them now.
+    pub(super) async fn swept_accounts(&self) -> Result<Vec<String>, CallError> {
+        let sweep = &self.settings.playbooks.sweep;
+        let ids = self.ids_for_calls().await?;
+        self.membership
+            .accounts_under(
+                &self.sessions,
+                &self.member_clients,
+                &ids.role_external_id,
+                &sweep.organizational_units,
+                &sweep.accounts,
+            )
+            .await
     }
 
     /// One account and Region's resources of `kind`, each fixed under its own record (a Config

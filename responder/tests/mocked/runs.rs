@@ -235,6 +235,16 @@ async fn deliver_finding(r: &Responder, envelope: &str, named: &str, sample: boo
     .unwrap()
 }
 
+/// The one run, finished well, on the member account's instance.
+fn succeeded_on_the_instance(w: &Shared, out: &Value) {
+    let run = the_run(w);
+    assert_eq!(run.status, Status::Succeeded, "{out}");
+    assert_eq!(
+        run.entity.as_deref(),
+        Some(format!("{ACCOUNT}/us-east-1/AWS::EC2::Instance/{INSTANCE}").as_str())
+    );
+}
+
 /// The one run record in the world's ledger.
 fn the_run(w: &Shared) -> quell_responder::ledger::Record {
     let key = {
@@ -1106,36 +1116,30 @@ async fn a_custom_action_starts_runs_only_when_chosen_in_the_security_accounts_s
             .any(|k| k.starts_with("run:"))
     };
 
-    // A member account's own Security Hub, with an action of the same id there.
     let theirs = format!("arn:aws:securityhub:us-east-1:{ACCOUNT}:action/custom/{id}");
-    let out = r
-        .handle(event_delivery(
-            "m-1",
-            &custom_action_event(ACCOUNT, &theirs, ACCOUNT),
-        ))
-        .await
-        .unwrap();
-    assert!(no_runs(&w), "{out}");
-    // A member's event that names the security account's action: the envelope says who sent it.
-    let out = r
-        .handle(event_delivery(
-            "m-1b",
-            &custom_action_event(ACCOUNT, &ours, ACCOUNT),
-        ))
-        .await
-        .unwrap();
-    assert!(no_runs(&w), "{out}");
-    // The security account, but another action than the one install made for this playbook.
     let other =
         format!("arn:aws:securityhub:us-east-1:{security}:action/custom/QuellPbffffffffffff0");
-    let out = r
-        .handle(event_delivery(
-            "m-2",
-            &custom_action_event(security, &other, ACCOUNT),
-        ))
-        .await
-        .unwrap();
-    assert!(no_runs(&w), "{out}");
+    for (n, (envelope, action)) in [
+        // A member account's own Security Hub, with an action of the same id there.
+        (ACCOUNT, &theirs),
+        // A member's event that names the security account's action: the envelope says who
+        // sent it.
+        (ACCOUNT, &ours),
+        // The security account, but another action than the one install made for this playbook.
+        (security, &other),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = r
+            .handle(event_delivery(
+                &format!("m-forged-{n}"),
+                &custom_action_event(envelope, action, ACCOUNT),
+            ))
+            .await
+            .unwrap();
+        assert!(no_runs(&w), "{envelope} {action}: {out}");
+    }
     assert_eq!(calls(&w, "CreateTags"), 0);
 
     // Chosen in the security account on the member's finding: the run acts in the member.
@@ -1146,12 +1150,7 @@ async fn a_custom_action_starts_runs_only_when_chosen_in_the_security_accounts_s
         ))
         .await
         .unwrap();
-    let run = the_run(&w);
-    assert_eq!(run.status, Status::Succeeded, "{out}");
-    assert_eq!(
-        run.entity.as_deref(),
-        Some(format!("{ACCOUNT}/us-east-1/AWS::EC2::Instance/{INSTANCE}").as_str())
-    );
+    succeeded_on_the_instance(&w, &out);
     assert_eq!(
         w.lock().unwrap().instance_tags["quell:incident"],
         format!("finding-{ACCOUNT}")
@@ -1254,12 +1253,7 @@ async fn a_schedule_runs_its_playbook_over_the_swept_instances_only_from_its_own
         .handle(event_delivery("m-ours", &fired(&ours)))
         .await
         .unwrap();
-    let run = the_run(&w);
-    assert_eq!(run.status, Status::Succeeded, "{out}");
-    assert_eq!(
-        run.entity.as_deref(),
-        Some(format!("{ACCOUNT}/us-east-1/AWS::EC2::Instance/{INSTANCE}").as_str())
-    );
+    succeeded_on_the_instance(&w, &out);
     assert_eq!(
         w.lock().unwrap().instance_tags["quell:seen"],
         "2026-11-30T02:00:00Z"
