@@ -314,6 +314,18 @@ pub async fn apply(
                 .join(", ")
         ));
     }
+    if !plan.remove_custom_actions.is_empty() {
+        let task = printer.task("Security Hub custom actions no playbook names");
+        let deleted = super::custom_actions::remove(
+            &super::custom_actions::client(&ctx.security),
+            &plan.remove_custom_actions,
+        )
+        .await?;
+        task.done(&format!(
+            "Security Hub custom actions deleted: {}",
+            deleted.join(", ")
+        ));
+    }
     converge_stack(
         ctx,
         StackKind::Management,

@@ -68,6 +68,19 @@ impl Observed {
             Observed::Unavailable { .. } => Vec::new(),
         }
     }
+
+    /// Quell's actions here that `wanted` no longer has (a declared playbook's, removed from the
+    /// configuration): (id, ARN) each. Its events would start nothing; upgrade deletes it.
+    pub fn stale(&self, wanted: &[CustomAction]) -> Vec<(String, String)> {
+        match self {
+            Observed::Available { present } => present
+                .iter()
+                .filter(|(id, _)| !wanted.iter().any(|a| a.id == *id))
+                .cloned()
+                .collect(),
+            Observed::Unavailable { .. } => Vec::new(),
+        }
+    }
 }
 
 /// The HTTP status of a failed call, when the service answered at all.
@@ -149,8 +162,16 @@ pub async fn delete(
     let Observed::Available { present } = observed else {
         return Ok(Vec::new());
     };
+    remove(hub, present).await
+}
+
+/// Deletes these actions, (id, ARN) each; returns the ids deleted (one already gone is not).
+pub async fn remove(
+    hub: &aws_sdk_securityhub::Client,
+    actions: &[(String, String)],
+) -> anyhow::Result<Vec<String>> {
     let mut deleted = Vec::new();
-    for (id, arn) in present {
+    for (id, arn) in actions {
         match hub
             .delete_action_target()
             .action_target_arn(arn)
@@ -285,6 +306,27 @@ mod tests {
             deleted.lock().unwrap().as_slice(),
             [format!("{ARN}QuellContain")],
             "the other custom action stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn upgrade_deletes_the_action_of_a_playbook_no_longer_declared_and_nothing_else() {
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let gone = "QuellPb0123456789abc";
+        let hub = hub(
+            &["QuellContain", "QuellRemediate", gone],
+            &created,
+            &deleted,
+        );
+        let observed = read(&hub, "222233334444", "us-east-1").await.unwrap();
+        let stale = observed.stale(&wanted(None));
+        assert_eq!(stale, [(gone.to_owned(), format!("{ARN}{gone}"))]);
+        assert_eq!(remove(&hub, &stale).await.unwrap(), [gone]);
+        assert_eq!(
+            deleted.lock().unwrap().as_slice(),
+            [format!("{ARN}{gone}")],
+            "Quell's own two and someone else's stay"
         );
     }
 

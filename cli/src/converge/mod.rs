@@ -348,13 +348,13 @@ impl Context {
             });
         }
         plan::hand_over(&mut stack_sets);
+        let wanted_actions = custom_actions::wanted(self.config.playbook_document.as_ref());
         Ok(Plan {
             organization_id: self.org.id.clone(),
             trusted_access: !observed.trusted_access,
             create_secret: observed.secret.is_none(),
-            custom_actions: observed.custom_actions.missing(&custom_actions::wanted(
-                self.config.playbook_document.as_ref(),
-            )),
+            custom_actions: observed.custom_actions.missing(&wanted_actions),
+            remove_custom_actions: observed.custom_actions.stale(&wanted_actions),
             custom_actions_unavailable: match &observed.custom_actions {
                 custom_actions::Observed::Unavailable { reason } => Some(reason.clone()),
                 custom_actions::Observed::Available { .. } => None,

@@ -430,6 +430,8 @@ pub struct Plan {
     pub create_secret: bool,
     /// Security Hub custom actions to create: (id, name, description).
     pub custom_actions: Vec<super::custom_actions::CustomAction>,
+    /// Quell's custom actions no declared playbook names any more, to delete: (id, ARN).
+    pub remove_custom_actions: Vec<(String, String)>,
     /// Why custom actions cannot be created, when they cannot.
     pub custom_actions_unavailable: Option<String>,
     pub artifact_key: String,
@@ -457,6 +459,7 @@ impl Plan {
         self.trusted_access
             || self.create_secret
             || !self.custom_actions.is_empty()
+            || !self.remove_custom_actions.is_empty()
             || self.upload_artifact
             || self.upload_playbooks.is_some()
             || self
@@ -475,7 +478,7 @@ impl Plan {
             + usize::from(self.upload_playbooks.is_some())
             + self.custom_actions.len();
         let mut change = usize::from(self.trusted_access);
-        let mut remove = 0;
+        let mut remove = self.remove_custom_actions.len();
         let changes = self
             .stacks
             .iter()
@@ -598,6 +601,13 @@ impl Plan {
                 "  {} Security Hub custom action {:?}: create",
                 add("+"),
                 a.name
+            );
+        }
+        for (id, _) in &self.remove_custom_actions {
+            let _ = writeln!(
+                t,
+                "  {} Security Hub custom action {id}: delete (no declared playbook names it)",
+                remove("-")
             );
         }
         if let Some(why) = &self.custom_actions_unavailable {
