@@ -37,12 +37,8 @@ impl Responder {
             Err(refused) => return Ok(refused),
         };
         request.account = Some(entity.account().to_owned());
-        let Some(id) = message.options.playbook.as_deref() else {
-            let why = "a run request names no playbook (options.playbook); `quell run PLAYBOOK --target ARN` sends one";
-            return self
-                .finish_rejected(&mut request, refuse("malformed_message", why))
-                .await;
-        };
+        // `handle_request` refused a run request that names no playbook.
+        let id = message.options.playbook.as_deref().unwrap_or_default();
         let library = match self.library().await? {
             Some(l) if l.refused.is_none() => l,
             Some(l) => {

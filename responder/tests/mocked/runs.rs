@@ -1033,6 +1033,33 @@ async fn a_manual_run_acts_only_on_the_entity_its_arn_spells_path_and_all() {
     assert!(out.to_string().contains("not that entity"), "{out}");
     assert_eq!(calls(&w, "PutRolePolicy"), 0);
 
+    // A run request naming no playbook, and a containment naming one: refused as malformed.
+    for (id, action, options) in [
+        ("no-playbook", "run", json!({})),
+        (
+            "contain-with-playbook",
+            "contain",
+            json!({"playbook": "by-hand"}),
+        ),
+    ] {
+        r.handle(queued(
+            "contain",
+            &format!("q-{id}"),
+            &json!({"version": "1", "request_id": id, "action": action,
+                "entity": format!("arn:aws:iam::{ACCOUNT}:role/app"), "reason": "r",
+                "requester": JO, "options": options}),
+            Some(&jo),
+        ))
+        .await
+        .unwrap();
+        let refused = record(&w, &format!("delivery:q-{id}"));
+        assert_eq!(
+            refused.rejection.map(|x| x.code),
+            Some("malformed_message".to_owned()),
+            "{id}"
+        );
+    }
+
     // A playbook the configuration does not declare, or one of another target type.
     r.handle(queued(
         "contain",
