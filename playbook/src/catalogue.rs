@@ -219,7 +219,7 @@ pub const ACTIONS: &[Action] = &[
         outputs: &[],
         inverse: Some("lambda.release"),
         writes: true,
-        iam: &["lambda:GetFunction", "lambda:PutFunctionConcurrency", "iam:PutRolePolicy"],
+        iam: &["lambda:GetFunctionConfiguration", "lambda:ListTags", "lambda:PutFunctionConcurrency", "iam:PutRolePolicy"],
         targets: &["AWS::Lambda::Function"],
     },
     Action {

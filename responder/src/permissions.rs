@@ -92,6 +92,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("iam:GetLoginProfile", Member),
     op("iam:DeleteLoginProfile", Member),
     op("lambda:GetFunctionConfiguration", Member),
+    op("lambda:ListTags", Member),
     op("lambda:ListFunctions", Member),
     op("lambda:GetFunctionConcurrency", Member),
     op("lambda:PutFunctionConcurrency", Member),
@@ -352,7 +353,11 @@ pub const CLI_OPERATIONS: &[(&str, CliAs, &str)] = &[
         Security,
         "install, upgrade",
     ),
-    ("securityhub:DeleteActionTarget", Security, "uninstall"),
+    (
+        "securityhub:DeleteActionTarget",
+        Security,
+        "upgrade, uninstall",
+    ),
     (
         "securityhub:DescribeActionTargets",
         Security,

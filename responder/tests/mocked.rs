@@ -680,12 +680,21 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
 fn lambda(w: &Shared) -> aws_sdk_lambda::Client {
     use aws_sdk_lambda::operation::{
         get_function_concurrency::*, get_function_configuration::*, list_functions::*,
-        put_function_concurrency::*,
+        list_tags::*, put_function_concurrency::*,
     };
     let config = mock!(aws_sdk_lambda::Client::get_function_configuration).then_output(|| {
         GetFunctionConfigurationOutput::builder()
             .function_name("orders")
+            .function_arn(format!(
+                "arn:aws:lambda:us-east-1:{ACCOUNT}:function:orders"
+            ))
             .role(format!("arn:aws:iam::{ACCOUNT}:role/orders-role"))
+            .build()
+    });
+    // The function is exempted by its tag: only a declared playbook's scope reads it.
+    let tags = mock!(aws_sdk_lambda::Client::list_tags).then_output(|| {
+        ListTagsOutput::builder()
+            .tags("quell:exempt", "payments freeze, CHG-88")
             .build()
     });
     let list = mock!(aws_sdk_lambda::Client::list_functions).then_output(|| {
@@ -724,7 +733,7 @@ fn lambda(w: &Shared) -> aws_sdk_lambda::Client {
     mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
-        &[&config, &list, &get, &put]
+        &[&config, &tags, &list, &get, &put]
     )
 }
 

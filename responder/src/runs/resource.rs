@@ -170,25 +170,35 @@ async fn user(clients: &MemberClients, name: &str) -> Result<Option<Value>, Call
     }
 }
 
+/// The function's configuration and its tags. Not GetFunction: it also hands out a link to the
+/// function's code, which nothing here needs to be able to read.
 async fn function(clients: &MemberClients, name: &str) -> Result<Option<Value>, CallError> {
-    match clients
+    let config = match clients
         .lambda
-        .get_function()
+        .get_function_configuration()
         .function_name(name)
         .send()
         .await
-        .described("lambda:GetFunction")
+        .described("lambda:GetFunctionConfiguration")
     {
-        Ok(out) => Ok(out.configuration().map(|c| {
-            let tags: Map<String, Value> = out
-                .tags()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            json!({ "id": c.function_name(), "arn": c.function_arn(), "role": c.role(), "tags": tags })
-        })),
-        Err(e) if e.is_code("ResourceNotFoundException") => Ok(None),
-        Err(e) => Err(e),
-    }
+        Ok(c) => c,
+        Err(e) if e.is_code("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let arn = config.function_arn().unwrap_or_default();
+    let tags: Map<String, Value> = clients
+        .lambda
+        .list_tags()
+        .resource(arn)
+        .send()
+        .await
+        .described("lambda:ListTags")?
+        .tags()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    Ok(Some(json!({
+        "id": config.function_name(), "arn": arn, "role": config.role(), "tags": tags
+    })))
 }

@@ -1540,3 +1540,28 @@ async fn the_role_containment_step_makes_quell_contains_calls_and_the_runs_relea
         "the deny and the session revocation are undone: {after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_function_is_read_back_with_its_tags_and_an_exempt_one_is_left_alone() {
+    let w = world();
+    let mut contain = manual_playbook(
+        "AWS::Lambda::Function",
+        &json!([{"id": "stop", "action": "lambda.contain"}]),
+    );
+    contain["scope"] = json!({"exempt_tag": "quell:exempt"});
+    let r = responder(&w, &[contain]);
+    let jo = format!("{ANALYST_ID}:jo");
+    let out = r
+        .handle(run_request(
+            "run-fn",
+            &format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:orders"),
+            JO,
+            &jo,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(record(&w, "run-fn").status, Status::Skipped, "{out}");
+    assert!(out.to_string().contains("payments freeze"), "{out}");
+    assert_eq!(calls(&w, "PutFunctionConcurrency"), 0);
+    assert_eq!(calls(&w, "PutRolePolicy"), 0);
+}
