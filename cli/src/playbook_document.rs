@@ -51,9 +51,6 @@ pub struct Schedule {
     pub playbook: String,
 }
 
-/// What a scheduled sweep can list in each account and Region.
-pub const SWEPT_TARGETS: &[&str] = &["AWS::EC2::Instance"];
-
 impl PlaybookDocument {
     /// The document for `declared`, `None` when there are none. Refuses patterns EventBridge
     /// would refuse.
@@ -107,23 +104,7 @@ impl PlaybookDocument {
                 }
             }
         }
-        let unswept = declared
-            .iter()
-            .filter(|d| {
-                d.playbook.trigger.schedule().is_some()
-                    && !SWEPT_TARGETS.contains(&d.playbook.target.kind.as_str())
-            })
-            .map(|d| {
-                format!(
-                    "{}: playbook {} runs on a schedule over every {}, which the scheduled sweep does not list yet ({})",
-                    d.file.display(),
-                    d.playbook.id,
-                    d.playbook.target.kind,
-                    SWEPT_TARGETS.join(", ")
-                )
-            });
-        let unrunnable = unswept
-            .chain(declared.iter().flat_map(|d| {
+        let unrunnable = declared.iter().flat_map(|d| {
                 d.playbook
                     .steps
                     .iter()
@@ -137,7 +118,7 @@ impl PlaybookDocument {
                             s.action
                         )
                     })
-            }))
+            })
             .collect();
         let schedules = declared
             .iter()
@@ -389,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_gets_a_rule_of_its_own_and_only_instances_are_swept() {
+    fn a_schedule_gets_a_rule_of_its_own() {
         let nightly = json!({"schedule": "cron(0 2 * * ? *)"});
         let mut on_instances = playbook("nightly", &nightly, "tag");
         on_instances["target"]["id"] = json!("${{ event.detail.target.id }}");
@@ -403,15 +384,6 @@ mod tests {
         assert!(rule.logical_id.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_eq!(d.forwarded, None, "nothing to forward for a schedule");
         d.refuse_unrunnable().unwrap();
-
-        let mut on_users = playbook("users", &nightly, "iam.contain_user");
-        on_users["target"] =
-            json!({"type": "AWS::IAM::User", "id": "${{ event.detail.target.id }}"});
-        let d = PlaybookDocument::of(&[declared(&on_users)], &[], &Webhooks::new())
-            .unwrap()
-            .unwrap();
-        let e = d.refuse_unrunnable().unwrap_err().to_string();
-        assert!(e.contains("the scheduled sweep does not list yet"), "{e}");
     }
 
     #[test]

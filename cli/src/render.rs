@@ -331,7 +331,9 @@ mod tests {
         );
         assert!(security.contains("MetricName: AsyncEventsDropped"));
         let dlq_policy = from(security, "DeadLetterQueuePolicy:");
-        assert!(dlq_policy.contains("aws:PrincipalArn: !GetAtt ResponderRole.Arn"));
+        assert!(dlq_policy.contains(
+            "aws:PrincipalArn:\n                  - !GetAtt ResponderRole.Arn\n                  - !GetAtt TimerRole.Arn\n"
+        ));
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sns: aws_sdk_sns::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// Runs' timers beyond SQS's 15-minute delay.
+    pub scheduler: aws_sdk_scheduler::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sts: aws_sdk_sts::Client,
     /// The declared playbooks' document, in the artifacts bucket.
@@ -151,6 +153,7 @@ impl Clients {
             dynamodb: counted!(aws_sdk_dynamodb, config, counter, RunsAs::Execution),
             sns: counted!(aws_sdk_sns, config, counter, RunsAs::Execution),
             sqs: counted!(aws_sdk_sqs, config, counter, RunsAs::Execution),
+            scheduler: counted!(aws_sdk_scheduler, config, counter, RunsAs::Execution),
             secrets: counted!(aws_sdk_secretsmanager, config, counter, RunsAs::Execution),
             sts: counted!(aws_sdk_sts, config, counter, RunsAs::Execution),
             s3: counted!(aws_sdk_s3, config, counter, RunsAs::Execution),

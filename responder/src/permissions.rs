@@ -29,7 +29,8 @@ impl RunsAs {
     }
 }
 
-/// One operation: `service:Operation` as the SDK names it, the IAM action it needs.
+/// One operation: `service:Operation` as the SDK names it, an IAM action it needs. An operation
+/// that also needs a dependent action (`iam:PassRole` for a schedule's role) has an entry for each.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
     pub call: &'static str,
@@ -64,6 +65,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("dynamodb:DeleteItem", Execution),
     op("sns:Publish", Execution),
     op("sqs:SendMessage", Execution),
+    // A run's waits beyond 15 minutes, delivered as the timer role the responder passes.
+    op("scheduler:CreateSchedule", Execution),
+    op_as("scheduler:CreateSchedule", "iam:PassRole", Execution),
     op("secretsmanager:GetSecretValue", Execution),
     op("securityhub:BatchUpdateFindings", Execution),
     op("sts:AssumeRole", Execution),
@@ -75,6 +79,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("iam:GetUser", Member),
     op("iam:GetRole", Member),
     op("iam:GetInstanceProfile", Member),
+    // Scheduled playbooks over users and roles.
+    op("iam:ListUsers", Member),
+    op("iam:ListRoles", Member),
     op("iam:ListAttachedUserPolicies", Member),
     op("iam:ListAttachedRolePolicies", Member),
     op("iam:AttachUserPolicy", Member),
@@ -462,6 +469,16 @@ pub const CLI_OPERATIONS: &[(&str, CliAs, &str)] = &[
         "sandbox host (the responder package)",
     ),
     ("sns:Subscribe", Sandbox, "sandbox host (the inbox queue)"),
+    (
+        "scheduler:GetScheduleGroup",
+        Sandbox,
+        "install --sandbox (the timer group)",
+    ),
+    (
+        "scheduler:CreateScheduleGroup",
+        Sandbox,
+        "install --sandbox (the timer group)",
+    ),
     ("sns:ListSubscriptionsByTopic", Sandbox, "sandbox host"),
     ("sqs:CreateQueue", Sandbox, "sandbox host (the inbox queue)"),
     (
@@ -505,10 +522,12 @@ mod tests {
     fn no_operation_is_listed_twice_for_one_identity() {
         let mut seen = std::collections::BTreeSet::new();
         for o in OPERATIONS {
+            // One operation may need two actions (CreateSchedule passes a role): one entry each.
             assert!(
-                seen.insert((o.call, o.runs_as.as_str())),
-                "{} twice",
-                o.call
+                seen.insert((o.call, o.action, o.runs_as.as_str())),
+                "{} ({}) twice",
+                o.call,
+                o.action
             );
         }
         let mut cli = std::collections::BTreeSet::new();

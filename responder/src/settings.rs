@@ -27,6 +27,12 @@ pub struct Settings {
     pub isolation_wait_seconds: i32,
     /// Dead-letter queue: every failed request is sent here as well as to the audit topic.
     pub dead_letter_queue_url: String,
+    /// The same queue, where EventBridge Scheduler puts a timer it could not deliver.
+    pub dead_letter_queue_arn: String,
+    /// Quell's EventBridge Scheduler group, and the role its schedules deliver timers as: waits
+    /// beyond SQS's 15-minute delay are one-time schedules there.
+    pub timer_group: String,
+    pub timer_role_arn: String,
     /// How many steps of one containment run at once; 0 means all of them. 1 is gentler on API
     /// rate limits, and is what the benchmark compares against.
     pub step_concurrency: usize,
@@ -134,6 +140,9 @@ impl Settings {
                     )
                 })?,
             dead_letter_queue_url: need("QUELL_DLQ_URL")?,
+            dead_letter_queue_arn: need("QUELL_DLQ_ARN")?,
+            timer_group: need("QUELL_TIMER_GROUP")?,
+            timer_role_arn: need("QUELL_TIMER_ROLE_ARN")?,
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
             declared_playbooks: get("QUELL_DECLARED_PLAYBOOKS").filter(|v| !v.trim().is_empty()),
             webhooks: match get("QUELL_WEBHOOKS") {

@@ -42,8 +42,11 @@ struct World {
     ledger: HashMap<String, Item>,
     published: Vec<Value>,
     dead_letters: Vec<String>,
-    /// Every message sent to any queue: (queue URL, body).
+    /// Every message sent to any queue: (queue URL, body), and the delay each asked for.
     queued: Vec<(String, String)>,
+    delays: Vec<i32>,
+    /// EventBridge Scheduler's schedules, as created.
+    schedules: Vec<aws_sdk_scheduler::operation::create_schedule::CreateScheduleInput>,
     user: Principal,
     keys: Vec<(String, String)>,
     login: bool,
@@ -142,6 +145,15 @@ fn settings_with(extra: &[(&str, &str)]) -> Settings {
         (
             "QUELL_DLQ_URL",
             "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq",
+        ),
+        (
+            "QUELL_DLQ_ARN",
+            "arn:aws:sqs:us-east-1:222233334444:quell-responder-dlq",
+        ),
+        ("QUELL_TIMER_GROUP", "quell-timers"),
+        (
+            "QUELL_TIMER_ROLE_ARN",
+            "arn:aws:iam::222233334444:role/quell-timers",
         ),
     ]);
     env.extend(extra.iter().copied());
@@ -290,6 +302,7 @@ fn sqs(w: &Shared) -> aws_sdk_sqs::Client {
         world
             .queued
             .push((req.queue_url().unwrap_or_default().to_owned(), body));
+        world.delays.push(req.delay_seconds().unwrap_or(0));
         MockResponse::Output(
             aws_sdk_sqs::operation::send_message::SendMessageOutput::builder()
                 .message_id("m")
@@ -297,6 +310,48 @@ fn sqs(w: &Shared) -> aws_sdk_sqs::Client {
         )
     });
     mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &[&send])
+}
+
+/// EventBridge Scheduler: keeps what it is asked to schedule, and refuses a name already in the
+/// group with ConflictException, as Scheduler does.
+fn scheduler(w: &Shared) -> aws_sdk_scheduler::Client {
+    use aws_sdk_scheduler::operation::create_schedule::*;
+    let w = w.clone();
+    let create =
+        mock!(aws_sdk_scheduler::Client::create_schedule).then_compute_response(move |req| {
+            let mut world = w.lock().unwrap();
+            let code = world.call("CreateSchedule");
+            let taken = world
+                .schedules
+                .iter()
+                .any(|s| s.group_name() == req.group_name() && s.name() == req.name());
+            if let Some(code) = code.or(taken.then_some("ConflictException")) {
+                let meta = meta(code);
+                return MockResponse::Error(if code == "ConflictException" {
+                    CreateScheduleError::ConflictException(
+                        aws_sdk_scheduler::types::error::ConflictException::builder()
+                            .message("schedule exists")
+                            .meta(meta)
+                            .build()
+                            .unwrap(),
+                    )
+                } else {
+                    CreateScheduleError::generic(meta)
+                });
+            }
+            world.schedules.push(req.clone());
+            MockResponse::Output(
+                CreateScheduleOutput::builder()
+                    .schedule_arn(format!(
+                        "arn:aws:scheduler:us-east-1:222233334444:schedule/{}/{}",
+                        req.group_name().unwrap_or("default"),
+                        req.name().unwrap_or_default()
+                    ))
+                    .build()
+                    .unwrap(),
+            )
+        });
+    mock_client!(aws_sdk_scheduler, RuleMode::MatchAny, &[&create])
 }
 
 fn secrets() -> aws_sdk_secretsmanager::Client {
@@ -360,7 +415,7 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
         delete_role_policy::*, delete_user_policy::*, detach_role_policy::*, detach_user_policy::*,
         get_login_profile::*, get_role::*, get_role_policy::*, get_user::*, get_user_policy::*,
         list_access_keys::*, list_attached_role_policies::*, list_attached_user_policies::*,
-        put_role_policy::*, put_user_policy::*, update_access_key::*,
+        list_roles::*, put_role_policy::*, put_user_policy::*, update_access_key::*,
     };
     use aws_sdk_iam::types::{
         AccessKeyMetadata, AttachedPolicy, LoginProfile, Role, StatusType, User,
@@ -401,6 +456,31 @@ fn iam(w: &Shared, first: Vec<Rule>) -> aws_sdk_iam::Client {
                                 .unwrap(),
                         )
                         .build(),
+                )
+            }),
+            // The member account's roles: a workload's, Quell's own and a service-linked one.
+            iam_rule!(w, list_roles, "ListRoles", ListRolesError, |world, _req| {
+                let _ = &world;
+                let role = |path: &str, name: &str| {
+                    Role::builder()
+                        .path(path)
+                        .role_name(name)
+                        .role_id("AROA")
+                        .arn(format!("arn:aws:iam::{ACCOUNT}:role{path}{name}"))
+                        .create_date(now)
+                        .build()
+                        .unwrap()
+                };
+                MockResponse::Output(
+                    ListRolesOutput::builder()
+                        .roles(role("/", "app"))
+                        .roles(role("/", "quell-responder"))
+                        .roles(role(
+                            "/aws-service-role/config.amazonaws.com/",
+                            "AWSServiceRoleForConfig",
+                        ))
+                        .build()
+                        .unwrap(),
                 )
             }),
             iam_rule!(
@@ -881,6 +961,7 @@ fn clients(
         dynamodb: dynamodb(w),
         sns: sns(w),
         sqs: sqs(w),
+        scheduler: scheduler(w),
         secrets: secrets(),
         sts: sts(),
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),

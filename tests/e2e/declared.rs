@@ -852,5 +852,63 @@ async fn quarantined_for_patching(
         after.steps
     );
 
+    // The approval's 72-hour timeout is beyond an SQS delay: one one-time schedule in Quell's
+    // group, due when the run's wait ends, delivering to the isolation queue. (The emulator never
+    // fires it; the delivery is shown against the mocks.)
+    let Some(quell_responder::playbooks::language::run::Status::Waiting { until, .. }) =
+        after.run.as_deref().map(|r| r.status.clone())
+    else {
+        bail!("the run waits: {:?}", after.run);
+    };
+    let scheduler = aws_sdk_scheduler::Client::new(&s.in_account(&s.security(), HOME).await?);
+    let listed = scheduler
+        .list_schedules()
+        .group_name("quell-timers")
+        .send()
+        .await
+        .context("scheduler:ListSchedules")?;
+    let mut pending = Vec::new();
+    for summary in listed.schedules() {
+        let schedule = scheduler
+            .get_schedule()
+            .group_name("quell-timers")
+            .name(summary.name().unwrap_or_default())
+            .send()
+            .await
+            .context("scheduler:GetSchedule")?;
+        pending.push((
+            schedule
+                .schedule_expression()
+                .unwrap_or_default()
+                .to_owned(),
+            schedule
+                .target()
+                .map(|t| t.arn().to_owned())
+                .unwrap_or_default(),
+            schedule
+                .target()
+                .and_then(|t| t.input())
+                .unwrap_or_default()
+                .to_owned(),
+        ));
+    }
+    let fires = |expression: &str| {
+        expression
+            .strip_prefix("at(")
+            .and_then(|e| e.strip_suffix(')'))
+            .and_then(|e| chrono::NaiveDateTime::parse_from_str(e, "%Y-%m-%dT%H:%M:%S").ok())
+            .map(|t| t.and_utc())
+    };
+    let ours: Vec<_> = pending
+        .iter()
+        .filter(|(_, _, input)| input.contains(&record.key) && input.contains("approve_patch"))
+        .collect();
+    ensure!(
+        ours.len() == 1
+            && fires(&ours[0].0).is_some_and(|at| (at - until).num_seconds().abs() <= 1)
+            && ours[0].1.ends_with(":quell-isolation"),
+        "one schedule for the approval's timeout, due {until}, to the isolation queue: {pending:?}"
+    );
+
     Ok(())
 }

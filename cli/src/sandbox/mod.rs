@@ -8,6 +8,7 @@ pub mod moto;
 pub mod process;
 pub mod seed;
 pub mod state;
+pub mod timer_group;
 pub mod venv;
 
 use std::fmt::Write as _;

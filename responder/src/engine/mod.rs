@@ -55,6 +55,7 @@ pub struct Responder {
     ledger: Ledger,
     audit: Audit,
     sqs: aws_sdk_sqs::Client,
+    scheduler: aws_sdk_scheduler::Client,
     external_ids: CachedIds,
     sessions: Sessions,
     membership: Membership,
@@ -109,6 +110,7 @@ impl Responder {
             ledger: Ledger::new(clients.dynamodb, &settings.ledger_table),
             audit: Audit::new(clients.sns, &settings.audit_topic_arn),
             sqs: clients.sqs,
+            scheduler: clients.scheduler,
             external_ids: CachedIds::new(
                 clients.secrets.clone(),
                 &settings.secret_id,

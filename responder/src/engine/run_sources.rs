@@ -13,6 +13,7 @@ use crate::error::ResponderError;
 use crate::ledger::Status;
 use crate::playbooks::language::definition::Playbook;
 use crate::runs::document::Library;
+use crate::runs::resource::SweptPlace;
 
 /// What a scheduled sweep found in one account and Region: (account, Region, (id, ARN) each).
 type Listed = (String, String, Result<Vec<(String, String)>, CallError>);
@@ -147,12 +148,19 @@ impl Responder {
             .iter()
             .flat_map(|a| sweep.regions.iter().map(move |r| (a.clone(), r.clone())))
             .collect();
+        let first_region = sweep.regions.first();
+        let kind = playbook.target.kind.as_str();
         let listed: Vec<Listed> = futures::stream::iter(places)
             .map(|(account, region)| async move {
+                let place = SweptPlace {
+                    partition,
+                    account: &account,
+                    region: &region,
+                    global_here: first_region == Some(&region),
+                    name_prefix: &self.settings.name_prefix,
+                };
                 let found = match self.session_in(partition, &account, Some(&region)).await {
-                    Ok(c) => {
-                        crate::runs::resource::instances(&c, partition, &account, &region).await
-                    }
+                    Ok(c) => crate::runs::resource::swept(&c, kind, &place).await,
                     Err(e) => Err(e),
                 };
                 (account, region, found)
@@ -168,7 +176,7 @@ impl Responder {
                 Err(e) => {
                     outcomes.push(skipped(
                         &label,
-                        format!("cannot list the instances in {account} {region}: {e}"),
+                        format!("cannot list the {kind} resources in {account} {region}: {e}"),
                     ));
                     continue;
                 }
@@ -202,11 +210,11 @@ impl Responder {
         }
         let summary = if left > 0 {
             format!(
-                "{started} runs started, the most one firing starts (limits.max_targets); {left} more instances wait for the next"
+                "{started} runs started, the most one firing starts (limits.max_targets); {left} more {kind} resources wait for the next"
             )
         } else {
             format!(
-                "{started} runs started over {} instances looked at",
+                "{started} runs started over {} {kind} resources looked at",
                 outcomes.len()
             )
         };

@@ -31,7 +31,7 @@ use crate::playbooks::language::template::Template;
 use crate::runs::actions::{self, Place};
 use crate::runs::document::{self, Library};
 
-/// How long an SQS message may be delayed: longer waits are chained delays.
+/// How long an SQS message may be delayed: a timer due later is an EventBridge Scheduler schedule.
 const LONGEST_DELAY_SECONDS: i64 = 900;
 
 /// How long a run's hold on its target lasts when the run never finishes (a lost record): longer
@@ -70,6 +70,14 @@ pub(crate) enum WakeKind {
         /// Seconds from sending until it is due.
         after: i64,
     },
+}
+
+/// A timer's schedule name: Scheduler allows 64 letters, digits, `-`, `_` and `.`.
+fn timer_name(body: &str) -> String {
+    format!(
+        "run-{}",
+        hex::encode(&Sha256::digest(body.as_bytes())[..24])
+    )
 }
 
 /// The run's record status for the ledger, which `quell history` and the claim read.
@@ -765,12 +773,19 @@ impl Responder {
                             )));
                         }
                     }
-                    self.wake_later(&Wake {
+                    let timer = Wake {
                         quell_run: record.key.clone(),
                         step,
                         what: WakeKind::Timer { at },
-                    })
-                    .await?;
+                    };
+                    if let Err(e) = self.wake_later(&timer).await {
+                        // Without its timer the run would wait for ever: the record says so, and
+                        // this delivery fails, so that the platform's retry schedules it (`resume`).
+                        record.status = Status::Failed;
+                        record.error = Some(format!("{e}; a redelivery schedules it again"));
+                        self.save_run(record).await?;
+                        return Err(e);
+                    }
                 }
                 Effect::AskApproval {
                     step,
@@ -1209,16 +1224,20 @@ impl Responder {
         .await
     }
 
-    /// Sends `wake` to the isolation queue, delayed until it is due (at most 15 minutes at a
-    /// time: a longer wait is a chain of delays, and never a sleeping function).
+    /// Sends `wake` to the isolation queue when it is due, never through a sleeping function: an
+    /// SQS delay for 15 minutes or less, a one-time schedule for a timer due later.
     async fn wake_later(&self, wake: &Wake) -> Result<(), ResponderError> {
+        let body = serde_json::to_string(wake).unwrap_or_default();
         let delay = match &wake.what {
-            WakeKind::Timer { at } => (*at - Utc::now())
-                .num_seconds()
-                .clamp(0, LONGEST_DELAY_SECONDS),
+            WakeKind::Timer { at } => {
+                let due_in = (*at - Utc::now()).num_seconds();
+                if due_in > LONGEST_DELAY_SECONDS {
+                    return self.schedule_timer(wake, *at, body).await;
+                }
+                due_in.max(0)
+            }
             WakeKind::Phase { after, .. } => (*after).clamp(0, LONGEST_DELAY_SECONDS),
         };
-        let body = serde_json::to_string(wake).unwrap_or_default();
         self.sqs
             .send_message()
             .queue_url(&self.settings.isolation_queue_url)
@@ -1234,6 +1253,72 @@ impl Responder {
                 ))
             })?;
         Ok(())
+    }
+
+    /// A timer beyond SQS's longest delay: a one-time schedule in Quell's group that EventBridge
+    /// Scheduler delivers to the isolation queue as the timer role, retries for a day, dead-letters
+    /// after that, and deletes once it has fired. Its name is the hash of the wake, so the same
+    /// timer scheduled twice (a redelivered step) is one schedule. Scheduler fires on the second or
+    /// later, never earlier; a wake that still arrives early is sent on as a delay.
+    async fn schedule_timer(
+        &self,
+        wake: &Wake,
+        at: DateTime<Utc>,
+        body: String,
+    ) -> Result<(), ResponderError> {
+        use aws_sdk_scheduler::types::{
+            ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode,
+            Target,
+        };
+        let failed = |what: String| {
+            ResponderError::Aws(format!(
+                "cannot schedule the run's {} (scheduler:CreateSchedule): {what}",
+                wake.step
+            ))
+        };
+        let whole_second = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        let fire = DateTime::from_timestamp(whole_second, 0).unwrap_or(at);
+        let target = Target::builder()
+            .arn(&self.settings.isolation_queue_arn)
+            .role_arn(&self.settings.timer_role_arn)
+            .input(&body)
+            .dead_letter_config(
+                DeadLetterConfig::builder()
+                    .arn(&self.settings.dead_letter_queue_arn)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        let sent = self
+            .scheduler
+            .create_schedule()
+            .group_name(&self.settings.timer_group)
+            .name(timer_name(&body))
+            .description(format!("Quell {}: {}", wake.quell_run, wake.step))
+            .schedule_expression(format!("at({})", fire.format("%Y-%m-%dT%H:%M:%S")))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .target(target)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // Already scheduled by an earlier delivery of the same step.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(aws_sdk_scheduler::operation::create_schedule::CreateScheduleError::is_conflict_exception) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(failed(
+                aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            )),
+        }
     }
 
     /// A timer or a second phase, from the isolation queue.
@@ -1259,10 +1344,28 @@ impl Responder {
                 "its playbook is no longer declared in this version".into(),
             ));
         };
+        if record.status == Status::Failed && matches!(run.status, RunStatus::Waiting { .. }) {
+            // A timer that could not be scheduled after this wake's step: this redelivery does.
+            let seen = record.updated_at;
+            let mut record = record;
+            record.updated_at = Utc::now();
+            if !self
+                .ledger
+                .save_if_unchanged(&record, seen)
+                .await
+                .map_err(|e| ResponderError::Aws(e.to_string()))?
+            {
+                return Ok(skipped(
+                    &record.key,
+                    "another delivery is moving this run on".into(),
+                ));
+            }
+            return self.resume(record).await;
+        }
         let now = Utc::now();
         let input = match &wake.what {
             WakeKind::Timer { at } if *at > now => {
-                // Not due yet: the next link of the chain.
+                // Early (a delay that ran out, a redelivery): sent on until it is due.
                 self.wake_later(wake).await?;
                 return Ok(outcome_of(&record));
             }
@@ -1363,8 +1466,23 @@ impl Responder {
                 "its playbook is no longer declared in this version".into(),
             ));
         };
-        let RunStatus::Running { step, attempt } = run.status else {
-            return Ok(outcome_of(&record));
+        let (step, attempt) = match run.status {
+            RunStatus::Running { step, attempt } => (step, attempt),
+            // Its timer could not be scheduled: scheduled now, and the run waits again.
+            RunStatus::Waiting { step, until } => {
+                self.wake_later(&Wake {
+                    quell_run: record.key.clone(),
+                    step: playbook.steps[step].id.clone(),
+                    what: WakeKind::Timer { at: until },
+                })
+                .await?;
+                record.status = ledger_status(&run.status);
+                record.error = None;
+                record.updated_at = Utc::now();
+                self.save_run(&record).await?;
+                return Ok(outcome_of(&record));
+            }
+            _ => return Ok(outcome_of(&record)),
         };
         let definition = &playbook.steps[step];
         let parameters = quell_playbook::template::fill_all(

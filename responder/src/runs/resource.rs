@@ -43,9 +43,128 @@ pub async fn read(
     }
 }
 
-/// Every instance in the account and Region the clients act in that has not been terminated: what
-/// a scheduled playbook sweeps. (id, ARN) each.
-pub async fn instances(
+/// The target types a scheduled playbook can sweep: each is listed below and read back by `read`.
+pub const SWEPT_KINDS: &[&str] = &[
+    "AWS::EC2::Instance",
+    "AWS::EC2::SecurityGroup",
+    "AWS::EC2::Snapshot",
+    "AWS::Lambda::Function",
+    "AWS::S3::Bucket",
+    "AWS::IAM::User",
+    "AWS::IAM::Role",
+];
+
+/// Where a scheduled sweep lists: one account in one Region. Buckets, users and roles are global,
+/// so they are listed once per account, in the place where `global_here` is set.
+pub struct SweptPlace<'a> {
+    pub partition: &'a str,
+    pub account: &'a str,
+    pub region: &'a str,
+    pub global_here: bool,
+    /// Quell's own roles (`<prefix>-*`) are never targets.
+    pub name_prefix: &'a str,
+}
+
+/// Every resource of `kind` in `place` that a scheduled playbook sweeps: (id, ARN) each, the id
+/// being what `read` takes. Each run reads its target back before it checks or acts on it.
+pub async fn swept(
+    clients: &MemberClients,
+    kind: &str,
+    place: &SweptPlace<'_>,
+) -> Result<Vec<(String, String)>, CallError> {
+    let SweptPlace {
+        partition,
+        account,
+        region,
+        ..
+    } = *place;
+    Ok(match kind {
+        "AWS::EC2::Instance" => instances(clients, partition, account, region).await?,
+        "AWS::EC2::SecurityGroup" => {
+            let mut out = Vec::new();
+            let mut pages = clients
+                .ec2
+                .describe_security_groups()
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.described("ec2:DescribeSecurityGroups")?;
+                out.extend(page.security_groups().iter().filter_map(|g| {
+                    let id = g.group_id()?;
+                    Some((
+                        id.to_owned(),
+                        format!("arn:{partition}:ec2:{region}:{account}:security-group/{id}"),
+                    ))
+                }));
+            }
+            out
+        }
+        "AWS::EC2::Snapshot" => snapshot::scan(&clients.ec2)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let arn = format!("arn:{partition}:ec2:{region}::snapshot/{}", s.id);
+                (s.id, arn)
+            })
+            .collect(),
+        "AWS::Lambda::Function" => {
+            let mut out = Vec::new();
+            let mut pages = clients.lambda.list_functions().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.described("lambda:ListFunctions")?;
+                out.extend(page.functions().iter().filter_map(|f| {
+                    Some((f.function_name()?.to_owned(), f.function_arn()?.to_owned()))
+                }));
+            }
+            out
+        }
+        "AWS::S3::Bucket" if place.global_here => bucket::list(&clients.s3)
+            .await?
+            .into_iter()
+            .map(|name| {
+                let arn = format!("arn:{partition}:s3:::{name}");
+                (name, arn)
+            })
+            .collect(),
+        "AWS::IAM::User" if place.global_here => {
+            let mut out = Vec::new();
+            let mut pages = clients.iam.list_users().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.described("iam:ListUsers")?;
+                out.extend(
+                    page.users()
+                        .iter()
+                        .map(|u| (u.user_name().to_owned(), u.arn().to_owned())),
+                );
+            }
+            out
+        }
+        "AWS::IAM::Role" if place.global_here => {
+            let own = format!("{}-", place.name_prefix);
+            let mut out = Vec::new();
+            let mut pages = clients.iam.list_roles().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.described("iam:ListRoles")?;
+                out.extend(
+                    page.roles()
+                        .iter()
+                        // Service-linked roles cannot be changed, and Quell's own never are.
+                        .filter(|r| {
+                            !r.path().starts_with("/aws-service-role/")
+                                && !r.role_name().starts_with(&own)
+                        })
+                        .map(|r| (r.role_name().to_owned(), r.arn().to_owned())),
+                );
+            }
+            out
+        }
+        // Global types outside their place, and types install refuses to sweep.
+        _ => Vec::new(),
+    })
+}
+
+/// Every instance in the account and Region the clients act in that has not been terminated.
+async fn instances(
     clients: &MemberClients,
     partition: &str,
     account: &str,
@@ -201,4 +320,20 @@ async fn function(clients: &MemberClients, name: &str) -> Result<Option<Value>, 
     Ok(Some(json!({
         "id": config.function_name(), "arn": arn, "role": config.role(), "tags": tags
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SWEPT_KINDS;
+    use crate::playbooks::language::definition::TARGET_TYPES;
+
+    /// A target type added to the language needs its listing here before a schedule can sweep it.
+    #[test]
+    fn every_target_type_a_playbook_may_name_can_be_swept() {
+        let mut swept = SWEPT_KINDS.to_vec();
+        let mut named = TARGET_TYPES.to_vec();
+        swept.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(swept, named);
+    }
 }

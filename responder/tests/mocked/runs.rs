@@ -422,8 +422,150 @@ async fn an_exemption_tag_added_during_the_wait_wins_over_the_approval() {
     assert_eq!(calls(&w, "CreateTags"), 0);
 }
 
+/// A message from the isolation queue, as Lambda's event source mapping delivers it.
+fn isolation_delivery(n: u32, body: &str) -> Value {
+    json!({"Records": [{
+        "messageId": format!("wake-{n}"), "receiptHandle": "r", "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
+        "awsRegion": "us-east-1"
+    }]})
+}
+
+/// Timers sent to the isolation queue so far, with the delay each asked for.
+fn isolation_timers(w: &Shared) -> Vec<(String, i32)> {
+    let world = w.lock().unwrap();
+    world
+        .queued
+        .iter()
+        .zip(&world.delays)
+        .filter(|((queue, body), _)| queue.ends_with("-isolation") && body.contains("\"timer\""))
+        .map(|((_, body), delay)| (body.clone(), *delay))
+        .collect()
+}
+
+/// Moves the one run's wait to the past, as if its time had come.
+fn make_the_wait_due(w: &Shared) {
+    let mut world = w.lock().unwrap();
+    let key = world
+        .ledger
+        .keys()
+        .find(|k| k.starts_with("run:"))
+        .cloned()
+        .unwrap();
+    let item = world.ledger.get_mut(&key).unwrap();
+    let mut stored: Value = serde_json::from_str(item["record"].as_s().unwrap()).unwrap();
+    stored["run"]["status"]["until"] = json!("2020-01-01T00:00:00Z");
+    item.insert(
+        "record".into(),
+        aws_sdk_dynamodb::types::AttributeValue::S(stored.to_string()),
+    );
+}
+
 #[tokio::test]
-async fn a_timer_early_is_chained_and_a_timer_twice_acts_once() {
+async fn a_wait_of_minutes_is_one_sqs_delay_and_no_schedule() {
+    let w = world();
+    let waits = playbook(&json!([
+        {"id": "cool_off", "action": "wait", "with": {"for": "10m"}},
+        tag_step()
+    ]));
+    let r = responder(&w, &[waits]);
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let timers = isolation_timers(&w);
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!((595..=600).contains(&timers[0].1), "{timers:?}");
+    assert!(w.lock().unwrap().schedules.is_empty());
+}
+
+#[tokio::test]
+async fn a_wait_beyond_fifteen_minutes_is_one_schedule_that_delivers_to_the_isolation_queue_and_acts_once(
+) {
+    let w = world();
+    let waits = playbook(&json!([
+        {"id": "cool_off", "action": "wait", "with": {"for": "2h"}},
+        tag_step()
+    ]));
+    let r = responder(&w, &[waits]);
+    let asked = chrono::Utc::now();
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    assert!(isolation_timers(&w).is_empty(), "no chain of SQS delays");
+    let schedule = {
+        let world = w.lock().unwrap();
+        assert_eq!(world.schedules.len(), 1);
+        world.schedules[0].clone()
+    };
+    assert_eq!(schedule.group_name(), Some("quell-timers"));
+    let name = schedule.name().unwrap();
+    assert!(
+        name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "{name}"
+    );
+    let expression = schedule.schedule_expression().unwrap();
+    let at = chrono::NaiveDateTime::parse_from_str(
+        expression
+            .strip_prefix("at(")
+            .and_then(|e| e.strip_suffix(')'))
+            .unwrap(),
+        "%Y-%m-%dT%H:%M:%S",
+    )
+    .unwrap()
+    .and_utc();
+    let due = asked + chrono::Duration::hours(2);
+    assert!(
+        at >= due - chrono::Duration::seconds(1) && at <= due + chrono::Duration::seconds(30),
+        "{expression} for {due}"
+    );
+    assert_eq!(schedule.schedule_expression_timezone(), Some("UTC"));
+    assert_eq!(
+        schedule.flexible_time_window().unwrap().mode(),
+        &aws_sdk_scheduler::types::FlexibleTimeWindowMode::Off
+    );
+    assert_eq!(
+        schedule.action_after_completion(),
+        Some(&aws_sdk_scheduler::types::ActionAfterCompletion::Delete)
+    );
+    let target = schedule.target().unwrap();
+    assert_eq!(
+        target.arn(),
+        "arn:aws:sqs:us-east-1:222233334444:quell-isolation"
+    );
+    assert_eq!(
+        target.role_arn(),
+        "arn:aws:iam::222233334444:role/quell-timers"
+    );
+    assert_eq!(
+        target.dead_letter_config().and_then(|d| d.arn()),
+        Some("arn:aws:sqs:us-east-1:222233334444:quell-responder-dlq")
+    );
+    let wake = target.input().unwrap().to_owned();
+
+    // Delivered early (a redelivery): scheduled again under the same name, which Scheduler
+    // refuses as taken, so there is still one schedule and nothing is done.
+    r.handle(isolation_delivery(1, &wake)).await.unwrap();
+    assert_eq!(calls(&w, "CreateSchedule"), 2);
+    assert_eq!(w.lock().unwrap().schedules.len(), 1);
+    assert!(isolation_timers(&w).is_empty());
+    assert_eq!(calls(&w, "CreateTags"), 0);
+
+    // Due and delivered twice: one tag.
+    make_the_wait_due(&w);
+    let mut due: Value = serde_json::from_str(&wake).unwrap();
+    due["at"] = json!("2020-01-01T00:00:00Z");
+    r.handle(isolation_delivery(2, &due.to_string()))
+        .await
+        .unwrap();
+    r.handle(isolation_delivery(3, &due.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(the_run(&w).status, Status::Succeeded);
+    assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+#[tokio::test]
+async fn a_schedule_that_arrives_with_minutes_to_go_is_sent_on_as_a_delay() {
     let w = world();
     let waits = playbook(&json!([
         {"id": "cool_off", "action": "wait", "with": {"for": "2h"}},
@@ -431,49 +573,52 @@ async fn a_timer_early_is_chained_and_a_timer_twice_acts_once() {
     ]));
     let r = responder(&w, &[waits]);
     deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
-    let wake = {
-        let world = w.lock().unwrap();
-        let (queue, body) = world.queued.last().cloned().expect("a timer was sent");
-        assert!(queue.ends_with("-isolation"), "{queue}");
-        body
-    };
-    let deliver = |n: u32, body: &str| {
-        json!({"Records": [{
-            "messageId": format!("wake-{n}"), "receiptHandle": "r", "body": body,
-            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
-            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:222233334444:quell-isolation",
-            "awsRegion": "us-east-1"
-        }]})
-    };
-    // Two hours are eight 15-minute links: an early delivery sends the next one and acts not.
-    let sent = w.lock().unwrap().queued.len();
-    r.handle(deliver(1, &wake)).await.unwrap();
-    assert_eq!(w.lock().unwrap().queued.len(), sent + 1, "the next link");
+    let wake = w.lock().unwrap().schedules[0]
+        .target()
+        .unwrap()
+        .input()
+        .unwrap()
+        .to_owned();
+    let mut soon: Value = serde_json::from_str(&wake).unwrap();
+    soon["at"] = json!((chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339());
+    r.handle(isolation_delivery(1, &soon.to_string()))
+        .await
+        .unwrap();
+    let timers = isolation_timers(&w);
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!((295..=300).contains(&timers[0].1), "{timers:?}");
+    assert_eq!(calls(&w, "CreateSchedule"), 1);
     assert_eq!(calls(&w, "CreateTags"), 0);
+}
 
-    // Due now (the run's wait set to the past) and delivered twice: one tag.
-    let mut due: Value = serde_json::from_str(&wake).unwrap();
-    due["at"] = json!("2020-01-01T00:00:00Z");
-    {
-        let mut world = w.lock().unwrap();
-        let key = world
-            .ledger
-            .keys()
-            .find(|k| k.starts_with("run:"))
-            .cloned()
-            .unwrap();
-        let item = world.ledger.get_mut(&key).unwrap();
-        let mut stored: Value = serde_json::from_str(item["record"].as_s().unwrap()).unwrap();
-        stored["run"]["status"]["until"] = json!("2020-01-01T00:00:00Z");
-        item.insert(
-            "record".into(),
-            aws_sdk_dynamodb::types::AttributeValue::S(stored.to_string()),
-        );
-    }
-    r.handle(deliver(2, &due.to_string())).await.unwrap();
-    r.handle(deliver(3, &due.to_string())).await.unwrap();
-    assert_eq!(the_run(&w).status, Status::Succeeded);
-    assert_eq!(calls(&w, "CreateTags"), 1);
+#[tokio::test]
+async fn a_timer_scheduler_refuses_fails_the_run_visibly_and_its_redelivery_schedules_it() {
+    let w = world();
+    w.lock()
+        .unwrap()
+        .failures
+        .insert("CreateSchedule", ["AccessDeniedException"].into());
+    let waits = playbook(&json!([
+        {"id": "cool_off", "action": "wait", "with": {"for": "2h"}},
+        tag_step()
+    ]));
+    let r = responder(&w, &[waits]);
+    let event = finding_event(ACCOUNT, ACCOUNT, false);
+    let first = r.handle(event_delivery("m-1", &event)).await;
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Failed, "{first:?}");
+    let error = run.error.unwrap_or_default();
+    assert!(
+        error.contains("scheduler:CreateSchedule") && error.contains("AccessDenied"),
+        "{error}"
+    );
+    assert!(w.lock().unwrap().schedules.is_empty());
+
+    // The event source's retry: the timer is scheduled and the run waits again, nothing acted.
+    r.handle(event_delivery("m-1", &event)).await.unwrap();
+    assert_eq!(w.lock().unwrap().schedules.len(), 1);
+    assert_eq!(the_run(&w).status, Status::Waiting);
+    assert_eq!(calls(&w, "CreateTags"), 0);
 }
 
 fn inspector_event(envelope: &str, status: &str) -> Value {
@@ -1292,6 +1437,61 @@ async fn a_schedule_runs_its_playbook_over_the_swept_instances_only_from_its_own
         .await
         .unwrap();
     assert_eq!(calls(&w, "CreateTags"), 1);
+}
+
+#[tokio::test]
+async fn a_schedule_over_roles_lists_each_account_once_and_never_quells_own_or_service_linked_roles(
+) {
+    let w = world();
+    let scheduled = json!({
+        "id": "nightly-roles", "version": 1, "description": "Looks at every role nightly.",
+        "mode": "simulate", "trigger": {"schedule": "rate(1 day)"},
+        "target": {"type": "AWS::IAM::Role", "id": "${{ event.detail.target.id }}"},
+        "steps": [{"id": "contain", "action": "iam.contain_role"}]
+    });
+    let r = build(
+        &w,
+        &[scheduled],
+        Setup {
+            playbook_settings: Some(
+                json!({"sweep": {"accounts": [ACCOUNT], "regions": ["us-east-1", "eu-west-1"]}})
+                    .to_string(),
+            ),
+            ..Setup::default()
+        },
+    );
+    let suffix =
+        quell_responder::playbooks::language::trigger::schedule_rule_suffix("nightly-roles");
+    let fired = json!({"version": "0", "id": "sched-roles", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "222233334444", "region": "us-east-1",
+        "time": "2026-11-30T02:00:00Z",
+        "resources": [format!("arn:aws:events:us-east-1:222233334444:rule/quell-{suffix}")],
+        "detail": {}});
+    let out = r.handle(event_delivery("m-roles", &fired)).await.unwrap();
+    // Roles are global: listed in the sweep's first Region only, not once per Region.
+    assert_eq!(calls(&w, "ListRoles"), 1, "{out}");
+    let runs: Vec<String> = {
+        let world = w.lock().unwrap();
+        world
+            .ledger
+            .keys()
+            .filter(|k| k.starts_with("run:"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(runs.len(), 1, "the workload's role only: {runs:?}");
+    let run = record(&w, &runs[0]);
+    assert_eq!(
+        run.entity.as_deref(),
+        Some(format!("{ACCOUNT}/us-east-1/AWS::IAM::Role/app").as_str())
+    );
+    assert!(out.to_string().contains("1 runs started"), "{out}");
+    // Simulated: read back, nothing written.
+    assert_eq!(calls(&w, "GetRole"), 1);
+    assert_eq!(
+        calls(&w, "PutRolePolicy") + calls(&w, "AttachRolePolicy"),
+        0
+    );
 }
 
 /// What the runtime adds to each step, in AWS calls: the bench (`bench/playbooks`) prints the
