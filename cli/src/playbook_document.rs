@@ -388,17 +388,14 @@ mod tests {
 
     #[test]
     fn a_step_this_build_cannot_carry_out_is_refused_before_anything_ships() {
-        let mut copy = playbook(
-            "a",
-            &guardduty("Backdoor:EC2/"),
-            "ebs.snapshot_encrypt_copy",
-        );
-        copy["target"] = json!({"type": "AWS::EC2::Snapshot", "id": "${{ finding.resource_id }}"});
-        let d = PlaybookDocument::of(&[declared(&copy)], &[], &Webhooks::new())
+        // A release as a step of its own: this build runs it only as a containment's inverse.
+        let mut release = playbook("a", &guardduty("Backdoor:EC2/"), "iam.release_user");
+        release["target"] = json!({"type": "AWS::IAM::User", "id": "${{ finding.resource_id }}"});
+        let d = PlaybookDocument::of(&[declared(&release)], &[], &Webhooks::new())
             .unwrap()
             .unwrap();
         let e = d.refuse_unrunnable().unwrap_err().to_string();
-        assert!(e.contains("step s uses `ebs.snapshot_encrypt_copy`"), "{e}");
+        assert!(e.contains("step s uses `iam.release_user`"), "{e}");
         assert!(e.contains("nothing was changed"), "{e}");
         let fine = PlaybookDocument::of(
             &[declared(&playbook("a", &guardduty("Backdoor:EC2/"), "tag"))],

@@ -814,6 +814,12 @@ impl Responder {
                         ssm_documents: &self.settings.ssm_documents,
                         ports: &self.settings.playbooks.open_security_group.ports,
                         protected: &protected,
+                        kms_key_id: self
+                            .settings
+                            .playbooks
+                            .unencrypted_snapshot
+                            .kms_key_id
+                            .as_deref(),
                     };
                     for (step, inverse) in steps {
                         let parts: Vec<Step> = record
@@ -1108,6 +1114,12 @@ impl Responder {
                     ssm_documents: &self.settings.ssm_documents,
                     ports: &self.settings.playbooks.open_security_group.ports,
                     protected: &protected,
+                    kms_key_id: self
+                        .settings
+                        .playbooks
+                        .unencrypted_snapshot
+                        .kms_key_id
+                        .as_deref(),
                 };
                 let earlier: Vec<Step> = record
                     .steps
@@ -1360,7 +1372,7 @@ impl Responder {
                     "another delivery is moving this run on".into(),
                 ));
             }
-            return self.resume(record).await;
+            return Box::pin(self.resume(record)).await;
         }
         let now = Utc::now();
         let input = match &wake.what {

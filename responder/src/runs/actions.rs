@@ -38,6 +38,8 @@ pub const IN_MEMBER_ACCOUNTS: &[&str] = &[
     "sg.revoke_open_ingress",
     "s3.make_private",
     "ebs.snapshot_make_private",
+    "ebs.snapshot_encrypt_copy",
+    "ebs.snapshot_delete_original",
     "iam.contain_user",
     "iam.contain_role",
     "lambda.contain",
@@ -80,6 +82,9 @@ pub struct Place<'a> {
     pub ports: &'a [u16],
     /// Why an ARN is protected, when it is: a function's containment leaves a protected role be.
     pub protected: &'a dyn Fn(&str) -> Option<String>,
+    /// The KMS key encrypted snapshot copies use (`playbooks.unencrypted_snapshot.kms_key_id`),
+    /// or the account's default.
+    pub kms_key_id: Option<&'a str>,
 }
 
 /// What one phase of an action did.
@@ -171,6 +176,12 @@ pub async fn carry_out(
         "sg.revoke_open_ingress" => remediations::revoke_open_ingress(m, place, target).await,
         "s3.make_private" => remediations::make_bucket_private(m, place, target).await,
         "ebs.snapshot_make_private" => remediations::make_snapshot_private(m, place, target).await,
+        "ebs.snapshot_encrypt_copy" => {
+            remediations::encrypt_snapshot_copy(m, place, target, phase).await
+        }
+        "ebs.snapshot_delete_original" => {
+            remediations::delete_snapshot_original(m, place, target).await
+        }
         "iam.contain_user" | "iam.contain_role" | "lambda.contain" => {
             containments::contain(m, place, action, target).await
         }

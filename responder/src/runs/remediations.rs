@@ -174,3 +174,190 @@ pub async fn make_snapshot_private(
     );
     Ok(Acted::one("make_snapshot_private", outcome, Map::new()))
 }
+
+/// How often a copy still being made is read again: EBS copies take minutes to hours.
+pub const COPY_POLL_SECONDS: i64 = 60;
+
+/// The snapshot, or a refusal naming it.
+async fn snapshot_in(
+    m: &MemberClients,
+    place: &Place<'_>,
+    id: &str,
+) -> Result<snapshot::Snapshot, CallError> {
+    snapshot::read(&m.ec2, id).await?.ok_or_else(|| {
+        refused(
+            "ec2:DescribeSnapshots",
+            format!("snapshot {id} does not exist in {}", place.account),
+        )
+    })
+}
+
+/// The encrypted copy of `original` Quell made, read back: the original's tag names it, and it
+/// names the original back and is encrypted. A tag alone proves nothing (anyone in the account
+/// can tag a snapshot), so a copy that does not confirm it is refused.
+async fn confirmed_copy(
+    m: &MemberClients,
+    place: &Place<'_>,
+    original: &snapshot::Snapshot,
+) -> Result<Option<snapshot::Snapshot>, CallError> {
+    let Some(copy_id) = original.copy_id() else {
+        return Ok(None);
+    };
+    let copy = snapshot_in(m, place, copy_id).await?;
+    let names_back = copy.tags.get(snapshot::ORIGINAL_TAG) == Some(&original.id);
+    if !names_back || !copy.encrypted {
+        return Err(refused(
+            "playbook",
+            format!(
+                "{}'s tag {} names {copy_id}, which is not its encrypted copy ({}); remove the tag to copy it again",
+                original.id,
+                snapshot::COPY_TAG,
+                if names_back { "not encrypted" } else { "it does not name the snapshot back" }
+            ),
+        ));
+    }
+    Ok(Some(copy))
+}
+
+fn copy_outputs(copy_id: Option<&str>) -> Map<String, serde_json::Value> {
+    let mut out = Map::new();
+    out.insert("copy_id".into(), json!(copy_id));
+    out
+}
+
+/// `ebs.snapshot_encrypt_copy`: an encrypted copy of an unencrypted snapshot, with the configured
+/// KMS key or the account's default, both tagged with the other's id, as the built-in playbook
+/// makes it. A copy made earlier is used again. The step waits for a snapshot still being taken,
+/// and ends when the copy reads back completed and encrypted; until then each is read again every
+/// minute (a later phase).
+pub async fn encrypt_snapshot_copy(
+    m: &MemberClients,
+    place: &Place<'_>,
+    id: &str,
+    phase: u8,
+) -> Result<Acted, CallError> {
+    let original = snapshot_in(m, place, id).await?;
+    if original.encrypted {
+        let outcome = StepOutcome::skipped(
+            format!("snapshot {id} is encrypted already"),
+            json!({"encrypted": true}),
+        );
+        return Ok(Acted::one("encrypted_copy", outcome, copy_outputs(None)));
+    }
+    let later = |parts| Acted {
+        parts,
+        outputs: Map::new(),
+        next_phase: Some((phase.saturating_add(1), COPY_POLL_SECONDS)),
+    };
+    // A snapshot CloudTrail has just reported created is still being taken: only a completed one
+    // can be copied.
+    if !original.completed() {
+        return Ok(later(Vec::new()));
+    }
+    let (copy, made) = if let Some(copy) = confirmed_copy(m, place, &original).await? {
+        (copy, false)
+    } else {
+        let made =
+            snapshot::encrypted_copy(&m.ec2, &original, place.region, place.kms_key_id).await?;
+        (snapshot_in(m, place, &made).await?, true)
+    };
+    if !copy.encrypted {
+        return Err(refused(
+            "ec2:CopySnapshot",
+            format!(
+                "the copy {} of {id} reads back unencrypted; {id} is kept",
+                copy.id
+            ),
+        ));
+    }
+    if !copy.completed() {
+        let parts = if made {
+            vec![(
+                "encrypted_copy".to_owned(),
+                StepOutcome::done(
+                    format!(
+                        "{} (encrypted, {}), tagged {}={id}; {id} tagged {}={}",
+                        copy.id,
+                        copy.state,
+                        snapshot::ORIGINAL_TAG,
+                        snapshot::COPY_TAG,
+                        copy.id
+                    ),
+                    json!({"snapshot": id, "encrypted": false}),
+                    json!({"snapshot": copy.id, "encrypted": true, "state": copy.state}),
+                ),
+            )]
+        } else {
+            Vec::new()
+        };
+        return Ok(later(parts));
+    }
+    let outcome = StepOutcome::done(
+        format!(
+            "{} is the completed, encrypted copy of {id}; each names the other in a tag",
+            copy.id
+        ),
+        json!({"snapshot": id, "encrypted": false}),
+        json!({"snapshot": copy.id, "encrypted": true, "state": copy.state}),
+    );
+    Ok(Acted::one(
+        "encrypted_copy",
+        outcome,
+        copy_outputs(Some(&copy.id)),
+    ))
+}
+
+/// `ebs.snapshot_delete_original`: deletes an unencrypted snapshot once its encrypted copy reads
+/// back completed, and reads it back gone. Only an original whose copy Quell made and confirms
+/// (see `confirmed_copy`); the member role may delete no other snapshot. It cannot be undone, so
+/// a playbook puts an approval before it.
+pub async fn delete_snapshot_original(
+    m: &MemberClients,
+    place: &Place<'_>,
+    id: &str,
+) -> Result<Acted, CallError> {
+    let Some(original) = snapshot::read(&m.ec2, id).await? else {
+        let outcome = StepOutcome::skipped(
+            format!("snapshot {id} is gone already"),
+            json!({"gone": true}),
+        );
+        return Ok(Acted::one("delete_original", outcome, Map::new()));
+    };
+    if original.encrypted {
+        return Err(refused(
+            "playbook",
+            format!("snapshot {id} is encrypted: Quell deletes only unencrypted originals"),
+        ));
+    }
+    let copy = confirmed_copy(m, place, &original).await?.ok_or_else(|| {
+        refused(
+            "playbook",
+            format!(
+                "snapshot {id} has no encrypted copy made by Quell (tag {}): run ebs.snapshot_encrypt_copy first",
+                snapshot::COPY_TAG
+            ),
+        )
+    })?;
+    if !copy.completed() {
+        return Err(refused(
+            "playbook",
+            format!(
+                "the encrypted copy {} of {id} is still {}; {id} is kept until it is completed",
+                copy.id, copy.state
+            ),
+        ));
+    }
+    snapshot::delete(&m.ec2, id).await?;
+    if snapshot::read(&m.ec2, id).await?.is_some() {
+        return Err(refused(
+            "ec2:DeleteSnapshot",
+            format!("snapshot {id} still exists after its deletion"),
+        ));
+    }
+    let outcome = StepOutcome::done(
+        format!("deleted the unencrypted {id}; {} replaces it", copy.id),
+        json!({"snapshot": id, "copy": copy.id}),
+        json!({"gone": true}),
+    );
+    Ok(Acted::one("delete_original", outcome, Map::new()))
+}

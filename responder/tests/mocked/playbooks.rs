@@ -17,9 +17,9 @@ pub const EVENTS_QUEUE: &str = "arn:aws:sqs:us-east-1:222233334444:quell-events"
 pub struct Snap {
     pub encrypted: bool,
     pub public: bool,
-    state: &'static str,
-    tags: HashMap<String, String>,
-    kms: Option<String>,
+    pub state: &'static str,
+    pub tags: HashMap<String, String>,
+    pub kms: Option<String>,
 }
 
 impl Snap {

@@ -1623,6 +1623,129 @@ async fn the_shipped_public_snapshot_definition_makes_the_built_in_playbooks_cal
     assert_eq!(run.status, Status::Succeeded, "{run:?}");
 }
 
+/// A responder with `definition` declared over the member account's snapshots, the built-in
+/// unencrypted-snapshot playbook only notifying, and copies made with the configured key.
+fn snapshot_responder(w: &Shared, definition: Value) -> Responder {
+    build(
+        w,
+        &[definition],
+        Setup {
+            playbook_settings: Some(
+                json!({"unencrypted_snapshot": {"mode": "notify", "kms_key_id": "alias/backups"}})
+                    .to_string(),
+            ),
+            ec2: Some(super::playbooks::snapshots_ec2(w, false)),
+            ..Setup::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn the_shipped_unencrypted_snapshot_definition_deletes_the_original_only_after_a_verified_approval(
+) {
+    let w = world();
+    w.lock()
+        .unwrap()
+        .snapshots
+        .insert("snap-0a1".into(), super::playbooks::Snap::plain(false));
+    let mut definition = shipped("unencrypted-snapshot.yaml");
+    definition["steps"][1]["with"]["approvers"] = json!([ANALYST]);
+    let r = snapshot_responder(&w, definition);
+    let created = super::playbooks::create_snapshot_event("snap-0a1");
+    r.handle(event_delivery("m-1", &created)).await.unwrap();
+
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Waiting, "{run:?}");
+    let copy_id = {
+        let world = w.lock().unwrap();
+        let copy_id = world.snapshots["snap-0a1"].tags["quell:encrypted-copy"].clone();
+        let copy = &world.snapshots[&copy_id];
+        assert!(copy.encrypted);
+        assert_eq!(copy.kms.as_deref(), Some("alias/backups"));
+        assert_eq!(copy.tags["quell:encrypted-copy-of"], "snap-0a1");
+        copy_id
+    };
+    assert_eq!(
+        run.run.as_ref().unwrap().steps[0].outputs["copy_id"],
+        json!(copy_id)
+    );
+    assert_eq!(
+        calls(&w, "DeleteSnapshot"),
+        0,
+        "nothing deleted before approval"
+    );
+
+    // The same call reported again makes no second copy and no second run.
+    r.handle(event_delivery("m-2", &created)).await.unwrap();
+    assert_eq!(calls(&w, "CopySnapshot"), 1);
+
+    let jo = format!("{ANALYST_ID}:jo");
+    r.handle(approval(&run.key, "approve_delete", JO, Some(&jo), 1))
+        .await
+        .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Succeeded, "{run:?}");
+    assert_eq!(calls(&w, "DeleteSnapshot"), 1);
+    let world = w.lock().unwrap();
+    assert!(!world.snapshots.contains_key("snap-0a1"), "read back gone");
+    assert!(world.snapshots.contains_key(&copy_id), "the copy stays");
+}
+
+#[tokio::test]
+async fn an_original_whose_tag_names_a_snapshot_that_does_not_name_it_back_is_never_deleted() {
+    use super::playbooks::Snap;
+    let w = world();
+    {
+        // Someone in the member account tags their snapshot as if Quell had copied it, naming an
+        // encrypted snapshot that is not its copy.
+        let mut world = w.lock().unwrap();
+        let mut other = Snap::plain(false);
+        other.encrypted = true;
+        world.snapshots.insert("snap-0enc".into(), other);
+        world
+            .snapshots
+            .insert("snap-0a1".into(), Snap::plain(false));
+    }
+    let ec2 = super::playbooks::snapshots_ec2(&w, false);
+    ec2.create_tags()
+        .resources("snap-0a1")
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("quell:encrypted-copy")
+                .value("snap-0enc")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let delete_only = json!({
+        "id": "delete-originals", "version": 1, "description": "Deletes copied originals.",
+        "mode": "auto",
+        "trigger": {"cloudtrail": {"source": "ec2.amazonaws.com", "names": ["CreateSnapshot"]}},
+        "target": {"type": "AWS::EC2::Snapshot", "id": "${{ event.detail.responseElements.snapshotId }}"},
+        "steps": [{"id": "delete_original", "action": "ebs.snapshot_delete_original"}]
+    });
+    let r = snapshot_responder(&w, delete_only);
+    r.handle(event_delivery(
+        "m-1",
+        &super::playbooks::create_snapshot_event("snap-0a1"),
+    ))
+    .await
+    .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Failed, "{run:?}");
+    let error = run.run.as_ref().unwrap().steps[0]
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        error.contains("snap-0enc") && error.contains("does not name the snapshot back"),
+        "{error}"
+    );
+    assert_eq!(calls(&w, "DeleteSnapshot"), 0);
+    assert!(w.lock().unwrap().snapshots.contains_key("snap-0a1"));
+}
+
 #[tokio::test]
 async fn the_shipped_public_bucket_definition_makes_the_built_in_playbooks_calls_and_fails_alike() {
     let event = |_: &Shared| {
