@@ -805,22 +805,8 @@ impl Responder {
                 }
                 Effect::Release { steps } => {
                     let protected = self.protected();
-                    let place = Place {
-                        partition,
-                        account: &account,
-                        region: &region,
-                        name_prefix: &self.settings.name_prefix,
-                        run: &record.key.clone(),
-                        ssm_documents: &self.settings.ssm_documents,
-                        ports: &self.settings.playbooks.open_security_group.ports,
-                        protected: &protected,
-                        kms_key_id: self
-                            .settings
-                            .playbooks
-                            .unencrypted_snapshot
-                            .kms_key_id
-                            .as_deref(),
-                    };
+                    let run_key = record.key.clone();
+                    let place = self.place(partition, &account, &region, &run_key, &protected);
                     for (step, inverse) in steps {
                         let parts: Vec<Step> = record
                             .steps
@@ -1105,22 +1091,8 @@ impl Responder {
                     Err(e) => return failed(e.to_string(), super::is_transient(&e)),
                 };
                 let protected = self.protected();
-                let place = Place {
-                    partition,
-                    account: &account,
-                    region: &region,
-                    name_prefix: &self.settings.name_prefix,
-                    run: &record.key.clone(),
-                    ssm_documents: &self.settings.ssm_documents,
-                    ports: &self.settings.playbooks.open_security_group.ports,
-                    protected: &protected,
-                    kms_key_id: self
-                        .settings
-                        .playbooks
-                        .unencrypted_snapshot
-                        .kms_key_id
-                        .as_deref(),
-                };
+                let run_key = record.key.clone();
+                let place = self.place(partition, &account, &region, &run_key, &protected);
                 let earlier: Vec<Step> = record
                     .steps
                     .iter()
@@ -1333,6 +1305,54 @@ impl Responder {
         }
     }
 
+    /// Where a run's actions act, with the settings they read.
+    fn place<'a>(
+        &'a self,
+        partition: &'a str,
+        account: &'a str,
+        region: &'a str,
+        run: &'a str,
+        protected: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Place<'a> {
+        let playbooks = &self.settings.playbooks;
+        Place {
+            partition,
+            account,
+            region,
+            name_prefix: &self.settings.name_prefix,
+            run,
+            ssm_documents: &self.settings.ssm_documents,
+            ports: &playbooks.open_security_group.ports,
+            protected,
+            kms_key_id: playbooks.unencrypted_snapshot.kms_key_id.as_deref(),
+        }
+    }
+
+    /// Claims the run for the delivery `message_id` before anything is acted on: a second delivery
+    /// of the same wake finds the record changed and is told so (the `Err`).
+    async fn claim_for(
+        &self,
+        mut record: Record,
+        message_id: &str,
+    ) -> Result<Result<Record, Outcome>, ResponderError> {
+        let seen = record.updated_at;
+        record.updated_at = Utc::now();
+        record.message_ids.push(message_id.to_owned());
+        let taken = self
+            .ledger
+            .save_if_unchanged(&record, seen)
+            .await
+            .map_err(|e| ResponderError::Aws(e.to_string()))?;
+        Ok(if taken {
+            Ok(record)
+        } else {
+            Err(skipped(
+                &record.key,
+                "another delivery is moving this run on".into(),
+            ))
+        })
+    }
+
     /// A timer or a second phase, from the isolation queue.
     pub(super) async fn wake(
         &self,
@@ -1358,21 +1378,10 @@ impl Responder {
         };
         if record.status == Status::Failed && matches!(run.status, RunStatus::Waiting { .. }) {
             // A timer that could not be scheduled after this wake's step: this redelivery does.
-            let seen = record.updated_at;
-            let mut record = record;
-            record.updated_at = Utc::now();
-            if !self
-                .ledger
-                .save_if_unchanged(&record, seen)
-                .await
-                .map_err(|e| ResponderError::Aws(e.to_string()))?
-            {
-                return Ok(skipped(
-                    &record.key,
-                    "another delivery is moving this run on".into(),
-                ));
-            }
-            return Box::pin(self.resume(record)).await;
+            return match self.claim_for(record, message_id).await? {
+                Ok(record) => Box::pin(self.resume(record)).await,
+                Err(taken) => Ok(taken),
+            };
         }
         let now = Utc::now();
         let input = match &wake.what {
@@ -1386,22 +1395,10 @@ impl Responder {
             }),
             WakeKind::Phase { .. } => None,
         };
-        // Claimed before acting: a second delivery of this wake finds the record changed.
-        let seen = record.updated_at;
-        let mut record = record;
-        record.updated_at = now;
-        record.message_ids.push(message_id.to_owned());
-        if !self
-            .ledger
-            .save_if_unchanged(&record, seen)
-            .await
-            .map_err(|e| ResponderError::Aws(e.to_string()))?
-        {
-            return Ok(skipped(
-                &record.key,
-                "another delivery is moving this run on".into(),
-            ));
-        }
+        let mut record = match self.claim_for(record, message_id).await? {
+            Ok(record) => record,
+            Err(taken) => return Ok(taken),
+        };
         if let Some(input) = input {
             let mut run = run;
             let effects = run.advance(&playbook, input, now).unwrap_or_default();

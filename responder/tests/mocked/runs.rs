@@ -245,6 +245,17 @@ fn succeeded_on_the_instance(w: &Shared, out: &Value) {
     );
 }
 
+/// The keys of the runs in the world's ledger.
+fn run_keys(w: &Shared) -> Vec<String> {
+    let world = w.lock().unwrap();
+    world
+        .ledger
+        .keys()
+        .filter(|k| k.starts_with("run:"))
+        .cloned()
+        .collect()
+}
+
 /// The one run record in the world's ledger.
 fn the_run(w: &Shared) -> quell_responder::ledger::Record {
     let key = {
@@ -1347,15 +1358,7 @@ async fn runs_beyond_the_playbooks_hourly_limit_do_not_start() {
             .await
             .unwrap();
     }
-    let runs: Vec<_> = {
-        let world = w.lock().unwrap();
-        world
-            .ledger
-            .keys()
-            .filter(|k| k.starts_with("run:"))
-            .cloned()
-            .collect()
-    };
+    let runs = run_keys(&w);
     assert_eq!(runs.len(), 2, "{runs:?}");
     let records: Vec<_> = runs.iter().map(|k| record(&w, k)).collect();
     let skipped = records
@@ -1470,15 +1473,7 @@ async fn a_schedule_over_roles_lists_each_account_once_and_never_quells_own_or_s
     let out = r.handle(event_delivery("m-roles", &fired)).await.unwrap();
     // Roles are global: listed in the sweep's first Region only, not once per Region.
     assert_eq!(calls(&w, "ListRoles"), 1, "{out}");
-    let runs: Vec<String> = {
-        let world = w.lock().unwrap();
-        world
-            .ledger
-            .keys()
-            .filter(|k| k.starts_with("run:"))
-            .cloned()
-            .collect()
-    };
+    let runs = run_keys(&w);
     assert_eq!(runs.len(), 1, "the workload's role only: {runs:?}");
     let run = record(&w, &runs[0]);
     assert_eq!(
@@ -1689,6 +1684,44 @@ async fn the_shipped_unencrypted_snapshot_definition_deletes_the_original_only_a
     let world = w.lock().unwrap();
     assert!(!world.snapshots.contains_key("snap-0a1"), "read back gone");
     assert!(world.snapshots.contains_key(&copy_id), "the copy stays");
+}
+
+#[tokio::test]
+async fn the_shipped_unencrypted_snapshot_definition_makes_the_built_in_playbooks_writes() {
+    let [(built_in, bw), (declared, dw)] = built_in_and_declared(
+        "unencrypted-snapshot.yaml",
+        "unencrypted_snapshot",
+        |w| {
+            w.lock()
+                .unwrap()
+                .snapshots
+                .insert("snap-0a1".into(), super::playbooks::Snap::plain(false));
+            super::playbooks::create_snapshot_event("snap-0a1")
+        },
+        |w| (super::playbooks::snapshots_ec2(w, false), None),
+    )
+    .await;
+    // The definition reads the snapshot more often (its conditions, the exemption check before a
+    // writing step); the writes are the built-in's, in its order, up to the approval both wait for.
+    let writes = |calls: &[String]| -> Vec<String> {
+        calls
+            .iter()
+            // The approval's 72-hour timeout is the security account's schedule.
+            .filter(|c| !c.starts_with("Describe") && *c != "CreateSchedule")
+            .cloned()
+            .collect()
+    };
+    assert!(
+        writes(&built_in).contains(&"CopySnapshot".to_owned()),
+        "{built_in:?}"
+    );
+    assert_eq!(writes(&built_in), writes(&declared));
+    for w in [&bw, &dw] {
+        let world = w.lock().unwrap();
+        let copy = &world.snapshots["snap-0a1"].tags["quell:encrypted-copy"];
+        assert!(world.snapshots[copy].encrypted, "an encrypted copy, tagged");
+    }
+    assert_eq!(the_run(&dw).status, Status::Waiting);
 }
 
 #[tokio::test]
