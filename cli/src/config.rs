@@ -243,6 +243,15 @@ pub struct ResponderConfig {
     pub timeout_seconds: u32,
     #[serde(default = "retention")]
     pub log_retention_days: u32,
+    /// At most this many invocations work on the events queue at once (its event source
+    /// mapping's `MaximumConcurrency`): a flood of findings never takes every execution
+    /// environment from containment requests, which come through their own queues and the topic.
+    #[serde(default = "events_concurrency")]
+    pub events_concurrency: u32,
+    /// The function's reserved concurrency, when set: what Quell may use at most, and has whatever
+    /// the account's other functions do.
+    #[serde(default)]
+    pub reserved_concurrency: Option<u32>,
 }
 
 impl Default for ResponderConfig {
@@ -252,6 +261,8 @@ impl Default for ResponderConfig {
             memory_mb: memory(),
             timeout_seconds: timeout(),
             log_retention_days: retention(),
+            events_concurrency: events_concurrency(),
+            reserved_concurrency: None,
         }
     }
 }
@@ -273,6 +284,9 @@ fn soft() -> ConcurrencyMode {
 }
 fn arm64() -> Architecture {
     Architecture::Arm64
+}
+fn events_concurrency() -> u32 {
+    5
 }
 fn memory() -> u32 {
     256
@@ -604,6 +618,28 @@ impl Config {
                 ),
             ));
         }
+        if !(2..=1000).contains(&r.events_concurrency) {
+            return Err(err(
+                "responder.events_concurrency".into(),
+                format!(
+                    "{} is outside what an event source mapping's MaximumConcurrency takes; expected 2 to 1000",
+                    r.events_concurrency
+                ),
+            ));
+        }
+        if let Some(reserved) = r.reserved_concurrency {
+            // Two environments stay for containment requests however many events arrive.
+            if reserved < r.events_concurrency + 2 {
+                return Err(err(
+                    "responder.reserved_concurrency".into(),
+                    format!(
+                        "{reserved} leaves no room for containment requests beside the {} invocations the events queue may take (responder.events_concurrency); expected at least {}, or leave it out",
+                        r.events_concurrency,
+                        r.events_concurrency + 2
+                    ),
+                ));
+            }
+        }
         if !RETENTIONS.contains(&r.log_retention_days) {
             return Err(err(
                 "responder.log_retention_days".into(),
@@ -874,6 +910,18 @@ targets:
         assert_eq!(e.key, "operation_preferences.max_concurrent_percentage");
         let e = parse(&format!("{GOOD}responder:\n  memory_mb: 64\n")).unwrap_err();
         assert_eq!(e.key, "responder.memory_mb");
+        let e = parse(&format!("{GOOD}responder:\n  events_concurrency: 1\n")).unwrap_err();
+        assert_eq!(e.key, "responder.events_concurrency");
+        let e = parse(&format!(
+            "{GOOD}responder:\n  events_concurrency: 10\n  reserved_concurrency: 11\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "responder.reserved_concurrency");
+        assert!(e.problem.contains("at least 12"), "{}", e.problem);
+        parse(&format!(
+            "{GOOD}responder:\n  events_concurrency: 10\n  reserved_concurrency: 12\n"
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! | DynamoDB item | 400 KB | `reason`/`requester` 1 KiB, `entity` 2 KiB (`contract`); refused fields clipped |
 //! | SQS message delay | 900 s | `containment.isolation_wait_seconds` at most 900 (config) |
 //! | Lambda timeout | 900 s | `responder.timeout_seconds` 1 to 900 (config) |
+//! | event source mapping `MaximumConcurrency` | 2 to 1000 | `responder.events_concurrency` (config) |
+//! | reserved concurrency beside the events queue | at least `events_concurrency` + 2 | `responder.reserved_concurrency` (config) |
 //! | StackSet failure tolerance in percent | rounds down | sent as a count, at least one (`converge::stack_set::preferences`) |
 
 /// Lambda's limit on a function's environment variables, keys and values together.

@@ -165,6 +165,8 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
             "memory_mb": config.responder.memory_mb,
             "timeout_seconds": config.responder.timeout_seconds,
             "log_retention_days": config.responder.log_retention_days,
+            "events_concurrency": config.responder.events_concurrency,
+            "reserved_concurrency": config.responder.reserved_concurrency,
         },
         // Inside a single-quoted YAML scalar: quotes are doubled.
         "protected_principals_json": serde_json::to_string(&config.protected_principals)?.replace('\'', "''"),
@@ -334,6 +336,35 @@ mod tests {
         assert!(dlq_policy.contains(
             "aws:PrincipalArn:\n                  - !GetAtt ResponderRole.Arn\n                  - !GetAtt TimerRole.Arn\n"
         ));
+    }
+
+    #[test]
+    fn every_queue_reports_partial_batch_failures_and_events_never_take_every_environment() {
+        let r = render_all(&config()).unwrap();
+        let security = &r["security.yaml"];
+        let mappings: Vec<&str> = security
+            .split("Type: AWS::Lambda::EventSourceMapping")
+            .skip(1)
+            .collect();
+        assert!(mappings.len() >= 3, "{}", mappings.len());
+        for m in &mappings {
+            let properties = m.split("\n\n").next().unwrap_or_default();
+            assert!(
+                properties.contains("FunctionResponseTypes:\n        - ReportBatchItemFailures"),
+                "{properties}"
+            );
+        }
+        let events = between(security, "EventSourceArn: !GetAtt EventsQueue.Arn", "\n\n");
+        assert!(events.contains("MaximumConcurrency: 5"), "{events}");
+        assert!(!security.contains("ReservedConcurrentExecutions"));
+
+        let mut reserved = config();
+        reserved.responder.reserved_concurrency = Some(20);
+        reserved.responder.events_concurrency = 8;
+        let r = render_all(&reserved).unwrap();
+        let security = &r["security.yaml"];
+        assert!(security.contains("      ReservedConcurrentExecutions: 20\n"));
+        assert!(security.contains("MaximumConcurrency: 8"));
     }
 
     #[test]

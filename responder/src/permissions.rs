@@ -470,6 +470,16 @@ pub const CLI_OPERATIONS: &[(&str, CliAs, &str)] = &[
     ),
     ("sns:Subscribe", Sandbox, "sandbox host (the inbox queue)"),
     (
+        "lambda:ListEventSourceMappings",
+        Sandbox,
+        "install --sandbox (the emulator's own mappings, disabled)",
+    ),
+    (
+        "lambda:UpdateEventSourceMapping",
+        Sandbox,
+        "install --sandbox (the emulator's own mappings, disabled)",
+    ),
+    (
         "scheduler:GetScheduleGroup",
         Sandbox,
         "install --sandbox (the timer group)",

@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod contain;
 mod declared;
+mod delivery;
 mod entities;
 mod install;
 mod permissions;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         remediate::tests(),
         storage::tests(),
         declared::tests(),
+        delivery::tests(),
         // It ends with an uninstall and a fresh install.
         upgrade::tests(),
         // Last: what the responder called in all of the above.

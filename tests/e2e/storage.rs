@@ -30,7 +30,7 @@ async fn s3_in(s: &Sandbox, account: &str) -> Result<aws_sdk_s3::Client> {
 
 /// A bucket readable by everyone through its ACL and a policy, with one statement that is not
 /// public (the member account itself).
-async fn public_bucket(s: &Sandbox, account: &str, prefix: &str) -> Result<String> {
+pub async fn public_bucket(s: &Sandbox, account: &str, prefix: &str) -> Result<String> {
     let s3 = s3_in(s, account).await?;
     let name = format!("{prefix}-{}", uuid_like());
     s3.create_bucket().bucket(&name).send().await?;
@@ -54,7 +54,7 @@ async fn public_bucket(s: &Sandbox, account: &str, prefix: &str) -> Result<Strin
 }
 
 /// What the bucket looks like now: (public grantee URIs, policy Sids, public access block on).
-async fn bucket_state(
+pub async fn bucket_state(
     s: &Sandbox,
     account: &str,
     name: &str,
@@ -97,7 +97,12 @@ async fn bucket_state(
     Ok((public, sids, blocked))
 }
 
-async fn cloudtrail_s3(s: &Sandbox, account: &str, event_name: &str, bucket: &str) -> Result<()> {
+pub async fn cloudtrail_s3(
+    s: &Sandbox,
+    account: &str,
+    event_name: &str,
+    bucket: &str,
+) -> Result<()> {
     let detail = json!({
         "eventVersion": "1.09", "eventSource": "s3.amazonaws.com", "eventName": event_name,
         "awsRegion": HOME, "recipientAccountId": account, "eventID": uuid_like(),

@@ -379,7 +379,7 @@ pub async fn apply(
             .await?
             .context("the security stack vanished during the run")?;
         crate::sandbox::host::subscribe_inbox(&ctx.security, &deployment, &ctx.config.name).await?;
-        crate::sandbox::timer_group::create(&ctx.security, &ctx.config.name).await?;
+        crate::sandbox::stand_ins::apply(&ctx.security, &deployment, &ctx.config.name).await?;
     }
     finish(ctx, plan, true, bucket, results, failed).await
 }

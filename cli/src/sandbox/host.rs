@@ -367,7 +367,11 @@ async fn serve_once(
             sessions,
             state,
             &w.queue_url,
-            w.function.dead_letter_target.is_some(),
+            if w.function.dead_letter_target.is_some() {
+                OnFailure::DeadLetterEvent
+            } else {
+                OnFailure::Drop
+            },
             |m| { sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn) }
         ),
         // The queues stand in for event source mappings, whose redrive policies end in the
@@ -378,7 +382,7 @@ async fn serve_once(
             sessions,
             state,
             &w.isolation_queue_url,
-            true,
+            OnFailure::Redrive,
             |m| {
                 Ok(sqs_lambda_event(
                     m,
@@ -393,14 +397,20 @@ async fn serve_once(
             sessions,
             state,
             &w.events_queue_url,
-            true,
+            OnFailure::Redrive,
             |m| { Ok(sqs_lambda_event(m, &w.events_queue_arn, &w.function.region)) }
         )
     );
     let requests = futures::future::join_all(w.request_queues.iter().map(|(url, arn)| {
-        deliver(w, runtime, sessions, state, url, true, move |m| {
-            Ok(sqs_lambda_event(m, arn, &w.function.region))
-        })
+        deliver(
+            w,
+            runtime,
+            sessions,
+            state,
+            url,
+            OnFailure::Redrive,
+            move |m| Ok(sqs_lambda_event(m, arn, &w.function.region)),
+        )
     }))
     .await;
     requests
@@ -408,14 +418,30 @@ async fn serve_once(
         .fold(sns.and(isolation).and(events), Result::and)
 }
 
+/// What becomes of a message the function failed on every try.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// The queue's redrive policy: the original message goes to the dead-letter queue.
+    Redrive,
+    /// An asynchronous invocation with a dead-letter target: the event goes there.
+    DeadLetterEvent,
+    /// An asynchronous invocation without one: dropped (`AsyncEventsDropped`).
+    Drop,
+}
+
 /// Receives what is waiting on `queue` and invokes the function with each message's Lambda event.
+/// Each message is settled on its own, as an event source mapping with partial batch responses
+/// settles it: one the function names in `batchItemFailures`, or whose invocation fails, is tried
+/// again and then dead-lettered, and a message the host cannot hand over is made visible again at
+/// once. One message never holds up the others, nor leaves them invisible until the queue's
+/// visibility timeout.
 async fn deliver(
     w: &Wiring,
     runtime: &Runtime,
     sessions: &Sessions,
     state: &SandboxState,
     queue: &str,
-    dead_letters: bool,
+    on_failure: OnFailure,
     event_for: impl Fn(&aws_sdk_sqs::types::Message) -> anyhow::Result<Value>,
 ) -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&w.security);
@@ -427,46 +453,114 @@ async fn deliver(
         .send()
         .await
         .described("sqs:ReceiveMessage")?;
+    let counts = &runtime.deliveries;
+    counts.count(queue, |c| c.in_flight += received.messages().len() as u64);
     for message in received.messages() {
-        tracing::warn!(
-            queue,
-            message = message.message_id().unwrap_or_default(),
-            "delivering to the responder"
-        );
-        let event = event_for(message)?;
-        let mut last_error = None;
-        for attempt in 1..=3 {
-            runtime
-                .ensure_function(&w.function, &w.security, sessions, state)
-                .await?;
-            match runtime.invoke(&w.function, event.to_string()).await {
-                Ok(_) => {
-                    last_error = None;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "invocation failed");
-                    last_error = Some(e);
-                }
+        let settled = Box::pin(deliver_one(
+            w, runtime, sessions, state, &sqs, queue, on_failure, &event_for, message,
+        ))
+        .await;
+        counts.count(queue, |c| c.in_flight = c.in_flight.saturating_sub(1));
+        if let Err(e) = settled {
+            counts.count(queue, |c| c.host_errors += 1);
+            tracing::error!(queue, message = message.message_id().unwrap_or_default(), error = %crate::exit::describe(&e), "cannot hand the message over: visible again for the next round");
+            if let Some(handle) = message.receipt_handle() {
+                let _ = sqs
+                    .change_message_visibility()
+                    .queue_url(queue)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await;
             }
         }
-        match last_error {
-            Some(error) if dead_letters => {
-                send_to_dead_letters(&sqs, &w.deployment, &event, &error).await?;
+    }
+    counts.save();
+    Ok(())
+}
+
+/// Whether the function's response names a message it failed on (`batchItemFailures`).
+fn reports_failures(response: &str) -> bool {
+    serde_json::from_str::<Value>(response).is_ok_and(|r| {
+        r["batchItemFailures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_one(
+    w: &Wiring,
+    runtime: &Runtime,
+    sessions: &Sessions,
+    state: &SandboxState,
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    on_failure: OnFailure,
+    event_for: &impl Fn(&aws_sdk_sqs::types::Message) -> anyhow::Result<Value>,
+    message: &aws_sdk_sqs::types::Message,
+) -> anyhow::Result<()> {
+    tracing::warn!(
+        queue,
+        message = message.message_id().unwrap_or_default(),
+        "delivering to the responder"
+    );
+    let event = event_for(message)?;
+    let mut last_error = None;
+    for attempt in 1..=3 {
+        runtime
+            .ensure_function(&w.function, &w.security, sessions, state)
+            .await?;
+        match runtime.invoke(&w.function, event.to_string()).await {
+            Ok(response) if reports_failures(&response) => {
+                tracing::warn!(
+                    attempt,
+                    "the function named the message in batchItemFailures"
+                );
+                last_error = Some(InvokeError {
+                    request_id: String::new(),
+                    message: "named in batchItemFailures".into(),
+                });
             }
-            Some(error) => {
+            Ok(_) => {
+                last_error = None;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "invocation failed");
+                last_error = Some(e);
+            }
+        }
+        if attempt < 3 {
+            runtime.deliveries.count(queue, |c| c.retried += 1);
+        }
+    }
+    if let Some(error) = last_error {
+        match on_failure {
+            OnFailure::Redrive => {
+                let body = Value::String(message.body().unwrap_or_default().to_owned());
+                send_to_dead_letters(sqs, &w.deployment, &body, &error).await?;
+                runtime.deliveries.count(queue, |c| c.dead_lettered += 1);
+            }
+            OnFailure::DeadLetterEvent => {
+                send_to_dead_letters(sqs, &w.deployment, &event, &error).await?;
+                runtime.deliveries.count(queue, |c| c.dead_lettered += 1);
+            }
+            OnFailure::Drop => {
+                runtime.deliveries.count(queue, |c| c.dropped += 1);
                 tracing::warn!(queue, error = %error, "dropped after every try: the function has no dead-letter queue for asynchronous invocations (AsyncEventsDropped)");
             }
-            None => {}
         }
-        if let Some(handle) = message.receipt_handle() {
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(handle)
-                .send()
-                .await
-                .described("sqs:DeleteMessage")?;
-        }
+    } else {
+        runtime.deliveries.count(queue, |c| c.delivered += 1);
+    }
+    if let Some(handle) = message.receipt_handle() {
+        sqs.delete_message()
+            .queue_url(queue)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .described("sqs:DeleteMessage")?;
     }
     Ok(())
 }
@@ -493,9 +587,14 @@ async fn send_to_dead_letters(
             .build()
             .expect("set")
     };
+    // A redriven message keeps its own body; an asynchronous invocation's event is sent whole.
+    let body = match event {
+        Value::String(original) => original.clone(),
+        other => other.to_string(),
+    };
     sqs.send_message()
         .queue_url(url)
-        .message_body(event.to_string())
+        .message_body(body)
         .message_attributes("RequestID", attr(&error.request_id))
         .message_attributes("ErrorCode", attr("200"))
         .message_attributes("ErrorMessage", attr(&error.message))
@@ -585,6 +684,8 @@ type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Result<String, String>>
 struct Runtime {
     waiting: Waiting,
     process: Mutex<Option<Running>>,
+    /// What was delivered, retried and dead-lettered, for `quell sandbox status`.
+    deliveries: super::deliveries::Deliveries,
 }
 
 /// One execution environment: the function process and its own Runtime API server. Each gets a
@@ -619,6 +720,7 @@ impl Runtime {
         Runtime {
             waiting: Arc::new(Mutex::new(HashMap::new())),
             process: Mutex::new(None),
+            deliveries: super::deliveries::Deliveries::default(),
         }
     }
 

@@ -1,14 +1,15 @@
 //! The local sandbox: moto on loopback, seeded with a simulated organization, and a local Lambda
 //! host that runs the real `bootstrap` where AWS would invoke the function.
 
+pub mod deliveries;
 pub mod demo;
 mod demo_exposure;
 pub mod host;
 pub mod moto;
 pub mod process;
 pub mod seed;
+pub mod stand_ins;
 pub mod state;
-pub mod timer_group;
 pub mod venv;
 
 use std::fmt::Write as _;
@@ -180,6 +181,8 @@ struct StatusView<'a> {
     regions: &'a [String],
     config: String,
     seeded: Vec<SeededView<'a>>,
+    /// What the local Lambda host delivered, per queue.
+    deliveries: std::collections::BTreeMap<String, deliveries::QueueCounts>,
 }
 
 #[derive(Serialize)]
@@ -224,6 +227,7 @@ fn print_status(state: &SandboxState, printer: &Printer) {
                 note: &s.note,
             })
             .collect(),
+        deliveries: deliveries::load(),
     };
     printer.result(&view, || {
         let mut t = String::new();
@@ -260,6 +264,19 @@ fn print_status(state: &SandboxState, printer: &Printer) {
         let _ = writeln!(t, "Seeded:");
         for s in &state.seeded {
             let _ = writeln!(t, "  {:<16} {}  ({})", s.kind, s.arn, s.note);
+        }
+        if !view.deliveries.is_empty() {
+            let _ = writeln!(
+                t,
+                "Local Lambda host:  in flight  delivered  retried  dead-lettered  dropped  host errors"
+            );
+            for (queue, c) in &view.deliveries {
+                let _ = writeln!(
+                    t,
+                    "  {queue:<30} {:>5} {:>10} {:>8} {:>14} {:>8} {:>12}",
+                    c.in_flight, c.delivered, c.retried, c.dead_lettered, c.dropped, c.host_errors
+                );
+            }
         }
         t
     });

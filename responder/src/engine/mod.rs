@@ -19,7 +19,7 @@ use aws_config::{Region, SdkConfig};
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 use crate::audit::{Audit, AuditEvent};
@@ -29,7 +29,7 @@ use crate::contract::{self, Action, ContainmentMessage, EXTERNAL_ID_ATTRIBUTE, M
 use crate::entities::{StepOutcome, Target};
 use crate::entity::{Entity, EntityError};
 use crate::error::ResponderError;
-use crate::inbound::{self, Delivery, SnsDelivery};
+use crate::inbound::{self, Delivery, QueueDelivery, SnsDelivery};
 use crate::ledger::{Ledger, Record, Rejection, Status, Step, StepStatus};
 use crate::membership::Membership;
 use crate::protection::Protection;
@@ -147,10 +147,13 @@ impl Responder {
         let calls_before = self.calls.get();
         let result = self.handle_deliveries(payload).await;
         let keys: Vec<&str> = match &result {
-            Ok(Value::Array(outcomes)) => {
-                outcomes.iter().filter_map(|o| o["key"].as_str()).collect()
-            }
-            _ => Vec::new(),
+            Ok(out) => out["outcomes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["key"].as_str())
+                .collect(),
+            Err(_) => Vec::new(),
         };
         tracing::info!(
             handler_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -163,39 +166,68 @@ impl Responder {
         result
     }
 
+    /// SNS delivers one message per invocation: a transient failure fails the invocation, for
+    /// Lambda's asynchronous retry. An SQS batch is settled message by message: what failed, and
+    /// only that, is named in `batchItemFailures` (the event source mapping reports them), so one
+    /// failing account never sends the rest of the batch back to the queue or to the dead-letter
+    /// queue. Each message is claimed in the ledger, so one delivered again is acted on once.
     async fn handle_deliveries(&self, payload: Value) -> Result<Value, ResponderError> {
         let mut outcomes = Vec::new();
+        let mut redeliver: Vec<String> = Vec::new();
         for delivery in inbound::parse(payload)? {
             match delivery {
-                Delivery::Sns(d) => outcomes.push(Box::pin(self.handle_sns(&d)).await?),
-                Delivery::Queue(q)
-                    if self.settings.events_queue_arn.as_deref() == Some(q.queue_arn.as_str()) =>
-                {
-                    outcomes.extend(Box::pin(self.remediate(&q)).await?);
-                }
-                Delivery::Queue(q) => match self.channel_of(&q) {
-                    Some(channel) => {
-                        outcomes.push(Box::pin(self.handle_queued_request(&q, channel)).await?);
+                Delivery::Sns(d) => {
+                    let outcome = Box::pin(self.handle_sns(&d)).await?;
+                    if outcome.status == Status::Failed && outcome.transient {
+                        return Err(ResponderError::ContainmentFailed {
+                            entity: outcome.key,
+                            error: outcome.message,
+                        });
                     }
-                    None => outcomes.push(Box::pin(self.isolate(&q)).await?),
+                    outcomes.push(outcome);
+                }
+                Delivery::Queue(q) => match Box::pin(self.handle_queued(&q)).await {
+                    Ok(these) => {
+                        if these
+                            .iter()
+                            .any(|o| o.status == Status::Failed && o.transient)
+                        {
+                            redeliver.push(q.message_id.clone());
+                        }
+                        outcomes.extend(these);
+                    }
+                    Err(e) => {
+                        tracing::warn!(message_id = %q.message_id, error = %e, "left on its queue for redelivery");
+                        redeliver.push(q.message_id.clone());
+                        outcomes.push(Outcome {
+                            key: format!("queue:{}", q.message_id),
+                            status: Status::Failed,
+                            code: Some("redelivered".into()),
+                            message: e.to_string(),
+                            transient: true,
+                        });
+                    }
                 },
             }
         }
-        let transient: Vec<&Outcome> = outcomes
-            .iter()
-            .filter(|o| o.status == Status::Failed && o.transient)
-            .collect();
-        if let Some(first) = transient.first() {
-            return Err(ResponderError::ContainmentFailed {
-                entity: first.key.clone(),
-                error: transient
-                    .iter()
-                    .map(|o| o.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
+        Ok(json!({
+            "batchItemFailures": redeliver
+                .iter()
+                .map(|id| json!({ "itemIdentifier": id }))
+                .collect::<Vec<_>>(),
+            "outcomes": outcomes,
+        }))
+    }
+
+    /// One SQS message: an event from the central bus, a request, or the responder's own work.
+    async fn handle_queued(&self, q: &QueueDelivery) -> Result<Vec<Outcome>, ResponderError> {
+        if self.settings.events_queue_arn.as_deref() == Some(q.queue_arn.as_str()) {
+            return Box::pin(self.remediate(q)).await;
         }
-        Ok(serde_json::to_value(outcomes).unwrap_or(Value::Null))
+        Ok(vec![match self.channel_of(q) {
+            Some(channel) => Box::pin(self.handle_queued_request(q, channel)).await?,
+            None => Box::pin(self.isolate(q)).await?,
+        }])
     }
 
     async fn external_ids(&self) -> Result<Arc<ExternalIds>, ResponderError> {

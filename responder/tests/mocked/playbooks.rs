@@ -101,7 +101,16 @@ pub fn snapshots_ec2(w: &Shared, ignore_modify: bool) -> aws_sdk_ec2::Client {
     let describe = {
         let w = w.clone();
         mock!(aws_sdk_ec2::Client::describe_snapshots).then_compute_response(move |req| {
-            let world = w.lock().unwrap();
+            let mut world = w.lock().unwrap();
+            // An injected failure answers first; it is not counted, as the call sequences that
+            // tests compare are about writes.
+            if let Some(code) = world
+                .failures
+                .get_mut("DescribeSnapshots")
+                .and_then(std::collections::VecDeque::pop_front)
+            {
+                return MockResponse::Error(DescribeSnapshotsError::generic(meta(code)));
+            }
             let wanted = req.snapshot_ids().to_vec();
             let found: Vec<Snapshot> = world
                 .snapshots
@@ -375,6 +384,66 @@ async fn an_unencrypted_snapshot_is_copied_encrypted_and_the_original_goes_only_
 }
 
 #[tokio::test]
+async fn a_batch_names_only_the_message_that_failed_and_the_others_are_done() {
+    let w = world();
+    for id in ["snap-1", "snap-2", "snap-3"] {
+        w.lock()
+            .unwrap()
+            .snapshots
+            .insert(id.into(), Snap::plain(false));
+    }
+    // The first read fails for a while (EC2 unavailable, which the SDK leaves to Quell).
+    w.lock()
+        .unwrap()
+        .failures
+        .insert("DescribeSnapshots", ["ServiceUnavailable"].into());
+    let r = responder_for(
+        &w,
+        snapshots_ec2(&w, false),
+        None,
+        &json!({"unencrypted_snapshot": {"mode": "auto"}}),
+    );
+    let records: Vec<Value> = ["snap-1", "snap-2", "snap-3"]
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let mut event = create_snapshot_event(id);
+            event["id"] = json!(format!("ev-{n}"));
+            event_delivery(&format!("m-{n}"), &event)["Records"][0].clone()
+        })
+        .collect();
+    let out = r
+        .handle(json!({ "Records": records }))
+        .await
+        .expect("a batch is settled message by message, never failed whole");
+    assert_eq!(
+        out["batchItemFailures"],
+        json!([{"itemIdentifier": "m-0"}]),
+        "{out}"
+    );
+    for (n, id) in [(1, "snap-2"), (2, "snap-3")] {
+        let done = record(&w, &format!("remediation:ev-{n}:{id}"));
+        assert_eq!(done.status, Status::AwaitingApproval, "{done:?}");
+        assert!(w.lock().unwrap().snapshots[id]
+            .tags
+            .contains_key("quell:encrypted-copy"));
+    }
+    assert!(!w.lock().unwrap().snapshots["snap-1"]
+        .tags
+        .contains_key("quell:encrypted-copy"));
+
+    // Its redelivery, alone, is done.
+    let mut first = create_snapshot_event("snap-1");
+    first["id"] = json!("ev-0");
+    let out = r.handle(event_delivery("m-0", &first)).await.unwrap();
+    assert_eq!(out["batchItemFailures"], json!([]), "{out}");
+    assert_eq!(
+        record(&w, "remediation:ev-0:snap-1").status,
+        Status::AwaitingApproval
+    );
+}
+
+#[tokio::test]
 async fn deny_drops_a_pending_fix_and_an_unknown_id_is_refused() {
     let w = world();
     w.lock()
@@ -527,10 +596,10 @@ async fn the_contain_action_contains_the_findings_user_and_notes_the_finding_unr
         .unwrap()
         .push(own);
     let out = r.handle(event_delivery("m-1", &event)).await.unwrap();
-    assert_eq!(out[1]["code"], "protected_principal", "{out}");
-    let refused = record(&w, out[1]["key"].as_str().unwrap());
+    assert_eq!(out["outcomes"][1]["code"], "protected_principal", "{out}");
+    let refused = record(&w, out["outcomes"][1]["key"].as_str().unwrap());
     assert_eq!(refused.rejection.unwrap().code, "protected_principal");
-    let key = out[0]["key"].as_str().unwrap().to_owned();
+    let key = out["outcomes"][0]["key"].as_str().unwrap().to_owned();
     let rec = record(&w, &key);
     assert_eq!(rec.status, Status::Succeeded, "{rec:?}");
     assert_eq!(

@@ -305,9 +305,12 @@ async fn a_document_that_does_not_hash_to_its_key_runs_nothing() {
     forged["steps"][0]["with"]["tags"] = json!({"owner": "attacker"});
     let r = responder_serving(&w, &[honest], Some(serde_json::to_vec(&[forged]).unwrap()));
     let out = deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
-    assert_eq!(out[0]["code"], "declared_playbooks_refused", "{out}");
+    assert_eq!(
+        out["outcomes"][0]["code"], "declared_playbooks_refused",
+        "{out}"
+    );
     assert!(
-        out[0]["message"]
+        out["outcomes"][0]["message"]
             .as_str()
             .unwrap()
             .contains("do not hash to their key"),
