@@ -77,6 +77,9 @@ pub enum Command {
     /// Replace the ExternalId that authenticates containment messages; the old one is still
     /// accepted for the grace period, so publishers can switch without a gap.
     RotateExternalId(RotateArgs),
+    /// What is in the responder's dead-letter queue, readable; `quell dlq redrive` sends the events
+    /// in it back to the events queue once the cause is fixed.
+    Dlq(DlqArgs),
     /// Declared playbooks: check them, see what one would do with an event, run their tests.
     /// None of these calls AWS.
     Playbook {
@@ -318,6 +321,25 @@ pub struct RunsArgs {
     /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: Option<DlqCommand>,
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Send the events in the dead-letter queue back to the events queue, each once, and delete
+    /// them from the dead-letter queue; everything else stays, with what to do about it.
+    Redrive {
+        /// Send them; without it, only what would be sent is shown.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -60,7 +60,7 @@ pub(crate) struct Connection {
     sender: SdkConfig,
     pub(crate) deployment: Deployment,
     caller: Caller,
-    name: String,
+    pub(crate) name: String,
     security_account: String,
 }
 

@@ -15,6 +15,10 @@ pub fn artifacts_stack(prefix: &str) -> String {
 pub fn management_stack(prefix: &str) -> String {
     format!("{prefix}-management")
 }
+/// The events queue's name, as the security template sets it.
+pub fn events_queue(prefix: &str) -> String {
+    format!("{prefix}-events")
+}
 /// The ledger table's name, as the security template sets it.
 pub fn ledger_table(prefix: &str) -> String {
     format!("{prefix}-ledger")

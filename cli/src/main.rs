@@ -11,6 +11,7 @@ mod contain;
 mod converge;
 mod declared;
 mod deployment;
+mod dlq;
 mod doctor;
 mod exit;
 #[cfg(test)]
@@ -94,6 +95,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
         Command::Release(args) => contain::release(&global, &args, printer).await,
         Command::History(args) => contain::history(&global, &args, printer).await,
         Command::Runs(args) => runs_command::run(&global, &args, printer).await,
+        Command::Dlq(args) => dlq::run(&global, &args, printer).await,
         Command::Run(args) => contain::start_run(&global, &args, printer).await,
         Command::RotateExternalId(args) => {
             contain::rotate_external_id(&global, &args, printer).await

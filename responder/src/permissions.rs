@@ -503,6 +503,19 @@ pub const CLI_OPERATIONS: &[(&str, CliAs, &str)] = &[
         "sandbox host (standing in for Lambda)",
     ),
     ("sqs:DeleteMessage", Sandbox, "sandbox host"),
+    ("sqs:GetQueueUrl", Security, "dlq"),
+    ("sqs:ReceiveMessage", Security, "dlq"),
+    (
+        "sqs:ChangeMessageVisibility",
+        Security,
+        "dlq (what it does not send back is visible again at once)",
+    ),
+    (
+        "sqs:SendMessage",
+        Security,
+        "dlq redrive (to the events queue)",
+    ),
+    ("sqs:DeleteMessage", Security, "dlq redrive"),
 ];
 
 /// Whether the CLI's `call` (`service:Operation`) is listed.
@@ -541,8 +554,11 @@ mod tests {
             );
         }
         let mut cli = std::collections::BTreeSet::new();
-        for (call, _, _) in CLI_OPERATIONS {
-            assert!(cli.insert(*call), "{call} twice in CLI_OPERATIONS");
+        for (call, runs_as, _) in CLI_OPERATIONS {
+            assert!(
+                cli.insert((*call, format!("{runs_as:?}"))),
+                "{call} twice for {runs_as:?} in CLI_OPERATIONS"
+            );
         }
     }
 }

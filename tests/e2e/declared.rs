@@ -609,7 +609,12 @@ async fn the_shipped_open_security_group_definition_takes_over_from_the_built_in
 }
 
 /// The sandbox's configuration with `extra` YAML, declaring `playbook` from `playbooks/`.
-fn declaring(s: &Sandbox, name: &str, extra: &str, playbook: &str) -> Result<std::path::PathBuf> {
+pub fn declaring(
+    s: &Sandbox,
+    name: &str,
+    extra: &str,
+    playbook: &str,
+) -> Result<std::path::PathBuf> {
     let file = repository().join("playbooks").join(playbook);
     s.config_variant(name, |text| {
         format!(
@@ -633,7 +638,7 @@ fn plan_of(s: &Sandbox, config: &std::path::Path) -> Result<Value> {
 }
 
 /// `quell upgrade` to `config`, and the responder running with it.
-async fn upgrade_to(s: &Sandbox, config: &std::path::Path) -> Result<()> {
+pub async fn upgrade_to(s: &Sandbox, config: &std::path::Path) -> Result<()> {
     s.must(&[
         "--sandbox",
         "upgrade",

@@ -14,7 +14,10 @@ use crate::support::{Sandbox, HOME};
 use crate::TestFn;
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
-    crate::online![a_mixed_burst_of_events_is_acted_on_every_time_twenty_times_in_a_row]
+    crate::online![
+        a_mixed_burst_of_events_is_acted_on_every_time_twenty_times_in_a_row,
+        an_event_that_failed_until_the_dead_letter_queue_is_acted_on_once_redriven_after_the_fix,
+    ]
 }
 
 /// How many bursts, one right after the other's fixes are read back.
@@ -159,5 +162,113 @@ async fn a_mixed_burst_of_events_is_acted_on_every_time_twenty_times_in_a_row(
         "every event delivered, none dead-lettered: {}",
         status["deliveries"]
     );
+    Ok(())
+}
+
+/// The dead-letter queue as `quell dlq` reads it.
+fn dead_letters(s: &Sandbox) -> Result<Vec<Value>> {
+    let out = s.must(&["--sandbox", "--output", "json", "dlq"])?;
+    let listed: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(listed.as_array().cloned().unwrap_or_default())
+}
+
+/// Where the responder reads its declared playbooks: (bucket, key).
+async fn declared_document(s: &Sandbox) -> Result<(String, String)> {
+    let lambda = aws_sdk_lambda::Client::new(&s.in_account(&s.security(), HOME).await?);
+    let function = lambda
+        .get_function_configuration()
+        .function_name("quell-responder")
+        .send()
+        .await?;
+    let uri = function
+        .environment()
+        .and_then(|e| e.variables())
+        .and_then(|v| v.get("QUELL_DECLARED_PLAYBOOKS"))
+        .context("the responder has declared playbooks")?;
+    let (bucket, key) = uri
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .context("an s3:// URI")?;
+    Ok((bucket.to_owned(), key.to_owned()))
+}
+
+async fn an_event_that_failed_until_the_dead_letter_queue_is_acted_on_once_redriven_after_the_fix(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    use crate::declared::{declaring, upgrade_to};
+    // Declared playbooks see every event first: while their document cannot be read, every event
+    // fails and is tried again, then dead-lettered by the events queue's redrive.
+    let config = declaring(&s, "dlq.yaml", "", "guardduty-instance-compromise.yaml")?;
+    upgrade_to(&s, &config).await?;
+    let (bucket, key) = declared_document(&s).await?;
+    let s3 = aws_sdk_s3::Client::new(&s.in_account(&s.security(), HOME).await?);
+    s3.delete_object().bucket(&bucket).key(&key).send().await?;
+
+    let account = s.members()[0].clone();
+    let ssh = vec![ec2_rule("tcp", 22, "0.0.0.0/0")];
+    let group = group_with(&s, &account, HOME, "dead-lettered", &[], ssh).await?;
+    cloudtrail_authorize(&s, &account, HOME, &group).await?;
+    let started = Instant::now();
+    let ours = loop {
+        let found: Vec<Value> = dead_letters(&s)?
+            .into_iter()
+            .filter(|l| {
+                l["kind"] == "event" && l["about"].as_str().is_some_and(|a| a.contains(&group))
+            })
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the event never reached the dead-letter queue: {}",
+            what_happened(
+                &s,
+                &[format!(
+                    "arn:aws:ec2:{HOME}:{account}:security-group/{group}"
+                )]
+            )
+            .await?
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    ensure!(ours.len() == 1, "once: {ours:?}");
+    ensure!(
+        open_to_the_world(&s, &account, &group).await?,
+        "nothing was done while the document was missing"
+    );
+
+    // The fix: an upgrade puts the document back. Then the redrive, and the group is fixed.
+    upgrade_to(&s, &config).await?;
+    let out = s.must(&["--sandbox", "--output", "json", "dlq", "redrive", "--yes"])?;
+    let redriven: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        redriven["sent"]
+            .as_array()
+            .is_some_and(|sent| sent.iter().any(|id| *id == ours[0]["message_id"])),
+        "our event was sent back: {redriven}"
+    );
+    let started = Instant::now();
+    while open_to_the_world(&s, &account, &group).await? {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the redriven event was not acted on: {}",
+            what_happened(
+                &s,
+                &[format!(
+                    "arn:aws:ec2:{HOME}:{account}:security-group/{group}"
+                )]
+            )
+            .await?
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(
+        !dead_letters(&s)?
+            .iter()
+            .any(|l| l["about"].as_str().is_some_and(|a| a.contains(&group))),
+        "gone from the dead-letter queue"
+    );
+    upgrade_to(&s, &s.config_path()).await?;
     Ok(())
 }

@@ -587,18 +587,18 @@ async fn send_to_dead_letters(
             .build()
             .expect("set")
     };
-    // A redriven message keeps its own body; an asynchronous invocation's event is sent whole.
-    let body = match event {
-        Value::String(original) => original.clone(),
-        other => other.to_string(),
+    // A redriven message is moved as it was, as SQS's redrive moves it; an asynchronous
+    // invocation's event is sent whole, with Lambda's error attributes.
+    let send = sqs.send_message().queue_url(url);
+    let send = match event {
+        Value::String(original) => send.message_body(original),
+        other => send
+            .message_body(other.to_string())
+            .message_attributes("RequestID", attr(&error.request_id))
+            .message_attributes("ErrorCode", attr("200"))
+            .message_attributes("ErrorMessage", attr(&error.message)),
     };
-    sqs.send_message()
-        .queue_url(url)
-        .message_body(body)
-        .message_attributes("RequestID", attr(&error.request_id))
-        .message_attributes("ErrorCode", attr("200"))
-        .message_attributes("ErrorMessage", attr(&error.message))
-        .send()
+    send.send()
         .await
         .described("sqs:SendMessage (dead-letter queue)")?;
     Ok(())

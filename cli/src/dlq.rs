@@ -1,0 +1,640 @@
+//! `quell dlq`: what is in the responder's dead-letter queue, each message told apart and said
+//! plainly: what it is about, why it is there, and what to do about it. `quell dlq redrive` sends
+//! the events back to the events queue once the cause is fixed; each is acted on once, because
+//! the responder claims every event's remediation by its ledger key (an event already done is a
+//! duplicate, one that failed is taken up again).
+//!
+//! What reaches the dead-letter queue:
+//! - events from the central bus that failed three receives (the events queue's redrive);
+//! - requests from the request queues that did (the same), and requests from the topic the
+//!   responder gave up on after its own retries (`given_up`, without the ExternalId);
+//! - the responder's record of a request that failed for good (`failed`);
+//! - a run's timer or phase that failed three receives on the isolation queue, or that
+//!   EventBridge Scheduler could not deliver.
+//!
+//! Only events are sent back. A request is the requester's to send again (the responder checks
+//! who sent it, and the same request id resumes it), a failed record is already in the ledger, and
+//! only the responder may put a timer on the isolation queue.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use aws_config::SdkConfig;
+use quell_responder::aws_error::Described;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::args::{DlqArgs, DlqCommand, GlobalArgs};
+use crate::exit;
+use crate::printer::Printer;
+
+/// How long a listed message stays hidden from other readers while it is being read; every
+/// message not sent back is made visible again right after.
+const READ_VISIBILITY_SECONDS: i32 = 30;
+
+/// At most this many messages are read in one command.
+const MOST_MESSAGES: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Event,
+    Request,
+    GivenUp,
+    Failed,
+    RunTimer,
+    Unknown,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Request => "request",
+            Kind::GivenUp => "given up",
+            Kind::Failed => "failed",
+            Kind::RunTimer => "run timer",
+            Kind::Unknown => "unknown",
+        }
+    }
+}
+
+/// One message of the dead-letter queue, read.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub kind: Kind,
+    /// What it is about: the event, the request, the ledger key or the run.
+    pub about: String,
+    /// Why it is there, when the message says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What to do about it.
+    pub next: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    #[serde(skip)]
+    body: String,
+    #[serde(skip)]
+    receipt_handle: String,
+}
+
+fn text(v: &Value, path: &str) -> String {
+    v.pointer(path)
+        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+        .unwrap_or_default()
+}
+
+/// What a message is, from its body and attributes (anyone's JSON: nothing in it is trusted, it
+/// is only described).
+pub fn classify(
+    body: &str,
+    attributes: &HashMap<String, String>,
+) -> (Kind, String, Option<String>, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    // Lambda's and EventBridge Scheduler's dead-letter attributes.
+    let said_why = attributes
+        .get("ErrorMessage")
+        .or_else(|| attributes.get("ERROR_MESSAGE"))
+        .cloned();
+    let resend = |id: &str| {
+        format!("the requester sends it again with --request-id {id}: the responder checks the sender, and the same id resumes what was done")
+    };
+    if v["source"] == "quell" && v["event"] == "failed" {
+        let key = text(&v, "/record/key");
+        return (
+            Kind::Failed,
+            format!("{key} ({})", text(&v, "/record/entity")),
+            v.pointer("/record/error")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            format!(
+                "failed for good: `quell history` shows it; once the cause is fixed, {}",
+                resend(&key)
+            ),
+        );
+    }
+    if v["source"] == "quell" && v["event"] == "given_up" {
+        let id = text(&v, "/request/request_id");
+        return (
+            Kind::GivenUp,
+            format!(
+                "{} {} (request {id})",
+                text(&v, "/request/action"),
+                text(&v, "/request/entity")
+            ),
+            v["error"].as_str().map(str::to_owned),
+            resend(&id),
+        );
+    }
+    if v.get("detail-type").is_some() && v.get("source").is_some() {
+        // A CloudTrail call: its name and the resource it names.
+        let call = ["groupId", "bucketName", "snapshotId", "instanceId"]
+            .iter()
+            .find_map(|k| v["detail"]["requestParameters"][k].as_str())
+            .map(|id| format!(" {} {id}", text(&v, "/detail/eventName")))
+            .unwrap_or_default();
+        return (
+            Kind::Event,
+            format!(
+                "{} \"{}\"{call} from {} {} (event {})",
+                text(&v, "/source"),
+                text(&v, "/detail-type"),
+                text(&v, "/account"),
+                text(&v, "/region"),
+                text(&v, "/id")
+            ),
+            said_why,
+            "`quell dlq redrive --yes` sends it back to the events queue once the cause is fixed"
+                .into(),
+        );
+    }
+    if v.get("quell_run").is_some() && v.get("wake").is_some() {
+        let run = text(&v, "/quell_run");
+        return (
+            Kind::RunTimer,
+            format!("run {run}, step {} ({})", text(&v, "/step"), text(&v, "/wake")),
+            said_why,
+            format!("`quell runs {run}` shows where the run stands; only the responder may put a timer back on the isolation queue"),
+        );
+    }
+    if v.get("request_id").is_some() && v.get("action").is_some() {
+        let id = text(&v, "/request_id");
+        return (
+            Kind::Request,
+            format!(
+                "{} {} (request {id})",
+                text(&v, "/action"),
+                text(&v, "/entity")
+            ),
+            said_why,
+            resend(&id),
+        );
+    }
+    let shown: String = body.chars().take(120).collect();
+    (
+        Kind::Unknown,
+        shown,
+        said_why,
+        "not Quell's: left where it is".into(),
+    )
+}
+
+fn read(message: &aws_sdk_sqs::types::Message) -> DeadLetter {
+    let attributes: HashMap<String, String> = message
+        .message_attributes()
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = message.body().unwrap_or_default().to_owned();
+    let (kind, about, error, next) = classify(&body, &attributes);
+    let sent_at = message
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339());
+    DeadLetter {
+        message_id: message.message_id().unwrap_or_default().to_owned(),
+        kind,
+        about,
+        error,
+        next,
+        sent_at,
+        body,
+        receipt_handle: message.receipt_handle().unwrap_or_default().to_owned(),
+    }
+}
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    Ok(sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .described("sqs:GetQueueUrl")?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Every message of the dead-letter queue, each hidden from other readers while this command
+/// runs (and for at most 30 s if it stops half way).
+async fn read_all(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<Vec<DeadLetter>> {
+    let mut out: Vec<DeadLetter> = Vec::new();
+    while out.len() < MOST_MESSAGES {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(READ_VISIBILITY_SECONDS)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+            )
+            .message_attribute_names("All")
+            .send()
+            .await
+            .described("sqs:ReceiveMessage")?;
+        if received.messages().is_empty() {
+            break;
+        }
+        out.extend(received.messages().iter().map(read));
+    }
+    Ok(out)
+}
+
+/// Visible again at once, for the responder's operators and the next command.
+async fn release(sqs: &aws_sdk_sqs::Client, url: &str, letters: &[&DeadLetter]) {
+    for l in letters {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(&l.receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+}
+
+/// What a redrive did.
+#[derive(Debug, Default, Serialize)]
+pub struct Redriven {
+    pub sent: Vec<String>,
+    pub kept: Vec<DeadLetter>,
+}
+
+/// Lists the dead-letter queue, or sends its events back when `send` (and only then).
+pub async fn redrive(
+    security: &SdkConfig,
+    dead_letter_queue: &str,
+    events_queue: &str,
+    send: bool,
+) -> anyhow::Result<(Vec<DeadLetter>, Redriven)> {
+    let sqs = crate::calls::client!(aws_sdk_sqs, security);
+    let dlq = queue_url(&sqs, dead_letter_queue).await?;
+    let letters = read_all(&sqs, &dlq).await?;
+    let mut done = Redriven::default();
+    if send {
+        let events = queue_url(&sqs, events_queue).await?;
+        for l in letters.iter().filter(|l| l.kind == Kind::Event) {
+            // Sent before it is deleted: a stop in between sends it twice at worst, and the
+            // ledger makes the second a duplicate.
+            sqs.send_message()
+                .queue_url(&events)
+                .message_body(&l.body)
+                .send()
+                .await
+                .described("sqs:SendMessage (events queue)")?;
+            sqs.delete_message()
+                .queue_url(&dlq)
+                .receipt_handle(&l.receipt_handle)
+                .send()
+                .await
+                .described("sqs:DeleteMessage (dead-letter queue)")?;
+            done.sent.push(l.message_id.clone());
+        }
+    }
+    let kept: Vec<&DeadLetter> = letters
+        .iter()
+        .filter(|l| !done.sent.contains(&l.message_id))
+        .collect();
+    release(&sqs, &dlq, &kept).await;
+    done.kept = kept.into_iter().cloned().collect();
+    Ok((letters, done))
+}
+
+fn listing(letters: &[DeadLetter]) -> String {
+    let mut t = String::new();
+    if letters.is_empty() {
+        let _ = writeln!(t, "the dead-letter queue is empty");
+    }
+    for l in letters {
+        let _ = writeln!(
+            t,
+            "{}  {:<9} {}",
+            l.sent_at.as_deref().unwrap_or("?"),
+            l.kind.as_str(),
+            l.about
+        );
+        if let Some(e) = &l.error {
+            let _ = writeln!(t, "    why:  {e}");
+        }
+        let _ = writeln!(t, "    next: {}", l.next);
+    }
+    t
+}
+
+pub async fn run(global: &GlobalArgs, args: &DlqArgs, printer: &Printer) -> anyhow::Result<u8> {
+    let c = crate::contain::connect(global, args.config.as_ref()).await?;
+    let events_queue = crate::deployment::events_queue(&c.name);
+    match args.command {
+        None => {
+            let (letters, _) = redrive(
+                &c.security,
+                &c.deployment.dead_letter_queue,
+                &events_queue,
+                false,
+            )
+            .await?;
+            printer.result(&letters, || listing(&letters));
+        }
+        Some(DlqCommand::Redrive { yes }) => {
+            let (letters, done) = redrive(
+                &c.security,
+                &c.deployment.dead_letter_queue,
+                &events_queue,
+                yes,
+            )
+            .await?;
+            printer.result(&done, || {
+                let events = letters.iter().filter(|l| l.kind == Kind::Event).count();
+                let mut t = if yes {
+                    format!(
+                        "events sent back to {events_queue}: {} (each is acted on once)\n",
+                        done.sent.len()
+                    )
+                } else {
+                    format!("events that would be sent back to {events_queue}: {events} (add --yes to send them)\n")
+                };
+                let kept: Vec<DeadLetter> = done
+                    .kept
+                    .iter()
+                    .filter(|l| yes || l.kind != Kind::Event)
+                    .cloned()
+                    .collect();
+                if !kept.is_empty() {
+                    let _ = writeln!(t, "kept in the dead-letter queue:");
+                    t.push_str(&listing(&kept));
+                }
+                t
+            });
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use aws_credential_types::Credentials;
+    use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityOutput;
+    use aws_sdk_sqs::operation::delete_message::DeleteMessageOutput;
+    use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlOutput;
+    use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
+    use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+    use aws_sdk_sqs::types::Message;
+    use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, RuleMode};
+    use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+    use serde_json::json;
+
+    use super::*;
+    use crate::calls::double::{self, Double};
+
+    const DLQ: &str = "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq";
+    const EVENTS: &str = "https://sqs.us-east-1.amazonaws.com/222233334444/quell-events";
+
+    fn event() -> Value {
+        json!({"version": "0", "id": "ev-7", "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.ec2", "account": "111122223333", "region": "eu-west-1",
+            "detail": {"eventName": "AuthorizeSecurityGroupIngress",
+                "requestParameters": {"groupId": "sg-0a1"}}})
+    }
+
+    fn failed() -> Value {
+        json!({"source": "quell", "event": "failed", "record": {"key": "req-9",
+            "entity": "arn:aws:iam::111122223333:user/mallory", "error": "iam:AttachUserPolicy: AccessDenied"}})
+    }
+
+    fn timer() -> Value {
+        json!({"quell_run": "run:critical-cve:ab12:0", "step": "approve_patch", "wake": "timer",
+            "at": "2026-12-03T10:00:00Z"})
+    }
+
+    #[test]
+    fn each_kind_of_dead_letter_is_told_apart_and_said_plainly() {
+        let none = HashMap::new();
+        let (kind, about, _, next) = classify(&event().to_string(), &none);
+        assert_eq!(kind, Kind::Event);
+        assert_eq!(
+            about,
+            "aws.ec2 \"AWS API Call via CloudTrail\" AuthorizeSecurityGroupIngress sg-0a1 from 111122223333 eu-west-1 (event ev-7)"
+        );
+        assert!(next.contains("redrive"), "{next}");
+
+        let (kind, about, error, next) = classify(&failed().to_string(), &none);
+        assert_eq!(kind, Kind::Failed);
+        assert!(
+            about.starts_with("req-9") && about.contains("mallory"),
+            "{about}"
+        );
+        assert_eq!(error.as_deref(), Some("iam:AttachUserPolicy: AccessDenied"));
+        assert!(next.contains("--request-id req-9"), "{next}");
+
+        let given_up = json!({"source": "quell", "event": "given_up", "message_id": "m", "attempts": 3,
+            "error": "ThrottlingException", "request": {"request_id": "req-3", "action": "contain",
+            "entity": "arn:aws:iam::111122223333:role/app"}});
+        let (kind, about, error, next) = classify(&given_up.to_string(), &none);
+        assert_eq!(kind, Kind::GivenUp);
+        assert!(
+            about.contains("contain arn:aws:iam::111122223333:role/app (request req-3)"),
+            "{about}"
+        );
+        assert_eq!(error.as_deref(), Some("ThrottlingException"));
+        assert!(next.contains("--request-id req-3"));
+
+        // What EventBridge Scheduler dead-letters: the timer, its error in the attributes.
+        let scheduler = HashMap::from([(
+            "ERROR_MESSAGE".to_owned(),
+            "AccessDenied on sqs:SendMessage".to_owned(),
+        )]);
+        let (kind, about, error, next) = classify(&timer().to_string(), &scheduler);
+        assert_eq!(kind, Kind::RunTimer);
+        assert!(
+            about.contains("run:critical-cve:ab12:0, step approve_patch"),
+            "{about}"
+        );
+        assert_eq!(error.as_deref(), Some("AccessDenied on sqs:SendMessage"));
+        assert!(next.contains("quell runs run:critical-cve:ab12:0"));
+
+        let request = json!({"version": "1", "request_id": "req-4", "action": "release",
+            "entity": "arn:aws:lambda:us-east-1:111122223333:function:app", "requester": "x"});
+        let (kind, _, _, next) = classify(&request.to_string(), &none);
+        assert_eq!(kind, Kind::Request);
+        assert!(next.contains("--request-id req-4"));
+
+        let (kind, about, _, next) = classify("not json at all", &none);
+        assert_eq!(kind, Kind::Unknown);
+        assert_eq!(about, "not json at all");
+        assert!(next.contains("left where it is"));
+    }
+
+    /// The dead-letter queue as SQS keeps it: (id, body, visible, deleted); and what reached the
+    /// events queue.
+    #[derive(Default)]
+    struct Queues {
+        dlq: Vec<(String, String, bool, bool)>,
+        sent_to_events: Vec<String>,
+    }
+
+    fn double(q: &Arc<Mutex<Queues>>) -> Double {
+        let url = mock!(aws_sdk_sqs::Client::get_queue_url).then_compute_output(|req| {
+            let name = req.queue_name().unwrap_or_default();
+            GetQueueUrlOutput::builder()
+                .queue_url(format!(
+                    "https://sqs.us-east-1.amazonaws.com/222233334444/{name}"
+                ))
+                .build()
+        });
+        let receive = {
+            let q = q.clone();
+            mock!(aws_sdk_sqs::Client::receive_message).then_compute_output(move |req| {
+                assert_eq!(
+                    req.queue_url(),
+                    Some(DLQ),
+                    "only the dead-letter queue is read"
+                );
+                let mut q = q.lock().unwrap();
+                let mut out = ReceiveMessageOutput::builder();
+                let mut n = 0;
+                for (id, body, visible, deleted) in &mut q.dlq {
+                    if *visible && !*deleted && n < 10 {
+                        *visible = false;
+                        n += 1;
+                        out = out.messages(
+                            Message::builder()
+                                .message_id(id.clone())
+                                .receipt_handle(format!("r-{id}"))
+                                .body(body.clone())
+                                .build(),
+                        );
+                    }
+                }
+                out.build()
+            })
+        };
+        let visible = {
+            let q = q.clone();
+            mock!(aws_sdk_sqs::Client::change_message_visibility).then_compute_output(move |req| {
+                let mut q = q.lock().unwrap();
+                for m in &mut q.dlq {
+                    if Some(format!("r-{}", m.0).as_str()) == req.receipt_handle() {
+                        m.2 = req.visibility_timeout() == Some(0);
+                    }
+                }
+                ChangeMessageVisibilityOutput::builder().build()
+            })
+        };
+        let delete = {
+            let q = q.clone();
+            mock!(aws_sdk_sqs::Client::delete_message).then_compute_output(move |req| {
+                let mut q = q.lock().unwrap();
+                for m in &mut q.dlq {
+                    if Some(format!("r-{}", m.0).as_str()) == req.receipt_handle() {
+                        m.3 = true;
+                    }
+                }
+                DeleteMessageOutput::builder().build()
+            })
+        };
+        let send = {
+            let q = q.clone();
+            mock!(aws_sdk_sqs::Client::send_message).then_compute_output(move |req| {
+                assert_eq!(
+                    req.queue_url(),
+                    Some(EVENTS),
+                    "only the events queue is written"
+                );
+                q.lock()
+                    .unwrap()
+                    .sent_to_events
+                    .push(req.message_body().unwrap_or_default().to_owned());
+                SendMessageOutput::builder().message_id("new").build()
+            })
+        };
+        let mut mocks = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        for rule in [&url, &receive, &visible, &delete, &send] {
+            mocks = mocks.with_rule(rule);
+        }
+        Double {
+            interceptors: vec![SharedInterceptor::new(mocks)],
+            http: create_mock_http_client(),
+        }
+    }
+
+    fn security() -> SdkConfig {
+        SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                    "AKIA", "secret", None, None, "test",
+                )),
+            )
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    fn dead_letters() -> Arc<Mutex<Queues>> {
+        Arc::new(Mutex::new(Queues {
+            dlq: [
+                ("m-event", event()),
+                ("m-failed", failed()),
+                ("m-timer", timer()),
+            ]
+            .into_iter()
+            .map(|(id, body)| (id.to_owned(), body.to_string(), true, false))
+            .collect(),
+            sent_to_events: Vec::new(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn listing_reads_every_message_and_leaves_each_where_it_was() {
+        let q = dead_letters();
+        let (letters, done) = double::scope(double(&q), async {
+            redrive(&security(), "quell-responder-dlq", "quell-events", false).await
+        })
+        .await
+        .unwrap();
+        let kinds: Vec<Kind> = letters.iter().map(|l| l.kind).collect();
+        assert_eq!(kinds, [Kind::Event, Kind::Failed, Kind::RunTimer]);
+        assert!(done.sent.is_empty());
+        let q = q.lock().unwrap();
+        assert!(q.sent_to_events.is_empty());
+        assert!(
+            q.dlq
+                .iter()
+                .all(|(_, _, visible, deleted)| *visible && !*deleted),
+            "visible again, none deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redrive_sends_only_the_events_back_once_and_keeps_the_rest() {
+        let q = dead_letters();
+        let (_, done) = double::scope(double(&q), async {
+            redrive(&security(), "quell-responder-dlq", "quell-events", true).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(done.sent, ["m-event"]);
+        let kept: Vec<Kind> = done.kept.iter().map(|l| l.kind).collect();
+        assert_eq!(kept, [Kind::Failed, Kind::RunTimer]);
+        let q = q.lock().unwrap();
+        assert_eq!(
+            q.sent_to_events,
+            [event().to_string()],
+            "the event, unchanged, once"
+        );
+        for (id, _, visible, deleted) in &q.dlq {
+            if id == "m-event" {
+                assert!(*deleted, "sent back, then deleted");
+            } else {
+                assert!(*visible && !*deleted, "{id} stays, visible");
+            }
+        }
+    }
+}
