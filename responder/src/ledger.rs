@@ -15,8 +15,12 @@ use crate::aws_error::{AwsFailure, CallError, Described};
 use crate::contract::{Action, Options};
 
 /// A request still marked in progress after this long was cut off (Lambda's limit is 15 minutes)
-/// and may be taken up again.
+/// and may be taken up again, when the function's own timeout is not known.
 pub const STALE_AFTER_MINUTES: i64 = 16;
+
+/// Beyond the function's timeout, how long before a record in progress counts as cut off: room
+/// for clocks that differ a little between execution environments.
+pub const LEASE_MARGIN_SECONDS: i64 = 30;
 
 /// Global secondary index on `entity` (hash) and `received_at` (range).
 pub const ENTITY_INDEX: &str = "entity-index";
@@ -206,6 +210,8 @@ pub enum Claim {
 pub struct Ledger {
     client: Client,
     table: String,
+    /// How long a claim holds: a record in progress is taken over only after it.
+    lease: Duration,
 }
 
 impl Ledger {
@@ -213,7 +219,21 @@ impl Ledger {
         Ledger {
             client,
             table: table.to_owned(),
+            lease: Duration::minutes(STALE_AFTER_MINUTES),
         }
+    }
+
+    /// Claims held for the function's timeout and a margin: an invocation cannot outlive its
+    /// timeout, so a record in progress for longer was left by one that died, and the platform's
+    /// retry takes it over, never earlier.
+    #[must_use]
+    pub fn with_function_timeout(mut self, seconds: u32) -> Ledger {
+        self.lease = Duration::seconds(i64::from(seconds) + LEASE_MARGIN_SECONDS);
+        self
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Record>, CallError> {
@@ -240,7 +260,7 @@ impl Ledger {
                     Err(e) => return Err(e),
                 }
             };
-            let stale = existing.updated_at + Duration::minutes(STALE_AFTER_MINUTES) < now;
+            let stale = existing.updated_at + self.lease < now;
             match existing.status {
                 Status::Succeeded
                 | Status::Rejected

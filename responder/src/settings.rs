@@ -33,6 +33,8 @@ pub struct Settings {
     /// beyond SQS's 15-minute delay are one-time schedules there.
     pub timer_group: String,
     pub timer_role_arn: String,
+    /// The function's timeout: how long a claim in the ledger holds (`Ledger::with_function_timeout`).
+    pub function_timeout_seconds: u32,
     /// How many steps of one containment run at once; 0 means all of them. 1 is gentler on API
     /// rate limits, and is what the benchmark compares against.
     pub step_concurrency: usize,
@@ -143,6 +145,16 @@ impl Settings {
             dead_letter_queue_arn: need("QUELL_DLQ_ARN")?,
             timer_group: need("QUELL_TIMER_GROUP")?,
             timer_role_arn: need("QUELL_TIMER_ROLE_ARN")?,
+            function_timeout_seconds: need("QUELL_FUNCTION_TIMEOUT_SECONDS")?
+                .parse()
+                .ok()
+                .filter(|s| (1..=900).contains(s))
+                .ok_or_else(|| {
+                    ResponderError::Settings(
+                        "QUELL_FUNCTION_TIMEOUT_SECONDS must be the function's timeout, 1 to 900"
+                            .into(),
+                    )
+                })?,
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
             declared_playbooks: get("QUELL_DECLARED_PLAYBOOKS").filter(|v| !v.trim().is_empty()),
             webhooks: match get("QUELL_WEBHOOKS") {

@@ -151,6 +151,7 @@ fn settings_with(extra: &[(&str, &str)]) -> Settings {
             "arn:aws:sqs:us-east-1:222233334444:quell-responder-dlq",
         ),
         ("QUELL_TIMER_GROUP", "quell-timers"),
+        ("QUELL_FUNCTION_TIMEOUT_SECONDS", "120"),
         (
             "QUELL_TIMER_ROLE_ARN",
             "arn:aws:iam::222233334444:role/quell-timers",
@@ -1135,6 +1136,64 @@ fn throttled_attach(w: &Shared, times: usize) -> Rule {
             AttachUserPolicyOutput::builder().build()
         })
         .build()
+}
+
+#[tokio::test]
+async fn a_request_delivered_again_while_its_claim_holds_waits_and_takes_over_once_it_has_run_out()
+{
+    let w = world();
+    let responder = responder(&w);
+    let arn = entity("user");
+    responder
+        .handle(delivery("m1", "req-1", &arn))
+        .await
+        .unwrap();
+    // As if the invocation that took m1 had been cut off half way, a moment ago.
+    let ledger = quell_responder::ledger::Ledger::new(dynamodb(&w), "quell-ledger");
+    let mut cut = record(&w, "req-1");
+    cut.status = Status::InProgress;
+    cut.updated_at = chrono::Utc::now() - chrono::Duration::seconds(10);
+    ledger.save(&cut).await.unwrap();
+    let writes = calls(&w, "AttachUserPolicy") + calls(&w, "UpdateAccessKey");
+    let queued = w.lock().unwrap().queued.len();
+
+    // The platform delivers m1 again while the claim holds (120 s timeout + 30 s): nothing is
+    // done, nothing refused, and the request is tried again later through the responder's queue.
+    responder
+        .handle(delivery("m1", "req-1", &arn))
+        .await
+        .unwrap();
+    let held = record(&w, "req-1");
+    assert_eq!(held.status, Status::InProgress, "{held:?}");
+    assert!(held.rejection.is_none());
+    assert_eq!(
+        calls(&w, "AttachUserPolicy") + calls(&w, "UpdateAccessKey"),
+        writes
+    );
+    {
+        let world = w.lock().unwrap();
+        assert_eq!(world.queued.len(), queued + 1);
+        let (queue, body) = world.queued.last().unwrap();
+        assert!(
+            queue.ends_with("-isolation") && body.contains("req-1"),
+            "{body}"
+        );
+    }
+
+    // Once the claim has run out, the same delivery takes the work over and finishes it.
+    cut.updated_at = chrono::Utc::now() - chrono::Duration::seconds(151);
+    ledger.save(&cut).await.unwrap();
+    responder
+        .handle(delivery("m1", "req-1", &arn))
+        .await
+        .unwrap();
+    let done = record(&w, "req-1");
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
+    assert_eq!(
+        done.attempts,
+        cut.attempts + 1,
+        "taken over, not started anew"
+    );
 }
 
 #[tokio::test]

@@ -29,9 +29,13 @@ impl Responder {
         fresh.requester = Some(message.requester.clone());
         fresh.caller = Some(d.caller.clone());
         fresh.reason = Some(message.reason.clone());
-        match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
+        let claim = self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
             ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
-        })? {
+        })?;
+        if let Some(later) = self.held_elsewhere(&claim, &d.message_id) {
+            return Ok(Err(later));
+        }
+        match claim {
             Claim::Fresh(r) | Claim::Resumed(r) => Ok(Ok(r)),
             Claim::Busy(existing) | Claim::Finished(existing) => {
                 let why = format!(

@@ -28,6 +28,9 @@ impl Responder {
         let claim = self.ledger.claim(fresh, now).await.map_err(|e| {
             ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
         })?;
+        if let Some(later) = self.held_elsewhere(&claim, &d.message_id) {
+            return Ok(Err(later));
+        }
         let mut record = match claim {
             Claim::Fresh(r) | Claim::Resumed(r) => r,
             Claim::Busy(existing) | Claim::Finished(existing) => {

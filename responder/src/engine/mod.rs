@@ -30,7 +30,7 @@ use crate::entities::{StepOutcome, Target};
 use crate::entity::{Entity, EntityError};
 use crate::error::ResponderError;
 use crate::inbound::{self, Delivery, QueueDelivery, SnsDelivery};
-use crate::ledger::{Ledger, Record, Rejection, Status, Step, StepStatus};
+use crate::ledger::{Claim, Ledger, Record, Rejection, Status, Step, StepStatus};
 use crate::membership::Membership;
 use crate::protection::Protection;
 use crate::secret::{CachedIds, ExternalIds};
@@ -107,7 +107,8 @@ impl Responder {
     pub fn with_clients(clients: Clients, settings: Settings) -> Responder {
         let session_name = format!("{}-responder", settings.name_prefix);
         Responder {
-            ledger: Ledger::new(clients.dynamodb, &settings.ledger_table),
+            ledger: Ledger::new(clients.dynamodb, &settings.ledger_table)
+                .with_function_timeout(settings.function_timeout_seconds),
             audit: Audit::new(clients.sns, &settings.audit_topic_arn),
             sqs: clients.sqs,
             scheduler: clients.scheduler,
@@ -228,6 +229,33 @@ impl Responder {
             Some(channel) => Box::pin(self.handle_queued_request(q, channel)).await?,
             None => Box::pin(self.isolate(q)).await?,
         }])
+    }
+
+    /// When `record`, which another invocation is working on, is this very delivery again (the
+    /// platform delivering it once more after a crash or a timeout): nothing is done now, and the
+    /// delivery is tried again later. The live invocation finishes the work by then, or, if it
+    /// died, the retry takes the work over once the claim's lease has run out, never earlier.
+    /// `None` for another delivery of the same request or event: a duplicate, told so.
+    pub(crate) fn held_elsewhere(&self, claim: &Claim, message_id: &str) -> Option<Outcome> {
+        let Claim::Busy(record) = claim else {
+            return None;
+        };
+        record
+            .message_ids
+            .iter()
+            .any(|m| m == message_id)
+            .then(|| Outcome {
+                key: record.key.clone(),
+                status: Status::Failed,
+                code: Some("in_progress".into()),
+                message: format!(
+                    "{} is being handled by another invocation since {}; this delivery is tried again later, and takes the work over if that invocation has stopped (a claim holds {} s)",
+                    record.key,
+                    record.updated_at.to_rfc3339(),
+                    self.ledger.lease().num_seconds()
+                ),
+                transient: true,
+            })
     }
 
     async fn external_ids(&self) -> Result<Arc<ExternalIds>, ResponderError> {

@@ -256,10 +256,15 @@ impl Responder {
         fresh.caller = asked_by.cloned();
         fresh.reason = Some(serde_json::to_string(&t.source).unwrap_or_default());
         // The same event delivered twice (EventBridge and SQS deliver at least once) acts once.
-        let mut record =
-            match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
+        let claim =
+            self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
                 ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}"))
-            })? {
+            })?;
+        if let Some(later) = self.held_elsewhere(&claim, message_id) {
+            return Ok(later);
+        }
+        let mut record =
+            match claim {
                 Claim::Fresh(r) | Claim::Resumed(r) => r,
                 Claim::Busy(r) | Claim::Finished(r) => return Ok(Outcome {
                     key,

@@ -553,12 +553,14 @@ impl Responder {
             "{}; document {}",
             playbook.description, library.key
         ));
-        let mut record = match self
-            .ledger
-            .claim(fresh, now)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}")))?
-        {
+        let claim =
+            self.ledger.claim(fresh, now).await.map_err(|e| {
+                ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}"))
+            })?;
+        if let Some(later) = self.held_elsewhere(&claim, message_id) {
+            return Ok(later);
+        }
+        let mut record = match claim {
             Claim::Fresh(r) => r,
             // Cut off mid-step: the run record says where; the step is carried out again.
             Claim::Resumed(r) if r.run.as_ref().is_some_and(|run| !run.status.finished()) => {
