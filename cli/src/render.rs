@@ -368,6 +368,19 @@ mod tests {
     }
 
     #[test]
+    fn only_the_items_the_responder_marks_expire_and_the_name_is_the_one_it_writes() {
+        let r = render_all(&config()).unwrap();
+        let table = between(&r["security.yaml"], "  LedgerTable:", "  ResponderRole");
+        assert!(
+            table.contains(&format!(
+                "TimeToLiveSpecification:\n        AttributeName: {}\n        Enabled: true",
+                quell_responder::ledger::EXPIRES_ATTRIBUTE
+            )),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn the_responder_may_delete_only_its_locks_from_the_ledger() {
         let r = render_all(&config()).unwrap();
         let security = &r["security.yaml"];

@@ -22,6 +22,18 @@ pub const STALE_AFTER_MINUTES: i64 = 16;
 /// for clocks that differ a little between execution environments.
 pub const LEASE_MARGIN_SECONDS: i64 = 30;
 
+/// The table's time-to-live attribute (epoch seconds): DynamoDB deletes an item some time after
+/// it. Only lock and counter items carry it, so they do not pile up; a record never does, because
+/// records are evidence.
+pub const EXPIRES_ATTRIBUTE: &str = "expires_ttl";
+
+/// How long after its own expiry a lock or counter item is left for DynamoDB to delete.
+const KEPT_AFTER_EXPIRY: Duration = Duration::days(1);
+
+fn ttl(at: DateTime<Utc>) -> AttributeValue {
+    AttributeValue::N((at + KEPT_AFTER_EXPIRY).timestamp().to_string())
+}
+
 /// Global secondary index on `entity` (hash) and `received_at` (range).
 pub const ENTITY_INDEX: &str = "entity-index";
 
@@ -379,6 +391,7 @@ impl Ledger {
             .item("request_id", AttributeValue::S(key.clone()))
             .item("owner", AttributeValue::S(owner.to_owned()))
             .item("expires_at", AttributeValue::S(expires.to_rfc3339()))
+            .item(EXPIRES_ATTRIBUTE, ttl(expires))
             .condition_expression(
                 "attribute_not_exists(request_id) OR #o = :me OR expires_at < :now",
             )
@@ -494,7 +507,9 @@ impl Ledger {
                 .put_item()
                 .table_name(&self.table)
                 .item("request_id", AttributeValue::S(key.clone()))
-                .item("updated_at", AttributeValue::S((count + 1).to_string()));
+                .item("updated_at", AttributeValue::S((count + 1).to_string()))
+                // A counter's key names its hour: it is of no use a day later.
+                .item(EXPIRES_ATTRIBUTE, ttl(Utc::now()));
             let put = match seen {
                 Some(seen) => put
                     .condition_expression("updated_at = :seen")

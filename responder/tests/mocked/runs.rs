@@ -1344,6 +1344,43 @@ async fn a_custom_action_starts_runs_only_when_chosen_in_the_security_accounts_s
 }
 
 #[tokio::test]
+async fn lock_and_counter_items_expire_and_run_records_never_do() {
+    let w = world();
+    let r = responder(&w, &[approval_first(1)]);
+    deliver_finding(&r, ACCOUNT, ACCOUNT, false).await;
+    let world = w.lock().unwrap();
+    let expiry = |key: &str| -> Option<i64> {
+        world.ledger[key]
+            .get(quell_responder::ledger::EXPIRES_ATTRIBUTE)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+    };
+    let now = chrono::Utc::now().timestamp();
+    let mut seen = (0, 0);
+    for key in world.ledger.keys() {
+        if key.starts_with("lock:rate:") {
+            // The hour's counter: gone a day or so later.
+            let at = expiry(key).unwrap_or_else(|| panic!("{key} expires"));
+            assert!((now + 86_000..now + 87_000).contains(&at), "{key}: {at}");
+            seen.0 += 1;
+        } else if key.starts_with("lock:") {
+            // The run's hold on its target: as long as the longest run, and a day.
+            let at = expiry(key).unwrap_or_else(|| panic!("{key} expires"));
+            assert!(at > now + 31 * 86_400, "{key}: {at}");
+            seen.1 += 1;
+        } else {
+            assert_eq!(expiry(key), None, "{key} is evidence and never expires");
+        }
+    }
+    assert_eq!(
+        seen,
+        (1, 1),
+        "{:?}",
+        world.ledger.keys().collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn runs_beyond_the_playbooks_hourly_limit_do_not_start() {
     let w = world();
     let mut limited = playbook(&json!([tag_step()]));
