@@ -266,14 +266,22 @@ fn print_status(state: &SandboxState, printer: &Printer) {
             let _ = writeln!(t, "  {:<16} {}  ({})", s.kind, s.arn, s.note);
         }
         if !view.deliveries.is_empty() {
+            let _ = writeln!(t, "Local Lambda host, per queue:");
             let _ = writeln!(
                 t,
-                "Local Lambda host:  in flight  delivered  retried  dead-lettered  dropped  host errors"
+                "  {:<30} {:>9} {:>9} {:>7} {:>13} {:>7} {:>11}",
+                "queue",
+                "in flight",
+                "delivered",
+                "retried",
+                "dead-lettered",
+                "dropped",
+                "host errors"
             );
             for (queue, c) in &view.deliveries {
                 let _ = writeln!(
                     t,
-                    "  {queue:<30} {:>5} {:>10} {:>8} {:>14} {:>8} {:>12}",
+                    "  {queue:<30} {:>9} {:>9} {:>7} {:>13} {:>7} {:>11}",
                     c.in_flight, c.delivered, c.retried, c.dead_lettered, c.dropped, c.host_errors
                 );
             }
