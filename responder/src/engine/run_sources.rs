@@ -111,10 +111,10 @@ impl Responder {
         Ok(outcomes)
     }
 
-    /// A `schedule` playbook's rule fired: a run for each instance in every account and Region
-    /// the sweep covers (`sweep.accounts`, `sweep.organizational_units`, `sweep.regions`), at
-    /// most `limits.max_targets` new runs per firing. Each run reads its instance back and
-    /// checks its conditions and exemptions like any other.
+    /// A `schedule` playbook's rule fired: a run for each resource of its target type in every
+    /// account and Region the sweep covers (`sweep.accounts`, `sweep.organizational_units`,
+    /// `sweep.regions`), at most `limits.max_targets` new runs per firing. Each run reads its
+    /// resource back and checks its conditions and exemptions like any other.
     pub(super) async fn start_scheduled(
         &self,
         message_id: &str,
@@ -150,6 +150,8 @@ impl Responder {
             .collect();
         let first_region = sweep.regions.first();
         let kind = playbook.target.kind.as_str();
+        let protected = self.protected();
+        let protected = &protected;
         let listed: Vec<Listed> = futures::stream::iter(places)
             .map(|(account, region)| async move {
                 let place = SweptPlace {
@@ -157,7 +159,7 @@ impl Responder {
                     account: &account,
                     region: &region,
                     global_here: first_region == Some(&region),
-                    name_prefix: &self.settings.name_prefix,
+                    protected,
                 };
                 let found = match self.session_in(partition, &account, Some(&region)).await {
                     Ok(c) => crate::runs::resource::swept(&c, kind, &place).await,

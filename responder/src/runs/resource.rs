@@ -61,8 +61,9 @@ pub struct SweptPlace<'a> {
     pub account: &'a str,
     pub region: &'a str,
     pub global_here: bool,
-    /// Quell's own roles (`<prefix>-*`) are never targets.
-    pub name_prefix: &'a str,
+    /// Why a principal is protected, when it is (the responder's own check: Quell's roles and
+    /// the configured protected principals): those are never targets.
+    pub protected: &'a dyn Fn(&str) -> Option<String>,
 }
 
 /// Every resource of `kind` in `place` that a scheduled playbook sweeps: (id, ARN) each, the id
@@ -134,13 +135,13 @@ pub async fn swept(
                 out.extend(
                     page.users()
                         .iter()
+                        .filter(|u| (place.protected)(u.arn()).is_none())
                         .map(|u| (u.user_name().to_owned(), u.arn().to_owned())),
                 );
             }
             out
         }
         "AWS::IAM::Role" if place.global_here => {
-            let own = format!("{}-", place.name_prefix);
             let mut out = Vec::new();
             let mut pages = clients.iam.list_roles().into_paginator().send();
             while let Some(page) = pages.next().await {
@@ -148,17 +149,17 @@ pub async fn swept(
                 out.extend(
                     page.roles()
                         .iter()
-                        // Service-linked roles cannot be changed, and Quell's own never are.
+                        // Service-linked roles cannot be changed, and protected ones never are.
                         .filter(|r| {
                             !r.path().starts_with("/aws-service-role/")
-                                && !r.role_name().starts_with(&own)
+                                && (place.protected)(r.arn()).is_none()
                         })
                         .map(|r| (r.role_name().to_owned(), r.arn().to_owned())),
                 );
             }
             out
         }
-        // Global types outside their place, and types install refuses to sweep.
+        // Global types outside the place they are listed in (the language takes no other type).
         _ => Vec::new(),
     })
 }
