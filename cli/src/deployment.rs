@@ -15,6 +15,19 @@ pub fn artifacts_stack(prefix: &str) -> String {
 pub fn management_stack(prefix: &str) -> String {
     format!("{prefix}-management")
 }
+/// The URL of the queue `name` in the account `sqs` acts in.
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    Ok(sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .described("sqs:GetQueueUrl")?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned())
+}
+
 /// The events queue's name, as the security template sets it.
 pub fn events_queue(prefix: &str) -> String {
     format!("{prefix}-events")

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::args::{DlqArgs, DlqCommand, GlobalArgs};
+use crate::deployment::queue_url;
 use crate::exit;
 use crate::printer::Printer;
 
@@ -207,18 +208,6 @@ fn read(message: &aws_sdk_sqs::types::Message) -> DeadLetter {
         body,
         receipt_handle: message.receipt_handle().unwrap_or_default().to_owned(),
     }
-}
-
-async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
-    Ok(sqs
-        .get_queue_url()
-        .queue_name(name)
-        .send()
-        .await
-        .described("sqs:GetQueueUrl")?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned())
 }
 
 /// Every message of the dead-letter queue, each hidden from other readers while this command

@@ -276,15 +276,7 @@ impl Wiring {
         let queue = |name: String| {
             let (sqs, home, account) = (&sqs, &config.home_region, &state.security_account);
             async move {
-                let url = sqs
-                    .get_queue_url()
-                    .queue_name(&name)
-                    .send()
-                    .await
-                    .described("sqs:GetQueueUrl")?
-                    .queue_url()
-                    .unwrap_or_default()
-                    .to_owned();
+                let url = deployment::queue_url(sqs, &name).await?;
                 anyhow::Ok((url, format!("arn:aws:sqs:{home}:{account}:{name}")))
             }
         };
@@ -571,15 +563,7 @@ async fn send_to_dead_letters(
     event: &Value,
     error: &InvokeError,
 ) -> anyhow::Result<()> {
-    let url = sqs
-        .get_queue_url()
-        .queue_name(&d.dead_letter_queue)
-        .send()
-        .await
-        .described("sqs:GetQueueUrl")?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let url = deployment::queue_url(sqs, &d.dead_letter_queue).await?;
     let attr = |v: &str| {
         aws_sdk_sqs::types::MessageAttributeValue::builder()
             .data_type("String")

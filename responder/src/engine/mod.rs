@@ -50,6 +50,14 @@ pub struct Outcome {
     pub transient: bool,
 }
 
+impl Outcome {
+    /// A failure a later attempt can fix: the delivery is tried again (the queue's redelivery,
+    /// Lambda's retry, or the responder's own queue), never dropped.
+    fn to_try_again(&self) -> bool {
+        self.status == Status::Failed && self.transient
+    }
+}
+
 pub struct Responder {
     settings: Settings,
     ledger: Ledger,
@@ -179,7 +187,7 @@ impl Responder {
             match delivery {
                 Delivery::Sns(d) => {
                     let outcome = Box::pin(self.handle_sns(&d)).await?;
-                    if outcome.status == Status::Failed && outcome.transient {
+                    if outcome.to_try_again() {
                         return Err(ResponderError::ContainmentFailed {
                             entity: outcome.key,
                             error: outcome.message,
@@ -189,10 +197,7 @@ impl Responder {
                 }
                 Delivery::Queue(q) => match Box::pin(self.handle_queued(&q)).await {
                     Ok(these) => {
-                        if these
-                            .iter()
-                            .any(|o| o.status == Status::Failed && o.transient)
-                        {
+                        if these.iter().any(Outcome::to_try_again) {
                             redeliver.push(q.message_id.clone());
                         }
                         outcomes.extend(these);
@@ -317,7 +322,7 @@ impl Responder {
     ) -> Result<Outcome, ResponderError> {
         let outcome = Box::pin(self.handle_request(d, message)).await;
         let why = match &outcome {
-            Ok(o) if o.status == Status::Failed && o.transient => o.message.clone(),
+            Ok(o) if o.to_try_again() => o.message.clone(),
             Err(e) => e.to_string(),
             Ok(_) => return outcome,
         };
