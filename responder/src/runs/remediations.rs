@@ -178,6 +178,9 @@ pub async fn make_snapshot_private(
 /// How often a copy still being made is read again: EBS copies take minutes to hours.
 pub const COPY_POLL_SECONDS: i64 = 60;
 
+/// The state of a snapshot EC2 could not take or copy: it never completes.
+const SNAPSHOT_ERROR: &str = "error";
+
 /// The snapshot, or a refusal naming it.
 async fn snapshot_in(
     m: &MemberClients,
@@ -250,7 +253,13 @@ pub async fn encrypt_snapshot_copy(
         next_phase: Some((phase.saturating_add(1), COPY_POLL_SECONDS)),
     };
     // A snapshot CloudTrail has just reported created is still being taken: only a completed one
-    // can be copied.
+    // can be copied. One EC2 failed to take never completes: waiting for it would never end.
+    if original.state == SNAPSHOT_ERROR {
+        return Err(refused(
+            "ec2:DescribeSnapshots",
+            format!("snapshot {id} is in state error: EC2 could not take it, so there is nothing to copy"),
+        ));
+    }
     if !original.completed() {
         return Ok(later(Vec::new()));
     }
@@ -267,6 +276,16 @@ pub async fn encrypt_snapshot_copy(
             format!(
                 "the copy {} of {id} reads back unencrypted; {id} is kept",
                 copy.id
+            ),
+        ));
+    }
+    if copy.state == SNAPSHOT_ERROR {
+        return Err(refused(
+            "ec2:CopySnapshot",
+            format!(
+                "the copy {} of {id} is in state error; {id} is kept. Delete the copy and the tag {} on {id} to copy again",
+                copy.id,
+                snapshot::COPY_TAG
             ),
         ));
     }

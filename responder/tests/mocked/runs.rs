@@ -1765,6 +1765,47 @@ async fn the_shipped_unencrypted_snapshot_definition_makes_the_built_in_playbook
 }
 
 #[tokio::test]
+async fn a_snapshot_ec2_could_not_take_fails_the_copy_step_at_once_instead_of_waiting_for_ever() {
+    let w = world();
+    let mut failed = super::playbooks::Snap::plain(false);
+    failed.state = "error";
+    w.lock()
+        .unwrap()
+        .snapshots
+        .insert("snap-0a1".into(), failed);
+    let copy_only = json!({
+        "id": "copy-originals", "version": 1, "description": "Copies new snapshots encrypted.",
+        "mode": "auto",
+        "trigger": {"cloudtrail": {"source": "ec2.amazonaws.com", "names": ["CreateSnapshot"]}},
+        "target": {"type": "AWS::EC2::Snapshot", "id": "${{ event.detail.responseElements.snapshotId }}"},
+        "steps": [{"id": "copy", "action": "ebs.snapshot_encrypt_copy"}]
+    });
+    let r = snapshot_responder(&w, copy_only);
+    r.handle(event_delivery(
+        "m-1",
+        &super::playbooks::create_snapshot_event("snap-0a1"),
+    ))
+    .await
+    .unwrap();
+    let run = the_run(&w);
+    assert_eq!(run.status, Status::Failed, "{run:?}");
+    let error = run.run.as_ref().unwrap().steps[0]
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.contains("state error"), "{error}");
+    assert_eq!(calls(&w, "CopySnapshot"), 0);
+    assert!(
+        !w.lock()
+            .unwrap()
+            .queued
+            .iter()
+            .any(|(q, _)| q.ends_with("-isolation")),
+        "no poll scheduled"
+    );
+}
+
+#[tokio::test]
 async fn an_original_whose_tag_names_a_snapshot_that_does_not_name_it_back_is_never_deleted() {
     use super::playbooks::Snap;
     let w = world();
