@@ -204,7 +204,7 @@ def run_quell():
             calls += fields["aws_calls"]
             handler_ms += fields["handler_ms"]
     fixed = sum(sum(1 for g in ((s.get("new") or {}).get("open_groups") or []) if g.get("outcome") == "fixed")
-                for s in report["record"]["steps"])
+                for place in report["places"] for s in place["steps"])
     return wall, calls, handler_ms, fixed
 
 

@@ -178,8 +178,8 @@ pub struct SweepArgs {
     pub yes: bool,
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Seconds to wait for the sweep to end.
-    #[arg(long, default_value_t = 900)]
+    /// Seconds to wait for the sweep to end (it goes on either way: `quell history` shows it).
+    #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
 }
 

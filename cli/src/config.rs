@@ -537,10 +537,13 @@ impl Config {
         if !schedule_ok {
             return Err(err("sweep.schedule".into(), format!("'{}' is not an EventBridge schedule; expected e.g. rate(12 hours) or cron(0 3 * * ? *)", sw.schedule)));
         }
-        if !(1..=64).contains(&sw.concurrency) {
+        if !(2..=1000).contains(&sw.concurrency) {
             return Err(err(
                 "sweep.concurrency".into(),
-                "expected 1 to 64 accounts x Regions at once".into(),
+                format!(
+                    "{} is outside what the sweep queue's event source mapping takes as MaximumConcurrency; expected 2 to 1000 accounts x Regions at once",
+                    sw.concurrency
+                ),
             ));
         }
         let ex = &self.exemptions;
@@ -600,6 +603,7 @@ impl Config {
             ));
         }
         let r = &self.responder;
+        let sweep_concurrency = u32::try_from(self.sweep.concurrency).unwrap_or(u32::MAX);
         if !(128..=10240).contains(&r.memory_mb) {
             return Err(err(
                 "responder.memory_mb".into(),
@@ -628,14 +632,17 @@ impl Config {
             ));
         }
         if let Some(reserved) = r.reserved_concurrency {
-            // Two environments stay for containment requests however many events arrive.
-            if reserved < r.events_concurrency + 2 {
+            // Two environments stay for containment requests however many events arrive and
+            // however large a sweep is.
+            let taken = r.events_concurrency + sweep_concurrency;
+            if reserved < taken + 2 {
                 return Err(err(
                     "responder.reserved_concurrency".into(),
                     format!(
-                        "{reserved} leaves no room for containment requests beside the {} invocations the events queue may take (responder.events_concurrency); expected at least {}, or leave it out",
+                        "{reserved} leaves no room for containment requests beside the {} invocations the events queue (responder.events_concurrency) and the {} the sweep (sweep.concurrency) may take; expected at least {}, or leave it out",
                         r.events_concurrency,
-                        r.events_concurrency + 2
+                        sweep_concurrency,
+                        taken + 2
                     ),
                 ));
             }
@@ -856,8 +863,9 @@ targets:
         let e = parse(&format!("{GOOD}sweep:\n  schedule: every day\n")).unwrap_err();
         assert_eq!(e.key, "sweep.schedule");
         assert!(e.problem.contains("rate(12 hours)"), "{e}");
-        let e = parse(&format!("{GOOD}sweep:\n  concurrency: 0\n")).unwrap_err();
+        let e = parse(&format!("{GOOD}sweep:\n  concurrency: 1\n")).unwrap_err();
         assert_eq!(e.key, "sweep.concurrency");
+        assert!(e.problem.contains("expected 2 to 1000"), "{}", e.problem);
         let ok = parse(&format!(
             "{GOOD}playbooks:\n  open_security_group:\n    mode: notify\n    ports: [8080]\nsweep:\n  schedule: cron(0 3 * * ? *)\n"
         ))
@@ -913,13 +921,14 @@ targets:
         let e = parse(&format!("{GOOD}responder:\n  events_concurrency: 1\n")).unwrap_err();
         assert_eq!(e.key, "responder.events_concurrency");
         let e = parse(&format!(
-            "{GOOD}responder:\n  events_concurrency: 10\n  reserved_concurrency: 11\n"
+            "{GOOD}responder:\n  events_concurrency: 10\n  reserved_concurrency: 19\n"
         ))
         .unwrap_err();
         assert_eq!(e.key, "responder.reserved_concurrency");
-        assert!(e.problem.contains("at least 12"), "{}", e.problem);
+        // The sweep's default 8 counts beside the events' 10.
+        assert!(e.problem.contains("at least 20"), "{}", e.problem);
         parse(&format!(
-            "{GOOD}responder:\n  events_concurrency: 10\n  reserved_concurrency: 12\n"
+            "{GOOD}responder:\n  events_concurrency: 10\n  reserved_concurrency: 20\n"
         ))
         .unwrap();
     }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_config::SdkConfig;
+use futures::StreamExt;
 use quell_responder::authorization::Channel;
 use quell_responder::aws_error::{CallError, Described};
 use quell_responder::contract::{self, Action, ContainmentMessage, Options, MESSAGE_VERSION};
 use quell_responder::entity::Entity;
-use quell_responder::ledger::{Ledger, Record, Status, StepStatus};
+use quell_responder::ledger::{self, Ledger, Record, Status, StepStatus};
 use quell_responder::secret::ExternalIds;
 use serde::Serialize;
 
@@ -51,6 +52,8 @@ pub struct Outcome {
     pub request_id: String,
     pub message_id: String,
     pub record: Record,
+    /// The ledger it was read from, for what the record points to.
+    pub ledger: Ledger,
 }
 
 /// Where requests go: the deployment found from the configuration.
@@ -210,7 +213,45 @@ pub async fn sweep(
         config: args.config.as_ref(),
         timeout: args.timeout,
     };
-    Ok(report(&send(global, &request, printer).await?, printer))
+    let outcome = send(global, &request, printer).await?;
+    let record = &outcome.record;
+    // Each place has its own record; the sweep's names how many and sums them up.
+    let keys: Vec<String> = record
+        .sweep_plan
+        .iter()
+        .flat_map(ledger::SweepPlan::places)
+        .map(|(account, region)| ledger::place_key(&record.key, account, region))
+        .collect();
+    let mut places = outcome.ledger.get_many(&keys).await?;
+    places.sort_by(|a, b| a.key.cmp(&b.key));
+    let report = SweepReport {
+        request_id: &outcome.request_id,
+        message_id: &outcome.message_id,
+        status: record.status,
+        record,
+        places: &places,
+    };
+    printer.result(&report, || {
+        let mut t = report_text(record, printer);
+        // The places that found something or failed; the quiet ones are counted above.
+        for place in places.iter().filter(|p| p.status != Status::Skipped) {
+            for step in &place.steps {
+                let _ = writeln!(t, "    {}: {}", step.name, step.detail);
+            }
+        }
+        t
+    });
+    Ok(exit_code(record.status))
+}
+
+#[derive(Debug, Serialize)]
+struct SweepReport<'a> {
+    request_id: &'a str,
+    message_id: &'a str,
+    status: Status,
+    record: &'a Record,
+    /// Every place's own record, by key.
+    places: &'a [Record],
 }
 
 /// `quell approve ID` and `quell deny ID`: the responder carries out or drops the pending fix.
@@ -269,14 +310,16 @@ pub fn exit_code(status: Status) -> u8 {
     }
 }
 
-/// Publishes the request and waits for its outcome.
-pub async fn send(
-    global: &GlobalArgs,
-    req: &Request<'_>,
-    printer: &Printer,
-) -> anyhow::Result<Outcome> {
-    // The responder is the one authority on what may be contained: whatever it refuses is recorded
-    // and audited, whoever sent it. Here only the message's own shape is checked.
+/// A request checked for shape and ready to send.
+struct Checked {
+    request_id: String,
+    channel: Channel,
+}
+
+/// What the CLI can refuse before anything is sent: the responder is the one authority on what
+/// may be contained (whatever it refuses is recorded and audited, whoever sent it), so only the
+/// message's own shape is checked here.
+fn check(req: &Request<'_>) -> anyhow::Result<Checked> {
     if req.reason.trim().is_empty() {
         return Err(exit::refused(
             "--reason is empty: say why, it goes into the ledger and every audit message",
@@ -301,6 +344,41 @@ pub async fn send(
             req.action.as_str()
         )
     })?;
+    Ok(Checked {
+        request_id,
+        channel,
+    })
+}
+
+/// Sends a checked request; the message id.
+async fn publish(c: &Connection, req: &Request<'_>, checked: &Checked) -> anyhow::Result<String> {
+    let message = ContainmentMessage {
+        version: MESSAGE_VERSION.into(),
+        request_id: checked.request_id.clone(),
+        action: req.action,
+        entity: req.arn.to_owned(),
+        reason: req.reason.to_owned(),
+        requester: c.caller.arn.clone(),
+        options: req.options.clone(),
+    };
+    send_request(c, checked.channel, &serde_json::to_string(&message)?).await
+}
+
+fn ledger_of(c: &Connection) -> Ledger {
+    Ledger::new(
+        crate::calls::client!(aws_sdk_dynamodb, &c.security),
+        &c.deployment.ledger_table,
+    )
+}
+
+/// Publishes the request and waits for its outcome.
+pub async fn send(
+    global: &GlobalArgs,
+    req: &Request<'_>,
+    printer: &Printer,
+) -> anyhow::Result<Outcome> {
+    let checked = check(req)?;
+    let request_id = checked.request_id.clone();
     let c = connect(global, req.config).await?;
 
     let verb = match req.action {
@@ -329,24 +407,12 @@ pub async fn send(
             req.action.as_str()
         )));
     }
-    let message = ContainmentMessage {
-        version: MESSAGE_VERSION.into(),
-        request_id: request_id.clone(),
-        action: req.action,
-        entity: req.arn.to_owned(),
-        reason: req.reason.to_owned(),
-        requester: c.caller.arn.clone(),
-        options: req.options.clone(),
-    };
-    let message_id = send_request(&c, channel, &serde_json::to_string(&message)?).await?;
+    let message_id = publish(&c, req, &checked).await?;
     printer.status(&format!(
         "request {request_id} sent (message {message_id}); waiting for the responder"
     ));
 
-    let ledger = Ledger::new(
-        crate::calls::client!(aws_sdk_dynamodb, &c.security),
-        &c.deployment.ledger_table,
-    );
+    let ledger = ledger_of(&c);
     let Some(record) = wait(
         &ledger,
         &request_id,
@@ -369,7 +435,77 @@ pub async fn send(
         request_id,
         message_id,
         record,
+        ledger,
     })
+}
+
+/// Requests sent at once by [`send_all`].
+const SENT_AT_ONCE: usize = 8;
+
+/// Sends every request (already confirmed by the caller) at once, for the responder to work on
+/// side by side, then follows them all to their outcomes with one line of progress: `what` names
+/// them ("releases"). The outcomes, in the order of `requests`; `None` for one without an outcome
+/// within the longest timeout.
+pub async fn send_all(
+    global: &GlobalArgs,
+    config: Option<&PathBuf>,
+    requests: &[Request<'_>],
+    what: &str,
+    printer: &Printer,
+) -> anyhow::Result<Vec<Option<Outcome>>> {
+    let checked = requests
+        .iter()
+        .map(check)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let c = connect(global, config).await?;
+    let c = &c;
+    let sent: Vec<anyhow::Result<String>> = futures::stream::iter(requests.iter().zip(&checked))
+        .map(|(req, checked)| publish(c, req, checked))
+        .buffered(SENT_AT_ONCE)
+        .collect()
+        .await;
+    let message_ids = sent.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    printer.status(&format!(
+        "{} {what} sent; waiting for the responder",
+        requests.len()
+    ));
+    let ledger = ledger_of(c);
+    let timeout = Duration::from_secs(requests.iter().map(|r| r.timeout).max().unwrap_or(300));
+    let start = Instant::now();
+    let task = printer.task(&format!("0 of {} {what} done", requests.len()));
+    let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
+    while start.elapsed() < timeout {
+        for (i, (checked, message_id)) in checked.iter().zip(&message_ids).enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            let found = match ledger.get(&contract::rejection_key(message_id)).await? {
+                Some(refused) => Some(refused),
+                None => ledger
+                    .get(&checked.request_id)
+                    .await?
+                    .filter(|r| r.status.is_final() && r.message_ids.contains(message_id)),
+            };
+            outcomes[i] = found.map(|record| Outcome {
+                request_id: checked.request_id.clone(),
+                message_id: message_id.clone(),
+                record,
+                ledger: ledger.clone(),
+            });
+        }
+        let done = outcomes.iter().filter(|o| o.is_some()).count();
+        task.update(&format!("{done} of {} {what} done", requests.len()));
+        if done == requests.len() {
+            task.done(&format!("{done} {what} done"));
+            return Ok(outcomes);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    task.fail();
+    Ok(outcomes)
 }
 
 /// Sends the request body to `channel`'s queue in the security account with the caller's own
@@ -449,6 +585,15 @@ async fn wait(
                 if record.status.is_final() {
                     task.done(&format!("request {request_id} {}", record.status.as_str()));
                     return Ok(Some(record));
+                }
+                if let Some(plan) = &record.sweep_plan {
+                    let tally = ledger.tally(request_id).await?.unwrap_or_default();
+                    task.update(&format!(
+                        "{} of {} places swept, {} not swept",
+                        tally.done,
+                        plan.total(),
+                        tally.failed
+                    ));
                 }
             }
         }

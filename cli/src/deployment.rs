@@ -32,6 +32,12 @@ pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<
 pub fn events_queue(prefix: &str) -> String {
     format!("{prefix}-events")
 }
+
+/// The sweep queue's name, as the security template sets it.
+pub fn sweep_queue(prefix: &str) -> String {
+    format!("{prefix}-sweep")
+}
+
 /// The ledger table's name, as the security template sets it.
 pub fn ledger_table(prefix: &str) -> String {
     format!("{prefix}-ledger")

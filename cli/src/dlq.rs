@@ -1,8 +1,9 @@
 //! `quell dlq`: what is in the responder's dead-letter queue, each message told apart and said
 //! plainly: what it is about, why it is there, and what to do about it. `quell dlq redrive` sends
-//! the events back to the events queue once the cause is fixed; each is acted on once, because
-//! the responder claims every event's remediation by its ledger key (an event already done is a
-//! duplicate, one that failed is taken up again).
+//! the events back to the events queue, and a sweep's places back to the sweep queue, once the
+//! cause is fixed; each is acted on once, because the responder claims every event's remediation
+//! and every place by its ledger key (one already done is a duplicate, one that failed is taken
+//! up again).
 //!
 //! What reaches the dead-letter queue:
 //! - events from the central bus that failed three receives (the events queue's redrive);
@@ -10,9 +11,10 @@
 //!   responder gave up on after its own retries (`given_up`, without the ExternalId);
 //! - the responder's record of a request that failed for good (`failed`);
 //! - a run's timer or phase that failed three receives on the isolation queue, or that
-//!   EventBridge Scheduler could not deliver.
+//!   EventBridge Scheduler could not deliver;
+//! - a sweep's place that failed three receives on the sweep queue (its sweep waits for it).
 //!
-//! Only events are sent back. A request is the requester's to send again (the responder checks
+//! Only events and places are sent back. A request is the requester's to send again (the responder checks
 //! who sent it, and the same request id resumes it), a failed record is already in the ledger, and
 //! only the responder may put a timer on the isolation queue.
 
@@ -44,6 +46,7 @@ pub enum Kind {
     GivenUp,
     Failed,
     RunTimer,
+    SweepPlace,
     Unknown,
 }
 
@@ -55,7 +58,31 @@ impl Kind {
             Kind::GivenUp => "given up",
             Kind::Failed => "failed",
             Kind::RunTimer => "run timer",
+            Kind::SweepPlace => "sweep place",
             Kind::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where a redrive sends each kind it sends back: the queue it came from.
+pub struct Homes {
+    pub events: String,
+    pub sweep: String,
+}
+
+impl Homes {
+    pub fn for_prefix(prefix: &str) -> Homes {
+        Homes {
+            events: crate::deployment::events_queue(prefix),
+            sweep: crate::deployment::sweep_queue(prefix),
+        }
+    }
+
+    fn of(&self, kind: Kind) -> Option<&str> {
+        match kind {
+            Kind::Event => Some(&self.events),
+            Kind::SweepPlace => Some(&self.sweep),
+            _ => None,
         }
     }
 }
@@ -159,6 +186,19 @@ pub fn classify(
             format!("`quell runs {run}` shows where the run stands; only the responder may put a timer back on the isolation queue"),
         );
     }
+    if v.get("sweep").is_some() && v.get("account").is_some() && v.get("region").is_some() {
+        return (
+            Kind::SweepPlace,
+            format!(
+                "{} in {} of sweep {}",
+                text(&v, "/account"),
+                text(&v, "/region"),
+                text(&v, "/sweep")
+            ),
+            said_why,
+            "the sweep waits for this place: `quell dlq redrive --yes` sends it back to the sweep queue once the cause is fixed".into(),
+        );
+    }
     if v.get("request_id").is_some() && v.get("action").is_some() {
         let id = text(&v, "/request_id");
         return (
@@ -255,11 +295,11 @@ pub struct Redriven {
     pub kept: Vec<DeadLetter>,
 }
 
-/// Lists the dead-letter queue, or sends its events back when `send` (and only then).
+/// Lists the dead-letter queue, or sends its events and places back when `send` (and only then).
 pub async fn redrive(
     security: &SdkConfig,
     dead_letter_queue: &str,
-    events_queue: &str,
+    homes: &Homes,
     send: bool,
 ) -> anyhow::Result<(Vec<DeadLetter>, Redriven)> {
     let sqs = crate::calls::client!(aws_sdk_sqs, security);
@@ -267,16 +307,23 @@ pub async fn redrive(
     let letters = read_all(&sqs, &dlq).await?;
     let mut done = Redriven::default();
     if send {
-        let events = queue_url(&sqs, events_queue).await?;
-        for l in letters.iter().filter(|l| l.kind == Kind::Event) {
+        let mut urls: HashMap<&str, String> = HashMap::new();
+        for l in &letters {
+            let Some(home) = homes.of(l.kind) else {
+                continue;
+            };
+            if !urls.contains_key(home) {
+                urls.insert(home, queue_url(&sqs, home).await?);
+            }
+            let url = &urls[home];
             // Sent before it is deleted: a stop in between sends it twice at worst, and the
             // ledger makes the second a duplicate.
             sqs.send_message()
-                .queue_url(&events)
+                .queue_url(url)
                 .message_body(&l.body)
                 .send()
                 .await
-                .described("sqs:SendMessage (events queue)")?;
+                .described("sqs:SendMessage (back where it came from)")?;
             sqs.delete_message()
                 .queue_url(&dlq)
                 .receipt_handle(&l.receipt_handle)
@@ -318,50 +365,45 @@ fn listing(letters: &[DeadLetter]) -> String {
 
 pub async fn run(global: &GlobalArgs, args: &DlqArgs, printer: &Printer) -> anyhow::Result<u8> {
     let c = crate::contain::connect(global, args.config.as_ref()).await?;
-    let events_queue = crate::deployment::events_queue(&c.name);
-    match args.command {
+    let homes = Homes::for_prefix(&c.name);
+    let yes = match args.command {
         None => {
-            let (letters, _) = redrive(
-                &c.security,
-                &c.deployment.dead_letter_queue,
-                &events_queue,
-                false,
-            )
-            .await?;
+            let (letters, _) =
+                redrive(&c.security, &c.deployment.dead_letter_queue, &homes, false).await?;
             printer.result(&letters, || listing(&letters));
+            return Ok(exit::SUCCESS);
         }
-        Some(DlqCommand::Redrive { yes }) => {
-            let (letters, done) = redrive(
-                &c.security,
-                &c.deployment.dead_letter_queue,
-                &events_queue,
-                yes,
+        Some(DlqCommand::Redrive { yes }) => yes,
+    };
+    let (letters, done) =
+        redrive(&c.security, &c.deployment.dead_letter_queue, &homes, yes).await?;
+    printer.result(&done, || {
+        let back = letters.iter().filter(|l| homes.of(l.kind).is_some()).count();
+        let mut t = if yes {
+            format!(
+                "sent back to {} and {}: {} (each is acted on once)\n",
+                homes.events,
+                homes.sweep,
+                done.sent.len()
             )
-            .await?;
-            printer.result(&done, || {
-                let events = letters.iter().filter(|l| l.kind == Kind::Event).count();
-                let mut t = if yes {
-                    format!(
-                        "events sent back to {events_queue}: {} (each is acted on once)\n",
-                        done.sent.len()
-                    )
-                } else {
-                    format!("events that would be sent back to {events_queue}: {events} (add --yes to send them)\n")
-                };
-                let kept: Vec<DeadLetter> = done
-                    .kept
-                    .iter()
-                    .filter(|l| yes || l.kind != Kind::Event)
-                    .cloned()
-                    .collect();
-                if !kept.is_empty() {
-                    let _ = writeln!(t, "kept in the dead-letter queue:");
-                    t.push_str(&listing(&kept));
-                }
-                t
-            });
+        } else {
+            format!(
+                "events and sweep places that would be sent back to {} and {}: {back} (add --yes to send them)\n",
+                homes.events, homes.sweep
+            )
+        };
+        let kept: Vec<DeadLetter> = done
+            .kept
+            .iter()
+            .filter(|l| yes || homes.of(l.kind).is_none())
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            let _ = writeln!(t, "kept in the dead-letter queue:");
+            t.push_str(&listing(&kept));
         }
-    }
+        t
+    });
     Ok(exit::SUCCESS)
 }
 
@@ -385,6 +427,7 @@ mod tests {
 
     const DLQ: &str = "https://sqs.us-east-1.amazonaws.com/222233334444/quell-responder-dlq";
     const EVENTS: &str = "https://sqs.us-east-1.amazonaws.com/222233334444/quell-events";
+    const SWEEP: &str = "https://sqs.us-east-1.amazonaws.com/222233334444/quell-sweep";
 
     fn event() -> Value {
         json!({"version": "0", "id": "ev-7", "detail-type": "AWS API Call via CloudTrail",
@@ -396,6 +439,10 @@ mod tests {
     fn failed() -> Value {
         json!({"source": "quell", "event": "failed", "record": {"key": "req-9",
             "entity": "arn:aws:iam::111122223333:user/mallory", "error": "iam:AttachUserPolicy: AccessDenied"}})
+    }
+
+    fn place() -> Value {
+        json!({"version": "1", "sweep": "req-5", "account": "111122223333", "region": "eu-west-1"})
     }
 
     fn timer() -> Value {
@@ -455,18 +502,23 @@ mod tests {
         assert_eq!(kind, Kind::Request);
         assert!(next.contains("--request-id req-4"));
 
+        let (kind, about, _, next) = classify(&place().to_string(), &none);
+        assert_eq!(kind, Kind::SweepPlace);
+        assert_eq!(about, "111122223333 in eu-west-1 of sweep req-5");
+        assert!(next.contains("sweep queue"), "{next}");
+
         let (kind, about, _, next) = classify("not json at all", &none);
         assert_eq!(kind, Kind::Unknown);
         assert_eq!(about, "not json at all");
         assert!(next.contains("left where it is"));
     }
 
-    /// The dead-letter queue as SQS keeps it: (id, body, visible, deleted); and what reached the
-    /// events queue.
+    /// The dead-letter queue as SQS keeps it: (id, body, visible, deleted); and what was sent
+    /// where: (queue URL, body).
     #[derive(Default)]
     struct Queues {
         dlq: Vec<(String, String, bool, bool)>,
-        sent_to_events: Vec<String>,
+        sent: Vec<(String, String)>,
     }
 
     fn double(q: &Arc<Mutex<Queues>>) -> Double {
@@ -532,15 +584,10 @@ mod tests {
         let send = {
             let q = q.clone();
             mock!(aws_sdk_sqs::Client::send_message).then_compute_output(move |req| {
-                assert_eq!(
-                    req.queue_url(),
-                    Some(EVENTS),
-                    "only the events queue is written"
-                );
-                q.lock()
-                    .unwrap()
-                    .sent_to_events
-                    .push(req.message_body().unwrap_or_default().to_owned());
+                q.lock().unwrap().sent.push((
+                    req.queue_url().unwrap_or_default().to_owned(),
+                    req.message_body().unwrap_or_default().to_owned(),
+                ));
                 SendMessageOutput::builder().message_id("new").build()
             })
         };
@@ -572,11 +619,12 @@ mod tests {
                 ("m-event", event()),
                 ("m-failed", failed()),
                 ("m-timer", timer()),
+                ("m-place", place()),
             ]
             .into_iter()
             .map(|(id, body)| (id.to_owned(), body.to_string(), true, false))
             .collect(),
-            sent_to_events: Vec::new(),
+            sent: Vec::new(),
         }))
     }
 
@@ -584,15 +632,24 @@ mod tests {
     async fn listing_reads_every_message_and_leaves_each_where_it_was() {
         let q = dead_letters();
         let (letters, done) = double::scope(double(&q), async {
-            redrive(&security(), "quell-responder-dlq", "quell-events", false).await
+            redrive(
+                &security(),
+                "quell-responder-dlq",
+                &Homes::for_prefix("quell"),
+                false,
+            )
+            .await
         })
         .await
         .unwrap();
         let kinds: Vec<Kind> = letters.iter().map(|l| l.kind).collect();
-        assert_eq!(kinds, [Kind::Event, Kind::Failed, Kind::RunTimer]);
+        assert_eq!(
+            kinds,
+            [Kind::Event, Kind::Failed, Kind::RunTimer, Kind::SweepPlace]
+        );
         assert!(done.sent.is_empty());
         let q = q.lock().unwrap();
-        assert!(q.sent_to_events.is_empty());
+        assert!(q.sent.is_empty());
         assert!(
             q.dlq
                 .iter()
@@ -602,24 +659,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_redrive_sends_only_the_events_back_once_and_keeps_the_rest() {
+    async fn a_redrive_sends_events_and_places_back_where_they_came_from_once_and_keeps_the_rest() {
         let q = dead_letters();
         let (_, done) = double::scope(double(&q), async {
-            redrive(&security(), "quell-responder-dlq", "quell-events", true).await
+            redrive(
+                &security(),
+                "quell-responder-dlq",
+                &Homes::for_prefix("quell"),
+                true,
+            )
+            .await
         })
         .await
         .unwrap();
-        assert_eq!(done.sent, ["m-event"]);
+        assert_eq!(done.sent, ["m-event", "m-place"]);
         let kept: Vec<Kind> = done.kept.iter().map(|l| l.kind).collect();
         assert_eq!(kept, [Kind::Failed, Kind::RunTimer]);
         let q = q.lock().unwrap();
         assert_eq!(
-            q.sent_to_events,
-            [event().to_string()],
-            "the event, unchanged, once"
+            q.sent,
+            [
+                (EVENTS.to_owned(), event().to_string()),
+                (SWEEP.to_owned(), place().to_string())
+            ],
+            "each unchanged, once, to the queue it came from"
         );
         for (id, _, visible, deleted) in &q.dlq {
-            if id == "m-event" {
+            if id == "m-event" || id == "m-place" {
                 assert!(*deleted, "sent back, then deleted");
             } else {
                 assert!(*visible && !*deleted, "{id} stays, visible");

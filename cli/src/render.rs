@@ -176,6 +176,7 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
         "isolation_visibility_timeout": config.responder.timeout_seconds * 6,
         "config_rules_list": CONFIG_RULES,
         "sweep_schedule": config.sweep.schedule,
+        "sweep_concurrency": config.sweep.concurrency,
         "regions_json": serde_json::to_string(&config.all_regions())?,
         "playbooks_json": serde_json::to_string(&config.playbook_settings())?.replace('\'', "''"),
         "authorization_json": serde_json::to_string(&authorization)?.replace('\'', "''"),

@@ -77,31 +77,50 @@ pub async fn run(
 
     let mut report = Report::default();
     if args.release_all {
-        for record in &contained {
-            let arn = record.entity.as_deref().unwrap_or_default();
-            let outcome = contain::send(
-                global,
-                &Request {
-                    arn,
-                    reason: "released by quell uninstall --release-all",
-                    request_id: None,
-                    action: Action::Release,
-                    options: Options::default(),
-                    yes: true,
-                    config: Some(&args.config),
-                    timeout: 300,
-                },
-                printer,
-            )
-            .await?;
-            if outcome.record.status != Status::Succeeded {
-                anyhow::bail!(
-                    "releasing {arn} ended {}: {}; nothing was uninstalled. Fix it (quell history {arn}), then run uninstall again",
-                    outcome.record.status.as_str(),
-                    outcome.record.error.as_deref().unwrap_or("see the ledger")
-                );
+        // Every release at once: the responder works on them side by side, and a large
+        // organization's containments are not released one wait after another.
+        let requests: Vec<Request> = contained
+            .iter()
+            .map(|record| Request {
+                arn: record.entity.as_deref().unwrap_or_default(),
+                reason: "released by quell uninstall --release-all",
+                request_id: None,
+                action: Action::Release,
+                options: Options::default(),
+                yes: true,
+                config: Some(&args.config),
+                timeout: 300,
+            })
+            .collect();
+        let outcomes =
+            contain::send_all(global, Some(&args.config), &requests, "releases", printer).await?;
+        let mut unreleased = Vec::new();
+        for (request, outcome) in requests.iter().zip(&outcomes) {
+            match outcome {
+                Some(o) if o.record.status == Status::Succeeded => {
+                    report.released.push(request.arn.to_owned());
+                }
+                Some(o) => unreleased.push(format!(
+                    "{} ended {}: {}",
+                    request.arn,
+                    o.record.status.as_str(),
+                    o.record
+                        .error
+                        .as_deref()
+                        .or(o.record.rejection.as_ref().map(|r| r.message.as_str()))
+                        .unwrap_or("see the ledger")
+                )),
+                None => unreleased.push(format!("{} has no outcome after 300 s", request.arn)),
             }
-            report.released.push(arn.to_owned());
+        }
+        if !unreleased.is_empty() {
+            anyhow::bail!(
+                "{} of {} releases did not succeed, so nothing was uninstalled ({} released): {}. Fix them (`quell history ARN`), then run uninstall again",
+                unreleased.len(),
+                requests.len(),
+                report.released.len(),
+                unreleased.join("; ")
+            );
         }
     } else {
         for record in &contained {

@@ -195,6 +195,18 @@ pub struct IsolationMessage {
     pub request_id: String,
 }
 
+/// One account and Region of a sweep, put on the sweep queue by the invocation that took the
+/// sweep. It names the sweep and the place, nothing else: what to do there (options, who asked)
+/// is read from the sweep's own record, and only a place that record lists is swept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepPlaceMessage {
+    pub version: String,
+    pub sweep: String,
+    pub account: String,
+    pub region: String,
+}
+
 /// An authenticated request that failed for a reason that may pass, sent by the responder to its
 /// own queue to be tried again. Only the responder may send to that queue (its policy), so the
 /// message needs no ExternalId, and carries none: nothing that holds it ever holds the secret.

@@ -29,6 +29,9 @@ pub struct QueueDelivery {
     pub body: String,
     /// The unique id of the principal that sent the message, stamped by SQS (`SenderId`).
     pub sender_id: Option<String>,
+    /// How many times SQS has handed this message out, this time included
+    /// (`ApproximateReceiveCount`); 1 when absent.
+    pub receive_count: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +82,11 @@ pub fn parse(payload: Value) -> Result<Vec<Delivery>, ResponderError> {
                         queue_arn: r.event_source_arn.unwrap_or_default(),
                         body: r.body.unwrap_or_default(),
                         sender_id: r.attributes.get("SenderId").cloned(),
+                        receive_count: r
+                            .attributes
+                            .get("ApproximateReceiveCount")
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(1),
                     })
                 })
                 .collect())

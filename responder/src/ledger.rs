@@ -159,6 +159,69 @@ pub struct Record {
     /// A run of a declared playbook: where it stands, pinned to its playbook's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Box<quell_playbook::run::Run>>,
+    /// A sweep: the places it covers, fixed when they were queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_plan: Option<SweepPlan>,
+}
+
+/// The places of one sweep: every account as the organization listed it when the sweep began,
+/// in every Region. A place is known by its index, `account * regions + region`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepPlan {
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl SweepPlan {
+    pub fn total(&self) -> usize {
+        self.accounts.len() * self.regions.len()
+    }
+
+    /// Every place, in index order.
+    pub fn places(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.accounts
+            .iter()
+            .flat_map(move |a| self.regions.iter().map(move |r| (a.as_str(), r.as_str())))
+    }
+
+    /// The place's index, when the plan covers it.
+    pub fn index_of(&self, account: &str, region: &str) -> Option<usize> {
+        let a = self.accounts.iter().position(|x| x == account)?;
+        let r = self.regions.iter().position(|x| x == region)?;
+        Some(a * self.regions.len() + r)
+    }
+
+    /// The place at `index`.
+    pub fn place(&self, index: usize) -> Option<(&str, &str)> {
+        let n = self.regions.len();
+        let account = self.accounts.get(index.checked_div(n)?)?;
+        Some((account.as_str(), self.regions[index % n].as_str()))
+    }
+}
+
+/// The key of one place's record within a sweep.
+pub fn place_key(sweep: &str, account: &str, region: &str) -> String {
+    format!("{sweep}/{account}/{region}")
+}
+
+/// Prefix of a sweep's tally: an item of its own beside the sweep's record, which each place
+/// counts into once, atomically, however many invocations finish places at the same moment.
+pub const TALLY_PREFIX: &str = "tally:";
+
+/// What the places of a sweep came to, counted once per place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Places counted, and of those, places that could not be swept.
+    pub done: u64,
+    pub failed: u64,
+    /// Groups open to the world on a sensitive port, and of those, fixed.
+    pub open_found: u64,
+    pub open_fixed: u64,
+    /// Public buckets, public or unencrypted snapshots, and of those, fixed.
+    pub exposed_found: u64,
+    pub exposed_fixed: u64,
+    /// Indexes of the places that could not be swept (`SweepPlan::place`).
+    pub failed_places: Vec<usize>,
 }
 
 impl Record {
@@ -191,6 +254,7 @@ impl Record {
             releases: None,
             audit_failures: Vec::new(),
             run: None,
+            sweep_plan: None,
         }
     }
 
@@ -531,6 +595,125 @@ impl Ledger {
         })
     }
 
+    /// Counts the place at `index` into the sweep's tally with what it found, unless it was
+    /// counted already (a place delivered again after its count): the tally either way.
+    pub async fn count_place(
+        &self,
+        sweep: &str,
+        index: usize,
+        place: &Tally,
+    ) -> Result<Tally, CallError> {
+        let number = |n: u64| AttributeValue::N(n.to_string());
+        let index_set = AttributeValue::Ns(vec![index.to_string()]);
+        let mut adds = vec![
+            "counted :place",
+            "done :one",
+            "failed :failed",
+            "open_found :open_found",
+            "open_fixed :open_fixed",
+            "exposed_found :exposed_found",
+            "exposed_fixed :exposed_fixed",
+        ];
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(
+                "request_id",
+                AttributeValue::S(format!("{TALLY_PREFIX}{sweep}")),
+            )
+            .condition_expression("attribute_not_exists(counted) OR NOT contains(counted, :index)")
+            .expression_attribute_values(":index", AttributeValue::N(index.to_string()))
+            .expression_attribute_values(":place", index_set.clone())
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":failed", number(place.failed))
+            .expression_attribute_values(":open_found", number(place.open_found))
+            .expression_attribute_values(":open_fixed", number(place.open_fixed))
+            .expression_attribute_values(":exposed_found", number(place.exposed_found))
+            .expression_attribute_values(":exposed_fixed", number(place.exposed_fixed))
+            // Kept a month after the sweep: its record holds the summary for good.
+            .expression_attribute_values(":expires", ttl(Utc::now() + Duration::days(30)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        if place.failed > 0 {
+            adds.push("failed_places :place");
+        }
+        update = update.update_expression(format!(
+            "ADD {} SET {EXPIRES_ATTRIBUTE} = :expires",
+            adds.join(", ")
+        ));
+        match update.send().await.described("dynamodb:UpdateItem (tally)") {
+            Ok(out) => Ok(out.attributes().map(tally_of).unwrap_or_default()),
+            Err(e) if e.is_code("ConditionalCheckFailedException") => {
+                Ok(self.tally(sweep).await?.unwrap_or_default())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The sweep's tally so far, if any place was counted.
+    pub async fn tally(&self, sweep: &str) -> Result<Option<Tally>, CallError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                "request_id",
+                AttributeValue::S(format!("{TALLY_PREFIX}{sweep}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .described("dynamodb:GetItem (tally)")?;
+        Ok(out.item().map(tally_of))
+    }
+
+    /// The records under `keys` that exist, in no particular order (a sweep's places).
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Record>, CallError> {
+        let mut records = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut wanted: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|k| HashMap::from([("request_id".to_owned(), AttributeValue::S(k.clone()))]))
+                .collect();
+            // DynamoDB may hand back part of a batch (UnprocessedKeys): asked again until none is left.
+            for _ in 0..8 {
+                if wanted.is_empty() {
+                    break;
+                }
+                let keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| CallError {
+                        call: "dynamodb:BatchGetItem".into(),
+                        failure: AwsFailure {
+                            code: None,
+                            message: e.to_string(),
+                        },
+                    })?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .described("dynamodb:BatchGetItem")?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    records.push(decode(item)?);
+                }
+                if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    wanted = left.keys().to_vec();
+                }
+            }
+        }
+        Ok(records)
+    }
+
     /// Writes the record as it is now (the claimant is the only writer of its request).
     pub async fn save(&self, record: &Record) -> Result<(), CallError> {
         self.put(record, Condition::None).await
@@ -617,6 +800,30 @@ fn encode(record: &Record) -> Result<HashMap<String, AttributeValue>, CallError>
         item.insert("entity".to_owned(), AttributeValue::S(entity.clone()));
     }
     Ok(item)
+}
+
+fn tally_of(item: &HashMap<String, AttributeValue>) -> Tally {
+    let number = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut failed_places: Vec<usize> = item
+        .get("failed_places")
+        .and_then(|v| v.as_ns().ok())
+        .map(|ns| ns.iter().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    failed_places.sort_unstable();
+    Tally {
+        done: number("done"),
+        failed: number("failed"),
+        open_found: number("open_found"),
+        open_fixed: number("open_fixed"),
+        exposed_found: number("exposed_found"),
+        exposed_fixed: number("exposed_fixed"),
+        failed_places,
+    }
 }
 
 fn decode(item: &HashMap<String, AttributeValue>) -> Result<Record, CallError> {

@@ -61,10 +61,14 @@ pub const OPERATIONS: &[Operation] = &[
     // The security account: ledger, audit, queues, secret, findings, sessions, requesters.
     op("dynamodb:GetItem", Execution),
     op("dynamodb:PutItem", Execution),
+    // A sweep's tally, counted into by each place.
+    op("dynamodb:UpdateItem", Execution),
     op("dynamodb:Query", Execution),
     op("dynamodb:DeleteItem", Execution),
     op("sns:Publish", Execution),
     op("sqs:SendMessage", Execution),
+    // A sweep's places, ten to a call.
+    op_as("sqs:SendMessageBatch", "sqs:SendMessage", Execution),
     // A run's waits beyond 15 minutes, delivered as the timer role the responder passes.
     op("scheduler:CreateSchedule", Execution),
     op_as("scheduler:CreateSchedule", "iam:PassRole", Execution),
@@ -391,7 +395,12 @@ pub const CLI_OPERATIONS: &[(&str, CliAs, &str)] = &[
     (
         "dynamodb:GetItem",
         Operator,
-        "contain, release, approve, deny, sweep (the outcome)",
+        "contain, release, approve, deny, sweep (the outcome; a sweep's progress)",
+    ),
+    (
+        "dynamodb:BatchGetItem",
+        Operator,
+        "sweep (each place's record)",
     ),
     (
         "sqs:GetQueueUrl",

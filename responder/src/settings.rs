@@ -40,6 +40,10 @@ pub struct Settings {
     pub step_concurrency: usize,
     /// Queue the central bus's remediation rule delivers to (an event source of the function).
     pub events_queue_arn: Option<String>,
+    /// Queue of a sweep's places, one message per account x Region (an event source of the
+    /// function, at most `sweep.concurrency` at once).
+    pub sweep_queue_url: String,
+    pub sweep_queue_arn: String,
     pub playbooks: PlaybookSettings,
     /// `s3://BUCKET/declared-playbooks/SHA256.json`: the declared playbooks (`runs::document`).
     pub declared_playbooks: Option<String>,
@@ -156,6 +160,8 @@ impl Settings {
                     )
                 })?,
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
+            sweep_queue_url: need("QUELL_SWEEP_QUEUE_URL")?,
+            sweep_queue_arn: need("QUELL_SWEEP_QUEUE_ARN")?,
             declared_playbooks: get("QUELL_DECLARED_PLAYBOOKS").filter(|v| !v.trim().is_empty()),
             webhooks: match get("QUELL_WEBHOOKS") {
                 Some(json) if !json.trim().is_empty() => serde_json::from_str(&json).map_err(|e| {

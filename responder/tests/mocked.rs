@@ -151,6 +151,14 @@ fn settings_with(extra: &[(&str, &str)]) -> Settings {
             "arn:aws:sqs:us-east-1:222233334444:quell-responder-dlq",
         ),
         ("QUELL_TIMER_GROUP", "quell-timers"),
+        (
+            "QUELL_SWEEP_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/222233334444/quell-sweep",
+        ),
+        (
+            "QUELL_SWEEP_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:222233334444:quell-sweep",
+        ),
         ("QUELL_FUNCTION_TIMEOUT_SECONDS", "120"),
         (
             "QUELL_TIMER_ROLE_ARN",

@@ -14,6 +14,7 @@ mod permissions;
 mod remediate;
 mod storage;
 mod support;
+mod sweep;
 mod upgrade;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         cli::online(),
         remediate::tests(),
         storage::tests(),
+        sweep::tests(),
         declared::tests(),
         delivery::tests(),
         // It ends with an uninstall and a fresh install.

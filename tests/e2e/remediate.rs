@@ -400,21 +400,17 @@ async fn a_malformed_event_and_a_vanished_group_are_refused_with_no_write(
     Ok(())
 }
 
-/// The sweep's step for one account and Region.
+/// The step of one account and Region, in that place's own record.
 fn place<'a>(sweep: &'a Value, account: &str, region: &str) -> Result<&'a Value> {
-    sweep["record"]["steps"]
+    let key = format!(
+        "{}/{account}/{region}",
+        sweep["request_id"].as_str().unwrap_or("?")
+    );
+    sweep["places"]
         .as_array()
-        .and_then(|steps| {
-            steps
-                .iter()
-                .find(|st| st["name"] == format!("sweep {account} {region}"))
-        })
-        .with_context(|| {
-            format!(
-                "the sweep covered {account} {region}: {}",
-                sweep["record"]["steps"]
-            )
-        })
+        .and_then(|places| places.iter().find(|p| p["key"] == key.as_str()))
+        .and_then(|p| p["steps"].as_array()?.last())
+        .with_context(|| format!("the sweep covered {account} {region}: {}", sweep["places"]))
 }
 
 fn exposed_outcome<'a>(step: &'a Value, snapshot: &str) -> Option<&'a str> {
@@ -522,7 +518,18 @@ async fn the_sweep_finds_what_no_event_reported_and_fixes_it_unless_dry_run(
         !crate::storage::snapshot_is_public(&s, &account, SECOND, &snapshot).await?,
         "read back private"
     );
-    let places = swept["record"]["steps"].as_array().map_or(0, Vec::len);
+    let places = swept["places"].as_array().map_or(0, Vec::len);
     ensure!(places == 8, "4 accounts x 2 Regions swept, got {places}");
+    // The sweep's own record sums its places up from their tally: what was fixed is counted.
+    let summary = swept["record"]["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|st| st["name"] == "places"))
+        .context("the sweep's summary step")?;
+    ensure!(summary["new"]["done"] == 8, "{summary}");
+    ensure!(summary["new"]["failed"] == 0, "{summary}");
+    ensure!(
+        summary["new"]["open_fixed"].as_u64() >= Some(1),
+        "the fixed group is counted: {summary}"
+    );
     Ok(())
 }

@@ -219,14 +219,10 @@ struct Wiring {
     deployment: Deployment,
     queue_url: String,
     subscription_arn: String,
-    /// The responder's own delayed queue (EC2 phase 2), which AWS delivers through an event source mapping.
-    isolation_queue_url: String,
-    isolation_queue_arn: String,
-    /// Where the central bus's remediation rule puts events (an event source mapping on AWS).
-    events_queue_url: String,
-    events_queue_arn: String,
-    /// The per-kind request queues (URL, ARN), each an event source mapping on AWS.
-    request_queues: Vec<(String, String)>,
+    /// Every queue that is an event source mapping of the function on AWS (URL, ARN): the
+    /// responder's own delayed queue (EC2 phase 2, timers), the events queue the central bus's
+    /// remediation rule feeds, the sweep queue and the per-kind request queues.
+    mapped_queues: Vec<(String, String)>,
     function: FunctionSpec,
 }
 
@@ -286,12 +282,12 @@ impl Wiring {
                 .cloned()
                 .with_context(|| format!("the security stack has no {key} output"))
         };
-        let (isolation_queue_url, isolation_queue_arn) =
-            queue(output("IsolationQueueName")?).await?;
-        let (events_queue_url, events_queue_arn) = queue(output("EventsQueueName")?).await?;
-        let mut request_queues = Vec::new();
+        let mut mapped_queues = Vec::new();
+        for name in ["IsolationQueueName", "EventsQueueName", "SweepQueueName"] {
+            mapped_queues.push(queue(output(name)?).await?);
+        }
         for channel in quell_responder::authorization::Channel::ALL {
-            request_queues.push(queue(channel.queue_name(&config.name)).await?);
+            mapped_queues.push(queue(channel.queue_name(&config.name)).await?);
         }
         let f = aws_sdk_lambda::Client::new(&security)
             .get_function_configuration()
@@ -333,11 +329,7 @@ impl Wiring {
             deployment,
             queue_url,
             subscription_arn,
-            isolation_queue_url,
-            isolation_queue_arn,
-            events_queue_url,
-            events_queue_arn,
-            request_queues,
+            mapped_queues,
             function,
         }))
     }
@@ -350,7 +342,7 @@ async fn serve_once(
     state: &SandboxState,
 ) -> anyhow::Result<()> {
     // Every queue at once: a long poll on one must not hold up the others.
-    let (sns, isolation, events) = tokio::join!(
+    let (sns, mapped) = tokio::join!(
         // SNS invokes asynchronously: what fails every try goes where the function's
         // configuration says, or is dropped, as Lambda does.
         deliver(
@@ -368,46 +360,19 @@ async fn serve_once(
         ),
         // The queues stand in for event source mappings, whose redrive policies end in the
         // dead-letter queue.
-        deliver(
-            w,
-            runtime,
-            sessions,
-            state,
-            &w.isolation_queue_url,
-            OnFailure::Redrive,
-            |m| {
-                Ok(sqs_lambda_event(
-                    m,
-                    &w.isolation_queue_arn,
-                    &w.function.region,
-                ))
-            }
-        ),
-        deliver(
-            w,
-            runtime,
-            sessions,
-            state,
-            &w.events_queue_url,
-            OnFailure::Redrive,
-            |m| { Ok(sqs_lambda_event(m, &w.events_queue_arn, &w.function.region)) }
-        )
+        futures::future::join_all(w.mapped_queues.iter().map(|(url, arn)| {
+            deliver(
+                w,
+                runtime,
+                sessions,
+                state,
+                url,
+                OnFailure::Redrive,
+                move |m| Ok(sqs_lambda_event(m, arn, &w.function.region)),
+            )
+        }))
     );
-    let requests = futures::future::join_all(w.request_queues.iter().map(|(url, arn)| {
-        deliver(
-            w,
-            runtime,
-            sessions,
-            state,
-            url,
-            OnFailure::Redrive,
-            move |m| Ok(sqs_lambda_event(m, arn, &w.function.region)),
-        )
-    }))
-    .await;
-    requests
-        .into_iter()
-        .fold(sns.and(isolation).and(events), Result::and)
+    mapped.into_iter().fold(sns, Result::and)
 }
 
 /// What becomes of a message the function failed on every try.
@@ -442,6 +407,9 @@ async fn deliver(
         .queue_url(queue)
         .max_number_of_messages(10)
         .wait_time_seconds(1)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
         .send()
         .await
         .described("sqs:ReceiveMessage")?;
@@ -497,9 +465,27 @@ async fn deliver_one(
         message = message.message_id().unwrap_or_default(),
         "delivering to the responder"
     );
-    let event = event_for(message)?;
+    let mut event = event_for(message)?;
+    let received: u32 = message
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
     let mut last_error = None;
     for attempt in 1..=3 {
+        // Each try is a receive of its own on AWS: the function sees the count go up, as it
+        // would there (a sweep's place counts itself as not swept on its last).
+        if let Some(attributes) = event
+            .pointer_mut("/Records/0/attributes")
+            .and_then(Value::as_object_mut)
+        {
+            attributes.insert(
+                "ApproximateReceiveCount".into(),
+                json!((received + attempt - 1).to_string()),
+            );
+        }
         runtime
             .ensure_function(&w.function, &w.security, sessions, state)
             .await?;

@@ -65,7 +65,7 @@ impl Responder {
                 ResponderError::Aws(format!("cannot read {key} from the ledger: {e}"))
             })?;
         if let Some(run) = target.clone().filter(|r| r.run.is_some()) {
-            return self.decide_declared(d, message, &mut request, run).await;
+            return Box::pin(self.decide_declared(d, message, &mut request, run)).await;
         }
         let Some(mut target) = target.filter(|r| r.action == Action::Remediate) else {
             let why = format!(

@@ -14,6 +14,7 @@ mod requests;
 mod run_sources;
 mod runs;
 mod sweep;
+mod sweep_place;
 
 use aws_config::{Region, SdkConfig};
 use chrono::Utc;
@@ -229,6 +230,9 @@ impl Responder {
     async fn handle_queued(&self, q: &QueueDelivery) -> Result<Vec<Outcome>, ResponderError> {
         if self.settings.events_queue_arn.as_deref() == Some(q.queue_arn.as_str()) {
             return Box::pin(self.remediate(q)).await;
+        }
+        if q.queue_arn == self.settings.sweep_queue_arn {
+            return Ok(vec![Box::pin(self.sweep_place_delivery(q)).await?]);
         }
         Ok(vec![match self.channel_of(q) {
             Some(channel) => Box::pin(self.handle_queued_request(q, channel)).await?,

@@ -1,102 +1,48 @@
-//! The organization-wide sweep: the same playbook over every target account x Region, a bounded
-//! number at once, for what events missed. One ledger record per sweep, one step per place, with
-//! every group found, fixed or left alone and why.
+//! The organization-wide sweep, for what events missed. No invocation walks the organization:
+//! the one that takes a sweep lists the target accounts, records them as the sweep's plan and
+//! queues one message per account x Region on the sweep queue. Invocations take the places,
+//! `sweep.concurrency` at once (the queue's event source mapping), each under a record of its
+//! own (`sweep_place`). Each place counts itself into the sweep's tally once, atomically, and
+//! whichever place completes the count writes the sweep's summary. A sweep of thousands of places
+//! therefore never depends on one invocation's 15 minutes, and a place that fails is tried again
+//! on its own.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::Utc;
 use futures::StreamExt;
-use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::remediate::Intent;
+use super::sweep_place::SweepRun;
 use super::{is_transient, Outcome, Responder};
 use crate::audit::AuditEvent;
-use crate::aws_error::CallError;
-use crate::contract::{Action, Options, SWEEP_ENTITY};
+use crate::aws_error::{AwsFailure, CallError, Described};
+use crate::contract::{Action, Options, SweepPlaceMessage, MESSAGE_VERSION, SWEEP_ENTITY};
 use crate::error::ResponderError;
-use crate::ledger::{Claim, Record, Status, Step, StepStatus};
-use crate::playbooks::event::{Resource, Source, Trigger};
-use crate::playbooks::exposure::Rule;
-use crate::playbooks::{bucket, security_group, snapshot, Mode, TagExemption};
+use crate::inbound::QueueDelivery;
+use crate::ledger::{place_key, Claim, Record, Status, Step, StepStatus, SweepPlan, Tally};
+use crate::playbooks::event::Source;
 
-/// What every place of one sweep shares.
-struct SweepRun<'a> {
-    key: &'a str,
-    message_id: &'a str,
-    options: &'a Options,
-    /// Buckets are global: each account's are swept once, in this Region's place.
-    bucket_region: Option<&'a str>,
-    /// What each bucket or snapshot found is recorded as coming from.
-    source: Source,
-    /// Only what is public (a verdict about public snapshots is not one about encryption).
-    public_only: bool,
-    /// Who asked for the sweep: what it leaves awaiting approval may not be approved by them.
-    caller: Option<&'a crate::authorization::Caller>,
-}
+/// How many times a place is tried: the sweep queue's `maxReceiveCount`. A place that still fails
+/// on its last try is counted as not swept, so that its sweep ends rather than waiting for a place
+/// the queue has given up on.
+pub const PLACE_ATTEMPTS: u32 = 3;
 
-/// Revoke calls in flight at once within one account and Region.
-const REVOKES_AT_ONCE: usize = 16;
+/// `SendMessageBatch` calls in flight at once when a sweep queues its places.
+const BATCHES_AT_ONCE: usize = 8;
 
-/// What the sweep did in one account and Region.
-#[derive(Debug, Serialize)]
-struct Place {
-    account: String,
-    region: String,
-    groups: usize,
-    open: Vec<OpenGroup>,
-    /// Snapshots in this place, and the account's buckets (swept in its first Region).
-    snapshots: usize,
-    buckets: usize,
-    /// Public buckets, public or unencrypted snapshots: each fixed under its own ledger record.
-    exposed: Vec<Exposed>,
-    error: Option<String>,
-    transient: bool,
-}
+/// Places not swept that the sweep's summary names; each has its own record either way.
+const FAILED_PLACES_NAMED: usize = 20;
 
-/// Each exposed resource in words, for the place's step.
-fn exposed_text(exposed: &[Exposed]) -> String {
-    use std::fmt::Write as _;
-    exposed.iter().fold(String::new(), |mut t, e| {
-        let _ = write!(t, "; {} ({}): {}", e.resource, e.problem, e.outcome);
-        t
-    })
-}
-
-impl Place {
-    fn new(account: String, region: String) -> Place {
-        Place {
-            account,
-            region,
-            groups: 0,
-            open: Vec::new(),
-            snapshots: 0,
-            buckets: 0,
-            exposed: Vec::new(),
-            error: None,
-            transient: false,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Exposed {
-    resource: String,
-    problem: String,
-    /// dry run, exempt: <why>, or the status of its own remediation record and what it says.
-    outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    record: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct OpenGroup {
-    group: String,
-    rules: Vec<Rule>,
-    /// fixed, exempt: <why>, notify, dry run, failed: <why>
-    outcome: String,
+fn ledger_error(what: &str) -> impl FnOnce(CallError) -> ResponderError + '_ {
+    move |e| ResponderError::Aws(format!("{what}: {e}"))
 }
 
 impl Responder {
-    /// Runs a sweep under `key` (a request id, or `sweep:<event id>` for the schedule).
+    /// Takes a sweep under `key` (a request id, or `sweep:<event id>` for the schedule): records
+    /// its plan and queues its places. The sweep is still in progress when this returns.
     pub(super) async fn sweep(
         &self,
         key: &str,
@@ -118,398 +64,467 @@ impl Responder {
         } else {
             "sweep: run the playbooks over every target account and Region".into()
         });
-        let mut record =
-            match self.ledger.claim(fresh, Utc::now()).await.map_err(|e| {
-                ResponderError::Aws(format!("cannot claim {key} in the ledger: {e}"))
-            })? {
-                Claim::Fresh(r) | Claim::Resumed(r) => r,
-                Claim::Busy(r) | Claim::Finished(r) => {
-                    return Ok(Outcome {
-                        key: key.to_owned(),
-                        status: r.status,
-                        code: Some("duplicate".into()),
-                        message: "this sweep is running or ran already".into(),
-                        transient: false,
-                    })
-                }
-            };
-        self.audit_or_log(AuditEvent::Started, &mut record).await;
-        let sweep = &self.settings.playbooks.sweep;
-        let accounts = match self.swept_accounts().await {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .finish_failed(
-                        &mut record,
-                        format!("cannot list the target accounts: {e}"),
-                        is_transient(&e),
-                    )
-                    .await
+        let claim = self
+            .ledger
+            .claim(fresh, Utc::now())
+            .await
+            .map_err(ledger_error(&format!("cannot claim {key} in the ledger")))?;
+        if let Some(held) = self.held_elsewhere(&claim, message_id) {
+            return Ok(held);
+        }
+        let mut record = match claim {
+            Claim::Fresh(r) | Claim::Resumed(r) => r,
+            Claim::Busy(r) | Claim::Finished(r) => {
+                return Ok(Outcome {
+                    key: key.to_owned(),
+                    status: r.status,
+                    code: Some("duplicate".into()),
+                    message: "this sweep is running or ran already".into(),
+                    transient: false,
+                })
             }
         };
-        let places: Vec<(String, String)> = accounts
-            .iter()
-            .flat_map(|a| sweep.regions.iter().map(move |r| (a.clone(), r.clone())))
-            .collect();
-        let run = SweepRun {
-            key,
-            message_id,
-            options,
-            source: Source::Sweep {
-                sweep: key.to_owned(),
-            },
-            public_only: false,
-            bucket_region: sweep.regions.first().map(String::as_str),
-            caller: Some(caller),
+        // A sweep taken up again keeps the places it began with: the count it ends on is theirs.
+        let plan = if let Some(plan) = record.sweep_plan.clone() {
+            plan
+        } else {
+            self.audit_or_log(AuditEvent::Started, &mut record).await;
+            let accounts = match self.swept_accounts().await {
+                Ok(a) => a,
+                Err(e) => {
+                    return self
+                        .finish_failed(
+                            &mut record,
+                            format!("cannot list the target accounts: {e}"),
+                            is_transient(&e),
+                        )
+                        .await
+                }
+            };
+            let plan = SweepPlan {
+                accounts,
+                regions: self.settings.playbooks.sweep.regions.clone(),
+            };
+            record.sweep_plan = Some(plan.clone());
+            record.updated_at = Utc::now();
+            self.ledger
+                .save(&record)
+                .await
+                .map_err(ledger_error("cannot record the sweep's places"))?;
+            plan
         };
-        let run = &run;
-        let results: Vec<Place> = futures::stream::iter(places)
-            .map(|(account, region)| async move { self.sweep_place(account, region, run).await })
-            .buffer_unordered(sweep.concurrency.max(1))
-            .collect()
-            .await;
-        let mut results = results;
-        results.sort_by(|a, b| (&a.account, &a.region).cmp(&(&b.account, &b.region)));
-        let now = Utc::now();
-        let (mut fixed, mut open, mut failed_places) = (0, 0, 0);
-        let (mut exposed, mut exposed_fixed) = (0, 0);
-        for p in &results {
-            exposed += p.exposed.len();
-            exposed_fixed += p
-                .exposed
-                .iter()
-                .filter(|e| e.outcome.starts_with("succeeded"))
-                .count();
-            open += p.open.len();
-            fixed += p.open.iter().filter(|g| g.outcome == "fixed").count();
-            failed_places += usize::from(p.error.is_some());
-            record.steps.push(Step {
-                name: format!("sweep {} {}", p.account, p.region),
-                status: if p.error.is_some() {
-                    StepStatus::Failed
-                } else if p.open.is_empty() {
-                    StepStatus::Skipped
-                } else {
-                    StepStatus::Done
-                },
-                detail: match &p.error {
-                    Some(e) => format!("not swept: {e}"),
-                    None => format!(
-                        "{} groups, {} open to the world on a sensitive port, {} fixed; {} snapshots, {} buckets, {} exposed{}",
-                        p.groups,
-                        p.open.len(),
-                        p.open.iter().filter(|g| g.outcome == "fixed").count(),
-                        p.snapshots,
-                        p.buckets,
-                        p.exposed.len(),
-                        exposed_text(&p.exposed)
-                    ),
-                },
-                prior: json!({"groups": p.groups, "snapshots": p.snapshots, "buckets": p.buckets}),
-                new: json!({"open_groups": p.open, "exposed": p.exposed}),
-                started_at: now,
-                finished_at: now,
+        let total = plan.total();
+        if total == 0 {
+            self.finish_sweep(key, &plan, &Tally::default()).await?;
+            return Ok(Outcome {
+                key: key.to_owned(),
+                status: Status::Succeeded,
+                code: None,
+                message: "no target account to sweep".into(),
+                transient: false,
             });
         }
-        let summary = format!(
-            "{} accounts x Regions swept: {open} open groups found, {fixed} fixed; {exposed} public or unencrypted buckets and snapshots found, {exposed_fixed} fixed; {failed_places} places not swept",
-            results.len()
-        );
-        if failed_places > 0 {
-            let transient = results
-                .iter()
-                .filter(|p| p.error.is_some())
-                .all(|p| p.transient);
-            return self.finish_failed(&mut record, summary, transient).await;
+        let started = Utc::now();
+        if let Err(e) = self.queue_places(key, &plan).await {
+            return self
+                .finish_failed(
+                    &mut record,
+                    format!("cannot queue the sweep's places: {e}"),
+                    is_transient(&e),
+                )
+                .await;
         }
-        record.reason = Some(format!(
-            "{}; {summary}",
-            record.reason.clone().unwrap_or_default()
-        ));
-        record.status = Status::Succeeded;
-        record.finished_at = Some(Utc::now());
-        record.updated_at = Utc::now();
+        let seen = record.updated_at;
+        let now = Utc::now();
+        record.steps.push(Step {
+            name: "queue places".into(),
+            status: StepStatus::Done,
+            detail: format!(
+                "{total} places ({} accounts x {} Regions) queued, {} swept at once",
+                plan.accounts.len(),
+                plan.regions.len(),
+                self.settings.playbooks.sweep.concurrency
+            ),
+            prior: Value::Null,
+            new: json!({ "places": total }),
+            started_at: started,
+            finished_at: now,
+        });
+        record.updated_at = now;
+        // The places may all be done already: then the summary stands, and this step is left out.
         self.ledger
-            .save(&record)
+            .save_if_unchanged(&record, seen)
             .await
-            .map_err(|e| ResponderError::Aws(format!("cannot record the sweep: {e}")))?;
-        self.audit_or_log(AuditEvent::Succeeded, &mut record).await;
+            .map_err(ledger_error("cannot record the queued places"))?;
         Ok(Outcome {
             key: key.to_owned(),
-            status: Status::Succeeded,
-            code: None,
-            message: summary,
+            status: Status::InProgress,
+            code: Some("queued".into()),
+            message: format!(
+                "{total} places queued; each is swept under its own record, and this sweep's record sums them up when the last is done"
+            ),
             transient: false,
         })
     }
 
-    /// The accounts the sweep covers: `sweep.accounts`, and those under `sweep.organizational_units`
-    /// and their child OUs, as the organization lists them now.
-    pub(super) async fn swept_accounts(&self) -> Result<Vec<String>, CallError> {
-        let sweep = &self.settings.playbooks.sweep;
-        let ids = self.ids_for_calls().await?;
-        self.membership
-            .accounts_under(
-                &self.sessions,
-                &self.member_clients,
-                &ids.role_external_id,
-                &sweep.organizational_units,
-                &sweep.accounts,
-            )
-            .await
-    }
-
-    /// One account and Region's resources of `kind`, each fixed under its own record (a Config
-    /// rule that judges a whole account points here).
-    pub(super) async fn check_place(
-        &self,
-        message_id: &str,
-        event_id: &str,
-        account: String,
-        region: String,
-        kind: &str,
-        source: Source,
-    ) -> Outcome {
-        let key = format!("check-{event_id}");
-        let options = Options {
-            only: vec![kind.to_owned()],
-            ..Options::default()
-        };
-        let run = SweepRun {
-            key: &key,
-            message_id,
-            options: &options,
-            bucket_region: None,
-            source,
-            public_only: true,
-            caller: None,
-        };
-        let mut place = Place::new(account, region);
-        let checked = self.sweep_storage(&mut place, &run).await;
-        let (status, message, transient) = match checked {
-            Ok(()) => (
-                if place.exposed.is_empty() {
-                    Status::Skipped
-                } else {
-                    Status::Succeeded
-                },
-                format!(
-                    "{} {} in {} {}: {} exposed{}",
-                    place.snapshots,
-                    kind,
-                    place.account,
-                    place.region,
-                    place.exposed.len(),
-                    exposed_text(&place.exposed)
-                ),
-                false,
-            ),
-            Err(e) => (Status::Failed, e.to_string(), is_transient(&e)),
-        };
-        Outcome {
-            key,
-            status,
-            code: None,
-            message,
-            transient,
-        }
-    }
-
-    async fn sweep_place(&self, account: String, region: String, run: &SweepRun<'_>) -> Place {
-        let mut place = Place::new(account, region);
-        let groups = if run.options.sweeps("security_group") {
-            self.sweep_into(&mut place, run.options.dry_run).await
-        } else {
-            Ok(())
-        };
-        let swept = match groups {
-            Ok(()) => self.sweep_storage(&mut place, run).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = swept {
-            place.transient = is_transient(&e);
-            place.error = Some(e.to_string());
-        }
-        place
-    }
-
-    /// Snapshots of the place and, in the account's first Region, its buckets: what is exposed is
-    /// fixed through the same per-resource playbook an event runs, each with its own record.
-    async fn sweep_storage(&self, place: &mut Place, run: &SweepRun<'_>) -> Result<(), CallError> {
-        let partition = super::remediate::partition_of(&place.region);
-        let clients = self
-            .session_in(partition, &place.account, Some(&place.region))
-            .await?;
-        let mut found: Vec<(Resource, String, String)> = Vec::new();
-        let snapshots = if run.options.sweeps("ebs_snapshot") {
-            snapshot::scan(&clients.ec2).await?
-        } else {
-            Vec::new()
-        };
-        place.snapshots = snapshots.len();
-        for s in snapshots {
-            let mut problems = Vec::new();
-            if s.public {
-                problems.push("restorable by everyone");
-            }
-            if !s.encrypted && !run.public_only {
-                problems.push("unencrypted");
-            }
-            if !problems.is_empty() {
-                found.push((
-                    Resource::Snapshot {
-                        snapshot_id: s.id.clone(),
-                    },
-                    place.region.clone(),
-                    problems.join(", "),
-                ));
-            }
-        }
-        if run.options.sweeps("s3_bucket") && run.bucket_region == Some(place.region.as_str()) {
-            let names = bucket::list(&clients.s3).await?;
-            place.buckets = names.len();
-            for name in names {
-                let Some(b) = bucket::read(&clients.s3, &name, &place.account).await? else {
-                    continue;
-                };
-                let exposure = b.exposure();
-                if exposure.is_public() {
-                    found.push((
-                        Resource::Bucket { name },
-                        b.region.clone(),
-                        exposure.describe(),
-                    ));
-                }
-            }
-        }
-        let account_exempt = self.account_exemption(&place.account).await?;
-        for (resource, region, problem) in found {
-            let label = format!("{} {}", resource.kind(), resource.id());
-            let (outcome, record) = if let Some(why) = &account_exempt {
-                (why.clone(), None)
-            } else if run.options.dry_run {
-                ("dry run".to_owned(), None)
-            } else {
-                let trigger = Trigger {
-                    event_id: run.key.to_owned(),
-                    account: place.account.clone(),
-                    region,
-                    resource,
-                    source: run.source.clone(),
-                };
-                match Box::pin(self.remediate_one(
-                    run.message_id,
-                    &trigger,
-                    Intent::Found,
-                    run.caller,
-                ))
-                .await
-                {
-                    Ok(o) => (format!("{}: {}", o.status.as_str(), o.message), Some(o.key)),
-                    Err(e) => (format!("failed: {e}"), None),
-                }
-            };
-            place.exposed.push(Exposed {
-                resource: label,
-                problem,
-                outcome,
-                record,
-            });
-        }
-        Ok(())
-    }
-
-    async fn sweep_into(&self, place: &mut Place, dry_run: bool) -> Result<(), CallError> {
-        let playbooks = &self.settings.playbooks;
-        let settings = &playbooks.open_security_group;
-        let exemptions = &playbooks.exemptions;
-        let partition = super::remediate::partition_of(&place.region);
-        let clients = self
-            .session_in(partition, &place.account, Some(&place.region))
-            .await?;
-        let (groups, count) = security_group::scan(&clients.ec2, &exemptions.tag).await?;
-        place.groups = count;
-        let account_exempt = self.account_exemption(&place.account).await?;
-        let mut to_fix: Vec<usize> = Vec::new();
-        let mut own: Option<std::collections::HashSet<String>> = None;
-        for g in groups {
-            let rules = g.offending(&settings.ports);
-            if rules.is_empty() {
-                continue;
-            }
-            // Read only where something is open: most places have no open group at all.
-            if own.is_none() {
-                own = Some(
-                    security_group::quell_untracked(&clients.ec2, &self.settings.name_prefix)
-                        .await?,
-                );
-            }
-            if own.as_ref().is_some_and(|o| o.contains(&g.id)) {
-                place.open.push(OpenGroup {
-                    group: g.id,
-                    rules,
-                    outcome: "Quell's own untracked containment group (verified by name, tag and exact rules), left alone".to_owned(),
-                });
-                continue;
-            }
-            let tag_exempt = match exemptions.for_tags(&g.tags) {
-                TagExemption::Exempt(why) => Some(why),
-                TagExemption::None | TagExemption::Unexplained => None,
-            };
-            let outcome = if let Some(why) = account_exempt.clone().or(tag_exempt) {
-                why
-            } else if dry_run {
-                "dry run".to_owned()
-            } else if settings.mode == Mode::Notify {
-                "notify".to_owned()
-            } else {
-                to_fix.push(place.open.len());
-                "fixing".to_owned()
-            };
-            place.open.push(OpenGroup {
-                group: g.id,
-                rules,
-                outcome,
-            });
-        }
-        // One revoke per group, a few at once: a place with hundreds of open groups is the case
-        // the sweep exists for.
-        let ec2 = &clients.ec2;
-        let revoked: Vec<(usize, Result<(), CallError>)> = futures::stream::iter(to_fix)
-            .map(|i| {
-                let g = &place.open[i];
-                async move { (i, security_group::revoke(ec2, &g.group, &g.rules).await) }
+    /// One message per place, in batches of ten, a few batches at once.
+    async fn queue_places(&self, key: &str, plan: &SweepPlan) -> Result<(), CallError> {
+        let bodies: Vec<String> = plan
+            .places()
+            .map(|(account, region)| {
+                json!(SweepPlaceMessage {
+                    version: MESSAGE_VERSION.into(),
+                    sweep: key.to_owned(),
+                    account: account.to_owned(),
+                    region: region.to_owned(),
+                })
+                .to_string()
             })
-            .buffer_unordered(REVOKES_AT_ONCE)
+            .collect();
+        let sent: Vec<Result<(), CallError>> = futures::stream::iter(bodies.chunks(10))
+            .map(|batch| self.send_places(batch))
+            .buffer_unordered(BATCHES_AT_ONCE)
             .collect()
             .await;
-        for (i, result) in revoked {
-            place.open[i].outcome = match result {
-                Ok(()) => "fixed".to_owned(),
-                Err(e) => format!("failed: {e}"),
-            };
-        }
-        // Read back what was fixed: nothing is reported fixed that was not seen fixed.
-        let fixed: Vec<&mut OpenGroup> = place
-            .open
-            .iter_mut()
-            .filter(|g| g.outcome == "fixed")
-            .collect();
-        if !fixed.is_empty() {
-            let (after, _) = security_group::ingress_by_group(&clients.ec2).await?;
-            for g in fixed {
-                let still: Vec<&Rule> = after
-                    .get(&g.group)
-                    .map(|rules| crate::playbooks::exposure::offending(rules, &settings.ports))
-                    .unwrap_or_default();
-                if !still.is_empty() {
-                    g.outcome = format!(
-                        "failed: still open after the revoke ({} rules)",
-                        still.len()
-                    );
-                }
+        sent.into_iter().collect()
+    }
+
+    /// SQS may take part of a batch and fail the rest: what failed is sent again, twice at most.
+    async fn send_places(&self, bodies: &[String]) -> Result<(), CallError> {
+        let mut left: Vec<usize> = (0..bodies.len()).collect();
+        let mut why = String::new();
+        for _ in 0..3 {
+            let entries = left
+                .iter()
+                .map(|&i| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(&bodies[i])
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CallError {
+                    call: "sqs:SendMessageBatch".into(),
+                    failure: AwsFailure {
+                        code: None,
+                        message: e.to_string(),
+                    },
+                })?;
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.settings.sweep_queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .described("sqs:SendMessageBatch")?;
+            let failed: HashSet<&str> = out
+                .failed()
+                .iter()
+                .map(aws_sdk_sqs::types::BatchResultErrorEntry::id)
+                .collect();
+            if let Some(f) = out.failed().first() {
+                why = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+            }
+            left.retain(|i| failed.contains(i.to_string().as_str()));
+            if left.is_empty() {
+                return Ok(());
             }
         }
-        Ok(())
+        Err(CallError {
+            call: "sqs:SendMessageBatch".into(),
+            failure: AwsFailure {
+                code: Some("Quell.PlacesNotQueued".into()),
+                message: format!(
+                    "{} of {} places not taken by the sweep queue after three tries ({why})",
+                    left.len(),
+                    bodies.len()
+                ),
+            },
+        })
     }
+
+    /// One place of a sweep, from the sweep queue. The message only names the sweep and the
+    /// place: what to do there, and for whom, is read from the sweep's record, and a place its
+    /// plan does not list is not swept.
+    pub(super) async fn sweep_place_delivery(
+        &self,
+        q: &QueueDelivery,
+    ) -> Result<Outcome, ResponderError> {
+        let ignore = |message: String| {
+            tracing::warn!(message_id = %q.message_id, %message, "sweep queue message ignored");
+            Ok(Outcome {
+                key: format!("queue:{}", q.message_id),
+                status: Status::Rejected,
+                code: Some("ignored".into()),
+                message,
+                transient: false,
+            })
+        };
+        let m = match serde_json::from_str::<SweepPlaceMessage>(&q.body) {
+            Ok(m) if m.version == MESSAGE_VERSION => m,
+            _ => return ignore("not a place of a sweep".into()),
+        };
+        let parent = self
+            .ledger
+            .get(&m.sweep)
+            .await
+            .map_err(ledger_error(&format!("cannot read sweep {}", m.sweep)))?;
+        let Some(parent) = parent.filter(|p| p.action == Action::Sweep) else {
+            return ignore(format!("no sweep {} in the ledger", m.sweep));
+        };
+        let Some(plan) = parent.sweep_plan.as_ref() else {
+            return ignore(format!("sweep {} has recorded no places", m.sweep));
+        };
+        let Some(index) = plan.index_of(&m.account, &m.region) else {
+            return ignore(format!(
+                "{} in {} is not a place of sweep {}",
+                m.account, m.region, m.sweep
+            ));
+        };
+        let key = place_key(&parent.key, &m.account, &m.region);
+        let mut fresh = Record::new(key.clone(), Utc::now(), &q.message_id);
+        fresh.request_id = Some(parent.key.clone());
+        fresh.action = Action::Sweep;
+        fresh.options = parent.options.clone();
+        fresh.entity_kind = Some("sweep place".into());
+        fresh.account = Some(m.account.clone());
+        fresh.requester.clone_from(&parent.requester);
+        fresh.caller.clone_from(&parent.caller);
+        fresh.reason = Some(format!(
+            "sweep {}: {} in {}",
+            parent.key, m.account, m.region
+        ));
+        let claim = self
+            .ledger
+            .claim(fresh, Utc::now())
+            .await
+            .map_err(ledger_error(&format!("cannot claim {key} in the ledger")))?;
+        if let Some(held) = self.held_elsewhere(&claim, &q.message_id) {
+            return Ok(held);
+        }
+        let mut record = match claim {
+            Claim::Fresh(r) | Claim::Resumed(r) => r,
+            // Swept before: counted again, which counts it once (the delivery may have ended
+            // between the record and the count).
+            Claim::Finished(r) => return self.count_place(&parent, index, &r).await,
+            Claim::Busy(r) => {
+                return Ok(Outcome {
+                    key: r.key,
+                    status: r.status,
+                    code: Some("duplicate".into()),
+                    message: "another delivery is sweeping this place".into(),
+                    transient: false,
+                })
+            }
+        };
+        let started = Utc::now();
+        let run = SweepRun {
+            key: &parent.key,
+            message_id: &q.message_id,
+            options: &parent.options,
+            bucket_region: plan.regions.first().map(String::as_str),
+            source: Source::Sweep {
+                sweep: parent.key.clone(),
+            },
+            public_only: false,
+            caller: parent.caller.as_ref(),
+        };
+        let place = self
+            .sweep_place(m.account.clone(), m.region.clone(), &run)
+            .await;
+        let step = place.step(started);
+        let now = Utc::now();
+        record.updated_at = now;
+        record.error.clone_from(&place.error);
+        record.status = match (&place.error, step.status) {
+            (Some(_), _) => Status::Failed,
+            (None, StepStatus::Skipped) => Status::Skipped,
+            (None, _) => Status::Succeeded,
+        };
+        let detail = step.detail.clone();
+        record.steps.push(step);
+        if place.error.is_some() && place.transient && q.receive_count < PLACE_ATTEMPTS {
+            self.ledger
+                .save(&record)
+                .await
+                .map_err(ledger_error("cannot record the place"))?;
+            return Ok(Outcome {
+                key,
+                status: Status::Failed,
+                code: None,
+                message: format!("{detail}; tried again"),
+                transient: true,
+            });
+        }
+        record.finished_at = Some(now);
+        self.ledger
+            .save(&record)
+            .await
+            .map_err(ledger_error("cannot record the place"))?;
+        self.count_place(&parent, index, &record).await
+    }
+
+    /// Counts a place that ended into its sweep, and sums the sweep up when it was the last.
+    async fn count_place(
+        &self,
+        parent: &Record,
+        index: usize,
+        place: &Record,
+    ) -> Result<Outcome, ResponderError> {
+        let tally = self
+            .ledger
+            .count_place(&parent.key, index, &tally_of(place))
+            .await
+            .map_err(ledger_error(&format!(
+                "cannot count {} into its sweep",
+                place.key
+            )))?;
+        if let Some(plan) = &parent.sweep_plan {
+            if tally.done >= plan.total() as u64 {
+                self.finish_sweep(&parent.key, plan, &tally).await?;
+            }
+        }
+        Ok(Outcome {
+            key: place.key.clone(),
+            status: place.status,
+            code: None,
+            message: place
+                .steps
+                .last()
+                .map(|s| s.detail.clone())
+                .unwrap_or_default(),
+            transient: false,
+        })
+    }
+
+    /// Writes the sweep's summary from its tally, once: a sweep no longer in progress is left as
+    /// it is.
+    async fn finish_sweep(
+        &self,
+        key: &str,
+        plan: &SweepPlan,
+        tally: &Tally,
+    ) -> Result<(), ResponderError> {
+        for _ in 0..3 {
+            let Some(mut record) = self
+                .ledger
+                .get(key)
+                .await
+                .map_err(ledger_error(&format!("cannot read sweep {key}")))?
+            else {
+                return Ok(());
+            };
+            if record.status != Status::InProgress {
+                return Ok(());
+            }
+            let seen = record.updated_at;
+            let summary = summary(plan, tally);
+            let failed = tally.failed > 0;
+            let now = Utc::now();
+            record.steps.push(Step {
+                name: "places".into(),
+                status: if failed {
+                    StepStatus::Failed
+                } else {
+                    StepStatus::Done
+                },
+                detail: summary.clone(),
+                prior: Value::Null,
+                new: json!(tally),
+                started_at: record.received_at,
+                finished_at: now,
+            });
+            record.status = if failed {
+                Status::Failed
+            } else {
+                Status::Succeeded
+            };
+            if failed {
+                record.error = Some(summary);
+            } else {
+                record.reason = Some(format!(
+                    "{}; {summary}",
+                    record.reason.clone().unwrap_or_default()
+                ));
+            }
+            record.finished_at = Some(now);
+            record.updated_at = now;
+            let saved = self
+                .ledger
+                .save_if_unchanged(&record, seen)
+                .await
+                .map_err(ledger_error("cannot record the sweep's summary"))?;
+            if saved {
+                if failed {
+                    self.audit_or_log(AuditEvent::Failed, &mut record).await;
+                    self.dead_letter(&record).await;
+                } else {
+                    self.audit_or_log(AuditEvent::Succeeded, &mut record).await;
+                }
+                return Ok(());
+            }
+        }
+        Err(ResponderError::Aws(format!(
+            "sweep {key} changed under three attempts to sum it up; the place is delivered again and sums it up then"
+        )))
+    }
+}
+
+/// What one place's record adds to its sweep's tally (its last step says what it found).
+fn tally_of(place: &Record) -> Tally {
+    let new = place.steps.last().map(|s| &s.new);
+    let list = |k: &str| {
+        new.and_then(|n| n[k].as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let count = |k: &str, ended: fn(&str) -> bool| {
+        list(k)
+            .iter()
+            .filter(|e| e["outcome"].as_str().is_some_and(ended))
+            .count() as u64
+    };
+    Tally {
+        done: 1,
+        failed: u64::from(place.status == Status::Failed),
+        open_found: list("open_groups").len() as u64,
+        open_fixed: count("open_groups", |o| o == "fixed"),
+        exposed_found: list("exposed").len() as u64,
+        exposed_fixed: count("exposed", |o| o.starts_with("succeeded")),
+        failed_places: Vec::new(),
+    }
+}
+
+fn summary(plan: &SweepPlan, t: &Tally) -> String {
+    let mut text = format!(
+        "{} places ({} accounts x {} Regions) swept: {} open groups found, {} fixed; {} public or unencrypted buckets and snapshots found, {} fixed; {} places not swept",
+        plan.total(),
+        plan.accounts.len(),
+        plan.regions.len(),
+        t.open_found,
+        t.open_fixed,
+        t.exposed_found,
+        t.exposed_fixed,
+        t.failed
+    );
+    if !t.failed_places.is_empty() {
+        let named: Vec<String> = t
+            .failed_places
+            .iter()
+            .take(FAILED_PLACES_NAMED)
+            .filter_map(|&i| plan.place(i))
+            .map(|(a, r)| format!("{a} {r}"))
+            .collect();
+        let _ = write!(text, ": {}", named.join(", "));
+        if t.failed_places.len() > FAILED_PLACES_NAMED {
+            let _ = write!(
+                text,
+                " and {} more",
+                t.failed_places.len() - FAILED_PLACES_NAMED
+            );
+        }
+        text.push_str(" (each place's record says why)");
+    }
+    text
 }
