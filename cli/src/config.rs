@@ -252,6 +252,11 @@ pub struct ResponderConfig {
     /// the account's other functions do.
     #[serde(default)]
     pub reserved_concurrency: Option<u32>,
+    /// How long one try of one AWS call may take before it is abandoned and tried again (the
+    /// SDK sets no such limit: a connection that stops answering would hold the invocation
+    /// until the function's timeout). Three tries, with backoff, make the call's own limit.
+    #[serde(default = "call_timeout")]
+    pub call_timeout_seconds: u32,
 }
 
 impl Default for ResponderConfig {
@@ -263,6 +268,7 @@ impl Default for ResponderConfig {
             log_retention_days: retention(),
             events_concurrency: events_concurrency(),
             reserved_concurrency: None,
+            call_timeout_seconds: call_timeout(),
         }
     }
 }
@@ -287,6 +293,9 @@ fn arm64() -> Architecture {
 }
 fn events_concurrency() -> u32 {
     5
+}
+fn call_timeout() -> u32 {
+    10
 }
 fn memory() -> u32 {
     256
@@ -647,6 +656,17 @@ impl Config {
                 ));
             }
         }
+        // Three tries must fit well inside the function's own timeout.
+        let most = (r.timeout_seconds / 4).clamp(1, 60);
+        if !(1..=most).contains(&r.call_timeout_seconds) {
+            return Err(err(
+                "responder.call_timeout_seconds".into(),
+                format!(
+                    "{} does not leave three tries of a call inside the function's timeout of {} s; expected 1 to {most}",
+                    r.call_timeout_seconds, r.timeout_seconds
+                ),
+            ));
+        }
         if !RETENTIONS.contains(&r.log_retention_days) {
             return Err(err(
                 "responder.log_retention_days".into(),
@@ -918,6 +938,12 @@ targets:
         assert_eq!(e.key, "operation_preferences.max_concurrent_percentage");
         let e = parse(&format!("{GOOD}responder:\n  memory_mb: 64\n")).unwrap_err();
         assert_eq!(e.key, "responder.memory_mb");
+        let e = parse(&format!(
+            "{GOOD}responder:\n  timeout_seconds: 30\n  call_timeout_seconds: 10\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "responder.call_timeout_seconds");
+        assert!(e.problem.contains("expected 1 to 7"), "{}", e.problem);
         let e = parse(&format!("{GOOD}responder:\n  events_concurrency: 1\n")).unwrap_err();
         assert_eq!(e.key, "responder.events_concurrency");
         let e = parse(&format!(

@@ -167,6 +167,7 @@ pub fn render_all(config: &Config) -> anyhow::Result<Rendered> {
             "log_retention_days": config.responder.log_retention_days,
             "events_concurrency": config.responder.events_concurrency,
             "reserved_concurrency": config.responder.reserved_concurrency,
+            "call_timeout_seconds": config.responder.call_timeout_seconds,
         },
         // Inside a single-quoted YAML scalar: quotes are doubled.
         "protected_principals_json": serde_json::to_string(&config.protected_principals)?.replace('\'', "''"),

@@ -328,11 +328,25 @@ impl Ledger {
     /// Takes ownership of a request, or says who has it.
     pub async fn claim(&self, fresh: Record, now: DateTime<Utc>) -> Result<Claim, CallError> {
         // Two rounds at most: a lost race for a fresh key or for a resume is settled by reading again.
+        // A write whose answer was lost (the connection cut after DynamoDB made it) fails its
+        // condition when the SDK tries it again: reading back exactly what was written says the
+        // claim is this caller's, not another's.
+        let mut written: Option<Claim> = None;
         for _ in 0..2 {
-            let Some(existing) = self.get(&fresh.key).await? else {
+            let existing = self.get(&fresh.key).await?;
+            match (&written, &existing) {
+                (Some(Claim::Fresh(mine) | Claim::Resumed(mine)), Some(found)) if mine == found => {
+                    return Ok(written.expect("matched"));
+                }
+                _ => {}
+            }
+            let Some(existing) = existing else {
                 match self.put(&fresh, Condition::Absent).await {
                     Ok(()) => return Ok(Claim::Fresh(fresh)),
-                    Err(e) if e.is_code("ConditionalCheckFailedException") => continue,
+                    Err(e) if e.is_code("ConditionalCheckFailedException") => {
+                        written = Some(Claim::Fresh(fresh.clone()));
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             };
@@ -360,15 +374,21 @@ impl Ledger {
                         .await
                     {
                         Ok(()) => return Ok(Claim::Resumed(resumed)),
-                        // Someone else resumed it first: read again.
-                        Err(e) if e.is_code("ConditionalCheckFailedException") => {}
+                        // Someone else resumed it first, or this write's answer was lost: read again.
+                        Err(e) if e.is_code("ConditionalCheckFailedException") => {
+                            written = Some(Claim::Resumed(resumed));
+                        }
                         Err(e) => return Err(e),
                     }
                 }
             }
         }
         let existing = self.get(&fresh.key).await?;
-        Ok(existing.map_or(Claim::Fresh(fresh), Claim::Busy))
+        match (written, existing) {
+            (Some(Claim::Fresh(mine)), Some(found)) if mine == found => Ok(Claim::Fresh(found)),
+            (Some(Claim::Resumed(mine)), Some(found)) if mine == found => Ok(Claim::Resumed(found)),
+            (_, existing) => Ok(existing.map_or(Claim::Fresh(fresh), Claim::Busy)),
+        }
     }
 
     /// Every record about `entity`, newest first.
@@ -729,7 +749,10 @@ impl Ledger {
     ) -> Result<bool, CallError> {
         match self.put(record, Condition::UpdatedAt(seen)).await {
             Ok(()) => Ok(true),
-            Err(e) if e.is_code("ConditionalCheckFailedException") => Ok(false),
+            // This very write, made but its answer lost and the SDK's retry refused, or another's.
+            Err(e) if e.is_code("ConditionalCheckFailedException") => {
+                Ok(self.get(&record.key).await?.as_ref() == Some(record))
+            }
             Err(e) => Err(e),
         }
     }

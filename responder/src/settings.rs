@@ -35,6 +35,8 @@ pub struct Settings {
     pub timer_role_arn: String,
     /// The function's timeout: how long a claim in the ledger holds (`Ledger::with_function_timeout`).
     pub function_timeout_seconds: u32,
+    /// How long one try of an AWS call may take (`responder.call_timeout_seconds`).
+    pub call_timeout_seconds: u32,
     /// How many steps of one containment run at once; 0 means all of them. 1 is gentler on API
     /// rate limits, and is what the benchmark compares against.
     pub step_concurrency: usize,
@@ -67,6 +69,9 @@ pub struct Settings {
     /// its host removes; only the host sets this, and requests are then recorded as unverified.
     pub requests_may_lack_sender_id: bool,
 }
+
+/// One try of an AWS call, when the function's configuration does not say.
+pub const DEFAULT_CALL_TIMEOUT_SECONDS: u32 = 10;
 
 /// Set by the sandbox host alone: moto's SQS has no real `SenderId`.
 pub const SANDBOX_REQUESTS_WITHOUT_SENDER_ID: &str = "QUELL_SANDBOX_REQUESTS_WITHOUT_SENDER_ID";
@@ -159,6 +164,14 @@ impl Settings {
                             .into(),
                     )
                 })?,
+            call_timeout_seconds: match get("QUELL_CALL_TIMEOUT_SECONDS") {
+                None => DEFAULT_CALL_TIMEOUT_SECONDS,
+                Some(v) => v.parse().ok().filter(|s| (1..=60).contains(s)).ok_or_else(|| {
+                    ResponderError::Settings(
+                        "QUELL_CALL_TIMEOUT_SECONDS must be 1 to 60 seconds".into(),
+                    )
+                })?,
+            },
             events_queue_arn: get("QUELL_EVENTS_QUEUE_ARN").filter(|v| !v.trim().is_empty()),
             sweep_queue_url: need("QUELL_SWEEP_QUEUE_URL")?,
             sweep_queue_arn: need("QUELL_SWEEP_QUEUE_ARN")?,

@@ -9,8 +9,10 @@ mod contain;
 mod declared;
 mod delivery;
 mod entities;
+mod faults;
 mod install;
 mod permissions;
+mod proxy;
 mod remediate;
 mod storage;
 mod support;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         sweep::tests(),
         declared::tests(),
         delivery::tests(),
+        faults::tests(),
         // It ends with an uninstall and a fresh install.
         upgrade::tests(),
         // Last: what the responder called in all of the above.

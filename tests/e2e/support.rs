@@ -120,7 +120,13 @@ impl Sandbox {
 
     /// Runs `quell` against this sandbox.
     pub fn quell(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
+        self.command(args).output().expect("quell runs")
+    }
+
+    /// `quell` with `args`, against this sandbox, to start.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
             .args(args)
             .env("QUELL_HOME", self.home.path())
             // Anything quell writes next to where it runs (a ledger export) stays in the sandbox.
@@ -128,9 +134,8 @@ impl Sandbox {
             .env("QUELL_VENV", &self.venv)
             .env("NO_COLOR", "1")
             // Every operation each run called, for `permissions`, the last test.
-            .env("QUELL_CALL_LOG", self.home.path().join("cli-calls.log"))
-            .output()
-            .expect("quell runs")
+            .env("QUELL_CALL_LOG", self.home.path().join("cli-calls.log"));
+        command
     }
 
     /// Runs `quell` and fails with its output unless it exits 0.

@@ -663,6 +663,8 @@ struct Runtime {
 struct Running {
     child: tokio::process::Child,
     spec: FunctionSpec,
+    /// Where the function's SDK sends its calls (see [`responder_endpoint`]).
+    endpoint: String,
     started: Instant,
     queue: mpsc::Sender<Invocation>,
     server: tokio::task::JoinHandle<()>,
@@ -680,6 +682,20 @@ struct ApiState {
     waiting: Waiting,
     /// When the process was started, until its first request for work: its cold start.
     cold_start: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// A file in the sandbox's directory that, when present, names where the function's AWS calls
+/// go instead of the sandbox itself: the test suite's fault-injecting proxy, which adds AWS-like
+/// latency, throttling, errors and dropped connections in front of it. Read before every
+/// invocation; the function is restarted when it changes.
+pub const RESPONDER_ENDPOINT_FILE: &str = "responder-endpoint";
+
+fn responder_endpoint(state: &SandboxState) -> String {
+    std::fs::read_to_string(sandbox_dir().join(RESPONDER_ENDPOINT_FILE))
+        .ok()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| state.endpoint.clone())
 }
 
 /// Assumed credentials last an hour in the sandbox: restart the function well before.
@@ -736,10 +752,15 @@ impl Runtime {
         sessions: &Sessions,
         state: &SandboxState,
     ) -> anyhow::Result<()> {
+        let endpoint = responder_endpoint(state);
         let mut process = self.process.lock().await;
         if let Some(running) = process.as_mut() {
             let exited = running.child.try_wait()?.is_some();
-            if !exited && running.spec == *spec && running.started.elapsed() < CREDENTIAL_LIFETIME {
+            if !exited
+                && running.spec == *spec
+                && running.endpoint == endpoint
+                && running.started.elapsed() < CREDENTIAL_LIFETIME
+            {
                 return Ok(());
             }
             let _ = running.child.kill().await;
@@ -789,7 +810,7 @@ impl Runtime {
                 creds.session_token().unwrap_or_default(),
             )
             // The one difference from AWS: the SDK inside the function talks to the sandbox.
-            .env("AWS_ENDPOINT_URL", &state.endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint)
             .env("_HANDLER", "bootstrap")
             .env(
                 "LAMBDA_TASK_ROOT",
@@ -820,6 +841,7 @@ impl Runtime {
         *process = Some(Running {
             child,
             spec: spec.clone(),
+            endpoint,
             started: Instant::now(),
             queue,
             server,

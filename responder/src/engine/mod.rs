@@ -145,6 +145,7 @@ impl Responder {
     pub async fn from_env() -> Result<Responder, ResponderError> {
         let settings = Settings::from_env()?;
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(call_timeouts(settings.call_timeout_seconds))
             .load()
             .await;
         Ok(Responder::new(&config, settings))
@@ -985,6 +986,18 @@ fn origin_of(s: &Settings) -> crate::playbooks::event::Origin {
 
 /// Throttling and service-side errors can pass; everything else (denied, not found, invalid) will
 /// fail the same way again.
+/// Every call's limits: the SDK has none by default, so a connection that stops answering would
+/// hold the invocation until the function's timeout. Each try gets `seconds`; the call as a whole
+/// its three tries and the backoff between them. Member sessions inherit them (`Sessions`).
+pub fn call_timeouts(seconds: u32) -> aws_config::timeout::TimeoutConfig {
+    let attempt = std::time::Duration::from_secs(u64::from(seconds));
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 3 + std::time::Duration::from_secs(5))
+        .build()
+}
+
 pub fn is_transient(e: &CallError) -> bool {
     match e.failure.code.as_deref() {
         None => true,
