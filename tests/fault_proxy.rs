@@ -52,6 +52,8 @@ struct Faults {
     services: Vec<String>,
     /// Only these calls (`ec2:RevokeSecurityGroupIngress`); all when empty.
     operations: Vec<String>,
+    /// Only calls signed for these Regions; all when empty.
+    regions: Vec<String>,
     /// Every call waits this long first, uniformly in [min, max] milliseconds.
     latency_ms: Option<(u64, u64)>,
     /// How long a `timeout` holds the call before it closes the connection.
@@ -67,6 +69,7 @@ impl Default for Faults {
             kinds: vec![Kind::Throttle, Kind::Error, Kind::Timeout, Kind::Drop],
             services: Vec::new(),
             operations: Vec::new(),
+            regions: Vec::new(),
             latency_ms: None,
             stall_ms: 2000,
             seed: None,
@@ -98,6 +101,7 @@ struct Proxy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Call {
     service: String,
+    region: String,
     operation: String,
     protocol: Protocol,
 }
@@ -118,17 +122,19 @@ enum Protocol {
 
 fn call_of(headers: &hyper::HeaderMap, method: &str, path: &str, body: &[u8]) -> Call {
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let service = header("authorization")
+    let scope: Vec<&str> = header("authorization")
         .split("Credential=")
         .nth(1)
-        .and_then(|c| c.split('/').nth(3))
-        .unwrap_or("unknown")
-        .to_owned();
+        .map(|c| c.split('/').collect())
+        .unwrap_or_default();
+    let service = scope.get(3).copied().unwrap_or("unknown").to_owned();
+    let region = scope.get(2).copied().unwrap_or("unknown").to_owned();
     let target = header("x-amz-target");
     if !target.is_empty() {
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
         return Call {
             service,
+            region,
             operation,
             protocol: Protocol::Json,
         };
@@ -145,6 +151,7 @@ fn call_of(headers: &hyper::HeaderMap, method: &str, path: &str, body: &[u8]) ->
         };
         return Call {
             service,
+            region,
             operation: action.to_owned(),
             protocol,
         };
@@ -157,6 +164,7 @@ fn call_of(headers: &hyper::HeaderMap, method: &str, path: &str, body: &[u8]) ->
     Call {
         operation: format!("{method} {}", path.split('?').next().unwrap_or(path)),
         service,
+        region,
         protocol,
     }
 }
@@ -224,6 +232,7 @@ impl Proxy {
             .latency_ms
             .map(|(lo, hi)| Duration::from_millis(rng.u64(lo.min(hi)..=hi.max(lo))));
         let chosen = (faults.services.is_empty() || faults.services.contains(&call.service))
+            && (faults.regions.is_empty() || faults.regions.contains(&call.region))
             && (faults.operations.is_empty()
                 || faults
                     .operations
@@ -481,6 +490,7 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let iam = Call {
             service: "iam".into(),
+            region: "us-east-1".into(),
             operation: "GetUser".into(),
             protocol: Protocol::Query,
         };

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::remediate::ledger_of;
-use crate::support::{Sandbox, HOME};
+use crate::proxy::FaultProxy;
+use crate::remediate::{ec2_rule, group_with, ingress, ledger_of};
+use crate::support::{Sandbox, HOME, SECOND};
 use crate::TestFn;
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
     crate::online![
         a_place_message_acts_only_on_a_place_its_sweep_lists_and_a_place_delivered_again_counts_once,
+        a_place_that_keeps_failing_is_counted_as_not_swept_on_its_last_try_and_the_others_are_fixed,
     ]
 }
 
@@ -122,6 +124,95 @@ async fn a_place_message_acts_only_on_a_place_its_sweep_lists_and_a_place_delive
     ensure!(
         ledger.tally("no-such-sweep").await?.is_none(),
         "nothing counted for a sweep that does not exist"
+    );
+    Ok(())
+}
+
+fn sweep_groups(s: &Sandbox) -> Result<(Option<i32>, Value)> {
+    let config = s.config_path();
+    let out = s.quell(&[
+        "--sandbox",
+        "--output",
+        "json",
+        "sweep",
+        "--yes",
+        "--only",
+        "security_group",
+        "--config",
+        config.to_str().unwrap_or_default(),
+    ]);
+    let report = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("quell sweep: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok((out.status.code(), report))
+}
+
+async fn a_place_that_keeps_failing_is_counted_as_not_swept_on_its_last_try_and_the_others_are_fixed(
+    s: Arc<Sandbox>,
+) -> Result<()> {
+    let account = s.members().into_iter().next().context("a member")?;
+    let ssh = vec![ec2_rule("tcp", 22, "0.0.0.0/0")];
+    let here = group_with(&s, &account, HOME, "sweep-fault", &[], ssh.clone()).await?;
+    let there = group_with(&s, &account, SECOND, "sweep-fault", &[], ssh).await?;
+    // EC2 in the second Region fails every call: its places cannot be swept.
+    let proxy = FaultProxy::route_responder(&s)?;
+    proxy
+        .set(&json!({"rate": 1.0, "services": ["ec2"], "regions": [SECOND], "kinds": ["error"]}))
+        .await?;
+    let (code, report) = sweep_groups(&s)?;
+    drop(proxy);
+    ensure!(
+        code == Some(4) && report["status"] == "failed",
+        "{code:?}: {report}"
+    );
+    let summary = report["record"]["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|st| st["name"] == "places"))
+        .context("the summary")?;
+    let places = report["places"].as_array().cloned().unwrap_or_default();
+    let in_second = places
+        .iter()
+        .filter(|p| p["key"].as_str().is_some_and(|k| k.ends_with(SECOND)))
+        .count() as u64;
+    ensure!(
+        summary["new"]["done"] == places.len() as u64 && summary["new"]["failed"] == in_second,
+        "every place counted, the second Region's as not swept: {summary}"
+    );
+    ensure!(
+        summary["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("{account} {SECOND}"))),
+        "the summary names the place: {summary}"
+    );
+    let key = format!(
+        "{}/{account}/{SECOND}",
+        report["request_id"].as_str().unwrap_or("?")
+    );
+    let failed = places
+        .iter()
+        .find(|p| p["key"] == key.as_str())
+        .context("the place's record")?;
+    ensure!(
+        failed["status"] == "failed" && failed["attempts"] == 3,
+        "tried three times, then counted: {failed}"
+    );
+    ensure!(
+        ingress(&s, &account, HOME, &here).await?.is_empty(),
+        "the place that could be swept was fixed"
+    );
+    ensure!(
+        ingress(&s, &account, SECOND, &there).await?.len() == 1,
+        "the place that could not was left as it was"
+    );
+
+    // The fault gone, the next sweep fixes what the last one could not.
+    let (code, report) = sweep_groups(&s)?;
+    ensure!(
+        code == Some(0) && report["status"] == "succeeded",
+        "{code:?}: {report}"
+    );
+    ensure!(
+        ingress(&s, &account, SECOND, &there).await?.is_empty(),
+        "fixed now"
     );
     Ok(())
 }
