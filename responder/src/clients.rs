@@ -4,10 +4,13 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use aws_config::SdkConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -22,6 +25,22 @@ use crate::permissions::RunsAs;
 pub struct CallCounter {
     count: Arc<AtomicUsize>,
     operations: Arc<Mutex<BTreeSet<String>>>,
+    /// Each try of each call, when it was sent and when it ended: what ran one after another
+    /// and what ran side by side (the time-to-contain benchmark reads it from the log).
+    timeline: Arc<Mutex<Vec<(String, Instant, Instant)>>>,
+}
+
+/// One try of one call in an invocation: `service:Operation`, and when it was sent and when it
+/// ended, in microseconds since the invocation began.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Span(pub String, pub u64, pub u64);
+
+/// When this try was sent (kept in the try's own configuration bag).
+#[derive(Debug, Clone, Copy)]
+struct SentAt(Instant);
+
+impl aws_smithy_types::config_bag::Storable for SentAt {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
 }
 
 impl CallCounter {
@@ -36,6 +55,24 @@ impl CallCounter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::take(&mut *seen).into_iter().collect()
+    }
+
+    /// The calls' tries since the last time, relative to `since`.
+    pub fn take_timeline(&self, since: Instant) -> Vec<Span> {
+        let mut spans = std::mem::take(
+            &mut *self
+                .timeline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        spans.sort_by_key(|(_, sent, _)| *sent);
+        let micros = |t: Instant| {
+            u64::try_from(t.saturating_duration_since(since).as_micros()).unwrap_or(u64::MAX)
+        };
+        spans
+            .into_iter()
+            .map(|(call, sent, ended)| Span(call, micros(sent), micros(ended)))
+            .collect()
     }
 
     /// The interceptor for clients that run as `runs_as`.
@@ -73,6 +110,26 @@ impl Intercept for Tally {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(format!("{call}@{}", self.runs_as.as_str()));
         }
+        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        _: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (Some(SentAt(sent)), Some(m)) = (cfg.load::<SentAt>().copied(), cfg.load::<Metadata>())
+        else {
+            return Ok(());
+        };
+        let call = crate::permissions::call_name(m.service(), m.name());
+        self.counter
+            .timeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((call, sent, Instant::now()));
         Ok(())
     }
 }

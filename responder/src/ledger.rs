@@ -331,7 +331,13 @@ impl Ledger {
         // A write whose answer was lost (the connection cut after DynamoDB made it) fails its
         // condition when the SDK tries it again: reading back exactly what was written says the
         // claim is this caller's, not another's.
-        let mut written: Option<Claim> = None;
+        // Most requests are new: written at once, and read only when the key is already taken.
+        match self.put(&fresh, Condition::Absent).await {
+            Ok(()) => return Ok(Claim::Fresh(fresh)),
+            Err(e) if e.is_code("ConditionalCheckFailedException") => {}
+            Err(e) => return Err(e),
+        }
+        let mut written: Option<Claim> = Some(Claim::Fresh(fresh.clone()));
         for _ in 0..2 {
             let existing = self.get(&fresh.key).await?;
             match (&written, &existing) {

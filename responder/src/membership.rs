@@ -1,8 +1,10 @@
 //! "Is this account in our organization?", asked of AWS Organizations through a read-only role in
-//! the management account. Accounts that join later are recognised at once; positive answers are
-//! cached for the life of the execution environment.
+//! the management account. Accounts that join later are recognised at once; a positive answer is
+//! kept for a few minutes, so a warm containment asks nothing before it acts, and an account that
+//! left the organization is refused within minutes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
@@ -12,14 +14,18 @@ use crate::sessions::Sessions;
 #[derive(Debug)]
 pub struct Membership {
     reader_role_arn: String,
-    known: Mutex<HashSet<String>>,
+    /// Accounts AWS Organizations said were members, and when it said so.
+    known: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a member account is taken to still be one without asking again.
+pub const MEMBERSHIP_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 impl Membership {
     pub fn new(reader_role_arn: &str) -> Membership {
         Membership {
             reader_role_arn: reader_role_arn.to_owned(),
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
@@ -30,7 +36,13 @@ impl Membership {
         external_id: &str,
         account: &str,
     ) -> Result<bool, CallError> {
-        if self.known.lock().await.contains(account) {
+        if self
+            .known
+            .lock()
+            .await
+            .get(account)
+            .is_some_and(|at| at.elapsed() < MEMBERSHIP_LIFETIME)
+        {
             return Ok(true);
         }
         let config = sessions
@@ -45,7 +57,10 @@ impl Membership {
             .described("organizations:DescribeAccount")
         {
             Ok(_) => {
-                self.known.lock().await.insert(account.to_owned());
+                self.known
+                    .lock()
+                    .await
+                    .insert(account.to_owned(), Instant::now());
                 Ok(true)
             }
             Err(e) if e.is_code("AccountNotFoundException") => Ok(false),

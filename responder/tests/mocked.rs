@@ -219,9 +219,11 @@ fn dynamodb(w: &Shared) -> aws_sdk_dynamodb::Client {
                 Some(other) => panic!("condition the fake does not know: {other}"),
             };
             if !allowed {
+                // With its code, as the SDK parses it from DynamoDB's answer.
                 return MockResponse::Error(PutItemError::ConditionalCheckFailedException(
                     aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
                         .message("condition")
+                        .meta(meta("ConditionalCheckFailedException"))
                         .build(),
                 ));
             }

@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 
 use super::{is_transient, refuse, Outcome, Refusal, Responder};
 use crate::audit::AuditEvent;
-use crate::aws_error::Described;
+use crate::aws_error::{CallError, Described};
 use crate::contract::{ContainmentMessage, IsolationMessage, RetryMessage, MESSAGE_VERSION};
 use crate::entities::{instance, StepOutcome, Target, SCHEDULE_ISOLATION};
 use crate::entity::Entity;
@@ -16,7 +16,9 @@ use crate::ledger::{Claim, Record, Status};
 const LOCK_MINUTES: i64 = 16;
 
 impl Responder {
-    /// Claims the request and the entity; `Err(outcome)` when either is someone else's.
+    /// Claims the request and the entity; `Err(outcome)` when either is someone else's. The
+    /// request's record and the entity's lock are written side by side: both are bookkeeping,
+    /// and nothing is done to the entity until both are this request's.
     pub(super) async fn claim(
         &self,
         d: &SnsDelivery,
@@ -25,7 +27,18 @@ impl Responder {
     ) -> Result<Result<Record, Outcome>, ResponderError> {
         let now = Utc::now();
         let fresh = Self::request_record(d, message, entity);
-        let claim = self.ledger.claim(fresh, now).await.map_err(|e| {
+        let wait = i64::from(self.settings.isolation_wait_seconds);
+        let entity_key = entity.to_string();
+        let (claim, holder) = tokio::join!(
+            self.ledger.claim(fresh, now),
+            self.ledger.lock(
+                &entity_key,
+                &message.request_id,
+                now,
+                now + Duration::minutes(LOCK_MINUTES) + Duration::seconds(wait),
+            )
+        );
+        let claim = claim.map_err(|e| {
             ResponderError::Aws(format!("cannot claim the request in the ledger: {e}"))
         })?;
         if let Some(later) = self.held_elsewhere(&claim, &d.message_id) {
@@ -34,6 +47,13 @@ impl Responder {
         let mut record = match claim {
             Claim::Fresh(r) | Claim::Resumed(r) => r,
             Claim::Busy(existing) | Claim::Finished(existing) => {
+                // The lock names this request: taken again for one that finished, it is let go;
+                // one still running keeps it.
+                if existing.status.is_final() && matches!(holder, Ok(None)) {
+                    if let Err(e) = self.ledger.unlock(&entity_key, &existing.key).await {
+                        tracing::error!(key = %existing.key, error = %e, "entity lock not released; it expires by itself");
+                    }
+                }
                 let why = format!(
                     "request {} was already received (status {}, first message {}); it is not acted on twice",
                     message.request_id,
@@ -45,17 +65,8 @@ impl Responder {
                     .await?));
             }
         };
-        let wait = i64::from(self.settings.isolation_wait_seconds);
-        let holder = self
-            .ledger
-            .lock(
-                &entity.to_string(),
-                &record.key,
-                now,
-                now + Duration::minutes(LOCK_MINUTES) + Duration::seconds(wait),
-            )
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot lock {entity}: {e}")))?;
+        let holder =
+            holder.map_err(|e| ResponderError::Aws(format!("cannot lock {entity}: {e}")))?;
         if let Some(holder) = holder {
             let why = format!("request {holder} is already working on {entity}; wait for it to finish (`quell history {entity}`)");
             // Not ours: finish the record without touching the other request's lock.
@@ -69,52 +80,77 @@ impl Responder {
         Ok(Ok(record))
     }
 
+    /// The entity as its account has it, read while the request is claimed: a read changes
+    /// nothing, so it need not wait for the claim. The session, and the real ARN or `None`.
+    async fn read_entity<'a>(
+        &'a self,
+        entity: &'a Entity,
+        request_id: &'a str,
+    ) -> Result<(Target<'a>, Option<String>), (String, CallError)> {
+        let clients = self
+            .member_session(entity)
+            .await
+            .map_err(|e| (format!("cannot act in {}", entity.account()), e))?;
+        let target = Target::new(entity, clients, request_id, &self.settings.name_prefix);
+        let real = target
+            .real_arn()
+            .await
+            .map_err(|e| (format!("cannot read {entity}"), e))?;
+        Ok((target, real))
+    }
+
     pub(super) async fn contain(
         &self,
         d: &SnsDelivery,
         message: &ContainmentMessage,
         entity: &Entity,
     ) -> Result<Outcome, ResponderError> {
-        let mut record = match self.claim(d, message, entity).await? {
+        let (claimed, looked) = tokio::join!(
+            Box::pin(self.claim(d, message, entity)),
+            self.read_entity(entity, &message.request_id)
+        );
+        let mut record = match claimed? {
             Ok(r) => r,
             Err(outcome) => return Ok(outcome),
         };
-        self.audit_or_log(AuditEvent::Started, &mut record).await;
-        let target = match self
-            .open_target(&mut record, entity, &message.request_id)
-            .await?
-        {
-            Ok(t) => t,
-            Err(outcome) => return Ok(outcome),
-        };
-        let real = match target.real_arn().await {
-            Ok(Some(arn)) => arn,
-            Ok(None) => {
+        let (target, real) = match looked {
+            Ok((target, Some(real))) => (target, real),
+            Ok((_, None)) => {
                 let why = format!(
                     "{} {} does not exist in account {}",
                     entity.kind(),
                     entity.name(),
                     entity.account()
                 );
+                self.audit_or_log(AuditEvent::Started, &mut record).await;
                 return self
                     .finish_rejected(&mut record, refuse("entity_not_found", why))
                     .await;
             }
-            Err(e) => {
+            Err((what, e)) => {
+                self.audit_or_log(AuditEvent::Started, &mut record).await;
                 return self
-                    .finish_failed(
-                        &mut record,
-                        format!("cannot read {entity}: {e}"),
-                        is_transient(&e),
-                    )
-                    .await
+                    .finish_failed(&mut record, format!("{what}: {e}"), is_transient(&e))
+                    .await;
             }
         };
         if let Some(refusal) = self.refusal_for_real(entity, &real) {
+            self.audit_or_log(AuditEvent::Started, &mut record).await;
             return self.finish_rejected(&mut record, refusal).await;
         }
         let steps = target.plan(&record.options);
-        let failures = self.run_steps(&mut record, &target, &steps).await?;
+        // The protective writes do not wait for the news that they are starting: the record is
+        // already the evidence, and the audit message goes out beside them.
+        let mut announced = record.clone();
+        let known = announced.audit_failures.len();
+        let (failures, ()) = tokio::join!(
+            self.run_steps(&mut record, &target, &steps),
+            self.audit_or_log(AuditEvent::Started, &mut announced)
+        );
+        let failures = failures?;
+        record
+            .audit_failures
+            .extend(announced.audit_failures.into_iter().skip(known));
         if matches!(entity, Entity::Instance(_)) {
             if !record.completed("untracked_groups") {
                 let transient = failures.iter().all(is_transient);

@@ -166,11 +166,14 @@ impl Responder {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let timeline =
+            serde_json::to_string(&self.calls.take_timeline(started)).unwrap_or_default();
         tracing::info!(
             handler_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             aws_calls = self.calls.get() - calls_before,
             requests = ?keys,
             operations = ?self.calls.take_operations(),
+            timeline = %timeline,
             ok = result.is_ok(),
             "invocation"
         );

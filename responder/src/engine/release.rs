@@ -15,7 +15,7 @@ impl Responder {
         message: &ContainmentMessage,
         entity: &Entity,
     ) -> Result<Outcome, ResponderError> {
-        let mut record = match self.claim(d, message, entity).await? {
+        let mut record = match Box::pin(self.claim(d, message, entity)).await? {
             Ok(r) => r,
             Err(outcome) => return Ok(outcome),
         };
