@@ -414,6 +414,10 @@ pub struct SandboxUpArgs {
     /// Loopback port for moto (default: a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Execution environments the local Lambda host runs at once, each its own responder
+    /// process, as Lambda runs the function side by side (1 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub environments: u16,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod delivery;
 mod entities;
 mod faults;
 mod install;
+mod load;
 mod permissions;
 mod proxy;
 mod remediate;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         declared::tests(),
         delivery::tests(),
         faults::tests(),
+        load::tests(),
         // It ends with an uninstall and a fresh install.
         upgrade::tests(),
         // Last: what the responder called in all of the above.

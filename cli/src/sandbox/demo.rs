@@ -65,7 +65,14 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
         printer.status("stopping the previous sandbox");
         super::down(&quiet)?;
     }
-    super::up(&SandboxUpArgs { port: None }, &quiet).await?;
+    super::up(
+        &SandboxUpArgs {
+            port: None,
+            environments: 4,
+        },
+        &quiet,
+    )
+    .await?;
     let state = SandboxState::load()?;
     printer.status(&format!(
         "sandbox organization {} at {}",

@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use quell_responder::aws_error::Described;
 use quell_responder::sessions::Sessions;
 use serde_json::{json, Value};
@@ -63,7 +64,7 @@ pub async fn run() -> anyhow::Result<u8> {
     )
     .await;
     let sessions = Sessions::new(&mgmt, "quell-sandbox-host");
-    let runtime = Runtime::new();
+    let runtime = Runtime::new(usize::from(state.environments.max(1)));
     tracing::warn!(
         stack = %deployment::security_stack(&config.name),
         account = %state.security_account,
@@ -415,11 +416,23 @@ async fn deliver(
         .described("sqs:ReceiveMessage")?;
     let counts = &runtime.deliveries;
     counts.count(queue, |c| c.in_flight += received.messages().len() as u64);
-    for message in received.messages() {
-        let settled = Box::pin(deliver_one(
-            w, runtime, sessions, state, &sqs, queue, on_failure, &event_for, message,
-        ))
-        .await;
+    // The batch's messages side by side, as many as there are environments.
+    let settled: Vec<(&aws_sdk_sqs::types::Message, anyhow::Result<()>)> =
+        futures::stream::iter(received.messages())
+            .map(|message| {
+                let (sqs, event_for) = (&sqs, &event_for);
+                async move {
+                    let settled = Box::pin(deliver_one(
+                        w, runtime, sessions, state, sqs, queue, on_failure, event_for, message,
+                    ))
+                    .await;
+                    (message, settled)
+                }
+            })
+            .buffer_unordered(runtime.environments.len())
+            .collect()
+            .await;
+    for (message, settled) in settled {
         counts.count(queue, |c| c.in_flight = c.in_flight.saturating_sub(1));
         if let Err(e) = settled {
             counts.count(queue, |c| c.host_errors += 1);
@@ -486,10 +499,15 @@ async fn deliver_one(
                 json!((received + attempt - 1).to_string()),
             );
         }
+        let environment = runtime.lease().await;
         runtime
-            .ensure_function(&w.function, &w.security, sessions, state)
+            .ensure_function(environment.index, &w.function, &w.security, sessions, state)
             .await?;
-        match runtime.invoke(&w.function, event.to_string()).await {
+        let invoked = runtime
+            .invoke(environment.index, &w.function, event.to_string())
+            .await;
+        drop(environment);
+        match invoked {
             Ok(response) if reports_failures(&response) => {
                 tracing::warn!(
                     attempt,
@@ -650,10 +668,14 @@ struct Invocation {
 /// Invocations handed to the function, by request id, waiting for its response or error.
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Result<String, String>>>>>;
 
-/// The Runtime API server and the function process behind it.
+/// The Runtime API servers and the function processes behind them: up to `environments` at
+/// once, each handling one invocation at a time, as Lambda scales a function out.
 struct Runtime {
     waiting: Waiting,
-    process: Mutex<Option<Running>>,
+    environments: Vec<Mutex<Option<Running>>>,
+    /// The environments no invocation holds now, and a permit for each.
+    idle: std::sync::Mutex<Vec<usize>>,
+    permits: tokio::sync::Semaphore,
     /// What was delivered, retried and dead-lettered, for `quell sandbox status`.
     deliveries: super::deliveries::Deliveries,
 }
@@ -701,12 +723,51 @@ fn responder_endpoint(state: &SandboxState) -> String {
 /// Assumed credentials last an hour in the sandbox: restart the function well before.
 const CREDENTIAL_LIFETIME: Duration = Duration::from_secs(45 * 60);
 
+/// An execution environment one invocation holds until this is dropped.
+struct Lease<'a> {
+    runtime: &'a Runtime,
+    index: usize,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.runtime
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(self.index);
+    }
+}
+
 impl Runtime {
-    fn new() -> Runtime {
+    fn new(environments: usize) -> Runtime {
         Runtime {
             waiting: Arc::new(Mutex::new(HashMap::new())),
-            process: Mutex::new(None),
+            environments: (0..environments).map(|_| Mutex::new(None)).collect(),
+            idle: std::sync::Mutex::new((0..environments).collect()),
+            permits: tokio::sync::Semaphore::new(environments),
             deliveries: super::deliveries::Deliveries::default(),
+        }
+    }
+
+    /// Waits for an idle execution environment.
+    async fn lease(&self) -> Lease<'_> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore stays open");
+        let index = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .expect("a permit is an idle environment");
+        Lease {
+            runtime: self,
+            index,
+            _permit: permit,
         }
     }
 
@@ -744,16 +805,17 @@ impl Runtime {
         Ok((address, tx, server))
     }
 
-    /// Makes sure the function's current code runs with fresh credentials.
+    /// Makes sure environment `index` runs the function's current code with fresh credentials.
     async fn ensure_function(
         &self,
+        index: usize,
         spec: &FunctionSpec,
         security: &SdkConfig,
         sessions: &Sessions,
         state: &SandboxState,
     ) -> anyhow::Result<()> {
         let endpoint = responder_endpoint(state);
-        let mut process = self.process.lock().await;
+        let mut process = self.environments[index].lock().await;
         if let Some(running) = process.as_mut() {
             let exited = running.child.try_wait()?.is_some();
             if !exited
@@ -849,7 +911,12 @@ impl Runtime {
         Ok(())
     }
 
-    async fn invoke(&self, spec: &FunctionSpec, body: String) -> Result<String, InvokeError> {
+    async fn invoke(
+        &self,
+        index: usize,
+        spec: &FunctionSpec,
+        body: String,
+    ) -> Result<String, InvokeError> {
         let id = uuid::Uuid::new_v4().to_string();
         let fail = |message: String| InvokeError {
             request_id: id.clone(),
@@ -862,8 +929,7 @@ impl Runtime {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        let queue = self
-            .process
+        let queue = self.environments[index]
             .lock()
             .await
             .as_ref()
@@ -884,7 +950,7 @@ impl Runtime {
                 tokio::select! {
                     r = &mut rx => return r.unwrap_or_else(|_| Err("invocation dropped".into())),
                     () = tokio::time::sleep(Duration::from_millis(200)) => {
-                        let mut process = self.process.lock().await;
+                        let mut process = self.environments[index].lock().await;
                         if let Some(running) = process.as_mut() {
                             if let Ok(Some(status)) = running.child.try_wait() {
                                 return Err(format!("Runtime exited with {status}"));
@@ -900,7 +966,7 @@ impl Runtime {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(fail(error)),
             Err(_) => {
-                if let Some(running) = self.process.lock().await.as_mut() {
+                if let Some(running) = self.environments[index].lock().await.as_mut() {
                     let _ = running.child.kill().await;
                 }
                 Err(fail(format!(

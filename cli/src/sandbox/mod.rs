@@ -75,6 +75,7 @@ pub async fn up(args: &SandboxUpArgs, printer: &Printer) -> anyhow::Result<u8> {
         },
         config_path: dir.join("quell.yaml"),
         seeded: Vec::new(),
+        environments: args.environments,
     };
     // Remembered before seeding, so `sandbox down` can stop moto even if seeding fails.
     state.save()?;

@@ -26,6 +26,13 @@ pub struct SandboxState {
     /// A ready configuration for this organization, for `quell install --config`.
     pub config_path: PathBuf,
     pub seeded: Vec<Seeded>,
+    /// Execution environments the local Lambda host runs at once (`sandbox up --environments`).
+    #[serde(default = "one_environment")]
+    pub environments: u16,
+}
+
+fn one_environment() -> u16 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
