@@ -45,6 +45,8 @@ struct World {
     /// Every message sent to any queue: (queue URL, body), and the delay each asked for.
     queued: Vec<(String, String)>,
     delays: Vec<i32>,
+    /// The ledger record of each isolation message's request, as it was when the message went out.
+    record_when_isolation_sent: Vec<Option<String>>,
     /// EventBridge Scheduler's schedules, as created.
     schedules: Vec<aws_sdk_scheduler::operation::create_schedule::CreateScheduleInput>,
     user: Principal,
@@ -305,6 +307,16 @@ fn sqs(w: &Shared) -> aws_sdk_sqs::Client {
                 return MockResponse::Error(
                     aws_sdk_sqs::operation::send_message::SendMessageError::generic(meta(code)),
                 );
+            }
+            let request = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|b| b["request_id"].as_str().map(str::to_owned));
+            if let Some(request) = request {
+                let seen = world
+                    .ledger
+                    .get(&request)
+                    .and_then(|item| item.get("record")?.as_s().ok().cloned());
+                world.record_when_isolation_sent.push(seen);
             }
         }
         if req.queue_url().is_some_and(|u| u.ends_with("-dlq")) {

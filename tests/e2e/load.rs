@@ -1,4 +1,4 @@
-//! Containment requests at once, as in an incident: users and roles across the member accounts,
+//! Containment requests at once, as in an incident: users, roles and instances across the member accounts,
 //! some delivered twice, all sent before the first is done, to a host running several responder
 //! processes side by side. Every request ends recorded, every entity is read back contained, a
 //! duplicate is acted on once, and nothing is lost or left in progress. (The short version of the
@@ -23,6 +23,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
 
 /// Entities per member account: half users, half roles.
 const PER_ACCOUNT: usize = 8;
+const INSTANCES_PER_ACCOUNT: usize = 2;
 /// Of every this many requests, one is delivered a second time.
 const DUPLICATE_EVERY: usize = 4;
 
@@ -33,7 +34,19 @@ async fn containments_sent_at_once_across_accounts_all_end_contained_and_duplica
 ) -> Result<()> {
     let mut entities = Vec::new();
     for account in s.members() {
-        let iam = aws_sdk_iam::Client::new(&s.in_account(&account, HOME).await?);
+        let config = s.in_account(&account, HOME).await?;
+        // Instances isolate in two phases, the second from the isolation queue, which another
+        // environment may take the moment the first schedules it.
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        for _ in 0..INSTANCES_PER_ACCOUNT {
+            let id = crate::entities::launch(&ec2).await?;
+            entities.push((
+                account.clone(),
+                id.clone(),
+                format!("arn:aws:ec2:{HOME}:{account}:instance/{id}"),
+            ));
+        }
+        let iam = aws_sdk_iam::Client::new(&config);
         for i in 0..PER_ACCOUNT {
             let name = format!("load-{i}");
             if i % 2 == 0 {
@@ -132,7 +145,22 @@ async fn containments_sent_at_once_across_accounts_all_end_contained_and_duplica
             "{arn} acted on once: {:?}",
             record.message_ids
         );
-        if arn.contains(":user/") {
+        if arn.contains(":instance/") {
+            let ec2 = aws_sdk_ec2::Client::new(&s.in_account(account, HOME).await?);
+            let isolation = record
+                .steps
+                .iter()
+                .rev()
+                .find(|st| st.name == "isolation_groups")
+                .and_then(|st| st.new["group"].as_str())
+                .with_context(|| format!("{arn}: the isolation step"))?
+                .to_owned();
+            let groups = crate::entities::enis(&ec2, name).await?;
+            ensure!(
+                !groups.is_empty() && groups.iter().all(|g| g == &[isolation.clone()]),
+                "{arn} read back isolated: {groups:?}"
+            );
+        } else if arn.contains(":user/") {
             let state = user_state(&s, account, name).await?;
             ensure!(
                 state.attached.iter().any(|p| p == DENY_ALL)

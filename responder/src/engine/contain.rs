@@ -159,6 +159,24 @@ impl Responder {
             if !record.completed(SCHEDULE_ISOLATION) {
                 return self.schedule_isolation(&mut record, &target).await;
             }
+            // Taken up again after isolation was scheduled (the invocation that scheduled it
+            // stopped before its message went out, or the message was lost): once due, isolated
+            // now rather than waiting for a message that may never come.
+            if instance::PHASE_TWO.iter().any(|s| !record.completed(s)) {
+                if record.isolation_due_at.is_some_and(|due| due > Utc::now()) {
+                    return Ok(Outcome {
+                        key: record.key.clone(),
+                        status: Status::InProgress,
+                        code: None,
+                        message: "phase 1 done; isolation is scheduled and not due yet".into(),
+                        transient: false,
+                    });
+                }
+                let failures = self
+                    .run_steps(&mut record, &target, instance::PHASE_TWO)
+                    .await?;
+                return self.finish_phase_two(&mut record, &target, &failures).await;
+            }
         }
         self.conclude(&mut record, &target, &failures).await
     }
@@ -242,6 +260,17 @@ impl Responder {
         })
         .unwrap_or_default();
         let started = Utc::now();
+        // Recorded before the message goes out: phase 2 may start in another environment the
+        // moment it does, and must find the record waiting for it, and this invocation must not
+        // write the record after it.
+        record.isolation_due_at = Some(due);
+        let scheduled = Ok(StepOutcome::done(
+            format!("isolation scheduled in {wait} s, once tracked connections have aged out"),
+            serde_json::Value::Null,
+            serde_json::json!({ "due_at": due.to_rfc3339() }),
+        ));
+        self.record_step(record, SCHEDULE_ISOLATION, started, scheduled)
+            .await?;
         let sent = self
             .sqs
             .send_message()
@@ -262,18 +291,6 @@ impl Responder {
             let failures = self.run_steps(record, target, instance::PHASE_TWO).await?;
             return self.finish_phase_two(record, target, &failures).await;
         }
-        let result = Ok(StepOutcome::done(
-            format!("isolation scheduled in {wait} s, once tracked connections have aged out"),
-            serde_json::Value::Null,
-            serde_json::json!({ "due_at": due.to_rfc3339() }),
-        ));
-        self.record_step(record, SCHEDULE_ISOLATION, started, result)
-            .await?;
-        record.isolation_due_at = Some(due);
-        self.ledger
-            .save(record)
-            .await
-            .map_err(|e| ResponderError::Aws(format!("cannot save the ledger record: {e}")))?;
         Ok(Outcome {
             key: record.key.clone(),
             status: Status::InProgress,

@@ -436,6 +436,39 @@ async fn without_failures_both_interfaces_end_in_the_isolation_group() {
     }
 }
 
+/// Phase 2 may start in another execution environment the moment its message goes out: by then
+/// the record must already wait for it, and phase 1 must write the record no more, or its last
+/// write would undo what phase 2 recorded.
+#[tokio::test]
+async fn the_isolation_message_goes_out_only_once_the_record_waits_for_it() {
+    let w = world();
+    let e = Arc::new(Mutex::new(Ec2World::new(None)));
+    let responder = responder_full(&w, Vec::new(), ec2(&e), None, settings());
+    let arn = format!(
+        "arn:aws:ec2:us-east-1:{}:instance/{INSTANCE}",
+        super::ACCOUNT
+    );
+    let out = responder
+        .handle(delivery("m1", "req-i", &arn))
+        .await
+        .unwrap();
+    let seen = w.lock().unwrap().record_when_isolation_sent.clone();
+    assert_eq!(seen.len(), 1, "one isolation message: {out}");
+    let at_send: quell_responder::ledger::Record =
+        serde_json::from_str(seen[0].as_deref().expect("the record existed")).unwrap();
+    assert!(at_send.isolation_due_at.is_some(), "{at_send:?}");
+    assert!(
+        at_send.completed("schedule_isolation"),
+        "{:?}",
+        at_send.steps
+    );
+    let after = record(&w, "req-i");
+    assert_eq!(
+        after.updated_at, at_send.updated_at,
+        "phase 1 wrote nothing after the message went out"
+    );
+}
+
 #[tokio::test]
 async fn a_failure_at_any_ec2_call_never_leaves_an_interface_in_the_open_group() {
     let (_, clean, _) = contain_with(None).await;
