@@ -157,7 +157,7 @@ async fn containments_sent_at_once_across_accounts_all_end_contained_and_duplica
                 .to_owned();
             let groups = crate::entities::enis(&ec2, name).await?;
             ensure!(
-                !groups.is_empty() && groups.iter().all(|g| g == &[isolation.clone()]),
+                !groups.is_empty() && groups.iter().all(|g| g == std::slice::from_ref(&isolation)),
                 "{arn} read back isolated: {groups:?}"
             );
         } else if arn.contains(":user/") {
