@@ -138,6 +138,16 @@ def contain(arn):
     return sum(h for h, _ in found), sum(c for _, c in found), len(report["record"]["steps"]), wall
 
 
+def fresh_sandbox(home, *install_args):
+    """A new sandbox under `home` (this module's ENV must name it) with Quell installed: its state."""
+    quell("sandbox", "down")
+    shutil.rmtree(home, ignore_errors=True)
+    quell("sandbox", "up")
+    state = json.loads((home / "sandbox/state.json").read_text())
+    quell("--sandbox", "install", "--config", str(home / "sandbox/quell.yaml"), "--yes", *install_args)
+    return state
+
+
 def package_size(binary):
     if not binary.exists():
         return None
@@ -148,14 +158,9 @@ def package_size(binary):
 
 
 def main():
-    quell("sandbox", "down")
-    shutil.rmtree(HOME, ignore_errors=True)
-    quell("sandbox", "up")
-    state = json.loads((HOME / "sandbox/state.json").read_text())
     release_bin = os.environ.get("RELEASE_BOOTSTRAP")
     build = "release" if release_bin else "debug"
-    install = ["--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes"]
-    quell(*install, *(["--bootstrap", release_bin] if release_bin else []))
+    state = fresh_sandbox(HOME, *(["--bootstrap", release_bin] if release_bin else []))
     client = sessions(state)
     member = state["member_accounts"][0]
     work = Workloads(client(member), member)

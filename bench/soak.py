@@ -21,15 +21,14 @@ import json
 import os
 import platform
 import random
-import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 import containment
 from containment import sessions
+from fault_proxy import FaultProxy
 
 ROOT = containment.ROOT
 HOME = ROOT / "bench/out/soak"
@@ -40,12 +39,6 @@ PER_ROUND = int(os.environ.get("PER_ROUND", "4"))
 containment.ENV = dict(containment.ENV, QUELL_HOME=str(HOME))
 quell = containment.quell
 DENY_ALL = "arn:aws:iam::aws:policy/AWSDenyAll"
-
-
-def proxy(url, path, faults=None):
-    data = json.dumps(faults).encode() if faults is not None else None
-    request = urllib.request.Request(f"{url}/__proxy/{path}", data=data, method="PUT" if data else "GET")
-    return json.loads(urllib.request.urlopen(request).read())
 
 
 def opened_group(c, account, n):
@@ -87,18 +80,12 @@ def contained(c, arn):
 
 
 def main():
-    quell("sandbox", "down")
-    shutil.rmtree(HOME, ignore_errors=True)
-    quell("sandbox", "up")
-    state = json.loads((HOME / "sandbox/state.json").read_text())
-    quell("--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes")
+    state = containment.fresh_sandbox(HOME)
     client = sessions(state)
     members = state["member_accounts"]
     ledger = client(state["security_account"])("dynamodb")
-    p = subprocess.Popen([str(ROOT / "target/debug/quell-fault-proxy"), "--upstream", state["endpoint"]], stdout=subprocess.PIPE, text=True)
-    url = p.stdout.readline().strip().removeprefix("listening on ")
-    (HOME / "sandbox/responder-endpoint").write_text(url)
-    proxy(url, "faults", {"rate": RATE, "stall_ms": 1500})
+    proxy = FaultProxy(ROOT, HOME, state["endpoint"])
+    proxy.set({"rate": RATE, "stall_ms": 1500})
 
     containments, groups = [], []  # (request id, account, arn, process), (account, group)
     started, n = time.monotonic(), 0
@@ -125,15 +112,14 @@ def main():
             print(f"{time.monotonic() - started:6.0f} s: {len(containments)} containments and {len(groups)} groups sent", flush=True)
         for *_, proc in containments:
             proc.wait()
-        stats = proxy(url, "stats")
-        proxy(url, "faults", {"rate": 0.0})
+        stats = proxy.stats()
+        proxy.set({"rate": 0.0})
         # The queues drain without faults; an event still being retried gets its last tries.
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and any(open_on_22(client(a), g) and not records_about(ledger, f"arn:aws:ec2:us-east-1:{a}:security-group/{g}") for a, g in groups):
             time.sleep(2)
     finally:
-        (HOME / "sandbox/responder-endpoint").unlink(missing_ok=True)
-        p.kill()
+        proxy.close()
 
     tally = {"containments": {"sent": len(containments), "done": 0, "failed": 0, "lost": 0},
              "groups": {"sent": len(groups), "done": 0, "failed": 0, "lost": 0}}

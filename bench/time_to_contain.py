@@ -15,15 +15,13 @@ Run it through bench/time-to-contain, which builds first. Results: bench/results
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
 import containment
 from containment import Workloads, sessions
+from fault_proxy import FaultProxy
 
 ROOT = containment.ROOT
 HOME = ROOT / "bench/out/time-to-contain"
@@ -81,29 +79,18 @@ def contain(arn):
     }
 
 
-def proxy(url, faults):
-    request = urllib.request.Request(f"{url}/__proxy/faults", data=json.dumps(faults).encode(), method="PUT")
-    urllib.request.urlopen(request).read()
-
-
 def main():
-    quell("sandbox", "down")
-    shutil.rmtree(HOME, ignore_errors=True)
-    quell("sandbox", "up")
-    state = json.loads((HOME / "sandbox/state.json").read_text())
-    quell("--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes")
+    state = containment.fresh_sandbox(HOME)
     client = sessions(state)
     member = state["member_accounts"][0]
     work = Workloads(client(member), member)
 
     # The proxy stands in front of the sandbox for the responder alone, in both modes.
-    p = subprocess.Popen([str(ROOT / "target/debug/quell-fault-proxy"), "--upstream", state["endpoint"]], stdout=subprocess.PIPE, text=True)
-    url = p.stdout.readline().strip().removeprefix("listening on ")
-    (HOME / "sandbox/responder-endpoint").write_text(url)
+    proxy = FaultProxy(ROOT, HOME, state["endpoint"])
     rows = []
     try:
         for label, latency in (("as the sandbox answers", None), (f"{LATENCY_MS} ms added to every call", [LATENCY_MS, LATENCY_MS])):
-            proxy(url, {"latency_ms": latency})
+            proxy.set({"latency_ms": latency})
             for kind in ("user", "role", "function", "instance"):
                 contain(getattr(work, kind)())  # warm: the environment, its sessions and caches
                 samples = [contain(getattr(work, kind)()) for _ in range(RUNS)]
@@ -113,8 +100,7 @@ def main():
                 print(f"{label:<28} {kind:<9} round trips before {r['first']}: {r['rounds_before']:.0f}, in all {r['rounds_total']:.0f} ({r['calls']:.0f} calls); "
                       f"first protective write done at {r['first_write_ms']:.0f} ms, outcome at {r['handler_ms']:.0f} ms", flush=True)
     finally:
-        (HOME / "sandbox/responder-endpoint").unlink(missing_ok=True)
-        p.kill()
+        proxy.close()
         quell("sandbox", "down")
 
     lines = [

@@ -302,16 +302,7 @@ impl Responder {
 
     /// Phase 2 of an EC2 containment, from the isolation queue.
     pub(super) async fn isolate(&self, q: &QueueDelivery) -> Result<Outcome, ResponderError> {
-        let ignore = |message: String| {
-            tracing::warn!(message_id = %q.message_id, %message, "queue message ignored");
-            Ok(Outcome {
-                key: format!("queue:{}", q.message_id),
-                status: Status::Rejected,
-                code: Some("ignored".into()),
-                message,
-                transient: false,
-            })
-        };
+        let ignore = |message: String| Ok(Outcome::ignored(q, message));
         if q.queue_arn != self.settings.isolation_queue_arn {
             return ignore(format!(
                 "message from {}, which is not the isolation queue",

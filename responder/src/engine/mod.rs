@@ -57,6 +57,19 @@ impl Outcome {
     fn to_try_again(&self) -> bool {
         self.status == Status::Failed && self.transient
     }
+
+    /// A message of the responder's own queues that is about nothing it can act on: logged, and
+    /// settled (trying it again would not change that).
+    fn ignored(q: &QueueDelivery, message: String) -> Outcome {
+        tracing::warn!(queue = %q.queue_arn, message_id = %q.message_id, %message, "queue message ignored");
+        Outcome {
+            key: format!("queue:{}", q.message_id),
+            status: Status::Rejected,
+            code: Some("ignored".into()),
+            message,
+            transient: false,
+        }
+    }
 }
 
 pub struct Responder {

@@ -251,16 +251,7 @@ impl Responder {
         &self,
         q: &QueueDelivery,
     ) -> Result<Outcome, ResponderError> {
-        let ignore = |message: String| {
-            tracing::warn!(message_id = %q.message_id, %message, "sweep queue message ignored");
-            Ok(Outcome {
-                key: format!("queue:{}", q.message_id),
-                status: Status::Rejected,
-                code: Some("ignored".into()),
-                message,
-                transient: false,
-            })
-        };
+        let ignore = |message: String| Ok(Outcome::ignored(q, message));
         let m = match serde_json::from_str::<SweepPlaceMessage>(&q.body) {
             Ok(m) if m.version == MESSAGE_VERSION => m,
             _ => return ignore("not a place of a sweep".into()),
