@@ -17,6 +17,7 @@ DURATION (seconds, default 1800), RATE (default 0.05), PER_ROUND (entities per k
 default 4). Run it through bench/soak, which builds first. Results: bench/results/soak.md.
 """
 
+import functools
 import json
 import os
 import platform
@@ -81,7 +82,16 @@ def contained(c, arn):
 
 def main():
     state = containment.fresh_sandbox(HOME)
-    client = sessions(state)
+    # One session per account and one client per service: making them is what costs here.
+    session_in = functools.cache(sessions(state))
+
+    @functools.cache
+    def made(account, service):
+        return session_in(account)(service)
+
+    def client(account):
+        return lambda service: made(account, service)
+
     members = state["member_accounts"]
     ledger = client(state["security_account"])("dynamodb")
     proxy = FaultProxy(ROOT, HOME, state["endpoint"])
