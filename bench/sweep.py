@@ -32,6 +32,7 @@ import time
 import boto3
 from botocore.config import Config
 
+from fault_proxy import FaultProxy
 from landing_zone import record_configuration
 from sandbox_accounts import account_session
 
@@ -41,7 +42,12 @@ HOME = ROOT / "bench/out/sweep"
 C7N_ORG = ROOT / "bench/out/c7n-venv/bin/c7n-org"
 RESULTS = ROOT / "bench/results/sweep.md"
 MEMBERS = int(os.environ.get("MEMBERS", "20"))
-GROUPS = 1000
+GROUPS = int(os.environ.get("GROUPS", "1000"))
+# More Regions than the sandbox's two: each added one gets AWS Config recording in every account.
+REGIONS = int(os.environ.get("REGIONS", "2"))
+EXTRA_REGIONS = ["us-west-2", "ap-southeast-2", "eu-central-1", "ca-central-1"]
+# "50-100": both tools run a second time with that latency added to every call by the fault proxy.
+LATENCY_MS = [int(x) for x in os.environ["LATENCY_MS"].split("-")] if os.environ.get("LATENCY_MS") else None
 ENV = dict(os.environ, QUELL_HOME=str(HOME), QUELL_VENV=str(ROOT / ".quell/venv"), NO_COLOR="1")
 NO_RETRIES = Config(retries={"total_max_attempts": 3, "mode": "standard"})
 
@@ -159,7 +165,7 @@ def moto_requests():
     return sum(1 for line in log.read_text(errors="replace").splitlines() if ' HTTP/1.1" ' in line)
 
 
-def run_custodian(org, accounts, regions):
+def run_custodian(org, accounts, regions, endpoint=None):
     work = HOME / "c7n"
     work.mkdir(parents=True, exist_ok=True)
     (work / "policy.yml").write_text(POLICY)
@@ -169,7 +175,7 @@ def run_custodian(org, accounts, regions):
     ]}))
     env = dict(
         os.environ,
-        AWS_ENDPOINT_URL=org.endpoint,
+        AWS_ENDPOINT_URL=endpoint or org.endpoint,
         AWS_ACCESS_KEY_ID=org.state["admin"]["access_key_id"],
         AWS_SECRET_ACCESS_KEY=org.state["admin"]["secret_access_key"],
         AWS_DEFAULT_REGION="us-east-1",
@@ -186,6 +192,21 @@ def run_custodian(org, accounts, regions):
     if out.returncode != 0:
         sys.exit(f"c7n-org failed ({out.returncode}):\n{out.stderr[-4000:]}")
     return wall, moto_requests() - before
+
+
+def add_regions(state, added):
+    """More Regions for the organization: Quell's configuration names them, and every account
+    records its configuration there, as a landing zone would set up."""
+    config = HOME / "sandbox/quell.yaml"
+    text = config.read_text()
+    old = "regions: [" + ", ".join(state["regions"]) + "]"
+    if old not in text:
+        sys.exit(f"{config} has no line {old!r}")
+    state["regions"] = state["regions"] + added
+    config.write_text(text.replace(old, "regions: [" + ", ".join(state["regions"]) + "]"))
+    admin = boto3.Session(aws_access_key_id=state["admin"]["access_key_id"], aws_secret_access_key=state["admin"]["secret_access_key"], region_name="us-east-1")
+    for account in [state["security_account"], *state["member_accounts"]]:
+        record_configuration(state["endpoint"], admin, account, added)
 
 
 def run_quell():
@@ -214,6 +235,9 @@ def main():
     rows = []
     try:
         state = json.loads((HOME / "sandbox/state.json").read_text())
+        added = EXTRA_REGIONS[:max(0, REGIONS - len(state["regions"]))]
+        if added:
+            add_regions(state, added)
         org = Org(state)
         members = org.grow(MEMBERS)[:MEMBERS]
         quell("--sandbox", "install", "--config", str(HOME / "sandbox/quell.yaml"), "--yes")
@@ -223,22 +247,33 @@ def main():
         # The seeded groups open on 22 are fixed first, so both tools start from the same state.
         run_quell()
         scenarios = [
-            ("1,000 groups in one account and Region", [(members[0], regions[0])]),
-            (f"1,000 groups over {len(members)} accounts x {len(regions)} Regions", [(a, r) for a in members for r in regions]),
+            (f"{GROUPS:,} groups in one account and Region", [(members[0], regions[0])]),
+            (f"{GROUPS:,} groups over {len(members)} accounts x {len(regions)} Regions", [(a, r) for a in members for r in regions]),
         ]
-        for n, (name, places) in enumerate(scenarios):
-            made = create_groups(org, places, f"s{n}")
-            wall, requests = run_custodian(org, swept, regions)
-            checked, closed = verify(org, made, "custodian")
-            rows.append((name, "Cloud Custodian (c7n-org)", wall, requests, closed, checked))
-            print(f"{name}: Custodian {wall:.1f} s, {requests} requests", flush=True)
-            reopen(org, made)
-            wall, calls, handler_ms, fixed = run_quell()
-            checked, closed = verify(org, made, "quell")
-            if closed != fixed:
-                sys.exit(f"quell reported {fixed} groups fixed, {closed} were read back closed")
-            rows.append((name, f"Quell sweep (responder {handler_ms / 1000:.1f} s)", wall, calls, closed, checked))
-            print(f"{name}: Quell {wall:.1f} s ({handler_ms} ms in the responder), {calls} calls, {fixed} fixed", flush=True)
+        modes = [("", None)] + ([(f", {LATENCY_MS[0]}-{LATENCY_MS[-1]} ms a call", LATENCY_MS)] if LATENCY_MS else [])
+        proxy = FaultProxy(ROOT, HOME, state["endpoint"]) if LATENCY_MS else None
+        try:
+            for n, (scenario, places) in enumerate(scenarios):
+                made = create_groups(org, places, f"s{n}")
+                for suffix, latency in modes:
+                    name = scenario + suffix
+                    if proxy:
+                        proxy.set({"latency_ms": latency})
+                    wall, requests = run_custodian(org, swept, regions, proxy.url if latency else None)
+                    checked, closed = verify(org, made, "custodian")
+                    rows.append((name, "Cloud Custodian (c7n-org)", wall, requests, closed, checked))
+                    print(f"{name}: Custodian {wall:.1f} s, {requests} requests", flush=True)
+                    reopen(org, made)
+                    wall, calls, handler_ms, fixed = run_quell()
+                    checked, closed = verify(org, made, "quell")
+                    if closed != fixed:
+                        sys.exit(f"quell reported {fixed} groups fixed, {closed} were read back closed")
+                    rows.append((name, f"Quell sweep (responder {handler_ms / 1000:.1f} s)", wall, calls, closed, checked))
+                    print(f"{name}: Quell {wall:.1f} s ({handler_ms} ms in the responder), {calls} calls, {fixed} fixed", flush=True)
+                    reopen(org, made)
+        finally:
+            if proxy:
+                proxy.close()
     finally:
         quell("sandbox", "down")
     lines = [
@@ -246,7 +281,7 @@ def main():
         "",
         f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `bench/sweep` on {os.cpu_count()} cores "
         f"({platform.machine()}), sandbox moto 5.2.5, debug `quell` and `bootstrap`, c7n 0.9.53 / c7n-org 0.6.52.",
-        f"Both tools cover the same {len(swept)} accounts x {len(regions)} Regions; half of the 1,000 groups are open on port 22 "
+        f"Both tools cover the same {len(swept)} accounts x {len(regions)} Regions; half of the {GROUPS:,} groups are open on port 22 "
         "from 0.0.0.0/0, the other half on 443. Every group is read back after each run: no open SSH rule left, every 443 rule kept.",
         "AWS calls: Custodian's are the requests the sandbox served during its run; Quell's are the responder's own count "
         "(the sweep, the ledger, the audit message), without the CLI's publish and polling.",
@@ -262,10 +297,18 @@ def main():
     lines += [
         "",
         "Where the time goes: the sandbox serves one request at a time, about 5 ms each, and neither tool can fix a group "
-        "in fewer than one write (EC2 has no call that revokes rules of several groups), so 500 revokes cost both about "
-        "2.5 s. Quell adds one listing of every rule and one tag lookup per place before, and one rule listing after to "
-        "read the fixes back; Custodian spends its extra time starting up and describing the groups.",
+        "in fewer than one write (EC2 has no call that revokes rules of several groups), so the revokes alone cost both "
+        f"about {GROUPS // 2 * 5 / 1000:.1f} s. Quell adds one listing of every rule and one tag lookup per place before, and one "
+        "rule listing after to read the fixes back; Custodian spends its extra time starting up and describing the groups.",
     ]
+    if LATENCY_MS:
+        lines += [
+            "",
+            f"With latency: both tools' calls pass the fault proxy, which holds each {LATENCY_MS[0]}-{LATENCY_MS[-1]} ms before "
+            "the sandbox answers, calls in flight side by side, as AWS answers: what then counts is how many calls each tool "
+            "keeps in flight (Custodian: c7n-org's worker processes; Quell: one responder invocation per account and Region, "
+            "as many at once as the sweep queue's maximum concurrency and the host's environments allow).",
+        ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print(f"results written to {RESULTS.relative_to(ROOT)}")

@@ -81,6 +81,11 @@ impl Default for Faults {
 #[derive(Debug, Default, Serialize)]
 struct Stats {
     calls: u64,
+    /// Every call, faulted or not, by `service:Operation`.
+    calls_by_call: BTreeMap<String, u64>,
+    /// Calls the sandbox answered with success and the proxy passed on, by `service:Operation`:
+    /// a call the SDK tried again counts once here.
+    succeeded_by_call: BTreeMap<String, u64>,
     injected: BTreeMap<Kind, u64>,
     /// Faults by call, `service:Operation`.
     by_call: BTreeMap<String, u64>,
@@ -264,6 +269,10 @@ impl Proxy {
         {
             let mut stats = self.stats.lock().expect("stats");
             stats.calls += 1;
+            *stats
+                .calls_by_call
+                .entry(format!("{}:{}", call.service, call.operation))
+                .or_default() += 1;
             if let Some(kind) = fault {
                 *stats.injected.entry(kind).or_default() += 1;
                 *stats
@@ -293,7 +302,18 @@ impl Proxy {
                 Err(CutConnection)
             }
             (Some(_), _) | (None, Err(_)) => Err(CutConnection),
-            (None, Ok(response)) => Ok(response),
+            (None, Ok(response)) => {
+                if response.status().is_success() {
+                    *self
+                        .stats
+                        .lock()
+                        .expect("stats")
+                        .succeeded_by_call
+                        .entry(format!("{}:{}", call.service, call.operation))
+                        .or_default() += 1;
+                }
+                Ok(response)
+            }
         }
     }
 

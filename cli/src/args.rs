@@ -402,6 +402,9 @@ pub enum SandboxCommand {
     Status,
     /// Turn moto's IAM enforcement on or off.
     Iam(IamArgs),
+    /// Have the local Lambda host kill the responder part way through invocations, to test
+    /// that the platform's retry resumes the work.
+    Crash(CrashArgs),
     /// The main job end to end: sandbox, install across the organization, contain, report.
     Demo,
     /// Runs the local Lambda host (started by `sandbox up`).
@@ -418,6 +421,34 @@ pub struct SandboxUpArgs {
     /// process, as Lambda runs the function side by side (1 to 64).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub environments: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct CrashArgs {
+    /// The share of deliveries whose first try is killed (0 to 1).
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    pub rate: f64,
+    /// Each kill comes at a random moment within this many milliseconds of the invocation's start.
+    #[arg(long, default_value_t = 200)]
+    pub within_ms: u64,
+    /// Kills in all, after which every try runs to the end.
+    #[arg(long, default_value_t = 10)]
+    pub at_most: u64,
+    /// Seeds the draws, so a run can be repeated.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop killing.
+    #[arg(long, conflicts_with_all = ["rate", "within_ms", "at_most", "seed"])]
+    pub off: bool,
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{text} is not a share from 0 to 1 (0.25 kills a quarter)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -451,5 +482,28 @@ mod tests {
         assert_eq!(args.only, [SweepKind::S3Bucket, SweepKind::EbsSnapshot]);
         let e = Cli::try_parse_from(["quell", "sweep", "--only", "rds"]).unwrap_err();
         assert!(e.to_string().contains("security_group"), "{e}");
+    }
+
+    #[test]
+    fn a_crash_rate_is_a_share_and_off_takes_nothing_else() {
+        let parsed =
+            Cli::try_parse_from(["quell", "sandbox", "crash", "--rate", "0.25"]).expect("parses");
+        let Command::Sandbox {
+            command: SandboxCommand::Crash(args),
+        } = parsed.command
+        else {
+            panic!("sandbox crash")
+        };
+        assert!((args.rate - 0.25).abs() < f64::EPSILON && !args.off);
+        for bad in ["1.5", "half", "NaN"] {
+            let e = Cli::try_parse_from(["quell", "sandbox", "crash", "--rate", bad]).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a share from 0 to 1"),
+                "{bad}: {e}"
+            );
+        }
+        let e = Cli::try_parse_from(["quell", "sandbox", "crash", "--off", "--rate", "0.5"])
+            .unwrap_err();
+        assert!(e.to_string().contains("--rate"), "{e}");
     }
 }

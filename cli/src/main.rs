@@ -111,6 +111,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
             SandboxCommand::Down => sandbox::down(printer),
             SandboxCommand::Status => sandbox::status(printer),
             SandboxCommand::Iam(args) => sandbox::iam_enforcement(&args, printer).await,
+            SandboxCommand::Crash(args) => sandbox::crash(&args, printer),
             SandboxCommand::Demo => Box::pin(sandbox::demo::run(printer)).await,
             SandboxCommand::Host => Box::pin(sandbox::host::run()).await,
         },

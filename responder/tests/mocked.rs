@@ -1200,6 +1200,8 @@ async fn a_request_delivered_again_while_its_claim_holds_waits_and_takes_over_on
             queue.ends_with("-isolation") && body.contains("req-1"),
             "{body}"
         );
+        // Not before the claim can be taken over: 120 s timeout + 30 s margin, and a second.
+        assert_eq!(world.delays.last(), Some(&151), "{:?}", world.delays);
     }
 
     // Once the claim has run out, the same delivery takes the work over and finishes it.
@@ -1294,6 +1296,11 @@ async fn throttling_that_outlasts_the_retries_is_tried_again_through_the_respond
     assert_eq!(r.status, Status::Succeeded, "{r:?}");
     assert_eq!(rule.num_calls(), 7);
     assert!(w.lock().unwrap().dead_letters.is_empty());
+    assert_eq!(
+        w.lock().unwrap().delays,
+        [60, 90],
+        "backing off, attempt by attempt"
+    );
 }
 
 /// Collects what the responder logs, as it would reach CloudWatch Logs.

@@ -4,8 +4,10 @@
 
 mod authorization;
 mod bad_input;
+mod burst;
 mod cli;
 mod contain;
+mod crash;
 mod declared;
 mod delivery;
 mod entities;
@@ -51,8 +53,10 @@ fn main() -> ExitCode {
         sweep::tests(),
         declared::tests(),
         delivery::tests(),
+        burst::tests(),
         faults::tests(),
         load::tests(),
+        crash::tests(),
         // It ends with an uninstall and a fresh install.
         upgrade::tests(),
         // Last: what the responder called in all of the above.

@@ -22,6 +22,9 @@ pub struct QueueCounts {
     /// Sent to the dead-letter queue after every try, or dropped where Lambda would drop them.
     pub dead_lettered: u64,
     pub dropped: u64,
+    /// First tries whose process the host killed part way through (`quell sandbox crash`).
+    #[serde(default)]
+    pub killed: u64,
     /// Rounds in which the host itself could not hand a message over (the message was made
     /// visible again at once, for the next round).
     pub host_errors: u64,

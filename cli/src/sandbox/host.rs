@@ -503,9 +503,19 @@ async fn deliver_one(
         runtime
             .ensure_function(environment.index, &w.function, &w.security, sessions, state)
             .await?;
+        // `quell sandbox crash`: the first try may be killed part way through.
+        let kill_after = runtime.chaos.draw(attempt == 1);
         let invoked = runtime
-            .invoke(environment.index, &w.function, event.to_string())
+            .invoke(
+                environment.index,
+                &w.function,
+                event.to_string(),
+                kill_after,
+            )
             .await;
+        if matches!(&invoked, Err(e) if e.killed) {
+            runtime.deliveries.count(queue, |c| c.killed += 1);
+        }
         drop(environment);
         match invoked {
             Ok(response) if reports_failures(&response) => {
@@ -516,6 +526,7 @@ async fn deliver_one(
                 last_error = Some(InvokeError {
                     request_id: String::new(),
                     message: "named in batchItemFailures".into(),
+                    killed: false,
                 });
             }
             Ok(_) => {
@@ -650,6 +661,8 @@ pub fn sns_lambda_event(envelope: &str, subscription_arn: &str) -> anyhow::Resul
 struct InvokeError {
     request_id: String,
     message: String,
+    /// The host killed the process (`quell sandbox crash`).
+    killed: bool,
 }
 
 impl std::fmt::Display for InvokeError {
@@ -678,6 +691,7 @@ struct Runtime {
     permits: tokio::sync::Semaphore,
     /// What was delivered, retried and dead-lettered, for `quell sandbox status`.
     deliveries: super::deliveries::Deliveries,
+    chaos: super::crashes::Chaos,
 }
 
 /// One execution environment: the function process and its own Runtime API server. Each gets a
@@ -748,6 +762,7 @@ impl Runtime {
             idle: std::sync::Mutex::new((0..environments).collect()),
             permits: tokio::sync::Semaphore::new(environments),
             deliveries: super::deliveries::Deliveries::default(),
+            chaos: super::crashes::Chaos::default(),
         }
     }
 
@@ -916,11 +931,13 @@ impl Runtime {
         index: usize,
         spec: &FunctionSpec,
         body: String,
+        kill_after: Option<Duration>,
     ) -> Result<String, InvokeError> {
         let id = uuid::Uuid::new_v4().to_string();
         let fail = |message: String| InvokeError {
             request_id: id.clone(),
             message,
+            killed: false,
         };
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().await.insert(id.clone(), tx);
@@ -944,16 +961,28 @@ impl Runtime {
             })
             .await
             .map_err(|_| fail("runtime API closed".into()))?;
+        let kill_at = kill_after.map(|after| tokio::time::Instant::now() + after);
         let outcome = tokio::time::timeout(Duration::from_secs(spec.timeout), async {
             let mut rx = rx;
             loop {
                 tokio::select! {
-                    r = &mut rx => return r.unwrap_or_else(|_| Err("invocation dropped".into())),
+                    r = &mut rx => return r
+                        .unwrap_or_else(|_| Err("invocation dropped".into()))
+                        .map_err(|e| (e, false)),
+                    () = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
+                        if let Some(running) = self.environments[index].lock().await.as_mut() {
+                            let _ = running.child.kill().await;
+                        }
+                        return Err((format!(
+                            "Runtime exited: killed {} ms into the invocation (quell sandbox crash)",
+                            kill_after.unwrap_or_default().as_millis()
+                        ), true));
+                    }
                     () = tokio::time::sleep(Duration::from_millis(200)) => {
                         let mut process = self.environments[index].lock().await;
                         if let Some(running) = process.as_mut() {
                             if let Ok(Some(status)) = running.child.try_wait() {
-                                return Err(format!("Runtime exited with {status}"));
+                                return Err((format!("Runtime exited with {status}"), false));
                             }
                         }
                     }
@@ -964,7 +993,10 @@ impl Runtime {
         self.waiting.lock().await.remove(&id);
         match outcome {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(fail(error)),
+            Ok(Err((error, killed))) => Err(InvokeError {
+                killed,
+                ..fail(error)
+            }),
             Err(_) => {
                 if let Some(running) = self.environments[index].lock().await.as_mut() {
                     let _ = running.child.kill().await;

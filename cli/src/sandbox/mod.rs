@@ -1,6 +1,7 @@
 //! The local sandbox: moto on loopback, seeded with a simulated organization, and a local Lambda
 //! host that runs the real `bootstrap` where AWS would invoke the function.
 
+pub mod crashes;
 pub mod deliveries;
 pub mod demo;
 mod demo_exposure;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::args::{IamArgs, SandboxUpArgs, Switch};
+use crate::args::{CrashArgs, IamArgs, SandboxUpArgs, Switch};
 use crate::exit;
 use crate::printer::Printer;
 use state::{sandbox_dir, SandboxState};
@@ -170,6 +171,28 @@ pub async fn iam_enforcement(args: &IamArgs, printer: &Printer) -> anyhow::Resul
     Ok(exit::SUCCESS)
 }
 
+/// `quell sandbox crash`: the local Lambda host kills responder processes part way through.
+pub fn crash(args: &CrashArgs, printer: &Printer) -> anyhow::Result<u8> {
+    SandboxState::load()?;
+    let crashes = (!args.off).then_some(crashes::Crashes {
+        rate: args.rate,
+        within_ms: args.within_ms,
+        at_most: args.at_most,
+        seed: args.seed,
+    });
+    crashes::set(crashes.as_ref())?;
+    printer.result(&serde_json::json!({ "crashes": crashes }), || match &crashes {
+        Some(c) => format!(
+            "The local Lambda host now kills {:.0} % of first tries, at most {} in all, at a random moment in their first {} ms; their retries run to the end\n",
+            c.rate * 100.0,
+            c.at_most,
+            c.within_ms
+        ),
+        None => "The local Lambda host kills nothing\n".into(),
+    });
+    Ok(exit::SUCCESS)
+}
+
 #[derive(Serialize)]
 struct StatusView<'a> {
     endpoint: &'a str,
@@ -270,20 +293,27 @@ fn print_status(state: &SandboxState, printer: &Printer) {
             let _ = writeln!(t, "Local Lambda host, per queue:");
             let _ = writeln!(
                 t,
-                "  {:<30} {:>9} {:>9} {:>7} {:>13} {:>7} {:>11}",
+                "  {:<30} {:>9} {:>9} {:>7} {:>13} {:>7} {:>11} {:>6}",
                 "queue",
                 "in flight",
                 "delivered",
                 "retried",
                 "dead-lettered",
                 "dropped",
-                "host errors"
+                "host errors",
+                "killed"
             );
             for (queue, c) in &view.deliveries {
                 let _ = writeln!(
                     t,
-                    "  {queue:<30} {:>9} {:>9} {:>7} {:>13} {:>7} {:>11}",
-                    c.in_flight, c.delivered, c.retried, c.dead_lettered, c.dropped, c.host_errors
+                    "  {queue:<30} {:>9} {:>9} {:>7} {:>13} {:>7} {:>11} {:>6}",
+                    c.in_flight,
+                    c.delivered,
+                    c.retried,
+                    c.dead_lettered,
+                    c.dropped,
+                    c.host_errors,
+                    c.killed
                 );
             }
         }

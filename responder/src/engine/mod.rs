@@ -38,6 +38,9 @@ use crate::secret::{CachedIds, ExternalIds};
 use crate::sessions::Sessions;
 use crate::settings::Settings;
 
+/// SQS's longest `DelaySeconds`.
+const MAX_QUEUE_DELAY: i32 = 900;
+
 /// What happened to one delivery, returned to the caller of the function.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -360,7 +363,18 @@ impl Responder {
                 "{why}; given up after {attempt} attempts and sent to the dead-letter queue"
             )));
         }
-        let delay = self.retry_later(d, message, attempt + 1).await?;
+        // A request another invocation holds is tried once that claim's lease has run out: the
+        // holder has finished by then, or died, and the retry takes the work over. Sooner would
+        // spend an attempt on a claim that cannot be taken yet.
+        let held = matches!(&outcome, Ok(o) if o.code.as_deref() == Some("in_progress"));
+        let delay = if held {
+            i32::try_from(self.ledger.lease().num_seconds() + 1)
+                .unwrap_or(MAX_QUEUE_DELAY)
+                .min(MAX_QUEUE_DELAY)
+        } else {
+            30 * i32::try_from(attempt + 1).unwrap_or(1)
+        };
+        self.retry_later(d, message, attempt + 1, delay).await?;
         Ok(failed(format!(
             "{why}; attempt {} of {} in {delay} s",
             attempt + 1,
@@ -374,7 +388,8 @@ impl Responder {
         d: &SnsDelivery,
         message: &ContainmentMessage,
         attempt: u32,
-    ) -> Result<i32, ResponderError> {
+        delay: i32,
+    ) -> Result<(), ResponderError> {
         let retry = contract::RetryMessage {
             version: MESSAGE_VERSION.into(),
             message_id: d.message_id.clone(),
@@ -382,7 +397,6 @@ impl Responder {
             request: message.clone(),
             caller: d.caller.clone(),
         };
-        let delay = 30 * i32::try_from(attempt).unwrap_or(1);
         self.sqs
             .send_message()
             .queue_url(&self.settings.isolation_queue_url)
@@ -392,7 +406,7 @@ impl Responder {
             .await
             .described("sqs:SendMessage (retry)")
             .map_err(|e| ResponderError::Aws(format!("cannot schedule a retry: {e}")))?;
-        Ok(delay)
+        Ok(())
     }
 
     /// A request from the responder's own queue: tried again as it first came in.
