@@ -8,11 +8,11 @@ sandbox adding LATENCY_MS (default 50-100) to every call of the responder, as AW
 
 Containment: at 1, 10 and 100 requests in flight, rounds of that many requests sent at once to the
 contain queue (users, roles, functions and instances, spread over the accounts; every tenth sent
-twice), ROUNDS_AT_1 / 10 / 10 rounds. Latency is from the send to the record's end in the ledger;
+twice), 20, 10 and 10 rounds (LEVELS="1:20,10:10,100:10"). Latency is from the send to the record's end in the ledger;
 throughput is requests over the level's wall time. At 100 that is 1,000 requests over 10 accounts.
 Every request must end succeeded and be read back contained; every duplicate acted on once.
 
-Burst: a deployment opens GROUPS groups (default 500) to the world across the accounts, and its
+Burst: a deployment opens GROUP_COUNT groups (default 500) to the world across the accounts, and its
 CloudTrail events reach the members' buses: each opening event one to three times, shuffled, among
 the deployment's other calls (creating groups, tags, instances, interfaces) up to EVENTS in all
 (default 10,000), which the members' rules do not forward. Reported: time until every group reads
@@ -46,8 +46,9 @@ RESULTS = ROOT / "bench/results/load.md"
 MEMBERS = int(os.environ.get("MEMBERS", "10"))
 ENVIRONMENTS = os.environ.get("ENVIRONMENTS", "32")
 LATENCY_MS = [int(x) for x in os.environ.get("LATENCY_MS", "50-100").split("-")]
-ROUNDS = {1: int(os.environ.get("ROUNDS_AT_1", "20")), 10: 10, 100: 10}
-GROUPS = int(os.environ.get("GROUPS", "500"))
+# Requests in flight -> rounds: LEVELS="1:20,10:10,100:10" (the default).
+ROUNDS = {int(k): int(v) for k, v in (p.split(":") for p in os.environ.get("LEVELS", "1:20,10:10,100:10").split(","))}
+GROUPS = int(os.environ.get("GROUP_COUNT", "500"))
 EVENTS = int(os.environ.get("EVENTS", "10000"))
 containment.ENV = dict(containment.ENV, QUELL_HOME=str(HOME))
 quell = containment.quell

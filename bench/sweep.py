@@ -18,6 +18,10 @@ responder's sweep, and the wait for its record). AWS calls: for Custodian, the r
 sandbox served during its run (its access log); for Quell, the responder's own count (SDK
 interceptor: the sweep, the ledger and the audit message), which leaves out the CLI's publish and
 ledger polling. Results: bench/results/sweep.md.
+
+Sizes: MEMBERS (default 20), GROUP_COUNT (default 1000), REGIONS (default 2, the sandbox's; up to 6,
+each added one recorded by AWS Config in every account). LATENCY_MS="50-100" runs both tools a
+second time through the fault proxy, which adds that latency to every call of either tool.
 """
 
 import datetime
@@ -42,7 +46,8 @@ HOME = ROOT / "bench/out/sweep"
 C7N_ORG = ROOT / "bench/out/c7n-venv/bin/c7n-org"
 RESULTS = ROOT / "bench/results/sweep.md"
 MEMBERS = int(os.environ.get("MEMBERS", "20"))
-GROUPS = int(os.environ.get("GROUPS", "1000"))
+ENVIRONMENTS = os.environ.get("ENVIRONMENTS", "8")
+GROUPS = int(os.environ.get("GROUP_COUNT", "1000"))
 # More Regions than the sandbox's two: each added one gets AWS Config recording in every account.
 REGIONS = int(os.environ.get("REGIONS", "2"))
 EXTRA_REGIONS = ["us-west-2", "ap-southeast-2", "eu-central-1", "ca-central-1"]
@@ -231,7 +236,8 @@ def run_quell():
 
 def main():
     quell("sandbox", "down")
-    quell("sandbox", "up")
+    # As many responder processes as the sweep queue's maximum concurrency (sweep.concurrency, 8).
+    quell("sandbox", "up", "--environments", ENVIRONMENTS)
     rows = []
     try:
         state = json.loads((HOME / "sandbox/state.json").read_text())

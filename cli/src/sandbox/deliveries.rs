@@ -61,7 +61,11 @@ impl Deliveries {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let text = serde_json::to_string_pretty(&counts).unwrap_or_default();
-        if let Err(e) = std::fs::write(file(), text) {
+        // Written aside and renamed over: pollers save side by side, and a reader never sees
+        // half a file.
+        let aside = file().with_extension(format!("{:x}.partial", fastrand::u64(..)));
+        if let Err(e) = std::fs::write(&aside, text).and_then(|()| std::fs::rename(&aside, file()))
+        {
             tracing::warn!(error = %e, "cannot write the host's delivery counts");
         }
     }

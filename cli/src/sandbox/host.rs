@@ -4,7 +4,9 @@
 //! real `bootstrap` through the Lambda Runtime API, with the function's own configuration and role.
 //! Failed invocations are retried twice and then sent to the dead-letter queue the function's
 //! configuration names, or dropped without one, as Lambda does for asynchronous invocations (here
-//! without the minutes-long pauses between tries).
+//! without the minutes-long pauses between tries). Each queue has pollers of its own, as an event
+//! source mapping has, and `quell sandbox crash` has the host kill the function part way through
+//! first tries (see `crashes`).
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -63,43 +65,108 @@ pub async fn run() -> anyhow::Result<u8> {
         None,
     )
     .await;
-    let sessions = Sessions::new(&mgmt, "quell-sandbox-host");
-    let runtime = Runtime::new(usize::from(state.environments.max(1)));
+    let (publish, wiring) = tokio::sync::watch::channel(None);
+    let host = Arc::new(Host {
+        sessions: Sessions::new(&mgmt, "quell-sandbox-host"),
+        runtime: Runtime::new(usize::from(state.environments.max(1))),
+        state,
+        wiring,
+    });
     tracing::warn!(
         stack = %deployment::security_stack(&config.name),
-        account = %state.security_account,
+        account = %host.state.security_account,
         region = %config.home_region,
         "waiting for the responder to be deployed"
     );
-    let mut wiring: Option<(Wiring, Instant)> = None;
+    // Each queue has pollers of its own, as an event source mapping does: a slow batch on one
+    // queue never holds up another's messages, and a message is taken as soon as it arrives.
+    let pollers = host.runtime.environments.len().div_ceil(10);
+    let mut polled = std::collections::HashSet::new();
     loop {
         // The deployment is read again now and then: an upgrade brings new code or settings.
-        if wiring
-            .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() > REDISCOVER_AFTER)
-        {
-            match Wiring::discover(&state, &config, &sessions).await {
-                Ok(Some(w)) => {
-                    if wiring.is_none() {
-                        tracing::warn!(queue = %w.queue_url, subscription = %w.subscription_arn, "responder deployed: delivering its messages");
+        match Wiring::discover(&host.state, &config, &host.sessions).await {
+            Ok(Some(w)) => {
+                if publish.borrow().is_none() {
+                    tracing::warn!(queue = %w.queue_url, subscription = %w.subscription_arn, "responder deployed: delivering its messages");
+                }
+                let queues: Vec<String> = std::iter::once(w.queue_url.clone())
+                    .chain(w.mapped_queues.iter().map(|(url, _)| url.clone()))
+                    .collect();
+                publish.send_replace(Some(Arc::new(w)));
+                for queue in queues {
+                    if polled.insert(queue.clone()) {
+                        for _ in 0..pollers {
+                            tokio::spawn(poll(host.clone(), queue.clone()));
+                        }
                     }
-                    wiring = Some((w, Instant::now()));
                 }
-                Ok(None) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %crate::exit::describe(&e), "cannot read the deployment");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    continue;
-                }
+                tokio::time::sleep(REDISCOVER_AFTER).await;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(e) => {
+                tracing::error!(error = %crate::exit::describe(&e), "cannot read the deployment");
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
-        let Some((w, _)) = &wiring else { continue };
-        if let Err(e) = Box::pin(serve_once(w, &runtime, &sessions, &state)).await {
-            tracing::error!(error = %crate::exit::describe(&e), "delivery round failed");
-            wiring = None;
+    }
+}
+
+/// What every poller shares: the sandbox, the execution environments, and the deployment as
+/// last read.
+struct Host {
+    state: SandboxState,
+    sessions: Sessions,
+    runtime: Runtime,
+    wiring: tokio::sync::watch::Receiver<Option<Arc<Wiring>>>,
+}
+
+/// Takes `queue`'s messages to the function, batch after batch, for as long as the host runs.
+async fn poll(host: Arc<Host>, queue: String) {
+    loop {
+        let wiring = host.wiring.borrow().clone();
+        let Some(w) = wiring else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let (runtime, sessions, state) = (&host.runtime, &host.sessions, &host.state);
+        let delivered = if queue == w.queue_url {
+            // SNS invokes asynchronously: what fails every try goes where the function's
+            // configuration says, or is dropped, as Lambda does.
+            let on_failure = if w.function.dead_letter_target.is_some() {
+                OnFailure::DeadLetterEvent
+            } else {
+                OnFailure::Drop
+            };
+            Box::pin(deliver(
+                &w,
+                runtime,
+                sessions,
+                state,
+                &queue,
+                on_failure,
+                |m| sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn),
+            ))
+            .await
+        } else if let Some((_, arn)) = w.mapped_queues.iter().find(|(url, _)| *url == queue) {
+            // The queues stand in for event source mappings, whose redrive policies end in the
+            // dead-letter queue.
+            Box::pin(deliver(
+                &w,
+                runtime,
+                sessions,
+                state,
+                &queue,
+                OnFailure::Redrive,
+                |m| Ok(sqs_lambda_event(m, arn, &w.function.region)),
+            ))
+            .await
+        } else {
+            // No longer part of the deployment.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if let Err(e) = delivered {
+            tracing::error!(queue, error = %crate::exit::describe(&e), "delivery round failed");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -336,46 +403,6 @@ impl Wiring {
     }
 }
 
-async fn serve_once(
-    w: &Wiring,
-    runtime: &Runtime,
-    sessions: &Sessions,
-    state: &SandboxState,
-) -> anyhow::Result<()> {
-    // Every queue at once: a long poll on one must not hold up the others.
-    let (sns, mapped) = tokio::join!(
-        // SNS invokes asynchronously: what fails every try goes where the function's
-        // configuration says, or is dropped, as Lambda does.
-        deliver(
-            w,
-            runtime,
-            sessions,
-            state,
-            &w.queue_url,
-            if w.function.dead_letter_target.is_some() {
-                OnFailure::DeadLetterEvent
-            } else {
-                OnFailure::Drop
-            },
-            |m| { sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn) }
-        ),
-        // The queues stand in for event source mappings, whose redrive policies end in the
-        // dead-letter queue.
-        futures::future::join_all(w.mapped_queues.iter().map(|(url, arn)| {
-            deliver(
-                w,
-                runtime,
-                sessions,
-                state,
-                url,
-                OnFailure::Redrive,
-                move |m| Ok(sqs_lambda_event(m, arn, &w.function.region)),
-            )
-        }))
-    );
-    mapped.into_iter().fold(sns, Result::and)
-}
-
 /// What becomes of a message the function failed on every try.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OnFailure {
@@ -417,18 +444,20 @@ async fn deliver(
     let counts = &runtime.deliveries;
     counts.count(queue, |c| c.in_flight += received.messages().len() as u64);
     // The batch's messages side by side, as many as there are environments.
+    // (Built in a loop, not a closure: the poller's task must be `Send` for every lifetime.)
+    let mut each = Vec::new();
+    for message in received.messages() {
+        let (sqs, event_for) = (&sqs, &event_for);
+        each.push(async move {
+            let settled = Box::pin(deliver_one(
+                w, runtime, sessions, state, sqs, queue, on_failure, event_for, message,
+            ))
+            .await;
+            (message, settled)
+        });
+    }
     let settled: Vec<(&aws_sdk_sqs::types::Message, anyhow::Result<()>)> =
-        futures::stream::iter(received.messages())
-            .map(|message| {
-                let (sqs, event_for) = (&sqs, &event_for);
-                async move {
-                    let settled = Box::pin(deliver_one(
-                        w, runtime, sessions, state, sqs, queue, on_failure, event_for, message,
-                    ))
-                    .await;
-                    (message, settled)
-                }
-            })
+        futures::stream::iter(each)
             .buffer_unordered(runtime.environments.len())
             .collect()
             .await;
