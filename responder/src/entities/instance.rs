@@ -150,6 +150,9 @@ pub struct Ctx<'a> {
     pub instance: &'a Instance,
     pub request_id: &'a str,
     pub name_prefix: &'a str,
+    /// Quell's groups in the instance's Region, when they were read beside the instance
+    /// ([`quell_groups`]): the first group a step needs is then found without another round trip.
+    pub known_groups: Option<&'a [aws_sdk_ec2::types::SecurityGroup]>,
 }
 
 pub async fn run(
@@ -513,13 +516,57 @@ pub struct VpcGroup {
     pub refused: Vec<String>,
 }
 
+/// Every group of the Region that carries Quell's purpose tag, whatever its VPC: read beside the
+/// instance, before its VPC is known. What is in it is verified like any group ([`vpc_group`]).
+pub async fn quell_groups(ec2: &Ec2) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, CallError> {
+    let out = ec2
+        .describe_security_groups()
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values(PURPOSE_TAG)
+                .build(),
+        )
+        .send()
+        .await
+        .described("ec2:DescribeSecurityGroups")?;
+    Ok(out.security_groups().to_vec())
+}
+
+/// The first of `groups` in `vpc` that is Quell's group for `purpose`, and why the others
+/// carrying its tag are not.
+fn first_verified<'g>(
+    groups: impl Iterator<Item = &'g aws_sdk_ec2::types::SecurityGroup>,
+    vpc: &str,
+    purpose: Purpose,
+    prefix: &str,
+) -> (Option<String>, Vec<String>) {
+    let mut refused = Vec::new();
+    let tagged = groups.filter(|g| {
+        g.vpc_id() == Some(vpc)
+            && g.tags()
+                .iter()
+                .any(|t| t.key() == Some(PURPOSE_TAG) && t.value() == Some(purpose.tag()))
+    });
+    for g in tagged {
+        let id = g.group_id().unwrap_or_default();
+        match verify_group(g, purpose, prefix) {
+            Ok(()) => return (Some(id.to_owned()), refused),
+            Err(why) => refused.push(format!("{id}: {why}")),
+        }
+    }
+    (None, refused)
+}
+
 /// The VPC's group for `purpose`: an existing one only when [`verify_group`] accepts it, else a
-/// fresh one (under another name when the usual one is taken).
+/// fresh one (under another name when the usual one is taken). `known`: the Region's groups as
+/// [`quell_groups`] read them a moment ago, looked at before asking EC2 again.
 pub async fn vpc_group(
     ec2: &Ec2,
     vpc: &str,
     purpose: Purpose,
     prefix: &str,
+    known: Option<&[aws_sdk_ec2::types::SecurityGroup]>,
 ) -> Result<VpcGroup, CallError> {
     let find = || async {
         let out = ec2
@@ -534,17 +581,19 @@ pub async fn vpc_group(
             .send()
             .await
             .described("ec2:DescribeSecurityGroups")?;
-        let mut refused = Vec::new();
-        for g in out.security_groups() {
-            let id = g.group_id().unwrap_or_default();
-            match verify_group(g, purpose, prefix) {
-                Ok(()) => return Ok::<_, CallError>((Some(id.to_owned()), refused)),
-                Err(why) => refused.push(format!("{id}: {why}")),
-            }
-        }
-        Ok((None, refused))
+        Ok::<_, CallError>(first_verified(
+            out.security_groups().iter(),
+            vpc,
+            purpose,
+            prefix,
+        ))
     };
-    let (existing, mut refused) = find().await?;
+    let (existing, mut refused) =
+        match known.map(|k| first_verified(k.iter(), vpc, purpose, prefix)) {
+            Some((Some(id), refused)) => (Some(id), refused),
+            // Not among them (made since, or never): EC2 is asked.
+            _ => find().await?,
+        };
     if let Some(id) = existing {
         return Ok(VpcGroup {
             id,
@@ -680,7 +729,7 @@ async fn swap_groups(
         id: group,
         created,
         refused,
-    } = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix).await?;
+    } = vpc_group(c.ec2, &facts.vpc, purpose, c.name_prefix, c.known_groups).await?;
     let single = facts.interfaces.len() == 1;
     let mut moved: Vec<&(String, Vec<String>)> = Vec::new();
     for iface in &facts.interfaces {
@@ -1104,6 +1153,37 @@ mod tests {
             .group_id("sg-1")
             .group_name(name)
             .tags(tag(purpose))
+    }
+
+    #[test]
+    fn a_group_read_beside_the_instance_is_used_only_in_its_vpc_and_only_when_it_is_quells() {
+        let planted = group("quell-isolation", "isolation")
+            .group_id("sg-planted")
+            .vpc_id("vpc-1")
+            .ip_permissions(all(true))
+            .build();
+        let elsewhere = group("quell-isolation", "isolation")
+            .group_id("sg-other-vpc")
+            .vpc_id("vpc-2")
+            .build();
+        let untracked = group("quell-untracked", "untracked")
+            .group_id("sg-untracked")
+            .vpc_id("vpc-1")
+            .build();
+        let real = group("quell-isolation-1a2b", "isolation")
+            .group_id("sg-real")
+            .vpc_id("vpc-1")
+            .build();
+        let region = [planted, elsewhere, untracked, real];
+        let (found, refused) = first_verified(region.iter(), "vpc-1", Purpose::Isolation, "quell");
+        assert_eq!(found.as_deref(), Some("sg-real"));
+        assert!(
+            refused.len() == 1 && refused[0].starts_with("sg-planted"),
+            "{refused:?}"
+        );
+        // Nothing of Quell's in the VPC: EC2 is asked (and a group made) instead.
+        let (none, _) = first_verified(region[..3].iter(), "vpc-3", Purpose::Isolation, "quell");
+        assert_eq!(none, None);
     }
 
     #[test]

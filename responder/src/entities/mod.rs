@@ -24,6 +24,9 @@ pub struct Target<'a> {
     pub request_id: &'a str,
     pub name_prefix: &'a str,
     instance_facts: OnceCell<Option<instance::Facts>>,
+    /// Quell's groups in an instance's Region, read beside the instance; `None` when that read
+    /// failed (the steps then ask EC2 themselves).
+    quell_groups: OnceCell<Option<Vec<aws_sdk_ec2::types::SecurityGroup>>>,
 }
 
 impl<'a> Target<'a> {
@@ -39,6 +42,7 @@ impl<'a> Target<'a> {
             request_id,
             name_prefix,
             instance_facts: OnceCell::new(),
+            quell_groups: OnceCell::new(),
         }
     }
 
@@ -92,6 +96,7 @@ impl<'a> Target<'a> {
             instance: i,
             request_id: self.request_id,
             name_prefix: self.name_prefix,
+            known_groups: self.quell_groups.get().and_then(Option::as_deref),
         }
     }
 
@@ -107,7 +112,17 @@ impl<'a> Target<'a> {
                     .await
             }
             Entity::Function(f) => function::real_arn(&self.lambda(), f).await,
-            Entity::Instance(i) => Ok(self.facts().await?.map(|_| instance::instance_arn(i))),
+            Entity::Instance(i) => {
+                // The group the first step moves the instance into is looked up beside the
+                // instance: that lookup needs no VPC to start, and saves the round trip after it.
+                let ec2 = self.ec2();
+                let (facts, _) = tokio::join!(
+                    self.facts(),
+                    self.quell_groups
+                        .get_or_init(|| async { instance::quell_groups(&ec2).await.ok() })
+                );
+                Ok(facts?.map(|_| instance::instance_arn(i)))
+            }
         }
     }
 

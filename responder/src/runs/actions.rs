@@ -155,6 +155,7 @@ pub async fn carry_out(
         instance: &vm,
         request_id: place.run,
         name_prefix: place.name_prefix,
+        known_groups: None,
     };
     match action {
         "tag" => tag(m, target, with).await,
@@ -215,6 +216,7 @@ pub async fn undo(
         instance: &vm,
         request_id: place.run,
         name_prefix: place.name_prefix,
+        known_groups: None,
     };
     let named: Vec<Step> = parts
         .iter()
