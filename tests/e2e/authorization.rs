@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use quell_responder::authorization::{Caller, Channel};
 use quell_responder::ledger::Status;
 use serde_json::json;
 
 use crate::bad_input::{canary, expect_refused, publish, refusal};
-use crate::support::{Sandbox, HOME};
+use crate::support::Sandbox;
 use crate::TestFn;
 
 pub fn tests() -> Vec<(&'static str, TestFn)> {
@@ -23,16 +23,7 @@ pub fn tests() -> Vec<(&'static str, TestFn)> {
 
 /// Sends `body` to the request queue of `channel`, as `quell` does; the SQS message id.
 pub async fn enqueue(s: &Sandbox, channel: Channel, body: &str) -> Result<String> {
-    let security = s.in_account(&s.security(), HOME).await?;
-    let sqs = aws_sdk_sqs::Client::new(&security);
-    let url = sqs
-        .get_queue_url()
-        .queue_name(channel.queue_name("quell"))
-        .send()
-        .await?
-        .queue_url()
-        .context("queue url")?
-        .to_owned();
+    let (sqs, url) = s.security_queue(&channel.queue_name("quell")).await?;
     Ok(sqs
         .send_message()
         .queue_url(url)

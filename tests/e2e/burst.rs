@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde_json::{json, Value};
 
@@ -189,15 +189,7 @@ fn dead_lettered(s: &Sandbox) -> Result<u64> {
 
 /// Waits until the events queue holds nothing and the host has nothing of it in flight.
 async fn wait_for_quiet_events_queue(s: &Sandbox) -> Result<()> {
-    let sqs = aws_sdk_sqs::Client::new(&s.in_account(&s.security(), HOME).await?);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("quell-events")
-        .send()
-        .await?
-        .queue_url()
-        .context("the events queue")?
-        .to_owned();
+    let (sqs, url) = s.security_queue("quell-events").await?;
     for _ in 0..120 {
         let attributes = sqs
             .get_queue_attributes()

@@ -75,22 +75,8 @@ async fn killed_and_resumed(s: &Sandbox) -> Result<()> {
         "7",
     ])?;
     let security = s.in_account(&s.security(), HOME).await?;
-    let requester = aws_sdk_sts::Client::new(&security)
-        .get_caller_identity()
-        .send()
-        .await?
-        .arn()
-        .unwrap_or_default()
-        .to_owned();
-    let sqs = aws_sdk_sqs::Client::new(&security);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("quell-requests-contain")
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let requester = s.requester().await?;
+    let (sqs, url) = s.security_queue("quell-requests-contain").await?;
     let run = crate::remediate::uuid_like();
     let ids: Vec<String> = (0..USERS).map(|i| format!("crash-{run}-{i}")).collect();
     for (id, name) in ids.iter().zip(&names) {

@@ -76,22 +76,8 @@ async fn containments_sent_at_once_across_accounts_all_end_contained_and_duplica
 
     // Sent as `quell contain` sends them, from the security account, all at once.
     let security = s.in_account(&s.security(), HOME).await?;
-    let requester = aws_sdk_sts::Client::new(&security)
-        .get_caller_identity()
-        .send()
-        .await?
-        .arn()
-        .unwrap_or_default()
-        .to_owned();
-    let sqs = aws_sdk_sqs::Client::new(&security);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("quell-requests-contain")
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let requester = s.requester().await?;
+    let (sqs, url) = s.security_queue("quell-requests-contain").await?;
     let mut sent = Vec::new();
     for (n, (_, _, arn)) in entities.iter().enumerate() {
         let id = format!("load-{n}");

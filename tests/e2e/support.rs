@@ -250,6 +250,33 @@ impl Sandbox {
         .await
     }
 
+    /// A queue of the security account, as `quell` reaches it: a client and the queue's URL.
+    pub async fn security_queue(&self, name: &str) -> Result<(aws_sdk_sqs::Client, String)> {
+        let sqs = aws_sdk_sqs::Client::new(&self.in_account(&self.security(), HOME).await?);
+        let url = sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await?
+            .queue_url()
+            .with_context(|| format!("no queue {name}"))?
+            .to_owned();
+        Ok((sqs, url))
+    }
+
+    /// Who `quell` sends requests as in the sandbox: the security account's caller.
+    pub async fn requester(&self) -> Result<String> {
+        Ok(
+            aws_sdk_sts::Client::new(&self.in_account(&self.security(), HOME).await?)
+                .get_caller_identity()
+                .send()
+                .await?
+                .arn()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
     /// An administrator session in `account` (OrganizationAccountAccessRole, as on AWS).
     pub async fn in_account(&self, account: &str, region: &str) -> Result<SdkConfig> {
         let admin = self.admin(region).await;

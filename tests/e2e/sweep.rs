@@ -74,15 +74,7 @@ async fn a_place_message_acts_only_on_a_place_its_sweep_lists_and_a_place_delive
         json!({"version": "1", "sweep": key, "account": member, "region": HOME, "dry_run": false}),
     ];
     let (delivered, _) = sweep_deliveries(&s)?;
-    let sqs = aws_sdk_sqs::Client::new(&security);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("quell-sweep")
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let (sqs, url) = s.security_queue("quell-sweep").await?;
     for m in &messages {
         sqs.send_message()
             .queue_url(&url)

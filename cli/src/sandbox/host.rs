@@ -128,43 +128,38 @@ async fn poll(host: Arc<Host>, queue: String) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        let (runtime, sessions, state) = (&host.runtime, &host.sessions, &host.state);
-        let delivered = if queue == w.queue_url {
-            // SNS invokes asynchronously: what fails every try goes where the function's
-            // configuration says, or is dropped, as Lambda does.
-            let on_failure = if w.function.dead_letter_target.is_some() {
-                OnFailure::DeadLetterEvent
-            } else {
-                OnFailure::Drop
-            };
-            Box::pin(deliver(
-                &w,
-                runtime,
-                sessions,
-                state,
-                &queue,
-                on_failure,
-                |m| sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn),
-            ))
-            .await
+        // The inbox stands in for the SNS subscription (`None`); the others for event source
+        // mappings (the queue's ARN).
+        let mapped = if queue == w.queue_url {
+            None
         } else if let Some((_, arn)) = w.mapped_queues.iter().find(|(url, _)| *url == queue) {
-            // The queues stand in for event source mappings, whose redrive policies end in the
-            // dead-letter queue.
-            Box::pin(deliver(
-                &w,
-                runtime,
-                sessions,
-                state,
-                &queue,
-                OnFailure::Redrive,
-                |m| Ok(sqs_lambda_event(m, arn, &w.function.region)),
-            ))
-            .await
+            Some(arn.as_str())
         } else {
             // No longer part of the deployment.
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
+        let on_failure = match mapped {
+            // A mapping's redrive policy ends in the dead-letter queue.
+            Some(_) => OnFailure::Redrive,
+            // SNS invokes asynchronously: what fails every try goes where the function's
+            // configuration says, or is dropped, as Lambda does.
+            None if w.function.dead_letter_target.is_some() => OnFailure::DeadLetterEvent,
+            None => OnFailure::Drop,
+        };
+        let delivered = Box::pin(deliver(
+            &w,
+            &host.runtime,
+            &host.sessions,
+            &host.state,
+            &queue,
+            on_failure,
+            |m| match mapped {
+                None => sns_lambda_event(m.body().unwrap_or_default(), &w.subscription_arn),
+                Some(arn) => Ok(sqs_lambda_event(m, arn, &w.function.region)),
+            },
+        ))
+        .await;
         if let Err(e) = delivered {
             tracing::error!(queue, error = %crate::exit::describe(&e), "delivery round failed");
             tokio::time::sleep(Duration::from_secs(1)).await;
