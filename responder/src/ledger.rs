@@ -270,7 +270,7 @@ impl Record {
 }
 
 /// What claiming a request in the ledger found.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Claim {
     /// First time this request is seen: it is ours.
     Fresh(Record),
@@ -340,11 +340,8 @@ impl Ledger {
         let mut written: Option<Claim> = Some(Claim::Fresh(fresh.clone()));
         for _ in 0..2 {
             let existing = self.get(&fresh.key).await?;
-            match (&written, &existing) {
-                (Some(Claim::Fresh(mine) | Claim::Resumed(mine)), Some(found)) if mine == found => {
-                    return Ok(written.expect("matched"));
-                }
-                _ => {}
+            if let Some(mine) = Self::mine(written.as_ref(), existing.as_ref()) {
+                return Ok(mine);
             }
             let Some(existing) = existing else {
                 match self.put(&fresh, Condition::Absent).await {
@@ -390,10 +387,20 @@ impl Ledger {
             }
         }
         let existing = self.get(&fresh.key).await?;
-        match (written, existing) {
-            (Some(Claim::Fresh(mine)), Some(found)) if mine == found => Ok(Claim::Fresh(found)),
-            (Some(Claim::Resumed(mine)), Some(found)) if mine == found => Ok(Claim::Resumed(found)),
-            (_, existing) => Ok(existing.map_or(Claim::Fresh(fresh), Claim::Busy)),
+        Ok(Self::mine(written.as_ref(), existing.as_ref())
+            .unwrap_or_else(|| existing.map_or(Claim::Fresh(fresh), Claim::Busy)))
+    }
+
+    /// The claim this caller wrote, when the record read back is exactly it: its own write, whose
+    /// answer was lost, rather than another's.
+    fn mine(written: Option<&Claim>, found: Option<&Record>) -> Option<Claim> {
+        match (written, found) {
+            (Some(claim @ (Claim::Fresh(mine) | Claim::Resumed(mine))), Some(found))
+                if mine == found =>
+            {
+                Some(claim.clone())
+            }
+            _ => None,
         }
     }
 

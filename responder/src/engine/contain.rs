@@ -12,6 +12,13 @@ use crate::error::ResponderError;
 use crate::inbound::{QueueDelivery, SnsDelivery};
 use crate::ledger::{Claim, Record, Status};
 
+/// Why a containment ends before its first step.
+enum Stop {
+    Refused(Refusal),
+    /// The entity could not be read; whether a later attempt may.
+    Unreadable(String, bool),
+}
+
 /// How long an entity lock outlives its request's last sign of life.
 const LOCK_MINUTES: i64 = 16;
 
@@ -113,31 +120,36 @@ impl Responder {
             Ok(r) => r,
             Err(outcome) => return Ok(outcome),
         };
-        let (target, real) = match looked {
-            Ok((target, Some(real))) => (target, real),
-            Ok((_, None)) => {
-                let why = format!(
+        // Refused on what the account holds, or not readable: nothing is done, and the record
+        // and the audit say why.
+        let checked = match looked {
+            Ok((target, Some(real))) => match self.refusal_for_real(entity, &real) {
+                Some(refusal) => Err(Stop::Refused(refusal)),
+                None => Ok(target),
+            },
+            Ok((_, None)) => Err(Stop::Refused(refuse(
+                "entity_not_found",
+                format!(
                     "{} {} does not exist in account {}",
                     entity.kind(),
                     entity.name(),
                     entity.account()
-                );
+                ),
+            ))),
+            Err((what, e)) => Err(Stop::Unreadable(format!("{what}: {e}"), is_transient(&e))),
+        };
+        let target = match checked {
+            Ok(target) => target,
+            Err(stopped) => {
                 self.audit_or_log(AuditEvent::Started, &mut record).await;
-                return self
-                    .finish_rejected(&mut record, refuse("entity_not_found", why))
-                    .await;
-            }
-            Err((what, e)) => {
-                self.audit_or_log(AuditEvent::Started, &mut record).await;
-                return self
-                    .finish_failed(&mut record, format!("{what}: {e}"), is_transient(&e))
-                    .await;
+                return match stopped {
+                    Stop::Refused(refusal) => self.finish_rejected(&mut record, refusal).await,
+                    Stop::Unreadable(why, transient) => {
+                        self.finish_failed(&mut record, why, transient).await
+                    }
+                };
             }
         };
-        if let Some(refusal) = self.refusal_for_real(entity, &real) {
-            self.audit_or_log(AuditEvent::Started, &mut record).await;
-            return self.finish_rejected(&mut record, refusal).await;
-        }
         let steps = target.plan(&record.options);
         // The protective writes do not wait for the news that they are starting: the record is
         // already the evidence, and the audit message goes out beside them.
