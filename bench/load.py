@@ -228,13 +228,19 @@ def burst(sb, proxy, label, rng):
     put = time.time() - started
     left = list(groups)
     while left:
+        # Read back 200 groups to a call, so the polling takes little of the sandbox's time.
         still = []
+        by_owner = {}
         for account, gid in left:
-            perms = sb.client(account, "ec2").describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]["IpPermissions"]
-            if not any(p.get("FromPort") == 443 for p in perms):
-                sys.exit(f"{label}: {gid}'s internal rule was removed")
-            if any(r["CidrIp"] == "0.0.0.0/0" for p in perms for r in p.get("IpRanges", [])):
-                still.append((account, gid))
+            by_owner.setdefault(account, []).append(gid)
+        for account, ids in by_owner.items():
+            for i in range(0, len(ids), 200):
+                for g in sb.client(account, "ec2").describe_security_groups(GroupIds=ids[i:i + 200])["SecurityGroups"]:
+                    perms = g["IpPermissions"]
+                    if not any(p.get("FromPort") == 443 for p in perms):
+                        sys.exit(f"{label}: {g['GroupId']}'s internal rule was removed")
+                    if any(r["CidrIp"] == "0.0.0.0/0" for p in perms for r in p.get("IpRanges", [])):
+                        still.append((account, g["GroupId"]))
         left = still
         if left and time.time() - started > 1800:
             sys.exit(f"{label}: {len(left)} groups still open after 30 minutes")
