@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use aws_sdk_ec2::types::Filter;
 use futures::stream::{self, StreamExt};
 use quell_responder::contract::{Action, Options};
-use quell_responder::entities::instance::PURPOSE_TAG;
+use quell_responder::entities::instance::quell_groups;
 use quell_responder::ledger::{Ledger, Record, Status};
 use serde::Serialize;
 
@@ -427,19 +427,9 @@ async fn groups_in(
     account: &str,
     region: &str,
 ) -> anyhow::Result<(Vec<String>, Vec<Leftover>)> {
-    let groups = ec2
-        .describe_security_groups()
-        .filters(
-            Filter::builder()
-                .name("tag-key")
-                .values(PURPOSE_TAG)
-                .build(),
-        )
-        .send()
-        .await
-        .described("ec2:DescribeSecurityGroups")?;
+    let groups = quell_groups(ec2).await?;
     let (mut removed, mut left) = (Vec::new(), Vec::new());
-    for g in groups.security_groups() {
+    for g in &groups {
         let id = g.group_id().unwrap_or_default();
         let users = ec2
             .describe_network_interfaces()
