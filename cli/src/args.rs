@@ -86,6 +86,17 @@ pub enum Command {
         #[command(subcommand)]
         command: PlaybookCommand,
     },
+    /// The organization at a glance: one self-contained HTML file (deployment per account and
+    /// Region, containments, remediations, the last sweep, totals); `--output json` for the data.
+    Report(ReportArgs),
+    /// Shell completions, printed: `quell completions bash > /etc/bash_completion.d/quell`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// The manual page (roff), made from the same definitions as `--help`: printed, or with
+    /// `--out DIR` one page per command (`man -l DIR/quell.1`).
+    Man(ManArgs),
     /// The local sandbox: a simulated AWS Organization on this machine (moto).
     Sandbox {
         #[command(subcommand)]
@@ -94,10 +105,46 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct RenderArgs {
-    /// Quell configuration file (see quell.example.yaml).
+pub struct ReportArgs {
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Where to write the page.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+    /// The period the ledger is read for: 30d, 12h, 2w, 90m.
+    #[arg(long, default_value = "30d", value_parser = crate::report::parse_since)]
+    pub since: chrono::Duration,
+    /// Render a report saved with `--output json` instead of reading AWS (for sharing, or
+    /// rendering again with this build).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// StackSets are administered as a delegated administrator.
+    #[arg(long)]
+    pub delegated_admin: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write quell.1 and a page per command to (created if missing).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Folder to write the templates to (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -107,9 +154,10 @@ pub struct RenderArgs {
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Args)]
 pub struct ConvergeArgs {
-    /// Quell configuration file (see quell.example.yaml).
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Apply without asking.
     #[arg(long, short)]
     pub yes: bool,
@@ -133,9 +181,10 @@ pub struct ConvergeArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Quell configuration file.
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Also run StackSet drift detection and show its results (starts one operation per stack set).
     #[arg(long)]
     pub drift: bool,
@@ -150,9 +199,10 @@ pub struct StatusArgs {
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
-    /// Quell configuration file.
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
@@ -176,6 +226,8 @@ pub struct SweepArgs {
     pub only: Vec<SweepKind>,
     #[arg(long, short)]
     pub yes: bool,
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Seconds to wait for the sweep to end (it goes on either way: `quell history` shows it).
@@ -215,6 +267,8 @@ pub struct DecisionArgs {
     pub reason: String,
     #[arg(long, short)]
     pub yes: bool,
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Seconds to wait for the responder's outcome.
@@ -224,9 +278,10 @@ pub struct DecisionArgs {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Quell configuration file.
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Check as a StackSets delegated administrator.
     #[arg(long)]
     pub delegated_admin: bool,
@@ -242,7 +297,8 @@ pub struct ContainArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
-    /// Quell configuration file (default: quell.yaml, or the sandbox's own).
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Request id (default: a new UUID). Sending the same id again never acts twice.
@@ -269,7 +325,8 @@ pub struct RunArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
-    /// Quell configuration file (default: quell.yaml, or the sandbox's own).
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Request id (default: a new UUID). Sending the same id again never starts a second run.
@@ -293,6 +350,8 @@ pub struct ReleaseArgs {
     pub reactivate_keys: bool,
     #[arg(long, short)]
     pub yes: bool,
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     #[arg(long)]
@@ -305,6 +364,8 @@ pub struct ReleaseArgs {
 pub struct HistoryArgs {
     /// Only the records about this entity.
     pub arn: Option<String>,
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// At most this many records.
@@ -316,6 +377,8 @@ pub struct HistoryArgs {
 pub struct RunsArgs {
     /// One run's id (run:<playbook>:<hash>:<window>), shown step by step.
     pub id: Option<String>,
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// At most this many runs.
@@ -327,6 +390,8 @@ pub struct RunsArgs {
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: Option<DlqCommand>,
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
 }
@@ -344,6 +409,8 @@ pub enum DlqCommand {
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// How long the old ExternalId is still accepted, in minutes (0 to 10080, a week).
@@ -369,16 +436,18 @@ pub enum PlaybookCommand {
 
 #[derive(Debug, Args)]
 pub struct PlaybookConfigArgs {
-    /// Quell configuration file (its `declared_playbooks`).
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Quell configuration file (its `declared_playbooks`).
+    /// Quell configuration file (default: ./quell.yaml, then $QUELL_CONFIG; with --sandbox, the
+    /// sandbox's own).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// The playbook's id.
     pub playbook: String,
     /// An EventBridge event, as JSON (fixtures for each kind: playbooks/fixtures/events).

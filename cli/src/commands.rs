@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
-use crate::args::RenderArgs;
+use crate::args::{GlobalArgs, RenderArgs};
 use crate::config::Config;
 use crate::printer::Printer;
 use crate::render;
 
-pub fn render(args: &RenderArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let config = Config::load(&args.config)?;
+pub fn render(global: &GlobalArgs, args: &RenderArgs, printer: &Printer) -> anyhow::Result<u8> {
+    let config = Config::load(&crate::config_file::find(global, args.config.as_deref())?)?;
     let rendered = render::render_all(&config)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;

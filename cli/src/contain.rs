@@ -23,7 +23,6 @@ use crate::config::Config;
 use crate::deployment::{self, Deployment};
 use crate::exit;
 use crate::printer::{confirm, Printer, Tone};
-use crate::sandbox::state::SandboxState;
 
 #[derive(Debug, Serialize)]
 struct Report<'a> {
@@ -32,6 +31,8 @@ struct Report<'a> {
     action: Action,
     status: Status,
     entity: &'a str,
+    /// From the publish returning to the outcome read from the ledger.
+    publish_to_outcome_ms: u128,
     record: &'a Record,
 }
 
@@ -54,6 +55,8 @@ pub struct Outcome {
     pub record: Record,
     /// The ledger it was read from, for what the record points to.
     pub ledger: Ledger,
+    /// From the publish returning to the outcome read.
+    pub waited: Duration,
 }
 
 /// Where requests go: the deployment found from the configuration.
@@ -67,25 +70,14 @@ pub(crate) struct Connection {
     security_account: String,
 }
 
-fn config_path(global: &GlobalArgs, explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.clone());
-    }
-    if global.sandbox {
-        return Ok(SandboxState::load()?.config_path);
-    }
-    let default = PathBuf::from("quell.yaml");
-    if default.exists() {
-        return Ok(default);
-    }
-    anyhow::bail!("no configuration: pass --config FILE (the one `quell install` used), or create quell.yaml here")
-}
-
 pub(crate) async fn connect(
     global: &GlobalArgs,
     explicit: Option<&PathBuf>,
 ) -> anyhow::Result<Connection> {
-    let config = Config::load(&config_path(global, explicit)?)?;
+    let config = Config::load(&crate::config_file::find(
+        global,
+        explicit.map(PathBuf::as_path),
+    )?)?;
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
     let security = aws.security_account(&caller, &config).await?;
@@ -157,6 +149,7 @@ fn report(outcome: &Outcome, printer: &Printer) -> u8 {
         action: record.action,
         status: record.status,
         entity: record.entity.as_deref().unwrap_or_default(),
+        publish_to_outcome_ms: outcome.waited.as_millis(),
         record,
     };
     printer.result(&report, || report_text(record, printer));
@@ -408,6 +401,7 @@ pub async fn send(
         )));
     }
     let message_id = publish(&c, req, &checked).await?;
+    let published = Instant::now();
     printer.status(&format!(
         "request {request_id} sent (message {message_id}); waiting for the responder"
     ));
@@ -436,6 +430,7 @@ pub async fn send(
         message_id,
         record,
         ledger,
+        waited: published.elapsed(),
     })
 }
 
@@ -494,6 +489,7 @@ pub async fn send_all(
                 message_id: message_id.clone(),
                 record,
                 ledger: ledger.clone(),
+                waited: start.elapsed(),
             });
         }
         let done = outcomes.iter().filter(|o| o.is_some()).count();
@@ -561,6 +557,16 @@ async fn send_request(c: &Connection, channel: Channel, body: &str) -> anyhow::R
 
 /// Polls the ledger until this delivery's outcome is final: the request's own record when this
 /// message started it, or the refusal recorded under the message id.
+/// How long to wait before reading the ledger again: often at first, when an outcome is most
+/// likely (a containment takes well under a second), then at a pace a long sweep can afford.
+fn poll_interval(waited: Duration) -> Duration {
+    if waited < Duration::from_secs(10) {
+        Duration::from_millis(40)
+    } else {
+        Duration::from_millis(250)
+    }
+}
+
 async fn wait(
     ledger: &Ledger,
     request_id: &str,
@@ -571,12 +577,16 @@ async fn wait(
     let start = Instant::now();
     let task = printer.task(&format!("waiting for request {request_id}"));
     let mut shown_steps = 0;
+    let refusal = contract::rejection_key(message_id);
+    let keys = [refusal.clone(), request_id.to_owned()];
     while start.elapsed() < timeout {
-        if let Some(refused) = ledger.get(&contract::rejection_key(message_id)).await? {
+        // The refusal and the record in one round trip: most outcomes arrive within a second.
+        let found = ledger.get_many(&keys).await?;
+        if let Some(refused) = found.iter().find(|r| r.key == refusal) {
             task.fail();
-            return Ok(Some(refused));
+            return Ok(Some(refused.clone()));
         }
-        if let Some(record) = ledger.get(request_id).await? {
+        if let Some(record) = found.into_iter().find(|r| r.key == request_id) {
             if record.message_ids.iter().any(|m| m == message_id) {
                 for step in record.steps.iter().skip(shown_steps) {
                     task.update(&format!("{}: {}", step.name, step.detail));
@@ -597,7 +607,7 @@ async fn wait(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(poll_interval(start.elapsed())).await;
     }
     task.fail();
     Ok(None)

@@ -67,7 +67,7 @@ fn problem(check: &str, severity: Severity, detail: String, fix: String) -> Chec
 }
 
 pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&crate::config_file::find(global, args.config.as_deref())?)?;
     let aws = Aws::connect(global, &config.home_region).await?;
     let caller = aws.caller().await?;
     let (role, checks) = checks(&aws, &caller, &config, args.delegated_admin, printer).await?;

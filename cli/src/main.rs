@@ -7,8 +7,10 @@ mod aws;
 mod calls;
 mod commands;
 mod config;
+mod config_file;
 mod contain;
 mod converge;
+mod cost;
 mod declared;
 mod deployment;
 mod dlq;
@@ -18,24 +20,29 @@ mod exit;
 mod granted;
 mod limits;
 mod located;
+mod manual;
 mod package;
 mod playbook_commands;
 mod playbook_document;
 mod printer;
 mod render;
+mod report;
 mod runs_command;
 mod sandbox;
 mod status;
 mod uninstall;
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 
 use crate::args::{Cli, Command, PlaybookCommand, SandboxCommand};
 use crate::printer::Printer;
 use quell_responder::contract::Action;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&manual::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.global.verbose);
     let printer = Printer::new(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -62,7 +69,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
     let global = cli.global;
     match cli.command {
-        Command::Render(args) => commands::render(&args, printer),
+        Command::Render(args) => commands::render(&global, &args, printer),
         Command::Install(args) => {
             Box::pin(converge::run(
                 &global,
@@ -101,11 +108,14 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<u8> {
             contain::rotate_external_id(&global, &args, printer).await
         }
         Command::Playbook { command } => match command {
-            PlaybookCommand::Check(args) => playbook_commands::check(&args, printer),
-            PlaybookCommand::Simulate(args) => playbook_commands::simulate(&args, printer),
-            PlaybookCommand::Test(args) => playbook_commands::test(&args, printer),
+            PlaybookCommand::Check(args) => playbook_commands::check(&global, &args, printer),
+            PlaybookCommand::Simulate(args) => playbook_commands::simulate(&global, &args, printer),
+            PlaybookCommand::Test(args) => playbook_commands::test(&global, &args, printer),
             PlaybookCommand::Actions => Ok(playbook_commands::actions(printer)),
         },
+        Command::Report(args) => Box::pin(report::run(&global, &args, printer)).await,
+        Command::Completions { shell } => Ok(manual::completions(shell)),
+        Command::Man(args) => manual::man(&args, printer),
         Command::Sandbox { command } => match command {
             SandboxCommand::Up(args) => sandbox::up(&args, printer).await,
             SandboxCommand::Down => sandbox::down(printer),

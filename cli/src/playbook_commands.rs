@@ -12,7 +12,7 @@ use quell_responder::playbooks::language::Node;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::args::{PlaybookConfigArgs, SimulateArgs};
+use crate::args::{GlobalArgs, PlaybookConfigArgs, SimulateArgs};
 use crate::declared::{self, Declared};
 use crate::exit;
 use crate::printer::{Printer, Tone};
@@ -32,8 +32,13 @@ struct Checked<'a> {
     iam: Vec<&'static str>,
 }
 
-pub fn check(args: &PlaybookConfigArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let loaded = declared::load(&args.config)?;
+pub fn check(
+    global: &GlobalArgs,
+    args: &PlaybookConfigArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let path = crate::config_file::find(global, args.config.as_deref())?;
+    let loaded = declared::load(&path)?;
     let report: Vec<Checked<'_>> = loaded
         .iter()
         .map(|d| Checked {
@@ -63,7 +68,7 @@ pub fn check(args: &PlaybookConfigArgs, printer: &Printer) -> anyhow::Result<u8>
             );
         }
         if report.is_empty() {
-            let _ = writeln!(t, "no declared_playbooks in {}", args.config.display());
+            let _ = writeln!(t, "no declared_playbooks in {}", path.display());
         }
         t
     });
@@ -91,9 +96,10 @@ fn find<'a>(loaded: &'a [Declared], id: &str, config: &Path) -> anyhow::Result<&
         })
 }
 
-pub fn simulate(args: &SimulateArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let loaded = declared::load(&args.config)?;
-    let d = find(&loaded, &args.playbook, &args.config)?;
+pub fn simulate(global: &GlobalArgs, args: &SimulateArgs, printer: &Printer) -> anyhow::Result<u8> {
+    let path = crate::config_file::find(global, args.config.as_deref())?;
+    let loaded = declared::load(&path)?;
+    let d = find(&loaded, &args.playbook, &path)?;
     let event = json_file(&args.event, "event")?;
     let resource = match &args.resource {
         Some(p) => json_file(p, "resource")?,
@@ -197,8 +203,12 @@ struct TestResult {
     differences: Vec<String>,
 }
 
-pub fn test(args: &PlaybookConfigArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let loaded = declared::load(&args.config)?;
+pub fn test(
+    global: &GlobalArgs,
+    args: &PlaybookConfigArgs,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let loaded = declared::load(&crate::config_file::find(global, args.config.as_deref())?)?;
     let mut results = Vec::new();
     for d in &loaded {
         for (i, t) in d.playbook.tests.iter().enumerate() {

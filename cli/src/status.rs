@@ -27,6 +27,8 @@ struct Status {
     containments: Vec<Record>,
     /// Fixes a playbook in approve mode is holding.
     awaiting_approval: Vec<Record>,
+    /// What Quell deploys at this size and what it costs a month.
+    cost: crate::cost::Estimate,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,7 +64,7 @@ enum DriftResult {
 }
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let ctx = Context::connect(global, &args.config, args.delegated_admin).await?;
+    let ctx = Context::connect(global, args.config.as_deref(), args.delegated_admin).await?;
     let mut stacks = Vec::new();
     let mut responder_build = None;
     for kind in [
@@ -150,6 +152,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> a
         stack_sets,
         containments,
         awaiting_approval,
+        cost: crate::cost::for_context(&ctx)?,
     };
     printer.result(&status, || text(&status, printer));
     let healthy = status.stacks.iter().all(|s| s.status.is_some())
@@ -265,6 +268,7 @@ fn text(s: &Status, printer: &Printer) -> String {
             r.entity.as_deref().unwrap_or("?")
         );
     }
+    t.push_str(&s.cost.text());
     if !s.awaiting_approval.is_empty() {
         let _ = writeln!(
             t,

@@ -48,7 +48,7 @@ pub async fn run(
     args: &UninstallArgs,
     printer: &Printer,
 ) -> anyhow::Result<u8> {
-    let ctx = Context::connect(global, &args.config, args.delegated_admin).await?;
+    let ctx = Context::connect(global, args.config.as_deref(), args.delegated_admin).await?;
     let table = deployment::ledger_table(&ctx.config.name);
     let ledger_exists = deployment::ledger_exists(&ctx.security, &ctx.config.name).await?;
     let contained = if ledger_exists {
@@ -88,12 +88,12 @@ pub async fn run(
                 action: Action::Release,
                 options: Options::default(),
                 yes: true,
-                config: Some(&args.config),
+                config: args.config.as_ref(),
                 timeout: 300,
             })
             .collect();
         let outcomes =
-            contain::send_all(global, Some(&args.config), &requests, "releases", printer).await?;
+            contain::send_all(global, args.config.as_ref(), &requests, "releases", printer).await?;
         let mut unreleased = Vec::new();
         for (request, outcome) in requests.iter().zip(&outcomes) {
             match outcome {

@@ -162,6 +162,9 @@ pub struct Record {
     /// A sweep: the places it covers, fixed when they were queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_plan: Option<SweepPlan>,
+    /// A remediation: when its event says it happened (reported, never acted on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_at: Option<DateTime<Utc>>,
 }
 
 /// The places of one sweep: every account as the organization listed it when the sweep began,
@@ -255,6 +258,7 @@ impl Record {
             audit_failures: Vec::new(),
             run: None,
             sweep_plan: None,
+            event_at: None,
         }
     }
 

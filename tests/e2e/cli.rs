@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::Sandbox;
 use crate::TestFn;
 
-fn quell_bin() -> std::path::PathBuf {
+pub fn quell_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     exe.parent()
         .and_then(Path::parent)
@@ -32,6 +32,10 @@ pub fn offline() -> Vec<Trial> {
         Trial::test(
             "declared_playbooks_are_checked_simulated_and_tested_without_aws",
             || declared_playbooks().map_err(|e| Failed::from(format!("{e:#}"))),
+        ),
+        Trial::test(
+            "the_configuration_is_found_without_config_and_the_cli_documents_itself",
+            || self_documented().map_err(|e| Failed::from(format!("{e:#}"))),
         ),
         Trial::test(
             "checkov_and_parliament_find_nothing_unexplained_in_the_rendered_templates",
@@ -100,6 +104,123 @@ fn scanners() -> Result<()> {
         "{}{}",
         String::from_utf8_lossy(&scan.stdout),
         String::from_utf8_lossy(&scan.stderr)
+    );
+    Ok(())
+}
+
+/// `quell` run in `dir` with `QUELL_CONFIG` set or not: status, stdout, stderr.
+fn quell_in(
+    dir: &Path,
+    config_env: Option<&Path>,
+    args: &[&str],
+) -> Result<(bool, String, String)> {
+    let mut command = Command::new(quell_bin());
+    command.current_dir(dir).args(args).env("NO_COLOR", "1");
+    match config_env {
+        Some(p) => command.env("QUELL_CONFIG", p),
+        None => command.env_remove("QUELL_CONFIG"),
+    };
+    let out = command.output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The configuration is found as the README says, and completions, manual page and version come
+/// out of the same definitions the parser uses.
+fn self_documented() -> Result<()> {
+    let empty = tempfile::tempdir()?;
+    let (ok, _, err) = quell_in(empty.path(), None, &["render", "--out", "out"])?;
+    ensure!(!ok, "render with no configuration anywhere succeeded");
+    for place in ["--config", "./quell.yaml", "QUELL_CONFIG (not set)"] {
+        ensure!(
+            err.contains(place),
+            "the error does not name {place}: {err}"
+        );
+    }
+    ensure!(
+        !empty.path().join("out").exists(),
+        "a failed render wrote its folder"
+    );
+
+    // QUELL_CONFIG alone.
+    let (ok, out, err) = quell_in(empty.path(), Some(&example()), &["render", "--out", "out"])?;
+    ensure!(
+        ok && out.contains("wrote "),
+        "render through QUELL_CONFIG: {err}"
+    );
+
+    // ./quell.yaml comes before QUELL_CONFIG: a broken local file is the one reported.
+    let local = tempfile::tempdir()?;
+    std::fs::write(
+        local.path().join("quell.yaml"),
+        std::fs::read_to_string(example())?.replace("regions:\n", "regoins:\n"),
+    )?;
+    let (ok, _, err) = quell_in(local.path(), Some(&example()), &["render", "--out", "out"])?;
+    ensure!(
+        !ok && err.contains("quell.yaml") && err.contains("unknown field `regoins`"),
+        "./quell.yaml was not the one read: {err}"
+    );
+    // The playbook commands find it the same way.
+    let (ok, _, err) = quell_in(empty.path(), None, &["playbook", "check"])?;
+    ensure!(
+        !ok && err.contains("QUELL_CONFIG (not set)"),
+        "playbook check: {err}"
+    );
+    let good = tempfile::tempdir()?;
+    std::fs::copy(example(), good.path().join("quell.yaml"))?;
+    let (ok, out, err) = quell_in(good.path(), None, &["playbook", "check"])?;
+    ensure!(
+        ok && out.contains("quell.yaml"),
+        "playbook check did not read ./quell.yaml: {out}{err}"
+    );
+
+    // Completions parse in their shell and offer the commands.
+    let (ok, bash, _) = quell_in(empty.path(), None, &["completions", "bash"])?;
+    ensure!(
+        ok && bash.contains("install") && bash.contains("--config"),
+        "bash completions: {bash}"
+    );
+    let script = empty.path().join("quell.bash");
+    std::fs::write(&script, &bash)?;
+    let parsed = Command::new("bash").arg("-n").arg(&script).output()?;
+    ensure!(
+        parsed.status.success(),
+        "bash cannot parse the completions: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let (ok, text, err) = quell_in(empty.path(), None, &["completions", shell])?;
+        ensure!(ok && text.contains("contain"), "{shell} completions: {err}");
+    }
+
+    // The manual: a page per command, in roff.
+    let (ok, _, err) = quell_in(empty.path(), None, &["man", "--out", "man"])?;
+    ensure!(ok, "quell man --out: {err}");
+    for page in [
+        "quell.1",
+        "quell-contain.1",
+        "quell-install.1",
+        "quell-report.1",
+    ] {
+        let text = std::fs::read_to_string(empty.path().join("man").join(page))
+            .with_context(|| format!("no manual page {page}"))?;
+        ensure!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is not roff"
+        );
+    }
+
+    // The version names the commit and the package the bootstrap next to quell makes.
+    let (ok, version, _) = quell_in(empty.path(), None, &["--version"])?;
+    ensure!(ok && version.contains("(commit "), "--version: {version}");
+    let bootstrap = std::fs::read(quell_bin().with_file_name("bootstrap"))?;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bootstrap));
+    ensure!(
+        version.contains(&format!("responder/{hash}.zip")),
+        "--version does not name the package of the bootstrap next to quell ({hash}): {version}"
     );
     Ok(())
 }

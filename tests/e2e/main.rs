@@ -4,6 +4,7 @@
 
 mod authorization;
 mod bad_input;
+mod browser;
 mod burst;
 mod cli;
 mod contain;
@@ -17,6 +18,7 @@ mod load;
 mod permissions;
 mod proxy;
 mod remediate;
+mod report;
 mod storage;
 mod support;
 mod sweep;
@@ -35,6 +37,9 @@ type TestFn =
 /// Tests that need no sandbox.
 fn offline() -> Vec<Trial> {
     cli::offline()
+        .into_iter()
+        .chain(report::offline())
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         cli::online(),
         remediate::tests(),
         storage::tests(),
+        report::tests(),
         sweep::tests(),
         declared::tests(),
         delivery::tests(),

@@ -656,7 +656,7 @@ async fn a_delegated_administrator_installs_with_call_as_and_the_management_role
         verbose: 0,
     });
     let args = ConvergeArgs {
-        config: dir.path().join("quell.yaml"),
+        config: Some(dir.path().join("quell.yaml")),
         yes: true,
         dry_run: false,
         retry_failed: false,

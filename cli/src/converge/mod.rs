@@ -96,10 +96,10 @@ pub enum StackKind {
 impl Context {
     pub async fn connect(
         global: &GlobalArgs,
-        config_path: &Path,
+        config_path: Option<&Path>,
         delegated_admin: bool,
     ) -> anyhow::Result<Context> {
-        let config = Config::load(config_path)?;
+        let config = Config::load(&crate::config_file::find(global, config_path)?)?;
         let aws = Aws::connect(global, &config.home_region).await?;
         Context::reach(aws, config, delegated_admin).await
     }
@@ -374,6 +374,7 @@ impl Context {
                 .map(|d| d.key.clone()),
             stacks,
             stack_sets,
+            cost: None,
         })
     }
 
@@ -426,7 +427,8 @@ pub async fn run(
     printer: &Printer,
 ) -> anyhow::Result<u8> {
     // Loading checks the declared playbooks: a broken one stops the run here, before any call.
-    let config = Config::load(&args.config)?;
+    let path = crate::config_file::find(global, args.config.as_deref())?;
+    let config = Config::load(&path)?;
     if let Some(document) = &config.playbook_document {
         document.refuse_unrunnable()?;
     }
@@ -462,17 +464,17 @@ pub async fn converge(
     let observed = ctx.observe().await?;
     if verb == Verb::Upgrade && observed.security.is_none() {
         return Err(exit::refused(format!(
-            "no stack {} in security account {} ({}): run `quell install --config {}` first",
+            "no stack {} in security account {} ({}): run `quell install` with this configuration first",
             deployment::security_stack(&ctx.config.name),
             ctx.config.security_account,
             ctx.config.home_region,
-            args.config.display()
         )));
     }
     if observed.security.is_none() {
         refuse_orphan_ledger(&ctx).await?;
     }
-    let plan = ctx.plan(&observed, args.retry_failed)?;
+    let mut plan = ctx.plan(&observed, args.retry_failed)?;
+    plan.cost = Some(crate::cost::for_context(&ctx)?);
     if args.dry_run {
         printer.result(&plan, || plan.text(printer));
         return Ok(exit::SUCCESS);

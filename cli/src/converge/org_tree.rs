@@ -14,6 +14,10 @@ pub struct OrgTree {
     accounts: BTreeMap<String, Vec<String>>,
     /// Each account's and OU's direct parent.
     parent: BTreeMap<String, String>,
+    /// The roots, where the walk starts.
+    roots: Vec<String>,
+    /// Names of accounts and OUs, for people (`quell report`).
+    names: BTreeMap<String, String>,
 }
 
 impl OrgTree {
@@ -29,6 +33,7 @@ impl OrgTree {
             .iter()
             .filter_map(|r| r.id().map(str::to_owned))
             .collect();
+        tree.roots.clone_from(&queue);
         while let Some(parent) = queue.pop() {
             let mut accounts = org
                 .list_accounts_for_parent()
@@ -43,6 +48,7 @@ impl OrgTree {
                     let active = a.status().is_none_or(|s| s.as_str() == "ACTIVE");
                     if let (Some(id), true) = (a.id(), active) {
                         tree.add_account(&parent, id);
+                        tree.name(id, a.name());
                     }
                 }
             }
@@ -58,12 +64,18 @@ impl OrgTree {
                 {
                     if let Some(id) = ou.id() {
                         tree.add_ou(&parent, id);
+                        tree.name(id, ou.name());
                         queue.push(id.to_owned());
                     }
                 }
             }
         }
         Ok(tree)
+    }
+
+    #[cfg(test)]
+    pub fn add_root(&mut self, root: &str) {
+        self.roots.push(root.to_owned());
     }
 
     pub fn add_ou(&mut self, parent: &str, ou: &str) {
@@ -80,6 +92,31 @@ impl OrgTree {
             .or_default()
             .push(account.to_owned());
         self.parent.insert(account.to_owned(), parent.to_owned());
+    }
+
+    fn name(&mut self, id: &str, name: Option<&str>) {
+        if let Some(n) = name {
+            self.names.insert(id.to_owned(), n.to_owned());
+        }
+    }
+
+    pub fn roots(&self) -> &[String] {
+        &self.roots
+    }
+
+    /// The OUs directly under `parent`.
+    pub fn child_ous(&self, parent: &str) -> &[String] {
+        self.children.get(parent).map_or(&[], Vec::as_slice)
+    }
+
+    /// The active accounts directly under `parent`.
+    pub fn accounts_in(&self, parent: &str) -> &[String] {
+        self.accounts.get(parent).map_or(&[], Vec::as_slice)
+    }
+
+    /// The account's or OU's name, when Organizations gave one.
+    pub fn name_of(&self, id: &str) -> Option<&str> {
+        self.names.get(id).map(String::as_str)
     }
 
     /// Every account under `ou`, child OUs included.

@@ -443,6 +443,8 @@ pub struct Plan {
     pub stacks: Vec<StackPlan>,
     #[serde(serialize_with = "skipping_absent")]
     pub stack_sets: Vec<StackSetPlan>,
+    /// What the deployment will be at this size and cost a month.
+    pub cost: Option<crate::cost::Estimate>,
 }
 
 fn skipping_absent<S: serde::Serializer>(sets: &[StackSetPlan], s: S) -> Result<S::Ok, S::Error> {
@@ -631,6 +633,9 @@ impl Plan {
                 t,
                 "Nothing to change: the deployment matches the configuration and this build."
             );
+        }
+        if let Some(cost) = &self.cost {
+            t.push_str(&cost.text());
         }
         t
     }

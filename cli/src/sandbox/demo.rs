@@ -45,6 +45,8 @@ struct DemoReport {
     organization_id: String,
     incidents: Vec<Incident>,
     report_file: PathBuf,
+    /// The organization at a glance, as `quell report` writes it.
+    html_report: PathBuf,
     passed: bool,
 }
 
@@ -81,7 +83,7 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
     Box::pin(converge::run(
         &global,
         &ConvergeArgs {
-            config: state.config_path.clone(),
+            config: Some(state.config_path.clone()),
             yes: true,
             dry_run: false,
             retry_failed: false,
@@ -267,11 +269,26 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
         && incidents[2].status == Status::Rejected
         && incidents[3..].iter().all(|i| i.status == Status::Succeeded);
     let report_file = sandbox_dir().join("report.md");
+    let html_report = sandbox_dir().join("report.html");
+    printer.status("writing the organization's report");
+    Box::pin(crate::report::run(
+        &quiet_global(&global),
+        &crate::args::ReportArgs {
+            config: None,
+            out: html_report.clone(),
+            since: chrono::Duration::days(1),
+            from: None,
+            delegated_admin: false,
+        },
+        &quiet,
+    ))
+    .await?;
     let mut report = DemoReport {
         endpoint: state.endpoint.clone(),
         organization_id: state.organization_id.clone(),
         incidents,
         report_file: report_file.clone(),
+        html_report: html_report.canonicalize().unwrap_or(html_report),
         passed,
     };
     let text = report_text(
@@ -286,6 +303,15 @@ pub async fn run(printer: &Printer) -> anyhow::Result<u8> {
     report.report_file = report_file.canonicalize().unwrap_or(report_file);
     printer.result(&report, || report_text(&report, printer));
     Ok(if passed { exit::SUCCESS } else { exit::FAILURE })
+}
+
+/// The demo's own settings, without output: the report is written, not printed.
+fn quiet_global(global: &GlobalArgs) -> GlobalArgs {
+    GlobalArgs {
+        quiet: true,
+        output: OutputFormat::Text,
+        ..global.clone()
+    }
 }
 
 fn contain_args<'a>(arn: &'a str, reason: &'a str) -> contain::Request<'a> {
@@ -448,6 +474,11 @@ fn report_text(r: &DemoReport, printer: &Printer) -> String {
     };
     let _ = writeln!(t, "{verdict}");
     let _ = writeln!(t, "Report written to {}", r.report_file.display());
+    let _ = writeln!(
+        t,
+        "The organization at a glance (open it in a browser): {}",
+        r.html_report.display()
+    );
     let _ = writeln!(t, "The sandbox is still running: try `quell --sandbox contain ...` or `quell sandbox status`; `quell sandbox down` stops it.");
     t
 }

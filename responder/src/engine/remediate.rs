@@ -254,6 +254,7 @@ impl Responder {
         fresh.account = Some(t.account.clone());
         fresh.requester = Some(t.source.describe());
         fresh.caller = asked_by.cloned();
+        fresh.event_at = t.time;
         fresh.reason = Some(serde_json::to_string(&t.source).unwrap_or_default());
         // The same event delivered twice (EventBridge and SQS deliver at least once) acts once.
         let claim =

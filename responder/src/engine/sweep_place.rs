@@ -282,6 +282,7 @@ impl Responder {
                     region,
                     resource,
                     source: run.source.clone(),
+                    time: None,
                 };
                 match Box::pin(self.remediate_one(
                     run.message_id,

@@ -9,6 +9,7 @@
 //! configured Region and the responder's own partition. Custom actions and the sweep schedule come
 //! from the security account alone, with the exact ARNs install created.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -147,6 +148,9 @@ pub struct Trigger {
     pub region: String,
     pub resource: Resource,
     pub source: Source,
+    /// When the event says it happened (EventBridge's `time`), for the time from event to fix.
+    /// Anyone who can put events can set it, so it is only ever reported, never acted on.
+    pub time: Option<DateTime<Utc>>,
 }
 
 /// "Quell: contain" on a finding: the entity to contain, as an ARN the containment path checks.
@@ -300,6 +304,13 @@ fn need<'a>(v: &'a Value, pointer: &str, what: &str) -> Result<&'a str, Malforme
     text(v, pointer).ok_or_else(|| Malformed(format!("{what} has no {pointer}")))
 }
 
+/// EventBridge's `time`, when it is one.
+fn event_time(event: &Value) -> Option<DateTime<Utc>> {
+    text(event, "/time")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
 pub fn parse(event: &Value, origin: &Origin) -> Result<Parsed, Refused> {
     let detail_type = need(event, "/detail-type", "the event")?;
     let event_id = need(event, "/id", "the event")?.to_owned();
@@ -408,6 +419,7 @@ fn cloudtrail(event: &Value, event_id: String, origin: &Origin) -> Result<Parsed
         source: Source::CloudTrail {
             event_name: name.to_owned(),
         },
+        time: event_time(event),
     }]))
 }
 
@@ -488,6 +500,7 @@ fn config(event: &Value, event_id: String, origin: &Origin) -> Result<Parsed, Re
         source: Source::Config {
             rule: rule.to_owned(),
         },
+        time: event_time(event),
     }]))
 }
 
@@ -626,6 +639,7 @@ fn security_hub(event: &Value, event_id: &str, origin: &Origin) -> Result<Parsed
                         finding: finding.clone(),
                         control: control.to_owned(),
                     },
+                    time: event_time(event),
                 });
             }
         }
@@ -698,6 +712,7 @@ fn custom_action(event: &Value, event_id: &str, origin: &Origin) -> Result<Parse
                         finding: finding.clone(),
                         action: action_name.to_owned(),
                     },
+                    time: event_time(event),
                 });
             }
         }
@@ -860,6 +875,20 @@ pub(crate) mod tests {
         assert_eq!(t[0].account, MEMBER);
         assert_eq!(t[0].region, "eu-west-1");
         assert_eq!(t[0].resource.id(), "sg-0abc12");
+    }
+
+    #[test]
+    fn the_events_own_time_is_kept_for_the_report_and_a_bad_one_is_dropped() {
+        let mut e = cloudtrail_event("AuthorizeSecurityGroupIngress", "sg-0abc12");
+        assert_eq!(triggers(&e)[0].time, None);
+        e["time"] = json!("2026-11-30T10:15:00Z");
+        assert_eq!(
+            triggers(&e)[0].time.map(|t| t.to_rfc3339()),
+            Some("2026-11-30T10:15:00+00:00".to_owned())
+        );
+        // Anyone who puts events writes this field: a malformed one is no reason to refuse the event.
+        e["time"] = json!("yesterday");
+        assert_eq!(triggers(&e)[0].time, None);
     }
 
     #[test]
