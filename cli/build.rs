@@ -6,11 +6,12 @@ use std::process::Command;
 
 fn main() {
     let git = Path::new("../.git");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
-    if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
-        if let Some(reference) = head.trim().strip_prefix("ref: ") {
-            println!("cargo:rerun-if-changed=../.git/{reference}");
-            println!("cargo:rerun-if-changed=../.git/packed-refs");
+    // Cargo runs a build script again on every build when a file it watches is missing, and a
+    // fresh clone keeps its branches in packed-refs: only files that exist are watched.
+    // A commit rewrites a file under refs/ (a directory is watched whole).
+    for watched in ["HEAD", "packed-refs", "refs"] {
+        if git.join(watched).exists() {
+            println!("cargo:rerun-if-changed=../.git/{watched}");
         }
     }
     let commit = Command::new("git")
