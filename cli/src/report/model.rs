@@ -434,10 +434,31 @@ fn step_status(s: StepStatus) -> &'static str {
     }
 }
 
-/// The built-in playbook a remediation belongs to, or the declared playbook that ran it.
+/// The built-in playbook whose step this is.
+fn playbook_of_step(step: &str) -> Option<&'static str> {
+    Some(match step {
+        "revoke_ingress" => "open_security_group",
+        "make_bucket_private" => "public_bucket",
+        "make_snapshot_private" => "public_snapshot",
+        "encrypted_copy" | "delete_original" => "unencrypted_snapshot",
+        _ => return None,
+    })
+}
+
+/// The built-in playbook a remediation belongs to (by the steps it recorded: one snapshot can be
+/// both public and unencrypted), or the declared playbook that ran it.
 fn playbook_of(r: &Record) -> String {
     if let Some(p) = &r.options.playbook {
         return p.clone();
+    }
+    let mut by_steps: Vec<&str> = Vec::new();
+    for p in r.steps.iter().filter_map(|s| playbook_of_step(&s.name)) {
+        if !by_steps.contains(&p) {
+            by_steps.push(p);
+        }
+    }
+    if !by_steps.is_empty() {
+        return by_steps.join(" + ");
     }
     match r.entity_kind.as_deref() {
         Some("security_group") => "open_security_group".into(),
@@ -815,6 +836,41 @@ mod tests {
         );
         assert_eq!(release("user-b"), None, "already released");
         assert_eq!(release("user-c"), None, "nothing to release");
+    }
+
+    #[test]
+    fn a_remediation_is_counted_under_the_playbooks_its_steps_belong_to() {
+        let now = Utc::now();
+        let step = |name: &str| quell_responder::ledger::Step {
+            name: name.into(),
+            status: StepStatus::Done,
+            detail: String::new(),
+            prior: serde_json::Value::Null,
+            new: serde_json::Value::Null,
+            started_at: now,
+            finished_at: now,
+        };
+        let mut snapshot = record("snap", Action::Remediate, Status::Succeeded, now);
+        snapshot.entity_kind = Some("ebs_snapshot".into());
+        snapshot.steps = vec![
+            step("make_snapshot_private"),
+            step("encrypted_copy"),
+            step("delete_original"),
+        ];
+        assert_eq!(
+            playbook_of(&snapshot),
+            "public_snapshot + unencrypted_snapshot"
+        );
+        snapshot.steps = vec![step("encrypted_copy")];
+        assert_eq!(playbook_of(&snapshot), "unencrypted_snapshot");
+        // Skipped before any step: named by the kind of resource.
+        snapshot.steps.clear();
+        assert_eq!(
+            playbook_of(&snapshot),
+            "public_snapshot / unencrypted_snapshot"
+        );
+        snapshot.options.playbook = Some("critical-cve".into());
+        assert_eq!(playbook_of(&snapshot), "critical-cve");
     }
 
     #[test]
