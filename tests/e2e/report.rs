@@ -121,6 +121,26 @@ async fn the_report_shows_the_organization_a_containment_and_a_fix_in_a_browser(
         "the requester's text became markup"
     );
 
+    // The footprint counts the accounts Quell is deployed to, in every Region, and is priced.
+    let status: Value =
+        serde_json::from_slice(&s.must(&["--sandbox", "--output", "json", "status"])?.stdout)?;
+    let footprint = &status["cost"]["footprint"];
+    ensure!(
+        footprint["accounts"] == json!(deployed.len())
+            && footprint["regions"] == json!(regions.len())
+            && footprint["config_rules_per_place"].as_u64() > Some(0)
+            && status["cost"]["total_usd_per_month"].as_f64() > Some(0.0),
+        "status's footprint: {}",
+        status["cost"]
+    );
+    let cost = page
+        .element("section", "aria-labelledby=\"h-cost\"")
+        .context("no cost section")?;
+    ensure!(
+        cost.contains("a month") && cost.contains("AWS Config rule evaluations"),
+        "{cost}"
+    );
+
     // The fixed bucket, with what was done.
     let row = page
         .element("tr", &format!("data-key=\"{}\"", fixed.key))
