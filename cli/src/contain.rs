@@ -2,6 +2,7 @@
 //! queue with the caller's own identity (SQS stamps who sent it, and the queue's policy says who
 //! may), wait for the responder's outcome in the ledger, and print every step.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -473,16 +474,33 @@ pub async fn send_all(
     let task = printer.task(&format!("0 of {} {what} done", requests.len()));
     let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
     while start.elapsed() < timeout {
-        for (i, (checked, message_id)) in checked.iter().zip(&message_ids).enumerate() {
-            if outcomes[i].is_some() {
-                continue;
-            }
-            let found = match ledger.get(&contract::rejection_key(message_id)).await? {
-                Some(refused) => Some(refused),
-                None => ledger
+        // Every pending request's refusal and record in one batched read, as `wait` reads one.
+        let pending: Vec<usize> = (0..requests.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let keys: Vec<String> = pending
+            .iter()
+            .flat_map(|&i| {
+                [
+                    contract::rejection_key(&message_ids[i]),
+                    checked[i].request_id.clone(),
+                ]
+            })
+            .collect();
+        let read: HashMap<String, Record> = ledger
+            .get_many(&keys)
+            .await?
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        for i in pending {
+            let (checked, message_id) = (&checked[i], &message_ids[i]);
+            let found = match read.get(&contract::rejection_key(message_id)) {
+                Some(refused) => Some(refused.clone()),
+                None => read
                     .get(&checked.request_id)
-                    .await?
-                    .filter(|r| r.status.is_final() && r.message_ids.contains(message_id)),
+                    .filter(|r| r.status.is_final() && r.message_ids.contains(message_id))
+                    .cloned(),
             };
             outcomes[i] = found.map(|record| Outcome {
                 request_id: checked.request_id.clone(),
@@ -555,8 +573,6 @@ async fn send_request(c: &Connection, channel: Channel, body: &str) -> anyhow::R
     Ok(sent.message_id().unwrap_or_default().to_owned())
 }
 
-/// Polls the ledger until this delivery's outcome is final: the request's own record when this
-/// message started it, or the refusal recorded under the message id.
 /// How long to wait before reading the ledger again: often at first, when an outcome is most
 /// likely (a containment takes well under a second), then at a pace a long sweep can afford.
 fn poll_interval(waited: Duration) -> Duration {
@@ -567,6 +583,8 @@ fn poll_interval(waited: Duration) -> Duration {
     }
 }
 
+/// Polls the ledger until this delivery's outcome is final: the request's own record when this
+/// message started it, or the refusal recorded under the message id.
 async fn wait(
     ledger: &Ledger,
     request_id: &str,

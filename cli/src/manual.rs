@@ -2,11 +2,10 @@
 //! `--help` with the exit codes, shell completions and the manual page. All come from the one
 //! clap definition in `args.rs`, so none can drift from what the parser accepts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
-use sha2::{Digest as _, Sha256};
 
 use crate::args::{Cli, ManArgs, Shell};
 use crate::exit;
@@ -32,11 +31,8 @@ fn long_version(bootstrap: &anyhow::Result<PathBuf>) -> String {
         env!("QUELL_COMMIT")
     );
     let responder = match bootstrap {
-        Ok(path) => match package_hash(path) {
-            Ok(hash) => format!(
-                "responder package responder/{hash}.zip (sha256 of {})",
-                path.display()
-            ),
+        Ok(path) => match crate::package::key_of(path) {
+            Ok(key) => format!("responder package {key} (sha256 of {})", path.display()),
             Err(e) => format!("responder package unknown: {e:#}"),
         },
         Err(_) => {
@@ -44,14 +40,6 @@ fn long_version(bootstrap: &anyhow::Result<PathBuf>) -> String {
         }
     };
     format!("{build}\n{responder}")
-}
-
-fn package_hash(path: &Path) -> anyhow::Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 pub fn completions(shell: Shell) -> u8 {
@@ -97,7 +85,7 @@ mod tests {
         let text = long_version(&Ok(bin));
         assert!(text.contains(env!("QUELL_COMMIT")), "{text}");
         // sha256("responder")
-        let expected = hex::encode(Sha256::digest(b"responder"));
+        let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"responder"));
         assert!(
             text.contains(&format!("responder/{expected}.zip")),
             "{text}"

@@ -22,7 +22,7 @@ pub struct Package {
 impl Package {
     /// Content-addressed object key.
     pub fn key(&self) -> String {
-        format!("responder/{}.zip", self.sha256)
+        key_for(&self.sha256)
     }
 
     /// The deployment archive: a fixed timestamp and mode, so it depends on the binary alone.
@@ -36,6 +36,21 @@ impl Package {
         zip.write_all(&self.bytes)?;
         Ok(zip.finish()?.into_inner())
     }
+}
+
+/// The object key of the package of a binary whose SHA-256 is `sha256`.
+fn key_for(sha256: &str) -> String {
+    format!("responder/{sha256}.zip")
+}
+
+/// The object key `binary` would be packaged under, read without keeping it in memory (for
+/// `quell --version`, which need not package it).
+pub fn key_of(binary: &Path) -> anyhow::Result<String> {
+    let mut file =
+        std::fs::File::open(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(key_for(&hex::encode(hasher.finalize())))
 }
 
 /// The `bootstrap` next to the running `quell`: both are built by the same `cargo build`.

@@ -3,7 +3,7 @@
 //! the last sweep, and the totals an auditor asks for. No AWS call here, so the same code renders
 //! a live organization and a saved report (`--from`), and the tests feed it any size they like.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use quell_responder::contract::Action;
@@ -255,6 +255,16 @@ pub fn build(read: Read<'_>) -> Report {
     let grid = Grid {
         regions: &read.regions,
         stack_sets: &read.stack_sets,
+        placed: read
+            .stack_sets
+            .iter()
+            .map(|s| {
+                s.instances
+                    .iter()
+                    .map(|i| ((i.account.as_str(), i.region.as_str()), i))
+                    .collect()
+            })
+            .collect(),
     };
     let tree = read
         .tree
@@ -302,6 +312,8 @@ pub fn build(read: Read<'_>) -> Report {
 struct Grid<'a> {
     regions: &'a [String],
     stack_sets: &'a [StackSetRead],
+    /// Each stack set's instances by account and Region (a cell reads one of each).
+    placed: Vec<HashMap<(&'a str, &'a str), &'a Instance>>,
 }
 
 impl Grid<'_> {
@@ -333,12 +345,8 @@ impl Grid<'_> {
     fn cell(&self, account: &str, region: &str) -> Cell {
         let mut instances = Vec::new();
         let mut state = CellState::NotTargeted;
-        for set in self.stack_sets {
-            let found = set
-                .instances
-                .iter()
-                .find(|i| i.account == account && i.region == region);
-            let this = match found {
+        for (set, placed) in self.stack_sets.iter().zip(&self.placed) {
+            let this = match placed.get(&(account, region)) {
                 Some(i) => {
                     instances.push(CellInstance {
                         stack_set: set.name.clone(),

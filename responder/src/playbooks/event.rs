@@ -598,6 +598,7 @@ fn playbook_resource(r: &Value) -> Result<Option<Resource>, Malformed> {
 }
 
 fn security_hub(event: &Value, event_id: &str, origin: &Origin) -> Result<Parsed, Refused> {
+    let time = event_time(event);
     let mut triggers = Vec::new();
     let mut skipped = Vec::new();
     for f in findings(event)? {
@@ -639,7 +640,7 @@ fn security_hub(event: &Value, event_id: &str, origin: &Origin) -> Result<Parsed
                         finding: finding.clone(),
                         control: control.to_owned(),
                     },
-                    time: event_time(event),
+                    time,
                 });
             }
         }
@@ -679,6 +680,7 @@ fn custom_action(event: &Value, event_id: &str, origin: &Origin) -> Result<Parse
     } else {
         REMEDIATE_ACTION.1
     };
+    let time = event_time(event);
     let mut triggers = Vec::new();
     let mut requests = Vec::new();
     for f in findings(event)? {
@@ -712,7 +714,7 @@ fn custom_action(event: &Value, event_id: &str, origin: &Origin) -> Result<Parse
                         finding: finding.clone(),
                         action: action_name.to_owned(),
                     },
-                    time: event_time(event),
+                    time,
                 });
             }
         }
